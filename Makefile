@@ -1,0 +1,95 @@
+# DelAuto developer commands. `make help` lists them.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+LOCALBIN ?= $(CURDIR)/bin
+export PATH := $(LOCALBIN):$(PATH)
+
+# Pinned tool versions. The Kubernetes and FerretDB pins live in the wrapper
+# modules under hack/tools/ (their go.mod files).
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+HELM_VERSION ?= v3.22.0
+
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+HELM ?= $(LOCALBIN)/helm
+K8S_BINS := $(LOCALBIN)/kube-apiserver $(LOCALBIN)/etcd
+E2E_BINS := $(LOCALBIN)/kube-controller-manager $(LOCALBIN)/kube-scheduler
+FERRETDB ?= $(LOCALBIN)/ferretdb
+
+# envtest finds kube-apiserver and etcd here.
+export KUBEBUILDER_ASSETS ?= $(LOCALBIN)
+# The test services package finds FerretDB here.
+export DELAUTO_FERRETDB ?= $(FERRETDB)
+
+GO_TEST_FLAGS ?= -count=1 -timeout 20m
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+##@ Tools
+
+.PHONY: tools
+tools: $(K8S_BINS) $(FERRETDB) $(CONTROLLER_GEN) $(HELM) redis ## Build every local tool into bin/ (reused when built).
+
+.PHONY: redis
+redis: ## Install Debian's redis-server when missing.
+	@hack/install-redis.sh
+
+$(LOCALBIN):
+	@mkdir -p $(LOCALBIN)
+
+$(K8S_BINS) &: hack/tools/k8s/go.mod hack/tools/k8s/go.sum hack/tools/k8s/etcd/main.go | $(LOCALBIN)
+	@hack/build-tool.sh hack/tools/k8s "kube-apiserver and etcd (Kubernetes 1.37.2)" k8s.io/kubernetes/cmd/kube-apiserver ./etcd
+
+$(E2E_BINS) &: hack/tools/k8s/go.mod hack/tools/k8s/go.sum | $(LOCALBIN)
+	@hack/build-tool.sh hack/tools/k8s "kube-controller-manager and kube-scheduler (Kubernetes 1.37.2)" k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+
+$(FERRETDB): hack/tools/ferretdb/go.mod hack/tools/ferretdb/go.sum hack/tools/ferretdb/main.go | $(LOCALBIN)
+	@hack/build-tool.sh hack/tools/ferretdb "FerretDB v1.24.2" .
+
+$(CONTROLLER_GEN): $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+	@ln -sf controller-gen-$(CONTROLLER_TOOLS_VERSION) $@
+$(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION): | $(LOCALBIN)
+	@hack/install-tool.sh $@ sigs.k8s.io/controller-tools/cmd/controller-gen $(CONTROLLER_TOOLS_VERSION)
+
+$(HELM): $(LOCALBIN)/helm-$(HELM_VERSION)
+	@ln -sf helm-$(HELM_VERSION) $@
+$(LOCALBIN)/helm-$(HELM_VERSION): | $(LOCALBIN)
+	@hack/install-tool.sh $@ helm.sh/helm/v3/cmd/helm $(HELM_VERSION)
+
+.PHONY: e2e-tools
+e2e-tools: tools $(E2E_BINS) ## Also build kube-controller-manager and kube-scheduler.
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC under config/.
+	$(CONTROLLER_GEN) rbac:roleName=delauto-operator crd:maxDescLen=400 paths="./api/...;./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@hack/sync-chart-crds.sh
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## gofmt the tree.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## go vet every package.
+	go vet ./...
+
+.PHONY: lint
+lint: vet $(HELM) ## gofmt check, go vet and helm lint.
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n $$bad ]]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
+	$(HELM) lint charts/delauto
+
+.PHONY: verify-generated
+verify-generated: manifests generate ## Fail when committed generated files are stale.
+	@hack/verify-generated.sh
+
+.PHONY: test
+test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test.
+	go test $(GO_TEST_FLAGS) ./...

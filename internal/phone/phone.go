@@ -1,0 +1,42 @@
+// Package phone validates E.164 numbers and masks them for logs.
+package phone
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// Validate reports whether s is a valid E.164 number (a plausible number of
+// a known country, written as +<country code><number>).
+func Validate(s string) error {
+	if !strings.HasPrefix(s, "+") {
+		return fmt.Errorf("phone number %s must start with '+' and the country code (E.164)", Mask(s))
+	}
+	n, err := phonenumbers.Parse(s, "")
+	if err != nil {
+		return fmt.Errorf("phone number %s is not E.164: %v", Mask(s), err)
+	}
+	if !phonenumbers.IsValidNumber(n) {
+		return fmt.Errorf("phone number %s is not a valid number of its country", Mask(s))
+	}
+	if got := phonenumbers.Format(n, phonenumbers.E164); got != s {
+		return fmt.Errorf("phone number %s is not in E.164 form (expected %s)", Mask(s), Mask(got))
+	}
+	return nil
+}
+
+// Mask hides all but the country-code-ish prefix and the last two digits of a
+// number, so logs can tell numbers apart without revealing them:
+// +14155550123 becomes +141******23.
+func Mask(s string) string {
+	if len(s) <= 5 {
+		return strings.Repeat("*", len(s))
+	}
+	keep := 4
+	if !strings.HasPrefix(s, "+") {
+		keep = 3
+	}
+	return s[:keep] + strings.Repeat("*", len(s)-keep-2) + s[len(s)-2:]
+}

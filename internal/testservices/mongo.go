@@ -1,0 +1,188 @@
+package testservices
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+)
+
+// Mongo is a MongoDB-wire server: FerretDB on a throwaway PostgreSQL cluster.
+type Mongo struct {
+	// URI is the mongodb:// URI of the FerretDB server.
+	URI      string
+	dir      string
+	postgres *process
+	ferret   *process
+}
+
+const ferretHint = "run `make tools` to build bin/ferretdb"
+
+// postgresBinDir finds PostgreSQL's server binaries: $DELAUTO_PG_BINDIR, else
+// the newest of Debian's /usr/lib/postgresql/*/bin, preferring 15.
+func postgresBinDir() (string, error) {
+	if d := os.Getenv("DELAUTO_PG_BINDIR"); d != "" {
+		return d, nil
+	}
+	if _, err := os.Stat("/usr/lib/postgresql/15/bin/initdb"); err == nil {
+		return "/usr/lib/postgresql/15/bin", nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Strings(dirs)
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if _, err := os.Stat(filepath.Join(dirs[i], "initdb")); err == nil {
+			return dirs[i], nil
+		}
+	}
+	return "", fmt.Errorf("PostgreSQL server binaries (initdb, postgres) not found in /usr/lib/postgresql/*/bin: install Debian's postgresql-15 package, or set DELAUTO_PG_BINDIR")
+}
+
+// postgresCredential makes root's children run as the postgres user (the
+// server refuses to run as root); other users run it as themselves.
+func postgresCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root, PostgreSQL needs the postgres user: %w (install Debian's postgresql package)", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// StartMongo initialises a PostgreSQL cluster in a temporary folder, starts
+// it and FerretDB on free loopback ports, and waits until a MongoDB client
+// can ping it.
+func StartMongo() (*Mongo, error) {
+	binDir, err := postgresBinDir()
+	if err != nil {
+		return nil, err
+	}
+	ferretBin, err := lookBinary("DELAUTO_FERRETDB", "ferretdb", ferretHint)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := postgresCredential()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "delauto-pg-")
+	if err != nil {
+		return nil, err
+	}
+	m := &Mongo{dir: dir}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			m.Stop()
+			return nil, err
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.Command(filepath.Join(binDir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		m.Stop()
+		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+
+	var pgAddr string
+	for try := 0; ; try++ {
+		port, err := freePort()
+		if err != nil {
+			m.Stop()
+			return nil, err
+		}
+		pgAddr = net.JoinHostPort("127.0.0.1", itoa(port))
+		cmd := exec.Command(filepath.Join(binDir, "postgres"), "-D", data, "-p", itoa(port),
+			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+dir,
+			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+			"-c", "max_connections=200", "-c", "shared_buffers=256MB")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		if m.postgres, err = startProcess("postgres", cmd); err != nil {
+			m.Stop()
+			return nil, err
+		}
+		if err = waitTCP(m.postgres, pgAddr, 30*time.Second); err == nil {
+			break
+		} else if try == 2 {
+			m.Stop()
+			return nil, err
+		}
+		m.postgres.kill()
+	}
+
+	for try := 0; ; try++ {
+		port, err := freePort()
+		if err != nil {
+			m.Stop()
+			return nil, err
+		}
+		addr := net.JoinHostPort("127.0.0.1", itoa(port))
+		cmd := exec.Command(ferretBin, "-listen", addr, "-postgresql-url", "postgres://postgres@"+pgAddr+"/postgres")
+		if m.ferret, err = startProcess("ferretdb", cmd); err != nil {
+			m.Stop()
+			return nil, err
+		}
+		if err = waitTCP(m.ferret, addr, 30*time.Second); err == nil {
+			m.URI = "mongodb://" + addr + "/"
+			break
+		} else if try == 2 {
+			m.Stop()
+			return nil, err
+		}
+		m.ferret.kill()
+	}
+	if err := m.ping(30 * time.Second); err != nil {
+		m.Stop()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Mongo) ping(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := mongo.Connect(options.Client().ApplyURI(m.URI))
+	if err != nil {
+		return err
+	}
+	defer c.Disconnect(context.Background())
+	for {
+		err := c.Ping(ctx, readpref.Primary())
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return m.ferret.failure(fmt.Sprintf("no answer to ping: %v", err))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Client connects a new MongoDB client; the caller disconnects it.
+func (m *Mongo) Client() (*mongo.Client, error) {
+	return mongo.Connect(options.Client().ApplyURI(m.URI))
+}
+
+// Stop ends FerretDB and PostgreSQL and removes the cluster's files.
+func (m *Mongo) Stop() {
+	if m == nil {
+		return
+	}
+	m.ferret.stop(5 * time.Second)
+	m.postgres.stop(10 * time.Second)
+	os.RemoveAll(m.dir)
+}
