@@ -93,3 +93,9 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 .PHONY: test
 test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test.
 	go test $(GO_TEST_FLAGS) ./...
+
+##@ Benchmarks (commands, not timed tests; results in docs/benchmarks.md)
+
+.PHONY: bench-queue
+bench-queue: tools ## Queue drain, pickup latency and lateness vs asynq and BullMQ.
+	hack/bench/queue/run.sh
