@@ -13,7 +13,7 @@ HELM_VERSION ?= v3.22.0
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 HELM ?= $(LOCALBIN)/helm
-K8S_BINS := $(LOCALBIN)/kube-apiserver $(LOCALBIN)/etcd
+K8S_BINS := $(LOCALBIN)/kube-apiserver $(LOCALBIN)/etcd $(LOCALBIN)/kubectl
 E2E_BINS := $(LOCALBIN)/kube-controller-manager $(LOCALBIN)/kube-scheduler
 FERRETDB ?= $(LOCALBIN)/ferretdb
 
@@ -41,7 +41,7 @@ $(LOCALBIN):
 	@mkdir -p $(LOCALBIN)
 
 $(K8S_BINS) &: hack/tools/k8s/go.mod hack/tools/k8s/go.sum hack/tools/k8s/etcd/main.go | $(LOCALBIN)
-	@hack/build-tool.sh hack/tools/k8s "kube-apiserver and etcd (Kubernetes 1.37.2)" k8s.io/kubernetes/cmd/kube-apiserver ./etcd
+	@hack/build-tool.sh hack/tools/k8s "kube-apiserver, etcd and kubectl (Kubernetes 1.37.2)" k8s.io/kubernetes/cmd/kube-apiserver ./etcd k8s.io/kubernetes/cmd/kubectl
 
 $(E2E_BINS) &: hack/tools/k8s/go.mod hack/tools/k8s/go.sum | $(LOCALBIN)
 	@hack/build-tool.sh hack/tools/k8s "kube-controller-manager and kube-scheduler (Kubernetes 1.37.2)" k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler

@@ -50,7 +50,7 @@ type ScheduleSpec struct {
 	// +optional
 	// +kubebuilder:default="2h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('168h')",message="leadTime must be a duration between 0s and 168h, such as 90m or 2h"
-	LeadTime metav1.Duration `json:"leadTime,omitempty"`
+	LeadTime *metav1.Duration `json:"leadTime,omitempty"`
 	// callingHours is when calls may be placed, in the recipient's time zone.
 	// +optional
 	// +kubebuilder:default={}
@@ -151,7 +151,7 @@ type CallScript struct {
 	// +optional
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('120s')",message="instructionsMaxLength must be between 5s and 120s"
-	InstructionsMaxLength metav1.Duration `json:"instructionsMaxLength,omitempty"`
+	InstructionsMaxLength *metav1.Duration `json:"instructionsMaxLength,omitempty"`
 	// answeringMachine is what happens when a machine answers.
 	// +optional
 	// +kubebuilder:default=HangUp
@@ -164,12 +164,12 @@ type CallScript struct {
 	// +optional
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('15s') && duration(self) <= duration('5m')",message="timeLimit must be between 15s and 5m"
-	TimeLimit metav1.Duration `json:"timeLimit,omitempty"`
+	TimeLimit *metav1.Duration `json:"timeLimit,omitempty"`
 	// ringTimeout is how long a call rings before it counts as no-answer.
 	// +optional
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('60s')",message="ringTimeout must be between 5s and 60s"
-	RingTimeout metav1.Duration `json:"ringTimeout,omitempty"`
+	RingTimeout *metav1.Duration `json:"ringTimeout,omitempty"`
 }
 
 // TwilioCredentials names the Secret with the Twilio account SID and auth token.
@@ -273,7 +273,7 @@ type WorkersSpec struct {
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1000
-	MinReplicas int32 `json:"minReplicas"`
+	MinReplicas *int32 `json:"minReplicas,omitempty"`
 	// maxReplicas is the most worker pods per shard.
 	// +optional
 	// +kubebuilder:default=10
@@ -284,7 +284,7 @@ type WorkersSpec struct {
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="scaleDownDelay must be between 0s and 24h"
-	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitempty"`
+	ScaleDownDelay *metav1.Duration `json:"scaleDownDelay,omitempty"`
 }
 
 // RelayWebhook posts the recipient's answer to the user's dispatch system.

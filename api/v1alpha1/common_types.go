@@ -27,6 +27,6 @@ type PhoneNumber string
 type TimeZone string
 
 // ClockTime is a time of day, HH:MM on a 24-hour clock.
-// +kubebuilder:validation:MaxLength=5
+// +kubebuilder:validation:MaxLength=8
 // +kubebuilder:validation:XValidation:rule="self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')",message="must be a time of day as HH:MM on a 24-hour clock, for example 09:00 or 20:30"
 type ClockTime string

@@ -74,3 +74,33 @@ func (k *Kube) Stop() {
 	}
 	_ = k.env.Stop()
 }
+
+// Kubeconfig writes a kubeconfig of an administrator of the apiserver to a
+// temporary file and returns its path, for kubectl.
+func (k *Kube) Kubeconfig() (string, error) {
+	u, err := k.env.AddUser(envtest.User{Name: "delauto-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", err
+	}
+	data, err := u.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp("", "delauto-kubeconfig-")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// Kubectl finds the kubectl that `make tools` builds (bin/), or $KUBECTL.
+func Kubectl() (string, error) {
+	return lookBinary("KUBECTL", "kubectl", "run `make tools` to build bin/kubectl")
+}
+
+// RepoRoot is the root of the DelAuto checkout the tests run in.
+func RepoRoot() (string, error) { return repoRoot() }
