@@ -66,7 +66,7 @@ e2e-tools: tools $(E2E_BINS) ## Also build kube-controller-manager and kube-sche
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC under config/.
-	$(CONTROLLER_GEN) rbac:roleName=delauto-operator crd:maxDescLen=400 paths="./api/...;./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=operator crd:maxDescLen=400 paths="./api/...;./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@hack/sync-chart-crds.sh
 
 .PHONY: generate

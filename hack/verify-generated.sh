@@ -4,7 +4,7 @@
 # committed current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-paths=(api config charts/delauto/crds)
+paths=(api config charts/delauto/crds charts/delauto/files)
 changed=$(git status --porcelain -- "${paths[@]}")
 if [[ -n $changed ]]; then
   echo "generated files are stale or uncommitted; run 'make manifests generate' and commit:" >&2

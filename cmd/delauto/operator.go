@@ -1,0 +1,95 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	delautov1alpha1 "github.com/delauto/delauto/api/v1alpha1"
+)
+
+// managedByLabel marks the objects the operator owns (worker Deployments and
+// Services); the cache holds only those, not every Deployment of the cluster.
+const managedByLabel = "app.kubernetes.io/managed-by=delauto-operator"
+
+// runOperator starts the controller-runtime manager.
+func runOperator(args []string) error {
+	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
+	metricsAddr := fs.String("metrics-bind-address", ":8443", "address of the metrics endpoint (HTTPS, Kubernetes authn/authz); 0 disables it")
+	secureMetrics := fs.Bool("metrics-secure", true, "serve metrics over HTTPS behind authentication and authorization")
+	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	leaderElect := fs.Bool("leader-elect", false, "elect a leader so only one operator replica acts")
+	leaderNamespace := fs.String("leader-election-namespace", "", "namespace of the leader Lease (default: the pod's namespace)")
+	concurrency := fs.Int("max-concurrent-reconciles", 4, "reconciles run at once per controller")
+	logLevel := fs.String("log-level", "info", "log level: info or debug")
+	_ = fs.String("worker-image", "", "default image of worker Deployments (campaigns may override)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *concurrency < 1 {
+		return fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", *concurrency)
+	}
+	zopts := zap.Options{}
+	switch *logLevel {
+	case "info":
+	case "debug":
+		zopts.Development = true
+	default:
+		return fmt.Errorf("--log-level must be info or debug, got %q", *logLevel)
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := delautov1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	owned, err := labels.Parse(managedByLabel)
+	if err != nil {
+		return err
+	}
+	metricsOpts := metricsserver.Options{BindAddress: *metricsAddr, SecureServing: *secureMetrics}
+	if *secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  *probeAddr,
+		LeaderElection:          *leaderElect,
+		LeaderElectionID:        "operator.delauto.io",
+		LeaderElectionNamespace: *leaderNamespace,
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				&appsv1.Deployment{}: {Label: owned},
+				&corev1.Service{}:    {Label: owned},
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	ctrl.Log.WithName("operator").Info("starting", "leaderElect", *leaderElect, "maxConcurrentReconciles", *concurrency)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
