@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"os"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -18,11 +21,12 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	delautov1alpha1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/controllers"
 )
 
 // managedByLabel marks the objects the operator owns (worker Deployments and
 // Services); the cache holds only those, not every Deployment of the cluster.
-const managedByLabel = "app.kubernetes.io/managed-by=delauto-operator"
+const managedByLabel = controllers.LabelManagedBy + "=" + controllers.ManagedBy
 
 // runOperator starts the controller-runtime manager.
 func runOperator(args []string) error {
@@ -34,7 +38,9 @@ func runOperator(args []string) error {
 	leaderNamespace := fs.String("leader-election-namespace", "", "namespace of the leader Lease (default: the pod's namespace)")
 	concurrency := fs.Int("max-concurrent-reconciles", 4, "reconciles run at once per controller")
 	logLevel := fs.String("log-level", "info", "log level: info or debug")
-	_ = fs.String("worker-image", "", "default image of worker Deployments (campaigns may override)")
+	workerImage := fs.String("worker-image", "", "default image of worker Deployments (campaigns may override)")
+	workerStores := fs.String("worker-stores-secret", "", "Secret in each campaign's namespace with REDIS_URL and MONGO_URI for its workers; empty passes the operator's own REDIS_URL and MONGO_URI")
+	statusInterval := fs.Duration("status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,6 +89,25 @@ func runOperator(args []string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	campaigns := &controllers.CallCampaignReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Workers: controllers.WorkerDefaults{
+			Image:        *workerImage,
+			StoresSecret: *workerStores,
+			RedisURL:     os.Getenv("REDIS_URL"),
+			MongoURI:     os.Getenv("MONGO_URI"),
+		},
+		StatusInterval:          *statusInterval,
+		Recorder:                mgr.GetEventRecorder(controllers.FieldOwner),
+		MaxConcurrentReconciles: *concurrency,
+	}
+	if err := campaigns.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the CallCampaign controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

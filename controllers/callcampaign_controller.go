@@ -1,0 +1,277 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/sharding"
+)
+
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+
+// FieldOwner is the server-side-apply field manager of everything the
+// operator owns.
+const FieldOwner = "delauto-operator"
+
+// secretRefIndex indexes CallCampaigns by the Secrets they read.
+const secretRefIndex = "spec.secretRefs"
+
+// CallCampaignReconciler owns each campaign's per-shard worker Deployments
+// and callback Service, and reports the campaign's status.
+type CallCampaignReconciler struct {
+	client.Client
+	// APIReader reads Secrets directly: the cache holds only their metadata.
+	APIReader client.Reader
+	// Workers configures the worker Deployments.
+	Workers WorkerDefaults
+	// Queues reads per-shard queue figures; nil leaves them out of the status.
+	Queues QueueStats
+	// StatusInterval is how often status is refreshed while nothing changes.
+	StatusInterval time.Duration
+	// Recorder emits Events.
+	Recorder events.EventRecorder
+	// MaxConcurrentReconciles bounds parallel reconciles.
+	MaxConcurrentReconciles int
+}
+
+// campaignScope is one reconcile's state, passed between the phases.
+type campaignScope struct {
+	campaign *v1.CallCampaign
+	shards   []string
+	// deployments are the campaign's worker Deployments by shard, after apply.
+	deployments map[string]*appsv1.Deployment
+	// degraded, when set, says why calling cannot work.
+	degraded *metav1.Condition
+	// queueErr is set when the queue figures could not be read.
+	queueErr error
+	queue    map[string]ShardQueueStats
+}
+
+// Reconcile applies the campaign's worker Deployments and Service and
+// writes its status once, at the end, only when it changed.
+func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	campaign := &v1.CallCampaign{}
+	if err := r.Get(ctx, req.NamespacedName, campaign); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !campaign.DeletionTimestamp.IsZero() {
+		// Owned Deployments and the Service go with the campaign (owner
+		// references); the call log stays in MongoDB.
+		return ctrl.Result{}, nil
+	}
+	scope := &campaignScope{campaign: campaign, shards: sharding.Names(campaign.Spec.Sharding)}
+	before := campaign.Status.DeepCopy()
+	defer func() {
+		r.computeStatus(ctx, scope)
+		if equality.Semantic.DeepEqual(before, &campaign.Status) {
+			return
+		}
+		if perr := r.Status().Patch(ctx, campaign, client.MergeFrom(withStatus(campaign, before))); perr != nil && !apierrors.IsNotFound(perr) {
+			err = kerrorsJoin(err, fmt.Errorf("patch status: %w", perr))
+		}
+	}()
+
+	for _, phase := range []func(context.Context, *campaignScope) error{
+		r.checkCredentials,
+		r.checkScript,
+		r.applyWorkers,
+		r.removeStaleShards,
+		r.applyCallbackService,
+		r.readQueues,
+	} {
+		if err := phase(ctx, scope); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
+}
+
+// withStatus returns a copy of c carrying status s: the base of the status
+// merge patch.
+func withStatus(c *v1.CallCampaign, s *v1.CallCampaignStatus) *v1.CallCampaign {
+	base := c.DeepCopy()
+	base.Status = *s
+	return base
+}
+
+func kerrorsJoin(a, b error) error {
+	if a == nil {
+		return b
+	}
+	return fmt.Errorf("%w; %v", a, b)
+}
+
+// checkCredentials makes sure the Twilio Secret (and the relay webhook's)
+// exists with the keys the workers read.
+func (r *CallCampaignReconciler) checkCredentials(ctx context.Context, s *campaignScope) error {
+	c := s.campaign
+	ref := c.Spec.Twilio.CredentialsSecretRef
+	need := []struct{ name, key string }{
+		{ref.Name, ref.AccountSIDKey},
+		{ref.Name, ref.AuthTokenKey},
+	}
+	if wh := c.Spec.Relay.Webhook; wh != nil {
+		need = append(need, struct{ name, key string }{wh.SecretRef.Name, wh.SecretRef.Key})
+	}
+	for _, n := range need {
+		secret := &corev1.Secret{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: c.Namespace, Name: n.name}, secret)
+		switch {
+		case apierrors.IsNotFound(err):
+			s.degraded = degradedCondition(c, "SecretMissing", fmt.Sprintf("Secret %q does not exist in namespace %s", n.name, c.Namespace))
+			return nil
+		case err != nil:
+			return fmt.Errorf("read Secret %s: %w", n.name, err)
+		case len(secret.Data[n.key]) == 0:
+			s.degraded = degradedCondition(c, "SecretKeyMissing", fmt.Sprintf("Secret %q has no key %q", n.name, n.key))
+			return nil
+		}
+	}
+	return nil
+}
+
+// checkScript makes sure the greeting template renders.
+func (r *CallCampaignReconciler) checkScript(_ context.Context, s *campaignScope) error {
+	if s.degraded != nil {
+		return nil
+	}
+	if err := ValidateGreeting(s.campaign.Spec.Script.Greeting); err != nil {
+		s.degraded = degradedCondition(s.campaign, "InvalidScriptTemplate", err.Error())
+	}
+	return nil
+}
+
+func degradedCondition(c *v1.CallCampaign, reason, msg string) *metav1.Condition {
+	return &metav1.Condition{Type: v1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: reason, Message: msg, ObservedGeneration: c.Generation}
+}
+
+// applyWorkers server-side applies one worker Deployment per shard.
+func (r *CallCampaignReconciler) applyWorkers(ctx context.Context, s *campaignScope) error {
+	s.deployments = map[string]*appsv1.Deployment{}
+	for _, shard := range s.shards {
+		current := &appsv1.Deployment{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: WorkerDeploymentName(s.campaign.Name, shard)}, current)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		if apierrors.IsNotFound(err) {
+			current = nil
+		}
+		replicas := DesiredReplicas(s.campaign, shard, s.degraded != nil, current)
+		ac := r.Workers.deployment(s.campaign, shard, replicas)
+		if err := r.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			return fmt.Errorf("apply worker Deployment for shard %s: %w", shard, err)
+		}
+		applied := &appsv1.Deployment{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: *ac.Name}, applied); err == nil {
+			s.deployments[shard] = applied
+		}
+	}
+	return nil
+}
+
+// removeStaleShards deletes the Deployments of shards the campaign no longer has.
+func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campaignScope) error {
+	var list appsv1.DeploymentList
+	if err := r.List(ctx, &list, client.InNamespace(s.campaign.Namespace), client.MatchingLabels{LabelCampaign: s.campaign.Name, LabelComponent: ComponentWorker}); err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, sh := range s.shards {
+		keep[WorkerDeploymentName(s.campaign.Name, sh)] = true
+	}
+	for i := range list.Items {
+		d := &list.Items[i]
+		if keep[d.Name] || !metav1.IsControlledBy(d, s.campaign) {
+			continue
+		}
+		if err := r.Delete(ctx, d, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete Deployment %s of a removed shard: %w", d.Name, err)
+		}
+		log.FromContext(ctx).Info("removed the worker Deployment of a removed shard", "deployment", d.Name)
+		r.Recorder.Eventf(s.campaign, nil, corev1.EventTypeNormal, "ShardRemoved", "DeleteDeployment", "removed worker Deployment %s", d.Name)
+	}
+	return nil
+}
+
+// applyCallbackService server-side applies the Service Twilio's webhooks reach.
+func (r *CallCampaignReconciler) applyCallbackService(ctx context.Context, s *campaignScope) error {
+	if err := r.Apply(ctx, callbackService(s.campaign), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply callback Service: %w", err)
+	}
+	return nil
+}
+
+// readQueues reads every shard's queue figures.
+func (r *CallCampaignReconciler) readQueues(ctx context.Context, s *campaignScope) error {
+	if r.Queues == nil {
+		return nil
+	}
+	s.queue = map[string]ShardQueueStats{}
+	for _, shard := range s.shards {
+		st, err := r.Queues.ShardStats(ctx, s.campaign.Namespace, s.campaign.Name, shard)
+		if err != nil {
+			s.queueErr = err
+			return nil
+		}
+		s.queue[shard] = st
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller: it watches campaigns, their
+// owned Deployments and Services, and the metadata of Secrets they read.
+func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.StatusInterval <= 0 {
+		r.StatusInterval = 10 * time.Second
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.CallCampaign{}, secretRefIndex, func(o client.Object) []string {
+		c := o.(*v1.CallCampaign)
+		refs := []string{c.Spec.Twilio.CredentialsSecretRef.Name}
+		if wh := c.Spec.Relay.Webhook; wh != nil {
+			refs = append(refs, wh.SecretRef.Name)
+		}
+		return refs
+	}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.CallCampaign{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.campaignsReadingSecret), builder.OnlyMetadata).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
+		Complete(r)
+}
+
+// campaignsReadingSecret maps a Secret to the campaigns that read it.
+func (r *CallCampaignReconciler) campaignsReadingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	var list v1.CallCampaignList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{secretRefIndex: o.GetName()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, len(list.Items))
+	for i, c := range list.Items {
+		reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: c.Namespace, Name: c.Name}}
+	}
+	return reqs
+}

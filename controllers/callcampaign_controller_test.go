@@ -1,0 +1,331 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/controllers"
+)
+
+// fakeQueues stands in for Redis in the campaign tests that are not about
+// the queue; the figures it returns are echoed into the status.
+type fakeQueues struct{}
+
+func (fakeQueues) ShardStats(_ context.Context, _, _, shard string) (controllers.ShardQueueStats, error) {
+	return controllers.ShardQueueStats{DueNow: 2, Scheduled: 5, InFlight: 1}, nil
+}
+
+func startCampaignController(t *testing.T) {
+	mgr := newManager(t)
+	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		t.Fatal(err)
+	}
+	r := &controllers.CallCampaignReconciler{
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Workers:        controllers.WorkerDefaults{Image: "delauto:test", RedisURL: "redis://r:6379", MongoURI: "mongodb://m/delauto"},
+		Queues:         fakeQueues{},
+		StatusInterval: 300 * time.Millisecond,
+		Recorder:       mgr.GetEventRecorder("delauto-operator"),
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	run(t, mgr)
+}
+
+func twilioSecret(ns string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "twilio"},
+		Data:       map[string][]byte{"accountSID": []byte("AC123"), "authToken": []byte("tok")},
+	}
+}
+
+func newCampaign(ns string, shards int32) *v1.CallCampaign {
+	return &v1.CallCampaign{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "spree"},
+		Spec: v1.CallCampaignSpec{
+			Script: v1.CallScript{CompanyName: "Spree", TimeLimit: &metav1.Duration{Duration: 90 * time.Second}},
+			Twilio: v1.TwilioSpec{
+				CredentialsSecretRef: v1.TwilioCredentials{Name: "twilio"},
+				FromNumbers:          []v1.PhoneNumber{"+493012345670"},
+				CallbackURL:          "https://calls.example.com",
+			},
+			Sharding: v1.ShardingSpec{By: v1.ShardByHash, Count: shards},
+			Workers:  v1.WorkersSpec{MinReplicas: ptr.To[int32](2), MaxReplicas: 5, Concurrency: 20},
+		},
+	}
+}
+
+func workerDeployments(ns string) ([]appsv1.Deployment, error) {
+	var list appsv1.DeploymentList
+	err := env.Kube.Client.List(context.Background(), &list, client.InNamespace(ns), client.MatchingLabels{controllers.LabelComponent: controllers.ComponentWorker})
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	return list.Items, err
+}
+
+func deploymentNames(ds []appsv1.Deployment) string {
+	var n []string
+	for _, d := range ds {
+		n = append(n, d.Name)
+	}
+	return strings.Join(n, ",")
+}
+
+func getCampaign(t *testing.T, key client.ObjectKey) *v1.CallCampaign {
+	t.Helper()
+	c := &v1.CallCampaign{}
+	if err := env.Kube.Client.Get(context.Background(), key, c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
+	startCampaignController(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	c := env.Kube.Client
+	if err := c.Create(ctx, twilioSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
+	campaign := newCampaign(ns, 2)
+	if err := c.Create(ctx, campaign); err != nil {
+		t.Fatal(err)
+	}
+
+	eventually(t, 10*time.Second, "two worker Deployments", func() error {
+		ds, err := workerDeployments(ns)
+		if err != nil {
+			return err
+		}
+		if got := deploymentNames(ds); got != "spree-shard-0,spree-shard-1" {
+			return fmt.Errorf("Deployments = %q", got)
+		}
+		return nil
+	})
+	ds, _ := workerDeployments(ns)
+	d := ds[0]
+	if !metav1.IsControlledBy(&d, campaign) {
+		t.Errorf("Deployment %s is not controlled by the campaign", d.Name)
+	}
+	if *d.Spec.Replicas != 2 {
+		t.Errorf("replicas = %d, want the campaign's minimum 2", *d.Spec.Replicas)
+	}
+	pod := d.Spec.Template.Spec
+	w := pod.Containers[0]
+	if w.Image != "delauto:test" || strings.Join(w.Args, " ") != "worker" {
+		t.Errorf("container image/args = %s %v", w.Image, w.Args)
+	}
+	env := map[string]string{}
+	for _, e := range w.Env {
+		env[e.Name] = e.Value
+	}
+	if env[controllers.EnvCampaign] != "spree" || env[controllers.EnvShards] != "shard-0" || env[controllers.EnvConcurrency] != "20" || env[controllers.EnvCallbackURL] != "https://calls.example.com" {
+		t.Errorf("worker env = %v", env)
+	}
+	if pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds <= 90 {
+		t.Errorf("terminationGracePeriodSeconds = %v, want above the 90s call time limit", pod.TerminationGracePeriodSeconds)
+	}
+	sc := w.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		t.Errorf("container security context is not locked down: %+v", sc)
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("workers need no Kubernetes API token, yet one is mounted")
+	}
+	var secretVol *corev1.SecretVolumeSource
+	for _, v := range pod.Volumes {
+		if v.Secret != nil {
+			secretVol = v.Secret
+		}
+	}
+	if secretVol == nil || secretVol.SecretName != "twilio" || len(secretVol.Items) != 2 {
+		t.Errorf("the Twilio Secret is not mounted as files: %+v", secretVol)
+	}
+	if w.ReadinessProbe == nil || w.ReadinessProbe.HTTPGet.Path != "/readyz" || w.LivenessProbe == nil {
+		t.Error("worker probes missing")
+	}
+
+	svc := &corev1.Service{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "spree-callbacks"}, svc); err != nil {
+		t.Fatalf("callback Service: %v", err)
+	}
+	if svc.Spec.Selector[controllers.LabelCampaign] != "spree" {
+		t.Errorf("callback Service selector = %v", svc.Spec.Selector)
+	}
+
+	eventually(t, 10*time.Second, "status reports shards and queues", func() error {
+		got := getCampaign(t, client.ObjectKeyFromObject(campaign))
+		if got.Status.ShardCount != 2 || len(got.Status.Shards) != 2 || got.Status.Replicas != 4 || got.Status.Queued != 6 {
+			return fmt.Errorf("status = %+v", got.Status)
+		}
+		if got.Status.ObservedGeneration != got.Generation {
+			return fmt.Errorf("observedGeneration %d, generation %d", got.Status.ObservedGeneration, got.Generation)
+		}
+		return hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+	})
+
+	// More shards add Deployments; fewer remove them.
+	for _, step := range []struct {
+		count int32
+		want  string
+	}{{3, "spree-shard-0,spree-shard-1,spree-shard-2"}, {1, "spree-shard-0"}} {
+		cur := getCampaign(t, client.ObjectKeyFromObject(campaign))
+		cur.Spec.Sharding.Count = step.count
+		if err := c.Update(ctx, cur); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, fmt.Sprintf("%d shards", step.count), func() error {
+			ds, err := workerDeployments(ns)
+			if err != nil {
+				return err
+			}
+			var live []appsv1.Deployment
+			for _, d := range ds {
+				if d.DeletionTimestamp.IsZero() {
+					live = append(live, d)
+				}
+			}
+			if got := deploymentNames(live); got != step.want {
+				return fmt.Errorf("Deployments = %q, want %q", got, step.want)
+			}
+			return nil
+		})
+	}
+}
+
+func TestCampaignDegradedWithoutSecretAndReadyWhenItAppears(t *testing.T) {
+	startCampaignController(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	c := env.Kube.Client
+	campaign := newCampaign(ns, 1)
+	if err := c.Create(ctx, campaign); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(campaign)
+	eventually(t, 10*time.Second, "Degraded SecretMissing", func() error {
+		got := getCampaign(t, key)
+		if err := hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "SecretMissing"); err != nil {
+			return err
+		}
+		return hasCondition(got.Status.Conditions, v1.ConditionReady, metav1.ConditionFalse, "Degraded")
+	})
+	ds, _ := workerDeployments(ns)
+	if len(ds) != 1 || *ds[0].Spec.Replicas != 0 {
+		t.Fatalf("a degraded campaign must run no workers: %v", ds)
+	}
+
+	// A Secret without the token key is still not enough.
+	s := twilioSecret(ns)
+	delete(s.Data, "authToken")
+	if err := c.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "Degraded SecretKeyMissing", func() error {
+		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "SecretKeyMissing")
+	})
+	s.Data["authToken"] = []byte("tok")
+	if err := c.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "not Degraded once the Secret is complete", func() error {
+		got := getCampaign(t, key)
+		if err := hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected"); err != nil {
+			return err
+		}
+		ds, err := workerDeployments(ns)
+		if err != nil || len(ds) != 1 || *ds[0].Spec.Replicas != 2 {
+			return fmt.Errorf("workers not scaled back to 2: %v %v", err, ds)
+		}
+		return nil
+	})
+}
+
+func TestCampaignInvalidGreetingIsDegraded(t *testing.T) {
+	startCampaignController(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	if err := env.Kube.Client.Create(ctx, twilioSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
+	campaign := newCampaign(ns, 1)
+	campaign.Spec.Script.Greeting = "Hello {{.Nmae}}"
+	if err := env.Kube.Client.Create(ctx, campaign); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "Degraded InvalidScriptTemplate", func() error {
+		got := getCampaign(t, client.ObjectKeyFromObject(campaign))
+		if err := hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "InvalidScriptTemplate"); err != nil {
+			return err
+		}
+		if msg := got.Status.Conditions; !strings.Contains(fmt.Sprint(msg), "Nmae") {
+			return fmt.Errorf("the message does not name the bad field: %v", msg)
+		}
+		return nil
+	})
+}
+
+func TestCampaignSuspendDrainsAndResumes(t *testing.T) {
+	startCampaignController(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	c := env.Kube.Client
+	if err := c.Create(ctx, twilioSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
+	campaign := newCampaign(ns, 1)
+	campaign.Spec.Suspend = true
+	if err := c.Create(ctx, campaign); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(campaign)
+	replicas := func(want int32) func() error {
+		return func() error {
+			ds, err := workerDeployments(ns)
+			if err != nil || len(ds) != 1 {
+				return fmt.Errorf("Deployments %v %v", ds, err)
+			}
+			if *ds[0].Spec.Replicas != want {
+				return fmt.Errorf("replicas = %d, want %d", *ds[0].Spec.Replicas, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, 10*time.Second, "suspended: no workers", replicas(0))
+	eventually(t, 10*time.Second, "Ready=False Suspended", func() error {
+		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionReady, metav1.ConditionFalse, "Suspended")
+	})
+	cur := getCampaign(t, key)
+	cur.Spec.Suspend = false
+	if err := c.Update(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "resumed: minimum workers", replicas(2))
+
+	// Deleting the campaign leaves the owned objects to the garbage collector
+	// through their owner references.
+	if err := c.Delete(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "campaign gone", func() error {
+		err := c.Get(ctx, key, &v1.CallCampaign{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there: %v", err)
+	})
+}

@@ -1,0 +1,199 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/script"
+)
+
+// ShardQueueStats are the queue figures of one shard.
+type ShardQueueStats struct {
+	// DueNow is attempts due and not yet picked up.
+	DueNow int64
+	// Scheduled is attempts planned for later.
+	Scheduled int64
+	// InFlight is attempts workers hold now.
+	InFlight int64
+	// OldestPending is how long the oldest in-flight attempt has been held.
+	OldestPending time.Duration
+	// CallsPerSecond is the shard's recent dial rate.
+	CallsPerSecond float64
+	// RateLimited reports that dials wait on the account's limiter.
+	RateLimited bool
+}
+
+// QueueStats reads a shard's queue figures (from Redis).
+type QueueStats interface {
+	ShardStats(ctx context.Context, namespace, campaign, shard string) (ShardQueueStats, error)
+}
+
+// ValidateGreeting reports whether a campaign's greeting template renders.
+func ValidateGreeting(greeting string) error {
+	if greeting == "" {
+		return nil
+	}
+	return script.Validate(greeting)
+}
+
+// phaseIndex indexes Deliveries by "<campaign>/<phase>" so a campaign's
+// totals are counted from the cache without listing every Delivery.
+const phaseIndex = "status.campaignPhase"
+
+// DeliveryPhaseIndexKey is the phase index key of a delivery.
+func DeliveryPhaseIndexKey(campaign string, phase v1.DeliveryPhase) string {
+	return campaign + "/" + string(phase)
+}
+
+// IndexDeliveryPhases registers the index the campaign totals use.
+func IndexDeliveryPhases(ctx context.Context, indexer client.FieldIndexer) error {
+	return indexer.IndexField(ctx, &v1.Delivery{}, phaseIndex, func(o client.Object) []string {
+		d := o.(*v1.Delivery)
+		if d.Status.Campaign == "" || d.Status.Phase == "" {
+			return nil
+		}
+		return []string{DeliveryPhaseIndexKey(d.Status.Campaign, d.Status.Phase)}
+	})
+}
+
+// computeStatus fills the campaign's status from what the phases found.
+func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignScope) {
+	c := s.campaign
+	st := &c.Status
+	st.ObservedGeneration = c.Generation
+	st.ShardCount = int32(len(s.shards))
+	st.Replicas, st.ReadyReplicas, st.Queued = 0, 0, 0
+	shards := make([]v1.ShardStatus, 0, len(s.shards))
+	progressing := false
+	rateLimited := false
+	var cps float64
+	for _, name := range s.shards {
+		ss := v1.ShardStatus{Name: name}
+		if d := s.deployments[name]; d != nil {
+			if d.Spec.Replicas != nil {
+				ss.Replicas = *d.Spec.Replicas
+			}
+			ss.ReadyReplicas = d.Status.ReadyReplicas
+			if rollingOut(d) {
+				progressing = true
+			}
+		}
+		if q, ok := s.queue[name]; ok {
+			ss.DueNow, ss.Scheduled, ss.InFlight = q.DueNow, q.Scheduled, q.InFlight
+			if q.OldestPending > 0 {
+				ss.OldestPendingAge = &metav1.Duration{Duration: q.OldestPending.Truncate(time.Second)}
+			}
+			cps += q.CallsPerSecond
+			rateLimited = rateLimited || q.RateLimited
+		} else if prev := findShard(st.Shards, name); prev != nil {
+			// Keep the last known figures while the queue cannot be read.
+			ss.DueNow, ss.Scheduled, ss.InFlight, ss.OldestPendingAge = prev.DueNow, prev.Scheduled, prev.InFlight, prev.OldestPendingAge
+		}
+		st.Replicas += ss.Replicas
+		st.ReadyReplicas += ss.ReadyReplicas
+		st.Queued += ss.DueNow + ss.InFlight
+		shards = append(shards, ss)
+	}
+	st.Shards = shards
+	if s.queue != nil {
+		st.CallsPerSecond = fmt.Sprintf("%.1f", cps)
+	}
+	st.Totals = r.countPhases(ctx, c)
+
+	gen := c.Generation
+	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
+	}
+	switch {
+	case s.degraded != nil:
+		meta.SetStatusCondition(&st.Conditions, *s.degraded)
+	case s.queueErr != nil:
+		set(v1.ConditionDegraded, metav1.ConditionTrue, "RedisUnreachable", "cannot read the queues: "+s.queueErr.Error())
+	default:
+		set(v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected", "credentials, script and queues are in order")
+	}
+	if progressing {
+		set(v1.ConditionProgressing, metav1.ConditionTrue, "RollingOut", "worker Deployments are rolling out or scaling")
+	} else {
+		set(v1.ConditionProgressing, metav1.ConditionFalse, "Stable", "every worker Deployment is up to date")
+	}
+	if s.queue != nil {
+		if rateLimited {
+			set(v1.ConditionRateLimited, metav1.ConditionTrue, "AccountLimit", fmt.Sprintf("calls wait on the account's limit of %d per second", c.Spec.Twilio.CallsPerSecond))
+		} else {
+			set(v1.ConditionRateLimited, metav1.ConditionFalse, "BelowLimit", "calls are not waiting on the account's limit")
+		}
+	}
+	switch {
+	case s.degraded != nil || s.queueErr != nil:
+		set(v1.ConditionReady, metav1.ConditionFalse, "Degraded", "see the Degraded condition")
+	case c.Spec.Suspend:
+		set(v1.ConditionReady, metav1.ConditionFalse, "Suspended", "the campaign is suspended: workers drained, queued calls kept")
+	case !allShardsReady(shards):
+		set(v1.ConditionReady, metav1.ConditionFalse, "WorkersNotReady", "some shards have no ready worker yet")
+	default:
+		set(v1.ConditionReady, metav1.ConditionTrue, "WorkersReady", fmt.Sprintf("%d shards have ready workers", len(shards)))
+	}
+}
+
+func findShard(list []v1.ShardStatus, name string) *v1.ShardStatus {
+	for i := range list {
+		if list[i].Name == name {
+			return &list[i]
+		}
+	}
+	return nil
+}
+
+func allShardsReady(shards []v1.ShardStatus) bool {
+	for _, s := range shards {
+		if s.ReadyReplicas < 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// rollingOut reports whether a Deployment is still converging.
+func rollingOut(d *appsv1.Deployment) bool {
+	if d.Status.ObservedGeneration < d.Generation {
+		return true
+	}
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	return d.Status.UpdatedReplicas != want || d.Status.Replicas != want || d.Status.AvailableReplicas != want
+}
+
+// countPhases counts the campaign's Deliveries per phase from the cache index.
+func (r *CallCampaignReconciler) countPhases(ctx context.Context, c *v1.CallCampaign) v1.PhaseTotals {
+	var t v1.PhaseTotals
+	count := func(p v1.DeliveryPhase) int32 {
+		var dl v1.DeliveryList
+		if err := r.List(ctx, &dl, client.InNamespace(c.Namespace), client.MatchingFields{phaseIndex: DeliveryPhaseIndexKey(c.Name, p)}, client.UnsafeDisableDeepCopy); err != nil {
+			log.FromContext(ctx).Error(err, "count deliveries", "phase", p)
+			return 0
+		}
+		return int32(len(dl.Items))
+	}
+	t.Pending = count(v1.DeliveryPending)
+	t.Scheduled = count(v1.DeliveryScheduled)
+	t.Calling = count(v1.DeliveryCalling)
+	t.Confirmed = count(v1.DeliveryConfirmed)
+	t.RescheduleRequested = count(v1.DeliveryRescheduleRequested)
+	t.InstructionsRecorded = count(v1.DeliveryInstructionsRecorded)
+	t.Unreachable = count(v1.DeliveryUnreachable)
+	t.OptedOut = count(v1.DeliveryOptedOut)
+	t.Cancelled = count(v1.DeliveryCancelled)
+	t.Failed = count(v1.DeliveryFailed)
+	return t
+}

@@ -1,0 +1,216 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+)
+
+// Labels on everything the operator owns. The operator's cache holds only
+// Deployments and Services with LabelManagedBy=ManagedBy.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "delauto-operator"
+	LabelName      = "app.kubernetes.io/name"
+	LabelComponent = "app.kubernetes.io/component"
+	LabelCampaign  = "delauto.io/campaign"
+	LabelShard     = "delauto.io/shard"
+
+	ComponentWorker = "worker"
+)
+
+// The worker contract: environment variables and files the operator gives
+// each worker pod.
+const (
+	EnvCampaignNamespace = "DELAUTO_CAMPAIGN_NAMESPACE"
+	EnvCampaign          = "DELAUTO_CAMPAIGN"
+	EnvShards            = "DELAUTO_SHARDS"
+	EnvConcurrency       = "DELAUTO_CONCURRENCY"
+	EnvCallbackURL       = "DELAUTO_CALLBACK_URL"
+	EnvTwilioDir         = "DELAUTO_TWILIO_DIR"
+	EnvRedisURL          = "REDIS_URL"
+	EnvMongoURI          = "MONGO_URI"
+
+	// TwilioDir holds the files account-sid and auth-token from the
+	// campaign's Twilio Secret.
+	TwilioDir          = "/var/run/secrets/delauto/twilio"
+	TwilioAccountFile  = "account-sid"
+	TwilioTokenFile    = "auth-token"
+	CallbackPort       = 8080
+	OpsPort            = 8081
+	workerExtraGrace   = 30
+	defaultWorkerImage = "ghcr.io/delauto/delauto:v0.1.0"
+)
+
+// WorkerDefaults is the operator's configuration of worker Deployments.
+type WorkerDefaults struct {
+	// Image is used when the campaign names none.
+	Image string
+	// StoresSecret, when set, names a Secret in each campaign's namespace
+	// holding REDIS_URL and MONGO_URI for the workers.
+	StoresSecret string
+	// RedisURL and MongoURI are passed to workers as plain values when no
+	// StoresSecret is set (credential-free URLs only).
+	RedisURL string
+	MongoURI string
+}
+
+// WorkerDeploymentName is the name of a shard's worker Deployment: the
+// campaign and shard, shortened with a hash when over 63 characters.
+func WorkerDeploymentName(campaign, shard string) string {
+	return boundedName(campaign + "-" + shard)
+}
+
+// CallbackServiceName is the name of the campaign's callback Service.
+func CallbackServiceName(campaign string) string { return boundedName(campaign + "-callbacks") }
+
+func boundedName(n string) string {
+	if len(n) <= 63 {
+		return n
+	}
+	sum := sha256.Sum256([]byte(n))
+	return strings.TrimRight(n[:54], "-.") + "-" + hex.EncodeToString(sum[:])[:8]
+}
+
+func workerLabels(campaign, shard string) map[string]string {
+	return map[string]string{
+		LabelName:      "delauto",
+		LabelComponent: ComponentWorker,
+		LabelManagedBy: ManagedBy,
+		LabelCampaign:  campaign,
+		LabelShard:     shard,
+	}
+}
+
+func ownerRef(c *v1.CallCampaign) *metav1ac.OwnerReferenceApplyConfiguration {
+	return metav1ac.OwnerReference().
+		WithAPIVersion(v1.GroupVersion.String()).WithKind("CallCampaign").
+		WithName(c.Name).WithUID(c.UID).WithController(true).WithBlockOwnerDeletion(true)
+}
+
+// deployment is the desired worker Deployment of one shard.
+func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas int32) *appsv1ac.DeploymentApplyConfiguration {
+	image := c.Spec.Workers.Image
+	if image == "" {
+		image = w.Image
+	}
+	if image == "" {
+		image = defaultWorkerImage
+	}
+	concurrency := c.Spec.Workers.Concurrency
+	if concurrency < 1 {
+		concurrency = 50
+	}
+	grace := int64(workerExtraGrace)
+	if tl := c.Spec.Script.TimeLimit; tl != nil {
+		grace += int64(tl.Seconds())
+	} else {
+		grace += 60
+	}
+	labels := workerLabels(c.Name, shard)
+	selector := map[string]string{LabelCampaign: c.Name, LabelShard: shard, LabelComponent: ComponentWorker}
+	cred := c.Spec.Twilio.CredentialsSecretRef
+
+	env := []*corev1ac.EnvVarApplyConfiguration{
+		corev1ac.EnvVar().WithName(EnvCampaignNamespace).WithValueFrom(corev1ac.EnvVarSource().WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.namespace"))),
+		corev1ac.EnvVar().WithName(EnvCampaign).WithValue(c.Name),
+		corev1ac.EnvVar().WithName(EnvShards).WithValue(shard),
+		corev1ac.EnvVar().WithName(EnvConcurrency).WithValue(strconv.Itoa(int(concurrency))),
+		corev1ac.EnvVar().WithName(EnvCallbackURL).WithValue(c.Spec.Twilio.CallbackURL),
+		corev1ac.EnvVar().WithName(EnvTwilioDir).WithValue(TwilioDir),
+	}
+	container := corev1ac.Container().
+		WithName("worker").
+		WithImage(image).
+		WithArgs("worker").
+		WithPorts(
+			corev1ac.ContainerPort().WithName("http").WithContainerPort(CallbackPort),
+			corev1ac.ContainerPort().WithName("ops").WithContainerPort(OpsPort),
+		).
+		WithLivenessProbe(corev1ac.Probe().WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromString("ops"))).WithPeriodSeconds(10)).
+		WithReadinessProbe(corev1ac.Probe().WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/readyz").WithPort(intstr.FromString("ops"))).WithPeriodSeconds(5)).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithAllowPrivilegeEscalation(false).
+			WithReadOnlyRootFilesystem(true).
+			WithRunAsNonRoot(true).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))).
+		WithVolumeMounts(
+			corev1ac.VolumeMount().WithName("twilio").WithMountPath(TwilioDir).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("tmp").WithMountPath("/tmp"),
+		)
+	if w.StoresSecret != "" {
+		container.WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(w.StoresSecret)))
+	} else {
+		env = append(env,
+			corev1ac.EnvVar().WithName(EnvRedisURL).WithValue(w.RedisURL),
+			corev1ac.EnvVar().WithName(EnvMongoURI).WithValue(w.MongoURI))
+	}
+	container.WithEnv(env...)
+	res := c.Spec.Workers.Resources
+	if len(res.Requests) == 0 && len(res.Limits) == 0 {
+		res = corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+		}
+	}
+	rr := corev1ac.ResourceRequirements()
+	if len(res.Requests) > 0 {
+		rr.WithRequests(res.Requests)
+	}
+	if len(res.Limits) > 0 {
+		rr.WithLimits(res.Limits)
+	}
+	container.WithResources(rr)
+
+	return appsv1ac.Deployment(WorkerDeploymentName(c.Name, shard), c.Namespace).
+		WithLabels(labels).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(replicas).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selector)).
+			WithStrategy(appsv1ac.DeploymentStrategy().WithType("RollingUpdate").
+				WithRollingUpdate(appsv1ac.RollingUpdateDeployment().WithMaxUnavailable(intstr.FromInt32(0)).WithMaxSurge(intstr.FromInt32(1)))).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(labels).
+				WithSpec(corev1ac.PodSpec().
+					WithAutomountServiceAccountToken(false).
+					WithEnableServiceLinks(false).
+					WithTerminationGracePeriodSeconds(grace).
+					WithSecurityContext(corev1ac.PodSecurityContext().
+						WithRunAsNonRoot(true).
+						WithRunAsUser(65532).WithRunAsGroup(65532).
+						WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+					WithContainers(container).
+					WithVolumes(
+						corev1ac.Volume().WithName("twilio").WithSecret(corev1ac.SecretVolumeSource().
+							WithSecretName(cred.Name).
+							WithDefaultMode(0o440).
+							WithItems(
+								corev1ac.KeyToPath().WithKey(cred.AccountSIDKey).WithPath(TwilioAccountFile),
+								corev1ac.KeyToPath().WithKey(cred.AuthTokenKey).WithPath(TwilioTokenFile),
+							)),
+						corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(resource.MustParse("64Mi"))),
+					))))
+}
+
+// callbackService is the Service in front of every worker of the campaign:
+// Twilio's webhooks may reach any of them (an Ingress maps the campaign's
+// callbackURL to it).
+func callbackService(c *v1.CallCampaign) *corev1ac.ServiceApplyConfiguration {
+	return corev1ac.Service(CallbackServiceName(c.Name), c.Namespace).
+		WithLabels(map[string]string{LabelName: "delauto", LabelComponent: "callbacks", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(corev1ac.ServiceSpec().
+			WithSelector(map[string]string{LabelCampaign: c.Name, LabelComponent: ComponentWorker}).
+			WithPorts(corev1ac.ServicePort().WithName("http").WithPort(80).WithTargetPort(intstr.FromString("http"))))
+}
