@@ -1,0 +1,110 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/delauto/delauto/internal/testservices"
+)
+
+var env *testservices.Env
+
+func TestMain(m *testing.M) {
+	testservices.Main(m, testservices.Want{Mongo: true}, &env)
+}
+
+// clock is a settable fake clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+var dbSeq atomic.Int64
+
+var nonName = regexp.MustCompile(`[^A-Za-z0-9]+`)
+
+// testConfig is a Config for a fresh database of its own.
+func testConfig(t testing.TB) Config {
+	name := nonName.ReplaceAllString(t.Name(), "_")
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return Config{
+		URI:      env.Mongo.URI,
+		Database: fmt.Sprintf("t%d_%s", dbSeq.Add(1), name),
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// openStore opens a store on a fresh database; edit adjusts the config.
+func openStore(t testing.TB, edit ...func(*Config)) *Store {
+	t.Helper()
+	cfg := testConfig(t)
+	for _, e := range edit {
+		e(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = s.db.Drop(context.Background())
+		_ = s.Close(context.Background())
+	})
+	return s
+}
+
+func withClock(c *clock) func(*Config) { return func(cfg *Config) { cfg.Now = c.Now } }
+
+// newAttempt is a valid NewAttempt for delivery uid, number n, due at due.
+func newAttempt(uid string, n int32, due time.Time) NewAttempt {
+	return NewAttempt{
+		Delivery: DeliveryRef{UID: uid, Namespace: "shop", Name: "parcel-" + uid},
+		Campaign: "shop/evening",
+		Shard:    "s0",
+		Number:   n,
+		Due:      due,
+		To:       "+14155550123",
+	}
+}
+
+func mustCreate(t testing.TB, s *Store, n NewAttempt) *Attempt {
+	t.Helper()
+	a, _, err := s.CreateAttempt(context.Background(), n)
+	if err != nil {
+		t.Fatalf("CreateAttempt: %v", err)
+	}
+	return a
+}
+
+func mustClaim(t testing.TB, s *Store, id string) *Attempt {
+	t.Helper()
+	a, err := s.Claim(context.Background(), id, "worker-1", time.Minute)
+	if err != nil {
+		t.Fatalf("Claim %s: %v", id, err)
+	}
+	return a
+}

@@ -1,0 +1,489 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/delauto/delauto/api/v1alpha1"
+)
+
+// AnyFence passed to MarkCancelled cancels without a claim (the operator):
+// only a queued or retry attempt can be cancelled that way.
+const AnyFence int64 = -1
+
+var e164RE = regexp.MustCompile(`^\+[1-9][0-9]{6,14}$`)
+
+func checkNumber(what, n string) error {
+	if !e164RE.MatchString(n) {
+		return invalid("%s must be an E.164 number such as +14155550123", what)
+	}
+	return nil
+}
+
+// NewAttempt is what the operator plans: attempt Number of a delivery, due at Due.
+type NewAttempt struct {
+	// Delivery is the Delivery called for (UID, namespace and name required).
+	Delivery DeliveryRef
+	// Campaign is the CallCampaign as namespace/name (required).
+	Campaign string
+	// Shard is the campaign shard (required).
+	Shard string
+	// Number is the attempt's number, from 1.
+	Number int32
+	// Due is when to dial (required).
+	Due time.Time
+	// To is the recipient's E.164 number (required).
+	To string
+	// From is the caller ID, if already chosen.
+	From string
+}
+
+func (n NewAttempt) validate() error {
+	var errs []string
+	if n.Delivery.UID == "" || n.Delivery.Namespace == "" || n.Delivery.Name == "" {
+		errs = append(errs, "delivery UID, namespace and name are required")
+	}
+	if ns, name, ok := strings.Cut(n.Campaign, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		errs = append(errs, fmt.Sprintf("campaign %q must be namespace/name", n.Campaign))
+	}
+	if n.Shard == "" {
+		errs = append(errs, "shard is required")
+	}
+	if n.Number < 1 {
+		errs = append(errs, fmt.Sprintf("attempt number %d must be 1 or more", n.Number))
+	}
+	if n.Due.IsZero() {
+		errs = append(errs, "due time is required")
+	}
+	if !e164RE.MatchString(n.To) {
+		errs = append(errs, "to must be an E.164 number such as +14155550123")
+	}
+	if n.From != "" && !e164RE.MatchString(n.From) {
+		errs = append(errs, "from must be an E.164 number such as +14155550123")
+	}
+	if len(errs) > 0 {
+		return invalid("new attempt: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// CreateAttempt inserts a queued attempt. It is idempotent: when the attempt
+// (same delivery UID and number) already exists, it returns the stored one
+// and created=false, not an error.
+func (s *Store) CreateAttempt(ctx context.Context, n NewAttempt) (a *Attempt, created bool, err error) {
+	if err := n.validate(); err != nil {
+		return nil, false, err
+	}
+	now := s.now()
+	doc := &Attempt{
+		ID:        AttemptID(n.Delivery.UID, n.Number),
+		Delivery:  n.Delivery,
+		Campaign:  n.Campaign,
+		Shard:     n.Shard,
+		Number:    n.Number,
+		State:     StateQueued,
+		Rank:      StateQueued.rank(),
+		Due:       n.Due.UTC().Truncate(time.Millisecond),
+		To:        n.To,
+		From:      n.From,
+		LastSeq:   -1,
+		Notify:    Notifications{SMS: Notification{State: NotifyPending}, Webhook: Notification{State: NotifyPending}},
+		CreatedAt: now,
+		UpdatedAt: now,
+	}
+	_, err = s.attempts.InsertOne(ctx, doc)
+	if err == nil {
+		return doc, true, nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return nil, false, fmt.Errorf("store: create attempt %s: %w", doc.ID, err)
+	}
+	var existing Attempt
+	err = s.attempts.FindOne(ctx, bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: "_id", Value: doc.ID}},
+		bson.D{{Key: "delivery.uid", Value: n.Delivery.UID}, {Key: "number", Value: n.Number}},
+	}}}).Decode(&existing)
+	if err != nil {
+		return nil, false, fmt.Errorf("store: create attempt %s: duplicate, then read: %w", doc.ID, err)
+	}
+	return &existing, false, nil
+}
+
+// Claim takes attempt id for dialing: if it is queued or retry, due (within
+// Config.EarlyClaim) and not leased, it becomes dialing, its fence goes up by
+// one, and owner holds it until now+lease. It returns the claimed attempt;
+// its Fence goes with every later write of this claim. Otherwise it returns
+// a *NotClaimableError (errors.Is ErrNotClaimable) or ErrNotFound.
+func (s *Store) Claim(ctx context.Context, id, owner string, lease time.Duration) (*Attempt, error) {
+	if id == "" || owner == "" {
+		return nil, invalid("claim: attempt id and owner are required")
+	}
+	if lease <= 0 {
+		return nil, invalid("claim: lease must be positive (got %s)", lease)
+	}
+	now := s.now()
+	filter := bson.D{
+		{Key: "_id", Value: id},
+		{Key: "state", Value: bson.D{{Key: "$in", Value: claimableStates}}},
+		{Key: "due", Value: bson.D{{Key: "$lte", Value: now.Add(s.cfg.EarlyClaim)}}},
+		{Key: "$or", Value: bson.A{
+			bson.D{{Key: "leaseUntil", Value: bson.D{{Key: "$exists", Value: false}}}},
+			bson.D{{Key: "leaseUntil", Value: bson.D{{Key: "$lte", Value: now}}}},
+		}},
+	}
+	update := bson.D{
+		{Key: "$set", Value: bson.D{
+			{Key: "state", Value: StateDialing},
+			{Key: "rank", Value: StateDialing.rank()},
+			{Key: "owner", Value: owner},
+			{Key: "leaseUntil", Value: now.Add(lease)},
+			{Key: "claimedAt", Value: now},
+			{Key: "updatedAt", Value: now},
+		}},
+		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
+	}
+	a, err := s.modify(ctx, id, filter, update)
+	if err != nil || a != nil {
+		return a, err
+	}
+	cur, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	e := &NotClaimableError{ID: id, State: cur.State, Due: cur.Due}
+	if cur.State.Claimable() && cur.LeaseUntil != nil && cur.LeaseUntil.After(now) {
+		e.Owner, e.LeaseUntil = cur.Owner, cur.LeaseUntil
+	}
+	return nil, e
+}
+
+// Renew extends the lease of a dialing claim to now+lease.
+func (s *Store) Renew(ctx context.Context, id string, fence int64, lease time.Duration) (*Attempt, error) {
+	if lease <= 0 {
+		return nil, invalid("renew: lease must be positive (got %s)", lease)
+	}
+	now := s.now()
+	a, err := s.modify(ctx, id,
+		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: StateDialing}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "leaseUntil", Value: now.Add(lease)}, {Key: "updatedAt", Value: now}}}})
+	if err != nil || a != nil {
+		return a, err
+	}
+	return nil, s.explain(ctx, id, "renew", fence)
+}
+
+// explain says why a fenced update of id matched nothing.
+func (s *Store) explain(ctx context.Context, id, op string, fence int64) error {
+	cur, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if fence != AnyFence && cur.Fence != fence {
+		return &StaleFenceError{ID: id, Have: fence, Current: cur.Fence}
+	}
+	return &TransitionError{ID: id, Op: op, From: cur.State}
+}
+
+// terminalSet adds the fields every terminal transition sets.
+func (s *Store) terminalSet(set bson.D, now time.Time) bson.D {
+	set = append(set, bson.E{Key: "endedAt", Value: now})
+	if s.cfg.Retention > 0 {
+		set = append(set, bson.E{Key: "expireAt", Value: now.Add(s.cfg.Retention)})
+	}
+	return set
+}
+
+var unsetLease = bson.E{Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}}}
+
+// MarkDialed records that Twilio accepted the call of the claim with this
+// fence: dialing (or unknown, when reconciliation found the call) becomes
+// dialed with the call SID. If status callbacks already moved the attempt
+// further, it only fills in the call SID. A stale fence changes nothing and
+// returns *StaleFenceError; a call SID already used by another attempt
+// returns ErrDuplicate.
+func (s *Store) MarkDialed(ctx context.Context, id string, fence int64, callSID, from string) (*Attempt, error) {
+	if callSID == "" {
+		return nil, invalid("mark dialed: call SID is required")
+	}
+	if from != "" {
+		if err := checkNumber("mark dialed: from", from); err != nil {
+			return nil, err
+		}
+	}
+	now := s.now()
+	set := bson.D{
+		{Key: "state", Value: StateDialed},
+		{Key: "rank", Value: StateDialed.rank()},
+		{Key: "callSid", Value: callSID},
+		{Key: "dialedAt", Value: now},
+		{Key: "updatedAt", Value: now},
+	}
+	if from != "" {
+		set = append(set, bson.E{Key: "from", Value: from})
+	}
+	a, err := s.modify(ctx, id,
+		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
+		bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}, {Key: "result", Value: ""}}}})
+	if err != nil || a != nil {
+		return a, err
+	}
+	// Callbacks may have overtaken the REST response.
+	cur, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Fence != fence {
+		return nil, &StaleFenceError{ID: id, Have: fence, Current: cur.Fence}
+	}
+	if cur.State.rank() <= StateDialing.rank() || cur.State == StateFailed || cur.State == StateCancelled {
+		return nil, &TransitionError{ID: id, Op: "mark dialed", From: cur.State}
+	}
+	if cur.CallSID == callSID {
+		return cur, nil
+	}
+	if cur.CallSID != "" {
+		return nil, &TransitionError{ID: id, Op: "mark dialed", From: cur.State,
+			Detail: fmt.Sprintf("call SID %s already recorded, not %s", cur.CallSID, callSID)}
+	}
+	set = bson.D{{Key: "callSid", Value: callSID}, {Key: "dialedAt", Value: now}, {Key: "updatedAt", Value: now}}
+	if from != "" {
+		set = append(set, bson.E{Key: "from", Value: from})
+	}
+	a, err = s.modify(ctx, id,
+		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "callSid", Value: bson.D{{Key: "$exists", Value: false}}}},
+		bson.D{{Key: "$set", Value: set}})
+	if err != nil || a != nil {
+		return a, err
+	}
+	return s.MarkDialed(ctx, id, fence, callSID, from) // raced with a callback setting the SID: judge again
+}
+
+// MarkUnknown records an ambiguous dial (timeout or 5xx after the request
+// was sent): dialing becomes unknown, to be reconciled from callbacks or
+// Twilio's call list; it is never redialed blindly. If callbacks already
+// showed the call, the attempt is left as it is and returned.
+func (s *Store) MarkUnknown(ctx context.Context, id string, fence int64, reason string) (*Attempt, error) {
+	now := s.now()
+	a, err := s.modify(ctx, id,
+		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: StateDialing}},
+		bson.D{{Key: "$set", Value: bson.D{
+			{Key: "state", Value: StateUnknown},
+			{Key: "rank", Value: StateUnknown.rank()},
+			{Key: "result", Value: v1alpha1.CallUnknown},
+			{Key: "reason", Value: reason},
+			{Key: "updatedAt", Value: now},
+		}}, unsetLease})
+	if err != nil || a != nil {
+		return a, err
+	}
+	cur, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Fence != fence {
+		return nil, &StaleFenceError{ID: id, Have: fence, Current: cur.Fence}
+	}
+	if cur.State == StateUnknown || cur.State.rank() >= StateDialed.rank() && cur.State != StateFailed && cur.State != StateCancelled {
+		return cur, nil
+	}
+	return nil, &TransitionError{ID: id, Op: "mark unknown", From: cur.State}
+}
+
+// MarkFailed records that no call could be placed for the claim with this
+// fence (Twilio refused the number: a permanent 4xx): dialing or unknown
+// becomes failed with result rejected, Twilio's error code and message.
+func (s *Store) MarkFailed(ctx context.Context, id string, fence int64, code int32, msg string) (*Attempt, error) {
+	now := s.now()
+	set := s.terminalSet(bson.D{
+		{Key: "state", Value: StateFailed},
+		{Key: "rank", Value: StateFailed.rank()},
+		{Key: "result", Value: v1alpha1.CallRejected},
+		{Key: "errorCode", Value: code},
+		{Key: "errorMessage", Value: msg},
+		{Key: "updatedAt", Value: now},
+	}, now)
+	a, err := s.modify(ctx, id,
+		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
+		bson.D{{Key: "$set", Value: set}, unsetLease})
+	if err != nil || a != nil {
+		return a, err
+	}
+	return nil, s.explain(ctx, id, "mark failed", fence)
+}
+
+// Release puts the claim with this fence back without a call having been
+// placed (rate limited, outside calling hours, Twilio 429, or an unknown
+// attempt that reconciliation proved was never created): it becomes retry,
+// due at nextDue, unleased. The caller re-publishes it to the dispatch index;
+// the sweeper (DueBefore) finds it otherwise.
+func (s *Store) Release(ctx context.Context, id string, fence int64, nextDue time.Time, reason string) (*Attempt, error) {
+	if nextDue.IsZero() {
+		return nil, invalid("release: next due time is required")
+	}
+	now := s.now()
+	a, err := s.modify(ctx, id,
+		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
+		bson.D{
+			{Key: "$set", Value: bson.D{
+				{Key: "state", Value: StateRetry},
+				{Key: "rank", Value: StateRetry.rank()},
+				{Key: "due", Value: nextDue.UTC().Truncate(time.Millisecond)},
+				{Key: "reason", Value: reason},
+				{Key: "updatedAt", Value: now},
+			}},
+			{Key: "$inc", Value: bson.D{{Key: "releases", Value: int32(1)}}},
+			{Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}, {Key: "result", Value: ""}}},
+		})
+	if err != nil || a != nil {
+		return a, err
+	}
+	return nil, s.explain(ctx, id, "release", fence)
+}
+
+// MarkCancelled calls the attempt off before a call is placed. With
+// AnyFence (the operator: delivery cancelled, window passed) it applies to a
+// queued or retry attempt; with a claim's fence (a worker that found the
+// number opted out) also to that dialing claim. Cancelling an already
+// cancelled attempt returns it unchanged.
+func (s *Store) MarkCancelled(ctx context.Context, id string, fence int64, reason string) (*Attempt, error) {
+	now := s.now()
+	filter := bson.D{{Key: "_id", Value: id}, {Key: "state", Value: bson.D{{Key: "$in", Value: claimableStates}}}}
+	if fence != AnyFence {
+		filter = bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence},
+			{Key: "state", Value: bson.D{{Key: "$in", Value: []State{StateQueued, StateRetry, StateDialing}}}}}
+	}
+	set := s.terminalSet(bson.D{
+		{Key: "state", Value: StateCancelled},
+		{Key: "rank", Value: StateCancelled.rank()},
+		{Key: "reason", Value: reason},
+		{Key: "updatedAt", Value: now},
+	}, now)
+	a, err := s.modify(ctx, id, filter, bson.D{{Key: "$set", Value: set}, unsetLease})
+	if err != nil || a != nil {
+		return a, err
+	}
+	cur, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if cur.State == StateCancelled {
+		return cur, nil
+	}
+	if fence != AnyFence && cur.Fence != fence {
+		return nil, &StaleFenceError{ID: id, Have: fence, Current: cur.Fence}
+	}
+	return nil, &TransitionError{ID: id, Op: "cancel", From: cur.State}
+}
+
+// Get returns attempt id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (*Attempt, error) {
+	return s.findOne(ctx, bson.D{{Key: "_id", Value: id}}, id)
+}
+
+// GetByCallSID returns the attempt of a Twilio call, or ErrNotFound.
+func (s *Store) GetByCallSID(ctx context.Context, callSID string) (*Attempt, error) {
+	if callSID == "" {
+		return nil, invalid("call SID is required")
+	}
+	return s.findOne(ctx, bson.D{{Key: "callSid", Value: callSID}}, "with call SID "+callSID)
+}
+
+func (s *Store) findOne(ctx context.Context, filter bson.D, what string) (*Attempt, error) {
+	var a Attempt
+	err := s.attempts.FindOne(ctx, filter).Decode(&a)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, what)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get attempt %s: %w", what, err)
+	}
+	return &a, nil
+}
+
+// ForDelivery returns a delivery's attempts by attempt number.
+func (s *Store) ForDelivery(ctx context.Context, deliveryUID string) ([]Attempt, error) {
+	if deliveryUID == "" {
+		return nil, invalid("delivery UID is required")
+	}
+	return s.findMany(ctx, bson.D{{Key: "delivery.uid", Value: deliveryUID}},
+		options.Find().SetSort(bson.D{{Key: "delivery.uid", Value: 1}, {Key: "number", Value: 1}}))
+}
+
+// DueBefore returns up to limit attempts of a campaign shard that are
+// queued or retry and due before t, earliest first: what the sweeper
+// re-publishes to Redis. An empty shard means every shard of the campaign.
+func (s *Store) DueBefore(ctx context.Context, campaign, shard string, t time.Time, limit int) ([]Attempt, error) {
+	if campaign == "" {
+		return nil, invalid("campaign is required")
+	}
+	if limit <= 0 {
+		return nil, invalid("limit must be positive (got %d)", limit)
+	}
+	filter := bson.D{{Key: "campaign", Value: campaign}}
+	if shard != "" {
+		filter = append(filter, bson.E{Key: "shard", Value: shard})
+	}
+	filter = append(filter,
+		bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: claimableStates}}},
+		bson.E{Key: "due", Value: bson.D{{Key: "$lt", Value: t}}})
+	return s.findMany(ctx, filter, options.Find().SetSort(bson.D{{Key: "due", Value: 1}}).SetLimit(int64(limit)))
+}
+
+// StaleDialing returns up to limit attempts still dialing whose lease ended
+// before t: claims whose worker died or hung mid-dial, candidates for
+// ambiguity reconciliation (MarkUnknown with their fence).
+func (s *Store) StaleDialing(ctx context.Context, before time.Time, limit int) ([]Attempt, error) {
+	if limit <= 0 {
+		return nil, invalid("limit must be positive (got %d)", limit)
+	}
+	return s.findMany(ctx, bson.D{
+		{Key: "state", Value: StateDialing},
+		{Key: "leaseUntil", Value: bson.D{{Key: "$lt", Value: before}}},
+	}, options.Find().SetSort(bson.D{{Key: "leaseUntil", Value: 1}}).SetLimit(int64(limit)))
+}
+
+// Unknown returns up to limit attempts in state unknown not updated since
+// olderThan, oldest first: the reconciler's work list.
+func (s *Store) Unknown(ctx context.Context, olderThan time.Time, limit int) ([]Attempt, error) {
+	if limit <= 0 {
+		return nil, invalid("limit must be positive (got %d)", limit)
+	}
+	return s.findMany(ctx, bson.D{
+		{Key: "state", Value: StateUnknown},
+		{Key: "updatedAt", Value: bson.D{{Key: "$lt", Value: olderThan}}},
+	}, options.Find().SetSort(bson.D{{Key: "updatedAt", Value: 1}}).SetLimit(int64(limit)))
+}
+
+func (s *Store) findMany(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]Attempt, error) {
+	cur, err := s.attempts.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, fmt.Errorf("store: find attempts: %w", err)
+	}
+	var out []Attempt
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, fmt.Errorf("store: read attempts: %w", err)
+	}
+	return out, nil
+}
+
+// PurgeExpired deletes attempts whose ExpireAt is before t and attempt locks
+// that expired before t: the periodic cleanup where the server has no TTL
+// indexes (harmless where it has). It returns how many attempts it deleted.
+func (s *Store) PurgeExpired(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.attempts.DeleteMany(ctx, bson.D{{Key: "expireAt", Value: bson.D{{Key: "$lt", Value: before}}}})
+	if err != nil {
+		return 0, fmt.Errorf("store: purge expired attempts: %w", err)
+	}
+	if _, err := s.locks.DeleteMany(ctx, bson.D{{Key: "until", Value: bson.D{{Key: "$lt", Value: before}}}}); err != nil {
+		return res.DeletedCount, fmt.Errorf("store: purge expired locks: %w", err)
+	}
+	return res.DeletedCount, nil
+}

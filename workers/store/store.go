@@ -1,0 +1,467 @@
+// Package store is DelAuto's MongoDB call log: the attempts collection
+// (the source of truth for every call attempt; Redis is only the dispatch
+// index), the opt-out list, and the fenced operations that make sure each
+// attempt is dialed at most once.
+//
+// It speaks to MongoDB and to FerretDB 1.24 (MongoDB wire protocol on
+// PostgreSQL). At Open it detects what the server can do:
+//
+//   - TTL indexes: used for the call log's retention and lock expiry where
+//     supported; elsewhere PurgeExpired does the cleanup.
+//   - Partial indexes: the unique call SID index is partial where supported,
+//     sparse otherwise (FerretDB ignores "sparse", but its unique indexes
+//     already skip documents without the field).
+//   - Atomic conditional updates: MongoDB applies findOneAndUpdate atomically,
+//     so every transition is one conditional update. FerretDB 1.x does not:
+//     it reads the matching document and then writes it back by _id, so two
+//     concurrent claims can both win and concurrent $inc lose updates. There
+//     the store serializes writers per attempt with a lock document (a unique
+//     _id insert, which PostgreSQL makes atomic) held for the one update.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+)
+
+// Collection names.
+const (
+	// AttemptsCollection is the call log.
+	AttemptsCollection = "attempts"
+	// OptOutsCollection holds the numbers that asked not to be called.
+	OptOutsCollection = "optouts"
+	// LocksCollection holds per-attempt write locks (serialized mode only).
+	LocksCollection = "attempt_locks"
+)
+
+// Serialization says how writes to one attempt are made atomic.
+type Serialization string
+
+// The serialization modes.
+const (
+	// SerializeAuto locks on servers known to apply updates non-atomically
+	// (FerretDB before 2.0) and uses plain conditional updates elsewhere.
+	SerializeAuto Serialization = ""
+	// SerializeAlways always takes the per-attempt lock.
+	SerializeAlways Serialization = "always"
+	// SerializeNever relies on the server's atomic findOneAndUpdate (MongoDB).
+	SerializeNever Serialization = "never"
+)
+
+// Config says how to reach MongoDB and how the store behaves.
+type Config struct {
+	// URI is the mongodb:// or mongodb+srv:// connection string (required).
+	URI string
+	// Database is the database name (required).
+	Database string
+	// AppName is reported to the server; default "delauto".
+	AppName string
+	// MinPoolSize is the connections kept open; default 0.
+	MinPoolSize uint64
+	// MaxPoolSize is the most connections; default 100.
+	MaxPoolSize uint64
+	// ConnectTimeout bounds opening one connection; default 5s.
+	ConnectTimeout time.Duration
+	// ServerSelectionTimeout bounds finding a usable server, so an outage
+	// fails operations instead of hanging; default 5s.
+	ServerSelectionTimeout time.Duration
+	// OperationTimeout bounds every operation on the wire (the driver's
+	// timeoutMS, which replaces socketTimeoutMS in driver v2); default 10s.
+	OperationTimeout time.Duration
+
+	// Retention is how long a finished attempt is kept (its ExpireAt is set
+	// when it becomes terminal); 0 keeps the call log forever.
+	Retention time.Duration
+	// EarlyClaim lets Claim take an attempt this long before its due time,
+	// absorbing clock skew between Redis and the workers; default 5s.
+	EarlyClaim time.Duration
+	// Serialize overrides the detected serialization mode.
+	Serialize Serialization
+	// LockTTL is how long a per-attempt lock lives if its holder dies;
+	// default 10s. Writes hold it for one round trip.
+	LockTTL time.Duration
+	// LockWait is how long a writer waits for a held lock before ErrBusy;
+	// default 5s.
+	LockWait time.Duration
+	// Logger receives start-up and fallback messages; default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; default time.Now. Tests set it.
+	Now func() time.Time
+}
+
+func (c *Config) defaults() {
+	if c.AppName == "" {
+		c.AppName = "delauto"
+	}
+	if c.MaxPoolSize == 0 {
+		c.MaxPoolSize = 100
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	if c.ServerSelectionTimeout == 0 {
+		c.ServerSelectionTimeout = 5 * time.Second
+	}
+	if c.OperationTimeout == 0 {
+		c.OperationTimeout = 10 * time.Second
+	}
+	if c.EarlyClaim == 0 {
+		c.EarlyClaim = 5 * time.Second
+	}
+	if c.LockTTL == 0 {
+		c.LockTTL = 10 * time.Second
+	}
+	if c.LockWait == 0 {
+		c.LockWait = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+var dbNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,63}$`)
+
+// Validate reports the first problem with the configuration, after defaults
+// are applied.
+func (c Config) Validate() error {
+	c.defaults()
+	var errs []string
+	if c.URI == "" {
+		errs = append(errs, "URI is required (mongodb://host:27017/)")
+	} else if u, err := url.Parse(c.URI); err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
+		errs = append(errs, "URI must be a mongodb:// or mongodb+srv:// connection string")
+	}
+	if c.Database == "" {
+		errs = append(errs, "Database is required")
+	} else if !dbNameRE.MatchString(c.Database) {
+		errs = append(errs, fmt.Sprintf("Database %q must be 1-63 letters, digits, '_' or '-'", c.Database))
+	}
+	if c.MinPoolSize > c.MaxPoolSize {
+		errs = append(errs, fmt.Sprintf("MinPoolSize %d is above MaxPoolSize %d", c.MinPoolSize, c.MaxPoolSize))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"ConnectTimeout", c.ConnectTimeout}, {"ServerSelectionTimeout", c.ServerSelectionTimeout},
+		{"OperationTimeout", c.OperationTimeout}, {"LockTTL", c.LockTTL}, {"LockWait", c.LockWait}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Sprintf("%s must not be negative (got %s)", d.name, d.v))
+		}
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Sprintf("Retention must not be negative (got %s)", c.Retention))
+	}
+	if c.EarlyClaim < 0 {
+		errs = append(errs, fmt.Sprintf("EarlyClaim must not be negative (got %s)", c.EarlyClaim))
+	}
+	if c.LockTTL > 0 && c.LockTTL < time.Second {
+		errs = append(errs, fmt.Sprintf("LockTTL %s is too short: a slow write could outlive its lock (use 1s or more)", c.LockTTL))
+	}
+	switch c.Serialize {
+	case SerializeAuto, SerializeAlways, SerializeNever:
+	default:
+		errs = append(errs, fmt.Sprintf("Serialize %q must be empty (auto), %q or %q", c.Serialize, SerializeAlways, SerializeNever))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: store config: %s", ErrInvalidInput, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Features is what the server supports, detected at Open.
+type Features struct {
+	// Server names the server and version, e.g. "MongoDB 7.0.12" or "FerretDB v1.24.2".
+	Server string
+	// FerretDB is true when the server is FerretDB.
+	FerretDB bool
+	// TTLIndexes: the server accepted a TTL index.
+	TTLIndexes bool
+	// PartialIndexes: the server accepted a partial index.
+	PartialIndexes bool
+	// AtomicUpdates: conditional updates run without the per-attempt lock.
+	AtomicUpdates bool
+}
+
+// Store is the call log. It is safe for concurrent use.
+type Store struct {
+	cfg      Config
+	log      *slog.Logger
+	client   *mongo.Client
+	db       *mongo.Database
+	attempts *mongo.Collection
+	optouts  *mongo.Collection
+	locks    *mongo.Collection
+
+	mu       sync.Mutex
+	features Features
+	logged   map[string]bool
+}
+
+// Open validates cfg, connects, detects the server's features and creates
+// the indexes (EnsureIndexes). It fails within the configured timeouts when
+// the server is unreachable.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.defaults()
+	opts := options.Client().ApplyURI(cfg.URI).
+		SetAppName(cfg.AppName).
+		SetMinPoolSize(cfg.MinPoolSize).
+		SetMaxPoolSize(cfg.MaxPoolSize).
+		SetConnectTimeout(cfg.ConnectTimeout).
+		SetServerSelectionTimeout(cfg.ServerSelectionTimeout).
+		SetTimeout(cfg.OperationTimeout).
+		SetRetryWrites(true).
+		SetRetryReads(true)
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, fmt.Errorf("store: connect: %w", err)
+	}
+	db := client.Database(cfg.Database)
+	s := &Store{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "store", "database", cfg.Database),
+		client:   client,
+		db:       db,
+		attempts: db.Collection(AttemptsCollection),
+		optouts:  db.Collection(OptOutsCollection),
+		locks:    db.Collection(LocksCollection),
+		logged:   map[string]bool{},
+	}
+	if err := s.detect(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
+	}
+	if err := s.EnsureIndexes(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
+	}
+	f := s.Features()
+	s.log.Info("call log store ready", "server", f.Server, "ttlIndexes", f.TTLIndexes,
+		"partialIndexes", f.PartialIndexes, "atomicUpdates", f.AtomicUpdates)
+	return s, nil
+}
+
+// detect reads buildInfo to tell MongoDB from FerretDB.
+func (s *Store) detect(ctx context.Context) error {
+	var bi struct {
+		Version         string `bson:"version"`
+		FerretDBVersion string `bson:"ferretdbVersion"`
+	}
+	raw, err := s.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Raw()
+	if err != nil {
+		return fmt.Errorf("store: buildInfo: %w", err)
+	}
+	if err := bson.Unmarshal(raw, &bi); err != nil {
+		return fmt.Errorf("store: decode buildInfo: %w", err)
+	}
+	_, hasFerret := raw.Lookup("ferretdbVersion").StringValueOK()
+	hasFerret = hasFerret || raw.Lookup("ferretdbFeatures").Type != 0
+	f := Features{Server: "MongoDB " + bi.Version, AtomicUpdates: true}
+	if hasFerret {
+		f.FerretDB = true
+		f.Server = "FerretDB " + bi.FerretDBVersion + " (reports MongoDB " + bi.Version + ")"
+		// FerretDB 1.x applies findAndModify/update as a read followed by a
+		// write by _id, with no transaction: not atomic. 2.x runs on
+		// DocumentDB's extension and is; unknown versions are treated as 1.x.
+		f.AtomicUpdates = ferretMajor(bi.FerretDBVersion) >= 2
+	}
+	switch s.cfg.Serialize {
+	case SerializeAlways:
+		f.AtomicUpdates = false
+	case SerializeNever:
+		f.AtomicUpdates = true
+	}
+	s.mu.Lock()
+	s.features = f
+	s.mu.Unlock()
+	if !f.AtomicUpdates {
+		s.logOnce("serialize", slog.LevelWarn, "server does not apply conditional updates atomically: serializing writes per attempt with lock documents",
+			"server", f.Server, "lockTTL", s.cfg.LockTTL)
+	}
+	return nil
+}
+
+// ferretMajor parses "v1.24.2" or "2.0.0" into its major version; 0 if unknown.
+func ferretMajor(v string) int {
+	v = strings.TrimPrefix(v, "v")
+	if i := strings.IndexByte(v, '.'); i > 0 {
+		v = v[:i]
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// Features returns what was detected at Open (and by the last EnsureIndexes).
+func (s *Store) Features() Features {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.features
+}
+
+func (s *Store) logOnce(key string, level slog.Level, msg string, args ...any) {
+	s.mu.Lock()
+	done := s.logged[key]
+	s.logged[key] = true
+	s.mu.Unlock()
+	if !done {
+		s.log.Log(context.Background(), level, msg, args...)
+	}
+}
+
+// Index names.
+const (
+	idxDeliveryAttempt = "delivery_attempt_unique"
+	idxCallSIDPartial  = "callSid_unique_partial"
+	idxCallSIDSparse   = "callSid_unique_sparse"
+	idxDue             = "campaign_shard_state_due"
+	idxDeliveryCreated = "delivery_created"
+	idxStateLease      = "state_lease"
+	idxStateUpdated    = "state_updated"
+	idxExpireTTL       = "expireAt_ttl"
+	idxExpire          = "expireAt"
+	idxLockTTL         = "until_ttl"
+	idxLock            = "until"
+)
+
+// EnsureIndexes creates the collections' indexes; running it again changes
+// nothing. It tries a TTL index and a partial index and, where the server
+// refuses them (FerretDB 1.24), falls back to a plain index (cleaned by
+// PurgeExpired) and a sparse unique index, logging each fallback once.
+func (s *Store) EnsureIndexes(ctx context.Context) error {
+	plain := []mongo.IndexModel{
+		{Keys: bson.D{{Key: "delivery.uid", Value: 1}, {Key: "number", Value: 1}},
+			Options: options.Index().SetName(idxDeliveryAttempt).SetUnique(true)},
+		{Keys: bson.D{{Key: "campaign", Value: 1}, {Key: "shard", Value: 1}, {Key: "state", Value: 1}, {Key: "due", Value: 1}},
+			Options: options.Index().SetName(idxDue)},
+		{Keys: bson.D{{Key: "delivery.uid", Value: 1}, {Key: "createdAt", Value: 1}},
+			Options: options.Index().SetName(idxDeliveryCreated)},
+		{Keys: bson.D{{Key: "state", Value: 1}, {Key: "leaseUntil", Value: 1}},
+			Options: options.Index().SetName(idxStateLease)},
+		{Keys: bson.D{{Key: "state", Value: 1}, {Key: "updatedAt", Value: 1}},
+			Options: options.Index().SetName(idxStateUpdated)},
+	}
+	// One index per command: FerretDB 1.24 drops the connection when a
+	// createIndexes of several indexes finds them all existing.
+	for _, m := range plain {
+		if _, err := s.attempts.Indexes().CreateOne(ctx, m); err != nil {
+			return fmt.Errorf("store: create attempts index on %v: %w", m.Keys, err)
+		}
+	}
+
+	f := s.Features()
+	// Partial unique index on the call SID: only documents that have one.
+	_, err := s.attempts.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "callSid", Value: 1}},
+		Options: options.Index().SetName(idxCallSIDPartial).SetUnique(true).
+			SetPartialFilterExpression(bson.D{{Key: "callSid", Value: bson.D{{Key: "$type", Value: "string"}}}}),
+	})
+	switch {
+	case err == nil:
+		f.PartialIndexes = true
+	case unsupportedIndexOption(err):
+		f.PartialIndexes = false
+		s.logOnce("partial", slog.LevelWarn, "server refuses partial indexes: using a sparse unique index on callSid", "error", err)
+		if _, err := s.attempts.Indexes().CreateOne(ctx, mongo.IndexModel{
+			Keys:    bson.D{{Key: "callSid", Value: 1}},
+			Options: options.Index().SetName(idxCallSIDSparse).SetUnique(true).SetSparse(true),
+		}); err != nil {
+			return fmt.Errorf("store: create callSid index: %w", err)
+		}
+	default:
+		return fmt.Errorf("store: create callSid index: %w", err)
+	}
+
+	// TTL on the call log's expiry time.
+	ttl, err := s.ensureTTL(ctx, s.attempts, "expireAt", idxExpireTTL, idxExpire)
+	if err != nil {
+		return err
+	}
+	f.TTLIndexes = ttl
+	if !ttl {
+		s.logOnce("ttl", slog.LevelWarn, "server refuses TTL indexes: expired attempts and locks are removed by PurgeExpired instead")
+	}
+	if !f.AtomicUpdates {
+		if _, err := s.ensureTTL(ctx, s.locks, "until", idxLockTTL, idxLock); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.features = f
+	s.mu.Unlock()
+	return nil
+}
+
+// ensureTTL creates a TTL index on field, or a plain one where TTL indexes
+// are refused; it reports whether the TTL index exists.
+func (s *Store) ensureTTL(ctx context.Context, c *mongo.Collection, field, ttlName, plainName string) (bool, error) {
+	_, err := c.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys:    bson.D{{Key: field, Value: 1}},
+		Options: options.Index().SetName(ttlName).SetExpireAfterSeconds(0),
+	})
+	if err == nil {
+		return true, nil
+	}
+	if !unsupportedIndexOption(err) {
+		return false, fmt.Errorf("store: create TTL index on %s.%s: %w", c.Name(), field, err)
+	}
+	if _, err := c.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys:    bson.D{{Key: field, Value: 1}},
+		Options: options.Index().SetName(plainName),
+	}); err != nil {
+		return false, fmt.Errorf("store: create index on %s.%s: %w", c.Name(), field, err)
+	}
+	return false, nil
+}
+
+// unsupportedIndexOption reports a server refusing an index option:
+// NotImplemented (238, FerretDB), CannotCreateIndex (67), InvalidIndexSpecificationOption (197).
+func unsupportedIndexOption(err error) bool {
+	var ce mongo.CommandError
+	if errors.As(err, &ce) {
+		switch ce.Code {
+		case 238, 67, 197:
+			return true
+		}
+	}
+	return false
+}
+
+// Ping checks that the server answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx, readpref.Primary()); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	return nil
+}
+
+// Close disconnects; operations afterwards fail.
+func (s *Store) Close(ctx context.Context) error {
+	return s.client.Disconnect(ctx)
+}
+
+// Client is the underlying MongoDB client, for health checks and tooling.
+func (s *Store) Client() *mongo.Client { return s.client }
+
+// now is the store's clock, in UTC with BSON's millisecond precision.
+func (s *Store) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Millisecond) }
