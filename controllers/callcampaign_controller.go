@@ -226,15 +226,12 @@ func (r *CallCampaignReconciler) readQueues(ctx context.Context, s *campaignScop
 	if r.Queues == nil {
 		return nil
 	}
-	s.queue = map[string]ShardQueueStats{}
-	for _, shard := range s.shards {
-		st, err := r.Queues.ShardStats(ctx, s.campaign.Namespace, s.campaign.Name, shard)
-		if err != nil {
-			s.queueErr = err
-			return nil
-		}
-		s.queue[shard] = st
+	st, err := r.Queues.ShardStats(ctx, s.campaign.Namespace, s.campaign.Name, s.shards)
+	if err != nil {
+		s.queueErr = err
+		return nil
 	}
+	s.queue = st
 	return nil
 }
 

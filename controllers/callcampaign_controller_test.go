@@ -17,17 +17,13 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/workers/queue"
 )
 
-// fakeQueues stands in for Redis in the campaign tests that are not about
-// the queue; the figures it returns are echoed into the status.
-type fakeQueues struct{}
-
-func (fakeQueues) ShardStats(_ context.Context, _, _, shard string) (controllers.ShardQueueStats, error) {
-	return controllers.ShardQueueStats{DueNow: 2, Scheduled: 5, InFlight: 1}, nil
-}
-
-func startCampaignController(t *testing.T) {
+func startCampaignController(t *testing.T) *queue.Queue {
+	rdb := env.Redis.Client()
+	t.Cleanup(func() { rdb.Close() })
+	q := queue.New(rdb, queue.Options{})
 	mgr := newManager(t)
 	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
@@ -36,7 +32,7 @@ func startCampaignController(t *testing.T) {
 		Client:         mgr.GetClient(),
 		APIReader:      mgr.GetAPIReader(),
 		Workers:        controllers.WorkerDefaults{Image: "delauto:test", RedisURL: "redis://r:6379", MongoURI: "mongodb://m/delauto"},
-		Queues:         fakeQueues{},
+		Queues:         controllers.RedisQueueStats{Queue: q},
 		StatusInterval: 300 * time.Millisecond,
 		Recorder:       mgr.GetEventRecorder("delauto-operator"),
 	}
@@ -44,6 +40,7 @@ func startCampaignController(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, mgr)
+	return q
 }
 
 func twilioSecret(ns string) *corev1.Secret {
@@ -94,11 +91,22 @@ func getCampaign(t *testing.T, key client.ObjectKey) *v1.CallCampaign {
 }
 
 func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
-	startCampaignController(t)
+	q := startCampaignController(t)
 	ns := namespace(t)
 	ctx := context.Background()
 	c := env.Kube.Client
 	if err := c.Create(ctx, twilioSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
+	// Queue figures come from the shards' Redis queues: two attempts due now
+	// and three later on shard-0, one later on shard-1.
+	now := time.Now()
+	for i, due := range []time.Duration{-time.Minute, -time.Second, time.Hour, 2 * time.Hour, 3 * time.Hour} {
+		if _, err := q.Schedule(ctx, queue.Shard{Namespace: ns, Campaign: "spree", Name: "shard-0"}, fmt.Sprintf("a%d", i), now.Add(due)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := q.Schedule(ctx, queue.Shard{Namespace: ns, Campaign: "spree", Name: "shard-1"}, "b", now.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	campaign := newCampaign(ns, 2)
@@ -169,8 +177,12 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 
 	eventually(t, 10*time.Second, "status reports shards and queues", func() error {
 		got := getCampaign(t, client.ObjectKeyFromObject(campaign))
-		if got.Status.ShardCount != 2 || len(got.Status.Shards) != 2 || got.Status.Replicas != 4 || got.Status.Queued != 6 {
+		if got.Status.ShardCount != 2 || len(got.Status.Shards) != 2 || got.Status.Replicas != 4 || got.Status.Queued != 2 {
 			return fmt.Errorf("status = %+v", got.Status)
+		}
+		s0, s1 := got.Status.Shards[0], got.Status.Shards[1]
+		if s0.Name != "shard-0" || s0.DueNow != 2 || s0.Scheduled != 3 || s1.DueNow != 0 || s1.Scheduled != 1 {
+			return fmt.Errorf("shard figures = %+v", got.Status.Shards)
 		}
 		if got.Status.ObservedGeneration != got.Generation {
 			return fmt.Errorf("observedGeneration %d, generation %d", got.Status.ObservedGeneration, got.Generation)
@@ -183,11 +195,7 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 		count int32
 		want  string
 	}{{3, "spree-shard-0,spree-shard-1,spree-shard-2"}, {1, "spree-shard-0"}} {
-		cur := getCampaign(t, client.ObjectKeyFromObject(campaign))
-		cur.Spec.Sharding.Count = step.count
-		if err := c.Update(ctx, cur); err != nil {
-			t.Fatal(err)
-		}
+		update(t, campaign, func(c *v1.CallCampaign) { c.Spec.Sharding.Count = step.count })
 		eventually(t, 10*time.Second, fmt.Sprintf("%d shards", step.count), func() error {
 			ds, err := workerDeployments(ns)
 			if err != nil {
@@ -309,16 +317,12 @@ func TestCampaignSuspendDrainsAndResumes(t *testing.T) {
 	eventually(t, 10*time.Second, "Ready=False Suspended", func() error {
 		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionReady, metav1.ConditionFalse, "Suspended")
 	})
-	cur := getCampaign(t, key)
-	cur.Spec.Suspend = false
-	if err := c.Update(ctx, cur); err != nil {
-		t.Fatal(err)
-	}
+	update(t, campaign, func(c *v1.CallCampaign) { c.Spec.Suspend = false })
 	eventually(t, 10*time.Second, "resumed: minimum workers", replicas(2))
 
 	// Deleting the campaign leaves the owned objects to the garbage collector
 	// through their owner references.
-	if err := c.Delete(ctx, cur); err != nil {
+	if err := c.Delete(ctx, campaign); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "campaign gone", func() error {

@@ -31,9 +31,9 @@ type ShardQueueStats struct {
 	RateLimited bool
 }
 
-// QueueStats reads a shard's queue figures (from Redis).
+// QueueStats reads the queue figures of a campaign's shards (from Redis).
 type QueueStats interface {
-	ShardStats(ctx context.Context, namespace, campaign, shard string) (ShardQueueStats, error)
+	ShardStats(ctx context.Context, namespace, campaign string, shards []string) (map[string]ShardQueueStats, error)
 }
 
 // ValidateGreeting reports whether a campaign's greeting template renders.

@@ -15,6 +15,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/delauto/delauto/internal/testservices"
 )
@@ -22,7 +24,7 @@ import (
 var env *testservices.Env
 
 func TestMain(m *testing.M) {
-	testservices.Main(m, testservices.Want{Kube: true}, &env)
+	testservices.Main(m, testservices.Want{Kube: true, Redis: true, Mongo: true}, &env)
 }
 
 // newManager makes a manager for one test; several run in one process.
@@ -91,4 +93,20 @@ func namespace(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return name
+}
+
+// update re-reads obj, applies mutate and updates it, retrying on conflicts
+// with the controllers' own writes.
+func update[T client.Object](t *testing.T, obj T, mutate func(T)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		if err := env.Kube.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		mutate(obj)
+		return env.Kube.Client.Update(context.Background(), obj)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,0 +1,270 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/schedule"
+	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// Finalizer makes deletion of a Delivery wait until its queued attempts are
+// cancelled.
+const Finalizer = "delauto.io/cancel-calls"
+
+// Indexes of Deliveries in the operator's cache.
+const (
+	campaignIndex  = "campaign"
+	phaseOnlyIndex   = "status.phase"
+)
+
+// DeliveryReconciler plans each Delivery's calls: it creates the attempt in
+// MongoDB and schedules it in the shard's Redis queue, follows outcomes to
+// the Delivery's phase, plans retries, cancels on cancellation or deletion,
+// and deletes finished Deliveries after the campaign's retention.
+type DeliveryReconciler struct {
+	client.Client
+	// Store is the call log (attempts, opt-outs).
+	Store *store.Store
+	// Queue schedules attempts in Redis.
+	Queue *queue.Queue
+	// Recorder emits an Event on each phase transition.
+	Recorder events.EventRecorder
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// Outcomes, when set, receives a request per outcome event (see OutcomeSource).
+	Outcomes <-chan event.GenericEvent
+	// MaxConcurrentReconciles bounds parallel reconciles.
+	MaxConcurrentReconciles int
+	// Metrics counts planning decisions (nil: not counted).
+	Metrics *Metrics
+}
+
+func (r *DeliveryReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// deliveryScope is one reconcile's state, passed between the phases.
+type deliveryScope struct {
+	d        *v1.Delivery
+	campaign *v1.CallCampaign
+	policy   *schedule.Policy
+	input    schedule.Input
+	shard    string
+	attempts []store.Attempt
+	// done ends the phase list early (the phase set the outcome).
+	done bool
+	// requeue is when to look again without an event.
+	requeue time.Duration
+	// ready is the Ready condition to stamp.
+	ready metav1.Condition
+}
+
+// Reconcile moves one Delivery forward. Status is written once, at the end,
+// only when it changed.
+func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	d := &v1.Delivery{}
+	if err := r.Get(ctx, req.NamespacedName, d); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !d.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, d)
+	}
+	if !controllerutil.ContainsFinalizer(d, Finalizer) {
+		patch := client.MergeFrom(d.DeepCopy())
+		controllerutil.AddFinalizer(d, Finalizer)
+		if err := r.Patch(ctx, d, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
+		}
+	}
+
+	s := &deliveryScope{d: d}
+	before := d.Status.DeepCopy()
+	oldPhase := before.Phase
+	defer func() {
+		d.Status.ObservedGeneration = d.Generation
+		s.ready.ObservedGeneration = d.Generation
+		if s.ready.Type != "" {
+			setCondition(&d.Status.Conditions, s.ready)
+		}
+		if d.Status.Phase != oldPhase && d.Status.Phase != "" {
+			r.transitionEvent(d, oldPhase)
+		}
+		if equality.Semantic.DeepEqual(before, &d.Status) {
+			return
+		}
+		base := d.DeepCopy()
+		base.Status = *before
+		if perr := r.Status().Patch(ctx, d, client.MergeFrom(base)); perr != nil && !apierrors.IsNotFound(perr) {
+			err = kerrorsJoin(err, fmt.Errorf("patch status: %w", perr))
+		}
+	}()
+
+	for _, phase := range []func(context.Context, *deliveryScope) error{
+		r.resolveCampaign,
+		r.loadAttempts,
+		r.cancelIfAsked,
+		r.followAttempt,
+		r.planNext,
+		r.expireFinished,
+	} {
+		if err := phase(ctx, s); err != nil {
+			return ctrl.Result{}, err
+		}
+		if s.done {
+			break
+		}
+	}
+	return ctrl.Result{RequeueAfter: s.requeue}, nil
+}
+
+// finalize cancels queued attempts and lets the Delivery go.
+func (r *DeliveryReconciler) finalize(ctx context.Context, d *v1.Delivery) error {
+	if !controllerutil.ContainsFinalizer(d, Finalizer) {
+		return nil
+	}
+	attempts, err := r.Store.ForDelivery(ctx, string(d.UID))
+	if err != nil {
+		return fmt.Errorf("read attempts: %w", err)
+	}
+	if err := r.cancelQueued(ctx, d, attempts, "delivery deleted"); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(d.DeepCopy())
+	controllerutil.RemoveFinalizer(d, Finalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, d, patch))
+}
+
+// cancelQueued cancels every attempt no worker has claimed: in MongoDB (the
+// worker's claim then fails) and in the Redis queue.
+func (r *DeliveryReconciler) cancelQueued(ctx context.Context, d *v1.Delivery, attempts []store.Attempt, reason string) error {
+	for _, a := range attempts {
+		if !a.State.Claimable() {
+			continue
+		}
+		if _, err := r.Store.MarkCancelled(ctx, a.ID, store.AnyFence, reason); err != nil && !isNotClaimable(err) {
+			return fmt.Errorf("cancel attempt %s: %w", a.ID, err)
+		}
+		if _, err := r.Queue.Cancel(ctx, r.shardOf(d, a.Shard), a.ID); err != nil {
+			// The MongoDB state is what counts: a worker that still gets the
+			// entry finds the attempt cancelled and acknowledges it.
+			ctrl.LoggerFrom(ctx).Info("could not remove a cancelled attempt from the queue", "attempt", a.ID, "error", err.Error())
+		}
+	}
+	return nil
+}
+
+func (r *DeliveryReconciler) shardOf(d *v1.Delivery, shard string) queue.Shard {
+	campaign := d.Status.Campaign
+	if d.Spec.CampaignRef != nil && campaign == "" {
+		campaign = d.Spec.CampaignRef.Name
+	}
+	return queue.Shard{Namespace: d.Namespace, Campaign: campaign, Name: shard}
+}
+
+func (r *DeliveryReconciler) transitionEvent(d *v1.Delivery, from v1.DeliveryPhase) {
+	if r.Recorder == nil {
+		return
+	}
+	typ := corev1.EventTypeNormal
+	if d.Status.Phase == v1.DeliveryFailed || d.Status.Phase == v1.DeliveryUnreachable {
+		typ = corev1.EventTypeWarning
+	}
+	note := fmt.Sprintf("phase %s -> %s", orNone(string(from)), d.Status.Phase)
+	if d.Status.NextCallTime != nil && d.Status.Phase == v1.DeliveryScheduled {
+		note += fmt.Sprintf(", attempt %d at %s", d.Status.Attempts+1, d.Status.NextCallTime.UTC().Format(time.RFC3339))
+	}
+	r.Recorder.Eventf(d, nil, typ, string(d.Status.Phase), "Transition", "%s", note)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(new)"
+	}
+	return s
+}
+
+// SetupWithManager registers the controller: Deliveries, CallCampaigns (a
+// new or changed campaign re-plans its pending Deliveries) and outcome events.
+func (r *DeliveryReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	ctx := context.Background()
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1.Delivery{}, campaignIndex, func(o client.Object) []string {
+		d := o.(*v1.Delivery)
+		var names []string
+		if d.Spec.CampaignRef != nil {
+			names = append(names, d.Spec.CampaignRef.Name)
+		}
+		if c := d.Status.Campaign; c != "" && (d.Spec.CampaignRef == nil || c != d.Spec.CampaignRef.Name) {
+			names = append(names, c)
+		}
+		return names
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1.Delivery{}, phaseOnlyIndex, func(o client.Object) []string {
+		return []string{string(o.(*v1.Delivery).Status.Phase)}
+	}); err != nil {
+		return err
+	}
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&v1.Delivery{}).
+		// Only spec changes of a campaign matter here; its status changes
+		// every few seconds and must not re-plan every Delivery.
+		Watches(&v1.CallCampaign{}, handler.EnqueueRequestsFromMapFunc(r.deliveriesOfCampaign), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)})
+	if r.Outcomes != nil {
+		b = b.WatchesRawSource(source.Channel(r.Outcomes, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
+}
+
+// deliveriesOfCampaign maps a campaign to the Deliveries it may now plan:
+// those it calls, and those still Pending (waiting for a campaign).
+func (r *DeliveryReconciler) deliveriesOfCampaign(ctx context.Context, o client.Object) []reconcile.Request {
+	var reqs []reconcile.Request
+	seen := map[types.NamespacedName]bool{}
+	add := func(list *v1.DeliveryList) {
+		for _, d := range list.Items {
+			k := types.NamespacedName{Namespace: d.Namespace, Name: d.Name}
+			if !seen[k] {
+				seen[k] = true
+				reqs = append(reqs, reconcile.Request{NamespacedName: k})
+			}
+		}
+	}
+	var named, pending, unplanned v1.DeliveryList
+	if err := r.List(ctx, &named, client.InNamespace(o.GetNamespace()), client.MatchingFields{campaignIndex: o.GetName()}, client.UnsafeDisableDeepCopy); err == nil {
+		add(&named)
+	}
+	if err := r.List(ctx, &pending, client.InNamespace(o.GetNamespace()), client.MatchingFields{phaseOnlyIndex: string(v1.DeliveryPending)}, client.UnsafeDisableDeepCopy); err == nil {
+		add(&pending)
+	}
+	if err := r.List(ctx, &unplanned, client.InNamespace(o.GetNamespace()), client.MatchingFields{phaseOnlyIndex: ""}, client.UnsafeDisableDeepCopy); err == nil {
+		add(&unplanned)
+	}
+	return reqs
+}

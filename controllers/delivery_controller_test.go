@@ -1,0 +1,561 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/outcome"
+	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// clock is the operator's and the call log's time: real time plus an offset
+// the test moves forward.
+type clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+// operator is a running Delivery controller with its stores.
+type operator struct {
+	store *store.Store
+	queue *queue.Queue
+	rdb   *redis.Client
+	clock *clock
+	ns    string
+}
+
+func startOperator(t *testing.T) *operator {
+	t.Helper()
+	ctx := context.Background()
+	clk := &clock{}
+	ns := namespace(t)
+	st, err := store.Open(ctx, store.Config{URI: env.Mongo.URI, Database: "op_" + ns, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.EnsureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rdb := env.Redis.Client()
+	q := queue.New(rdb, queue.Options{})
+	t.Cleanup(func() { st.Close(context.Background()); rdb.Close() })
+
+	mgr := newManager(t)
+	src := controllers.NewOutcomeSource(rdb, "op-"+ns, nil)
+	if err := mgr.Add(src); err != nil {
+		t.Fatal(err)
+	}
+	r := &controllers.DeliveryReconciler{
+		Client:   mgr.GetClient(),
+		Store:    st,
+		Queue:    q,
+		Recorder: mgr.GetEventRecorder("delauto-operator"),
+		Now:      clk.Now,
+		Outcomes: src.Events,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	run(t, mgr)
+	return &operator{store: st, queue: q, rdb: rdb, clock: clk, ns: ns}
+}
+
+// campaign creates a campaign that may call at any hour, with 2 retries.
+func (o *operator) campaign(t *testing.T, mutate ...func(*v1.CallCampaign)) *v1.CallCampaign {
+	t.Helper()
+	c := &v1.CallCampaign{
+		ObjectMeta: metav1.ObjectMeta{Namespace: o.ns, Name: "spree"},
+		Spec: v1.CallCampaignSpec{
+			DeliverySelector: &metav1.LabelSelector{MatchLabels: map[string]string{"route": "b17"}},
+			Schedule: v1.ScheduleSpec{
+				LeadTime:        &metav1.Duration{Duration: time.Hour},
+				CallingHours:    v1.CallingHours{Start: "00:00", End: "23:59"},
+				DefaultTimeZone: "UTC",
+			},
+			Retry: v1.RetryPolicy{
+				MaxAttempts: 3,
+				Backoff:     []metav1.Duration{{Duration: 10 * time.Minute}},
+				RetryOn:     []v1.CallResult{v1.CallNoAnswer, v1.CallBusy, v1.CallFailed},
+			},
+			Script: v1.CallScript{CompanyName: "Spree"},
+			Twilio: v1.TwilioSpec{
+				CredentialsSecretRef: v1.TwilioCredentials{Name: "twilio"},
+				FromNumbers:          []v1.PhoneNumber{"+493012345670"},
+				CallbackURL:          "https://calls.example.com",
+			},
+			Sharding: v1.ShardingSpec{By: v1.ShardByHash, Count: 2},
+		},
+	}
+	for _, m := range mutate {
+		m(c)
+	}
+	if err := env.Kube.Client.Create(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// delivery creates a Delivery whose window opened 10 minutes ago, so its
+// first call is due at once.
+func (o *operator) delivery(t *testing.T, name string, mutate ...func(*v1.Delivery)) *v1.Delivery {
+	t.Helper()
+	now := o.clock.Now()
+	d := &v1.Delivery{
+		ObjectMeta: metav1.ObjectMeta{Namespace: o.ns, Name: name, Labels: map[string]string{"route": "b17"}},
+		Spec: v1.DeliverySpec{
+			Recipient: v1.Recipient{Name: "Anna", Phone: "+4915112345678", TimeZone: "Europe/Berlin"},
+			Address:   v1.Address{Line1: "Torstrasse 1", City: "Berlin"},
+			Window:    v1.DeliveryWindow{Start: metav1.NewTime(now.Add(-10 * time.Minute)), End: metav1.NewTime(now.Add(3 * time.Hour))},
+			Agent:     v1.Agent{Name: "Route B-17"},
+		},
+	}
+	for _, m := range mutate {
+		m(d)
+	}
+	if err := env.Kube.Client.Create(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (o *operator) get(t *testing.T, name string) *v1.Delivery {
+	t.Helper()
+	d := &v1.Delivery{}
+	if err := env.Kube.Client.Get(context.Background(), client.ObjectKey{Namespace: o.ns, Name: name}, d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// waitPhase waits until the Delivery reaches phase.
+func (o *operator) waitPhase(t *testing.T, name string, phase v1.DeliveryPhase) *v1.Delivery {
+	t.Helper()
+	var d *v1.Delivery
+	eventually(t, 15*time.Second, fmt.Sprintf("%s reaches %s", name, phase), func() error {
+		d = o.get(t, name)
+		if d.Status.Phase != phase {
+			return fmt.Errorf("phase %q, conditions %v", d.Status.Phase, d.Status.Conditions)
+		}
+		return nil
+	})
+	return d
+}
+
+// attempts reads a Delivery's attempts from the call log.
+func (o *operator) attempts(t *testing.T, d *v1.Delivery) []store.Attempt {
+	t.Helper()
+	as, err := o.store.ForDelivery(context.Background(), string(d.UID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return as
+}
+
+// queued reports whether attempt id waits in its shard's queue: in the due
+// set (with its due time) or, when due at once, in the ready stream.
+func (o *operator) queued(t *testing.T, d *v1.Delivery, id string) (time.Time, bool) {
+	t.Helper()
+	ctx := context.Background()
+	s := queue.Shard{Namespace: o.ns, Campaign: d.Status.Campaign, Name: d.Status.Shard}
+	score, err := o.rdb.ZScore(ctx, s.DueKey(), id).Result()
+	if err == nil {
+		return time.UnixMilli(int64(score)), true
+	}
+	if err != redis.Nil {
+		t.Fatal(err)
+	}
+	ok, err := o.rdb.HExists(ctx, s.IndexKey(), id).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Time{}, ok
+}
+
+// queuedCount is the number of attempts waiting in the Delivery's shard
+// queue (due set and ready stream).
+func (o *operator) queuedCount(t *testing.T, d *v1.Delivery) int64 {
+	ctx := context.Background()
+	s := queue.Shard{Namespace: o.ns, Campaign: d.Status.Campaign, Name: d.Status.Shard}
+	n, err := o.rdb.ZCard(ctx, s.DueKey()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := o.rdb.HLen(ctx, s.IndexKey()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n + m
+}
+
+var sidCounter struct {
+	sync.Mutex
+	n int
+}
+
+func nextSID() string {
+	sidCounter.Lock()
+	defer sidCounter.Unlock()
+	sidCounter.n++
+	return fmt.Sprintf("CA%032d", sidCounter.n)
+}
+
+// call plays a worker and Twilio for the Delivery's open attempt: claim,
+// dial, final status, an answer, then the outcome event.
+func (o *operator) call(t *testing.T, d *v1.Delivery, status string, answer v1.ResponseChoice) store.Attempt {
+	t.Helper()
+	ctx := context.Background()
+	as := o.attempts(t, d)
+	a := as[len(as)-1]
+	claimed, err := o.store.Claim(ctx, a.ID, "worker-1", time.Minute)
+	if err != nil {
+		t.Fatalf("claim %s: %v", a.ID, err)
+	}
+	sid := nextSID()
+	if _, err := o.store.MarkDialed(ctx, a.ID, claimed.Fence, sid, "+493012345670"); err != nil {
+		t.Fatal(err)
+	}
+	if answer != "" {
+		if _, _, err := o.store.RecordResponse(ctx, a.ID, store.Answer{Choice: answer, Digits: "1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := o.store.ApplyCallStatus(ctx, store.CallRef{AttemptID: a.ID}, store.StatusUpdate{Status: status, Seq: 3, CallSID: sid, DurationSec: 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := outcome.Publish(ctx, o.rdb, outcome.Event{AttemptID: a.ID, Namespace: d.Namespace, Name: d.Name, State: status}); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestDeliveryIsScheduledOnceHoweverOftenItIsReconciled(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t)
+	d := o.delivery(t, "parcel-1")
+	d = o.waitPhase(t, "parcel-1", v1.DeliveryScheduled)
+	if d.Status.Campaign != "spree" || (d.Status.Shard != "shard-0" && d.Status.Shard != "shard-1") {
+		t.Fatalf("campaign/shard = %s/%s", d.Status.Campaign, d.Status.Shard)
+	}
+	if err := hasCondition(d.Status.Conditions, v1.ConditionReady, metav1.ConditionTrue, "Planned"); err != nil {
+		t.Error(err)
+	}
+	// Touch the Delivery many times: every reconcile must find the plan made.
+	for i := 0; i < 10; i++ {
+		cur := o.get(t, "parcel-1")
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations["touch"] = fmt.Sprint(i)
+		if err := env.Kube.Client.Update(context.Background(), cur); err != nil && !apierrors.IsConflict(err) {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	as := o.attempts(t, d)
+	if len(as) != 1 || as[0].Number != 1 || as[0].State != store.StateQueued {
+		t.Fatalf("attempts in the call log = %+v, want one queued attempt 1", as)
+	}
+	if _, ok := o.queued(t, d, as[0].ID); !ok {
+		t.Fatal("the attempt is not in the shard's queue")
+	}
+	if n := o.queuedCount(t, d); n != 1 {
+		t.Errorf("the shard's queue holds %d attempts, want 1", n)
+	}
+	if d.Status.NextCallTime == nil || d.Status.NextCallTime.Time.Sub(as[0].Due).Abs() > time.Second {
+		t.Errorf("nextCallTime %v, attempt due %s", d.Status.NextCallTime, as[0].Due)
+	}
+	if fin := o.get(t, "parcel-1").Finalizers; len(fin) != 1 || fin[0] != controllers.Finalizer {
+		t.Errorf("finalizers = %v", fin)
+	}
+}
+
+func TestDeliveryPhasesFollowOutcomes(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t)
+	cases := []struct {
+		name   string
+		status string
+		answer v1.ResponseChoice
+		want   v1.DeliveryPhase
+	}{
+		{"confirm", "completed", v1.ChoiceConfirm, v1.DeliveryConfirmed},
+		{"reschedule", "completed", v1.ChoiceReschedule, v1.DeliveryRescheduleRequested},
+		{"instructions", "completed", v1.ChoiceInstructions, v1.DeliveryInstructionsRecorded},
+		{"optout", "completed", v1.ChoiceOptOut, v1.DeliveryOptedOut},
+		{"hangup", "completed", "", v1.DeliveryUnreachable},
+	}
+	for _, tc := range cases {
+		o.delivery(t, tc.name)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := o.waitPhase(t, tc.name, v1.DeliveryScheduled)
+			o.call(t, d, tc.status, tc.answer)
+			d = o.waitPhase(t, tc.name, tc.want)
+			if d.Status.Attempts != 1 || d.Status.LastAttempt == nil || d.Status.LastAttempt.CallSID == "" {
+				t.Errorf("attempts %d, last attempt %+v", d.Status.Attempts, d.Status.LastAttempt)
+			}
+			if tc.answer != "" && (d.Status.Response == nil || d.Status.Response.Choice != tc.answer) {
+				t.Errorf("response = %+v, want %s", d.Status.Response, tc.answer)
+			}
+			if d.Status.FinishedTime == nil || d.Status.NextCallTime != nil {
+				t.Errorf("finished %v, next call %v", d.Status.FinishedTime, d.Status.NextCallTime)
+			}
+			if n := len(o.attempts(t, d)); n != 1 {
+				t.Errorf("%d attempts after a final answer, want 1", n)
+			}
+		})
+	}
+	// Each transition left an Event.
+	var evs corev1.EventList
+	if err := env.Kube.Client.List(context.Background(), &evs, client.InNamespace(o.ns)); err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]bool{}
+	for _, e := range evs.Items {
+		reasons[e.Reason] = true
+	}
+	for _, want := range []string{"Scheduled", "Confirmed", "OptedOut", "Unreachable"} {
+		if !reasons[want] {
+			t.Errorf("no %s Event; events: %v", want, reasons)
+		}
+	}
+}
+
+func TestDeliveryRetriesThenGivesUp(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t)
+	d := o.delivery(t, "retry")
+	d = o.waitPhase(t, "retry", v1.DeliveryScheduled)
+	first := o.call(t, d, "no-answer", "")
+
+	eventually(t, 15*time.Second, "attempt 2 planned after the backoff", func() error {
+		d = o.get(t, "retry")
+		as := o.attempts(t, d)
+		if len(as) != 2 || d.Status.Phase != v1.DeliveryScheduled || d.Status.Attempts != 1 {
+			return fmt.Errorf("phase %s, %d calls made, %d attempts", d.Status.Phase, d.Status.Attempts, len(as))
+		}
+		gap := as[1].Due.Sub(*as[0].EndedAt)
+		if gap < 10*time.Minute-time.Second || gap > 10*time.Minute+2*time.Second {
+			return fmt.Errorf("attempt 2 is due %s after attempt 1 ended, want the 10m backoff", gap)
+		}
+		if _, ok := o.queued(t, d, as[1].ID); !ok {
+			return fmt.Errorf("attempt 2 is not queued in Redis")
+		}
+		return nil
+	})
+	if d.Status.LastAttempt == nil || d.Status.LastAttempt.Result != v1.CallNoAnswer || d.Status.Attempts != 1 {
+		t.Errorf("status after a no-answer: attempts %d, last %+v", d.Status.Attempts, d.Status.LastAttempt)
+	}
+	_ = first
+	for n := 2; n <= 3; n++ {
+		o.clock.Advance(11 * time.Minute)
+		o.call(t, o.get(t, "retry"), "busy", "")
+		if n < 3 {
+			eventually(t, 15*time.Second, fmt.Sprintf("attempt %d planned", n+1), func() error {
+				if as := o.attempts(t, d); len(as) != n+1 {
+					return fmt.Errorf("%d attempts", len(as))
+				}
+				return nil
+			})
+		}
+	}
+	d = o.waitPhase(t, "retry", v1.DeliveryUnreachable)
+	if d.Status.Attempts != 3 {
+		t.Errorf("attempts = %d, want 3", d.Status.Attempts)
+	}
+	if err := hasCondition(d.Status.Conditions, v1.ConditionReady, metav1.ConditionTrue, "MaxAttemptsReached"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestDeliveryRejectedNumberFails(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "bad").Name, v1.DeliveryScheduled)
+	ctx := context.Background()
+	a := o.attempts(t, d)[0]
+	claimed, err := o.store.Claim(ctx, a.ID, "w", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.store.MarkFailed(ctx, a.ID, claimed.Fence, 21211, "Invalid 'To' Phone Number"); err != nil {
+		t.Fatal(err)
+	}
+	if err := outcome.Publish(ctx, o.rdb, outcome.Event{AttemptID: a.ID, Namespace: o.ns, Name: "bad"}); err != nil {
+		t.Fatal(err)
+	}
+	d = o.waitPhase(t, "bad", v1.DeliveryFailed)
+	if err := hasCondition(d.Status.Conditions, v1.ConditionReady, metav1.ConditionTrue, "NumberRejected"); err != nil {
+		t.Error(err)
+	}
+	if d.Status.LastAttempt == nil || d.Status.LastAttempt.ErrorCode != 21211 {
+		t.Errorf("last attempt = %+v", d.Status.LastAttempt)
+	}
+}
+
+func TestDeliveryWindowChangeReplans(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "move").Name, v1.DeliveryScheduled)
+	old := o.attempts(t, d)[0]
+
+	// The window moves to tomorrow: the first call moves with it.
+	newStart := o.clock.Now().Add(24 * time.Hour).Truncate(time.Second)
+	update(t, d, func(d *v1.Delivery) {
+		d.Spec.Window = v1.DeliveryWindow{Start: metav1.NewTime(newStart), End: metav1.NewTime(newStart.Add(2 * time.Hour))}
+	})
+	eventually(t, 15*time.Second, "re-planned", func() error {
+		d = o.get(t, "move")
+		as := o.attempts(t, d)
+		if len(as) != 2 {
+			return fmt.Errorf("%d attempts", len(as))
+		}
+		if as[0].State != store.StateCancelled {
+			return fmt.Errorf("the old attempt is %s, want cancelled", as[0].State)
+		}
+		if want := newStart.Add(-time.Hour); !as[1].Due.Equal(want) {
+			return fmt.Errorf("new attempt due %s, want %s", as[1].Due, want)
+		}
+		if d.Status.Phase != v1.DeliveryScheduled || d.Status.NextCallTime == nil || !d.Status.NextCallTime.Time.Equal(as[1].Due) {
+			return fmt.Errorf("status %s next %v", d.Status.Phase, d.Status.NextCallTime)
+		}
+		return nil
+	})
+	if _, ok := o.queued(t, d, old.ID); ok {
+		t.Error("the re-planned attempt is still queued in Redis")
+	}
+	if n := o.queuedCount(t, d); n != 1 {
+		t.Errorf("%d entries in the due set, want the new attempt only", n)
+	}
+	if d.Status.Attempts != 0 {
+		t.Errorf("attempts = %d; no call was made", d.Status.Attempts)
+	}
+}
+
+func TestDeliveryCancelAndDelete(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t)
+	ctx := context.Background()
+	c := o.waitPhase(t, o.delivery(t, "cancel").Name, v1.DeliveryScheduled)
+	del := o.waitPhase(t, o.delivery(t, "delete").Name, v1.DeliveryScheduled)
+
+	update(t, c, func(d *v1.Delivery) { d.Spec.Cancelled = true })
+	c = o.waitPhase(t, "cancel", v1.DeliveryCancelled)
+	for _, a := range o.attempts(t, c) {
+		if a.State != store.StateCancelled {
+			t.Errorf("attempt %s is %s after cancellation", a.ID, a.State)
+		}
+		if _, ok := o.queued(t, c, a.ID); ok {
+			t.Errorf("attempt %s still queued after cancellation", a.ID)
+		}
+	}
+
+	if err := env.Kube.Client.Delete(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "deleted", func() error {
+		err := env.Kube.Client.Get(ctx, client.ObjectKeyFromObject(del), &v1.Delivery{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there: %v", err)
+	})
+	as := o.attempts(t, del)
+	if len(as) != 1 || as[0].State != store.StateCancelled {
+		t.Errorf("attempts after delete = %+v, want the queued one cancelled", as)
+	}
+	if _, ok := o.queued(t, del, as[0].ID); ok {
+		t.Error("the deleted delivery's attempt is still queued")
+	}
+}
+
+func TestFinishedDeliveryDeletedAfterRetention(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t, func(c *v1.CallCampaign) { c.Spec.Retention = &metav1.Duration{Duration: 2 * time.Second} })
+	d := o.waitPhase(t, o.delivery(t, "old").Name, v1.DeliveryScheduled)
+	o.call(t, d, "completed", v1.ChoiceConfirm)
+	o.waitPhase(t, "old", v1.DeliveryConfirmed)
+	eventually(t, 15*time.Second, "deleted after retention", func() error {
+		err := env.Kube.Client.Get(context.Background(), client.ObjectKeyFromObject(d), &v1.Delivery{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there: %v", err)
+	})
+	// Its history stays in the call log.
+	if as := o.attempts(t, d); len(as) != 1 || as[0].Response == nil || as[0].Response.Choice != v1.ChoiceConfirm {
+		t.Errorf("call log after retention = %+v", as)
+	}
+}
+
+func TestDeliveryCampaignResolution(t *testing.T) {
+	o := startOperator(t)
+	ctx := context.Background()
+	// No campaign yet: Pending with a reason; the campaign's arrival plans it.
+	o.delivery(t, "early")
+	eventually(t, 15*time.Second, "Pending NoMatchingCampaign", func() error {
+		d := o.get(t, "early")
+		if d.Status.Phase != v1.DeliveryPending {
+			return fmt.Errorf("phase %q", d.Status.Phase)
+		}
+		return hasCondition(d.Status.Conditions, v1.ConditionReady, metav1.ConditionFalse, "NoMatchingCampaign")
+	})
+	o.campaign(t)
+	o.waitPhase(t, "early", v1.DeliveryScheduled)
+
+	// Two campaigns select it: a condition, not a guess.
+	o.campaign(t, func(c *v1.CallCampaign) { c.Name = "other" })
+	o.delivery(t, "both")
+	eventually(t, 15*time.Second, "AmbiguousCampaign", func() error {
+		return hasCondition(o.get(t, "both").Status.Conditions, v1.ConditionReady, metav1.ConditionFalse, "AmbiguousCampaign")
+	})
+	// An explicit reference settles it.
+	o.delivery(t, "explicit", func(d *v1.Delivery) { d.Spec.CampaignRef = &v1.CampaignReference{Name: "other"} })
+	if d := o.waitPhase(t, "explicit", v1.DeliveryScheduled); d.Status.Campaign != "other" {
+		t.Errorf("campaign = %s, want other", d.Status.Campaign)
+	}
+	o.delivery(t, "missing", func(d *v1.Delivery) { d.Spec.CampaignRef = &v1.CampaignReference{Name: "nope"} })
+	eventually(t, 15*time.Second, "CampaignNotFound", func() error {
+		return hasCondition(o.get(t, "missing").Status.Conditions, v1.ConditionReady, metav1.ConditionFalse, "CampaignNotFound")
+	})
+	_ = ctx
+}
+
+func TestOptedOutNumberIsNotPlanned(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t)
+	if _, err := o.store.AddOptOut(context.Background(), o.ns, "+4915112345678", "", "said stop"); err != nil {
+		t.Fatal(err)
+	}
+	d := o.waitPhase(t, o.delivery(t, "stop").Name, v1.DeliveryOptedOut)
+	if as := o.attempts(t, d); len(as) != 0 {
+		t.Errorf("an opted-out number got %d attempts", len(as))
+	}
+	_ = ptr.To(1)
+}

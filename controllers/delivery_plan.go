@@ -1,0 +1,447 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/schedule"
+	"github.com/delauto/delauto/internal/sharding"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// How long the operator waits for an outcome event before it looks at an
+// attempt again on its own (events are a hint; MongoDB is the truth).
+const (
+	scheduledRecheck = 2 * time.Minute
+	callingRecheck   = time.Minute
+)
+
+func setCondition(conds *[]metav1.Condition, c metav1.Condition) { meta.SetStatusCondition(conds, c) }
+
+// sec is t at the second precision the apiserver keeps, so a status read
+// back compares equal to the one computed and no write is wasted.
+func sec(t time.Time) *metav1.Time { return &metav1.Time{Time: t.Truncate(time.Second)} }
+
+func readyCondition(status metav1.ConditionStatus, reason, msg string) metav1.Condition {
+	return metav1.Condition{Type: v1.ConditionReady, Status: status, Reason: reason, Message: msg}
+}
+
+// stop marks a reconcile that cannot plan (yet): Pending with the reason.
+func (s *deliveryScope) stop(reason, msg string) {
+	s.ready = readyCondition(metav1.ConditionFalse, reason, msg)
+	if s.d.Status.Phase == "" {
+		s.d.Status.Phase = v1.DeliveryPending
+	}
+	s.done = true
+}
+
+// resolveCampaign finds the campaign (explicit reference, else the one
+// whose selector matches), compiles its plan and picks the shard.
+func (r *DeliveryReconciler) resolveCampaign(ctx context.Context, s *deliveryScope) error {
+	d := s.d
+	var campaign *v1.CallCampaign
+	if ref := d.Spec.CampaignRef; ref != nil {
+		c := &v1.CallCampaign{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: d.Namespace, Name: ref.Name}, c); apierrors.IsNotFound(err) {
+			s.stop("CampaignNotFound", fmt.Sprintf("CallCampaign %q does not exist in namespace %s", ref.Name, d.Namespace))
+			return nil
+		} else if err != nil {
+			return err
+		}
+		campaign = c
+	} else {
+		var list v1.CallCampaignList
+		if err := r.List(ctx, &list, client.InNamespace(d.Namespace)); err != nil {
+			return err
+		}
+		var matches []*v1.CallCampaign
+		for i := range list.Items {
+			c := &list.Items[i]
+			if c.Spec.DeliverySelector == nil {
+				continue
+			}
+			sel, err := metav1.LabelSelectorAsSelector(c.Spec.DeliverySelector)
+			if err != nil || sel.Empty() || !sel.Matches(labels.Set(d.Labels)) {
+				continue
+			}
+			if c.Name == d.Status.Campaign && d.Status.Attempts > 0 {
+				// Calls began under this campaign: it stays.
+				matches = []*v1.CallCampaign{c}
+				break
+			}
+			matches = append(matches, c)
+		}
+		switch len(matches) {
+		case 0:
+			s.stop("NoMatchingCampaign", "no CallCampaign in namespace "+d.Namespace+" selects this Delivery's labels; set spec.campaignRef or label it for a campaign")
+			return nil
+		case 1:
+			campaign = matches[0]
+		default:
+			names := make([]string, len(matches))
+			for i, m := range matches {
+				names[i] = m.Name
+			}
+			sort.Strings(names)
+			s.stop("AmbiguousCampaign", "CallCampaigns "+strings.Join(names, ", ")+" all select this Delivery; set spec.campaignRef to choose one")
+			return nil
+		}
+	}
+	policy, err := schedule.Compile(&campaign.Spec)
+	if err != nil {
+		s.stop("InvalidCampaign", fmt.Sprintf("CallCampaign %s cannot plan calls: %v", campaign.Name, err))
+		return nil
+	}
+	input, err := policy.InputFor(&d.Spec)
+	if err != nil {
+		s.stop("InvalidDelivery", err.Error())
+		return nil
+	}
+	s.campaign, s.policy, s.input = campaign, policy, input
+	if d.Status.Campaign != campaign.Name || d.Status.Shard == "" {
+		d.Status.Shard = sharding.For(campaign.Spec.Sharding, string(d.UID), d.Spec.Region)
+	}
+	d.Status.Campaign = campaign.Name
+	s.shard = d.Status.Shard
+	return nil
+}
+
+// loadAttempts reads the Delivery's attempts from the call log.
+func (r *DeliveryReconciler) loadAttempts(ctx context.Context, s *deliveryScope) error {
+	attempts, err := r.Store.ForDelivery(ctx, string(s.d.UID))
+	if err != nil {
+		s.ready = readyCondition(metav1.ConditionFalse, "StoreUnavailable", "cannot read the call log: "+err.Error())
+		return fmt.Errorf("read attempts: %w", err)
+	}
+	s.attempts = attempts
+	return nil
+}
+
+// cancelIfAsked stops all calls of a cancelled Delivery.
+func (r *DeliveryReconciler) cancelIfAsked(ctx context.Context, s *deliveryScope) error {
+	if !s.d.Spec.Cancelled {
+		return nil
+	}
+	if err := r.cancelQueued(ctx, s.d, s.attempts, "delivery cancelled"); err != nil {
+		return err
+	}
+	s.d.Status.Phase = v1.DeliveryCancelled
+	s.d.Status.NextCallTime = nil
+	s.ready = readyCondition(metav1.ConditionTrue, "Finished", "the delivery was cancelled; no more calls")
+	return nil
+}
+
+// live are the attempts that count: not cancelled by a re-plan.
+func live(attempts []store.Attempt) []store.Attempt {
+	out := attempts[:0:0]
+	for _, a := range attempts {
+		if a.State != store.StateCancelled {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// callsMade counts attempts a worker took up (claimed or beyond).
+func callsMade(attempts []store.Attempt) int {
+	n := 0
+	for _, a := range live(attempts) {
+		if !a.State.Claimable() {
+			n++
+		}
+	}
+	return n
+}
+
+func nextNumber(attempts []store.Attempt) int32 {
+	var n int32
+	for _, a := range attempts {
+		n = max(n, a.Number)
+	}
+	return n + 1
+}
+
+// followAttempt reflects the latest attempt in the status, re-plans a queued
+// attempt whose plan changed, and settles the phase of a finished call.
+func (r *DeliveryReconciler) followAttempt(ctx context.Context, s *deliveryScope) error {
+	d := s.d
+	calls := live(s.attempts)
+	d.Status.Attempts = int32(callsMade(s.attempts))
+	fillResponse(d, s.attempts)
+	if d.Status.Phase.Finished() || len(calls) == 0 {
+		return nil
+	}
+	latest := calls[len(calls)-1]
+	fillLastAttempt(d, &latest)
+	switch {
+	case latest.State.Claimable():
+		return r.followQueued(ctx, s, &latest, calls)
+	case !latest.State.Terminal():
+		d.Status.Phase = v1.DeliveryCalling
+		d.Status.NextCallTime = nil
+		s.ready = readyCondition(metav1.ConditionTrue, "Calling", fmt.Sprintf("attempt %d is %s", latest.Number, latest.State))
+		s.requeue = callingRecheck
+		return nil
+	}
+	// The latest call ended: a decisive answer or a refusal finishes the
+	// delivery; anything else is for planNext.
+	if phase, ok := answerPhase(latest.Response); ok {
+		d.Status.Phase = phase
+		d.Status.NextCallTime = nil
+		s.ready = readyCondition(metav1.ConditionTrue, "Finished", "the recipient answered: "+string(latest.Response.Choice))
+		return nil
+	}
+	if latest.State == store.StateFailed {
+		d.Status.Phase = v1.DeliveryFailed
+		d.Status.NextCallTime = nil
+		s.ready = readyCondition(metav1.ConditionTrue, "NumberRejected", fmt.Sprintf("Twilio refused the call (error %d: %s); the number will not be called again", latest.ErrorCode, latest.ErrorMessage))
+		return nil
+	}
+	return nil
+}
+
+// followQueued keeps a queued attempt scheduled, and re-plans it when the
+// Delivery's spec changed (a new window).
+func (r *DeliveryReconciler) followQueued(ctx context.Context, s *deliveryScope, a *store.Attempt, calls []store.Attempt) error {
+	d := s.d
+	if d.Generation != d.Status.ObservedGeneration && d.Status.ObservedGeneration != 0 {
+		var dec schedule.Decision
+		if len(calls) == 1 {
+			dec = s.policy.First(s.input, r.now())
+		} else {
+			prev := calls[len(calls)-2]
+			dec = s.policy.Next(s.input, callsMade(s.attempts), prev.Result, endOf(&prev), r.now())
+		}
+		if dec.Final() || !dec.At.Equal(a.Due) {
+			if err := r.cancelQueued(ctx, d, []store.Attempt{*a}, "re-planned: "+dec.String()); err != nil {
+				return err
+			}
+			r.Metrics.replanned()
+			// Planning starts over from the attempts that count.
+			s.attempts = append(s.attempts[:0:0], s.attempts...)
+			for i := range s.attempts {
+				if s.attempts[i].ID == a.ID {
+					s.attempts[i].State = store.StateCancelled
+				}
+			}
+			d.Status.Phase = v1.DeliveryPending
+			d.Status.NextCallTime = nil
+			d.Status.LastAttempt = nil
+			return nil
+		}
+	}
+	if d.Status.Phase != v1.DeliveryScheduled || d.Status.NextCallTime == nil || !d.Status.NextCallTime.Time.Equal(sec(a.Due).Time) {
+		// First sight of this attempt since it was created (or the operator
+		// stopped in between): make sure it is queued. Idempotent.
+		if _, err := r.Queue.Schedule(ctx, r.shardOf(d, a.Shard), a.ID, a.Due); err != nil {
+			s.ready = readyCondition(metav1.ConditionFalse, "QueueUnavailable", "cannot schedule in Redis: "+err.Error())
+			return fmt.Errorf("schedule attempt %s: %w", a.ID, err)
+		}
+	}
+	r.scheduled(s, a.Number, a.Due)
+	return nil
+}
+
+// scheduled records a planned attempt in the status.
+func (r *DeliveryReconciler) scheduled(s *deliveryScope, number int32, due time.Time) {
+	s.d.Status.Phase = v1.DeliveryScheduled
+	s.d.Status.NextCallTime = sec(due)
+	s.ready = readyCondition(metav1.ConditionTrue, "Planned", fmt.Sprintf("attempt %d planned for %s", number, due.UTC().Format(time.RFC3339)))
+	s.requeue = max(time.Until(due), 0) + scheduledRecheck
+}
+
+func endOf(a *store.Attempt) time.Time {
+	switch {
+	case a.EndedAt != nil:
+		return *a.EndedAt
+	case a.DialedAt != nil:
+		return *a.DialedAt
+	}
+	return a.Due
+}
+
+// answerPhase maps a decisive answer to the Delivery's final phase.
+func answerPhase(r *store.Response) (v1.DeliveryPhase, bool) {
+	if r == nil {
+		return "", false
+	}
+	switch r.Choice {
+	case v1.ChoiceConfirm:
+		return v1.DeliveryConfirmed, true
+	case v1.ChoiceReschedule:
+		return v1.DeliveryRescheduleRequested, true
+	case v1.ChoiceInstructions:
+		return v1.DeliveryInstructionsRecorded, true
+	case v1.ChoiceOptOut:
+		return v1.DeliveryOptedOut, true
+	}
+	return "", false
+}
+
+// planNext plans the first call, or the next after a call that ended
+// without a decisive answer, or says why there is none.
+func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) error {
+	d := s.d
+	if d.Status.Phase.Finished() {
+		return nil
+	}
+	calls := live(s.attempts)
+	if n := len(calls); n > 0 && !calls[n-1].State.Terminal() {
+		return nil // followAttempt has it
+	}
+	optedOut, err := r.Store.IsOptedOut(ctx, d.Namespace, string(d.Spec.Recipient.Phone))
+	if err != nil {
+		s.ready = readyCondition(metav1.ConditionFalse, "StoreUnavailable", "cannot read opt-outs: "+err.Error())
+		return fmt.Errorf("read opt-outs: %w", err)
+	}
+	if optedOut {
+		d.Status.Phase = v1.DeliveryOptedOut
+		d.Status.NextCallTime = nil
+		s.ready = readyCondition(metav1.ConditionTrue, "Finished", "the number asked not to be called again")
+		r.Metrics.decided("OptedOut")
+		return nil
+	}
+	now := r.now()
+	var dec schedule.Decision
+	if len(calls) == 0 {
+		dec = s.policy.First(s.input, now)
+	} else {
+		last := calls[len(calls)-1]
+		dec = s.policy.Next(s.input, callsMade(s.attempts), last.Result, endOf(&last), now)
+	}
+	if !dec.Call() {
+		r.Metrics.decided(dec.Reason.String())
+		if !dec.Final() {
+			d.Status.Phase = v1.DeliveryCalling
+			s.requeue = callingRecheck
+			return nil
+		}
+		d.Status.NextCallTime = nil
+		if callsMade(s.attempts) == 0 {
+			d.Status.Phase = v1.DeliveryFailed
+		} else {
+			d.Status.Phase = v1.DeliveryUnreachable
+		}
+		s.ready = readyCondition(metav1.ConditionTrue, dec.Reason.String(), "no more calls: "+dec.Message)
+		return nil
+	}
+	number := nextNumber(s.attempts)
+	a, _, err := r.Store.CreateAttempt(ctx, store.NewAttempt{
+		Delivery: store.DeliveryRef{UID: string(d.UID), Namespace: d.Namespace, Name: d.Name},
+		Campaign: d.Namespace + "/" + s.campaign.Name,
+		Shard:    s.shard,
+		Number:   number,
+		Due:      dec.At,
+		To:       string(d.Spec.Recipient.Phone),
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrInvalidInput) {
+			s.stop("InvalidDelivery", err.Error())
+			return nil
+		}
+		s.ready = readyCondition(metav1.ConditionFalse, "StoreUnavailable", "cannot create the attempt: "+err.Error())
+		return fmt.Errorf("create attempt %d: %w", number, err)
+	}
+	if _, err := r.Queue.Schedule(ctx, r.shardOf(d, s.shard), a.ID, a.Due); err != nil {
+		s.ready = readyCondition(metav1.ConditionFalse, "QueueUnavailable", "cannot schedule in Redis: "+err.Error())
+		return fmt.Errorf("schedule attempt %s: %w", a.ID, err)
+	}
+	r.Metrics.decided("Planned")
+	r.scheduled(s, a.Number, a.Due)
+	return nil
+}
+
+// expireFinished stamps when the Delivery finished and deletes it once the
+// campaign's retention has passed (its history stays in the call log).
+func (r *DeliveryReconciler) expireFinished(ctx context.Context, s *deliveryScope) error {
+	d := s.d
+	if !d.Status.Phase.Finished() {
+		d.Status.FinishedTime = nil
+		return nil
+	}
+	if d.Status.FinishedTime == nil {
+		d.Status.FinishedTime = sec(r.now())
+	}
+	if s.campaign == nil || s.campaign.Spec.Retention == nil {
+		return nil
+	}
+	left := d.Status.FinishedTime.Add(s.campaign.Spec.Retention.Duration).Sub(r.now())
+	if left > 0 {
+		s.requeue = left
+		return nil
+	}
+	if err := r.Delete(ctx, d, client.Preconditions{UID: &d.UID}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete after retention: %w", err)
+	}
+	s.done = true
+	return nil
+}
+
+// fillLastAttempt copies the latest attempt into the status.
+func fillLastAttempt(d *v1.Delivery, a *store.Attempt) {
+	la := &v1.LastAttempt{Number: a.Number, CallSID: a.CallSID, Result: a.Result, AnsweredBy: a.AnsweredBy, ErrorCode: a.ErrorCode}
+	if a.DurationSec > 0 {
+		la.Duration = &metav1.Duration{Duration: time.Duration(a.DurationSec) * time.Second}
+	}
+	if a.DialedAt != nil {
+		la.StartTime = sec(*a.DialedAt)
+	}
+	if a.EndedAt != nil {
+		la.EndTime = sec(*a.EndedAt)
+	}
+	if a.State == store.StateUnknown {
+		la.Result = v1.CallUnknown
+	}
+	if a.State == store.StateFailed && la.Result == "" {
+		la.Result = v1.CallRejected
+	}
+	if a.State.Claimable() {
+		return // not called yet: keep the previous call's figures
+	}
+	d.Status.LastAttempt = la
+}
+
+// fillResponse copies the recipient's latest answer and when the agent was told.
+func fillResponse(d *v1.Delivery, attempts []store.Attempt) {
+	for i := len(attempts) - 1; i >= 0; i-- {
+		a := &attempts[i]
+		r := a.Response
+		if r == nil || r.Choice == "" {
+			continue
+		}
+		cr := &v1.CustomerResponse{Choice: r.Choice, Digits: r.Digits, Speech: r.Speech, RecordingURL: r.RecordingURL, Transcription: r.Transcription}
+		if r.RecordingDurationSec > 0 {
+			cr.RecordingDuration = &metav1.Duration{Duration: time.Duration(r.RecordingDurationSec) * time.Second}
+		}
+		if r.At != nil {
+			cr.Time = sec(*r.At)
+		}
+		d.Status.Response = cr
+		var sent *time.Time
+		for _, n := range []store.Notification{a.Notify.SMS, a.Notify.Webhook} {
+			if n.SentAt != nil && (sent == nil || n.SentAt.Before(*sent)) {
+				sent = n.SentAt
+			}
+		}
+		if sent != nil {
+			d.Status.AgentNotifiedTime = sec(*sent)
+		}
+		return
+	}
+}
+
+func isNotClaimable(err error) bool {
+	return errors.Is(err, store.ErrNotClaimable) || errors.Is(err, store.ErrInvalidTransition)
+}

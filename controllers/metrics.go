@@ -1,0 +1,50 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the operator's own counters, beside controller-runtime's.
+type Metrics struct {
+	decisions *prometheus.CounterVec
+	replans   prometheus.Counter
+	outcomes  prometheus.Counter
+}
+
+// NewMetrics registers the operator's counters on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "delauto_operator_planning_decisions_total",
+			Help: "Planning decisions by result: Planned, or why no more calls are made.",
+		}, []string{"decision"}),
+		replans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "delauto_operator_replans_total",
+			Help: "Queued attempts cancelled and planned again because the Delivery changed.",
+		}),
+		outcomes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "delauto_operator_outcome_events_total",
+			Help: "Outcome events read from the workers' outcome stream.",
+		}),
+	}
+	reg.MustRegister(m.decisions, m.replans, m.outcomes)
+	return m
+}
+
+func (m *Metrics) decided(decision string) {
+	if m != nil {
+		m.decisions.WithLabelValues(decision).Inc()
+	}
+}
+
+func (m *Metrics) replanned() {
+	if m != nil {
+		m.replans.Inc()
+	}
+}
+
+func (m *Metrics) outcome() {
+	if m != nil {
+		m.outcomes.Inc()
+	}
+}

@@ -1,0 +1,35 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"github.com/delauto/delauto/workers/queue"
+)
+
+// RedisQueueStats reads shard figures from the workers' Redis queues.
+type RedisQueueStats struct {
+	Queue *queue.Queue
+}
+
+// ShardStats implements QueueStats with one pipelined read for all shards.
+func (r RedisQueueStats) ShardStats(ctx context.Context, namespace, campaign string, shards []string) (map[string]ShardQueueStats, error) {
+	qs := make([]queue.Shard, len(shards))
+	for i, s := range shards {
+		qs[i] = queue.Shard{Namespace: namespace, Campaign: campaign, Name: s}
+	}
+	st, err := r.Queue.Stats(ctx, qs, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]ShardQueueStats, len(st))
+	for _, s := range st {
+		out[s.Shard.Name] = ShardQueueStats{
+			DueNow:        s.Waiting(),
+			Scheduled:     s.Scheduled,
+			InFlight:      s.InFlight,
+			OldestPending: s.OldestPendingAge,
+		}
+	}
+	return out, nil
+}
