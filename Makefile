@@ -99,3 +99,7 @@ test: tools lint verify-generated ## The full check: tools, lint, generated file
 .PHONY: bench-queue
 bench-queue: tools ## Queue drain, pickup latency and lateness vs asynq and BullMQ.
 	hack/bench/queue/run.sh
+
+.PHONY: bench-store
+bench-store: $(FERRETDB) ## Call log store ceiling on FerretDB: per-attempt dial sequence, claims, callbacks.
+	go test ./workers/store -run '^$$' -bench . -benchtime 2000x -count 5 -timeout 30m
