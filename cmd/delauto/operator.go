@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"time"
 
@@ -18,10 +19,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	delautov1alpha1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/stores"
+	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/store"
 )
 
 // managedByLabel marks the objects the operator owns (worker Deployments and
@@ -41,11 +46,16 @@ func runOperator(args []string) error {
 	workerImage := fs.String("worker-image", "", "default image of worker Deployments (campaigns may override)")
 	workerStores := fs.String("worker-stores-secret", "", "Secret in each campaign's namespace with REDIS_URL and MONGO_URI for its workers; empty passes the operator's own REDIS_URL and MONGO_URI")
 	statusInterval := fs.Duration("status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
+	var conn stores.Settings
+	conn.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *concurrency < 1 {
 		return fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", *concurrency)
+	}
+	if err := conn.Validate(); err != nil {
+		return err
 	}
 	zopts := zap.Options{}
 	switch *logLevel {
@@ -90,8 +100,39 @@ func runOperator(args []string) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
+	ctx := ctrl.SetupSignalHandler()
+	rdb, err := conn.Redis()
+	if err != nil {
 		return err
+	}
+	defer rdb.Close()
+	callLog, err := openStoreRetrying(ctx, &conn)
+	if err != nil {
+		return err
+	}
+	defer callLog.Close(context.Background())
+	q := queue.New(rdb, queue.Options{})
+	metrics := controllers.NewMetrics(ctrlmetrics.Registry)
+
+	if err := controllers.IndexDeliveryPhases(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	hostname, _ := os.Hostname()
+	outcomes := controllers.NewOutcomeSource(rdb, "operator-"+hostname, metrics)
+	if err := mgr.Add(outcomes); err != nil {
+		return err
+	}
+	deliveries := &controllers.DeliveryReconciler{
+		Client:                  mgr.GetClient(),
+		Store:                   callLog,
+		Queue:                   q,
+		Recorder:                mgr.GetEventRecorder(controllers.FieldOwner),
+		Outcomes:                outcomes.Events,
+		MaxConcurrentReconciles: *concurrency,
+		Metrics:                 metrics,
+	}
+	if err := deliveries.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the Delivery controller: %w", err)
 	}
 	campaigns := &controllers.CallCampaignReconciler{
 		Client:    mgr.GetClient(),
@@ -102,6 +143,7 @@ func runOperator(args []string) error {
 			RedisURL:     os.Getenv("REDIS_URL"),
 			MongoURI:     os.Getenv("MONGO_URI"),
 		},
+		Queues:                  controllers.RedisQueueStats{Queue: q},
 		StatusInterval:          *statusInterval,
 		Recorder:                mgr.GetEventRecorder(controllers.FieldOwner),
 		MaxConcurrentReconciles: *concurrency,
@@ -112,9 +154,33 @@ func runOperator(args []string) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	if err := mgr.AddReadyzCheck("redis", func(req *http.Request) error { return rdb.Ping(req.Context()).Err() }); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("mongo", func(req *http.Request) error { return callLog.Ping(req.Context()) }); err != nil {
 		return err
 	}
 	ctrl.Log.WithName("operator").Info("starting", "leaderElect", *leaderElect, "maxConcurrentReconciles", *concurrency)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
+}
+
+// openStoreRetrying opens the call log, retrying with backoff while MongoDB
+// is unreachable: an outage at start-up delays the operator, it does not
+// crash-loop it.
+func openStoreRetrying(ctx context.Context, conn *stores.Settings) (*store.Store, error) {
+	logger := ctrl.Log.WithName("operator")
+	backoff := time.Second
+	for {
+		st, err := conn.Store(ctx)
+		if err == nil {
+			return st, nil
+		}
+		logger.Error(err, "the call log is unreachable; retrying", "in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
 }

@@ -1,0 +1,65 @@
+package stores
+
+import (
+	"flag"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidateNamesWhatIsMissing(t *testing.T) {
+	t.Setenv("REDIS_URL", "")
+	t.Setenv("REDIS_ADDRS", "")
+	t.Setenv("MONGO_URI", "")
+	var s Settings
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	s.Register(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Validate()
+	if err == nil || !strings.Contains(err.Error(), "--redis-url") || !strings.Contains(err.Error(), "--mongo-uri") {
+		t.Fatalf("Validate() = %v, want both stores named", err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--redis-url", "http://x", "--mongo-uri", "mongodb://m"}, "--redis-url"},
+		{[]string{"--redis-url", "redis://r", "--redis-addrs", "a:1", "--mongo-uri", "mongodb://m"}, "only one"},
+		{[]string{"--redis-url", "redis://r", "--mongo-uri", "postgres://m"}, "mongodb://"},
+	} {
+		var s Settings
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		s.Register(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: Validate() = %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestEnvironmentDefaults(t *testing.T) {
+	t.Setenv("REDIS_URL", "redis://r:6379/0")
+	t.Setenv("MONGO_URI", "mongodb://m:27017")
+	t.Setenv("MONGO_DATABASE", "calls")
+	var s Settings
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	s.Register(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if s.MongoDatabase != "calls" || s.Timeout != 5*time.Second {
+		t.Errorf("settings = %+v", s)
+	}
+	rdb, err := s.Redis()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb.Close()
+}
