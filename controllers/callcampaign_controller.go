@@ -27,6 +27,7 @@ import (
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 
 // FieldOwner is the server-side-apply field manager of everything the
 // operator owns.
@@ -93,6 +94,7 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	for _, phase := range []func(context.Context, *campaignScope) error{
 		r.checkCredentials,
 		r.checkScript,
+		r.applyCampaignConfig,
 		r.applyWorkers,
 		r.removeStaleShards,
 		r.applyCallbackService,
@@ -162,6 +164,19 @@ func (r *CallCampaignReconciler) checkScript(_ context.Context, s *campaignScope
 
 func degradedCondition(c *v1.CallCampaign, reason, msg string) *metav1.Condition {
 	return &metav1.Condition{Type: v1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: reason, Message: msg, ObservedGeneration: c.Generation}
+}
+
+// applyCampaignConfig server-side applies the ConfigMap the workers read
+// the campaign from.
+func (r *CallCampaignReconciler) applyCampaignConfig(ctx context.Context, s *campaignScope) error {
+	cm, err := campaignConfigMap(s.campaign)
+	if err != nil {
+		return err
+	}
+	if err := r.Apply(ctx, cm, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply campaign ConfigMap: %w", err)
+	}
+	return nil
 }
 
 // applyWorkers server-side applies one worker Deployment per shard.
@@ -255,6 +270,7 @@ func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1.CallCampaign{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.campaignsReadingSecret), builder.OnlyMetadata).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Complete(r)

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -167,6 +168,17 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 		t.Error("worker probes missing")
 	}
 
+	cm := &corev1.ConfigMap{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "spree-campaign"}, cm); err != nil {
+		t.Fatalf("campaign ConfigMap: %v", err)
+	}
+	var cfg controllers.CampaignConfig
+	if err := json.Unmarshal([]byte(cm.Data[controllers.CampaignFile]), &cfg); err != nil {
+		t.Fatalf("campaign.json: %v", err)
+	}
+	if cfg.Name != "spree" || cfg.Spec.Script.CompanyName != "Spree" || cfg.Spec.Twilio.FromNumbers[0] != "+493012345670" {
+		t.Errorf("campaign.json = %+v", cfg)
+	}
 	svc := &corev1.Service{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "spree-callbacks"}, svc); err != nil {
 		t.Fatalf("callback Service: %v", err)

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"encoding/hex"
 	"strconv"
 	"strings"
@@ -38,6 +39,7 @@ const (
 	EnvConcurrency       = "DELAUTO_CONCURRENCY"
 	EnvCallbackURL       = "DELAUTO_CALLBACK_URL"
 	EnvTwilioDir         = "DELAUTO_TWILIO_DIR"
+	EnvCampaignFile      = "DELAUTO_CAMPAIGN_FILE"
 	EnvRedisURL          = "REDIS_URL"
 	EnvMongoURI          = "MONGO_URI"
 
@@ -46,6 +48,11 @@ const (
 	TwilioDir          = "/var/run/secrets/delauto/twilio"
 	TwilioAccountFile  = "account-sid"
 	TwilioTokenFile    = "auth-token"
+	// CampaignDir holds CampaignFile, the campaign as JSON (CampaignConfig),
+	// from the campaign's ConfigMap; it is updated in place when the
+	// campaign changes.
+	CampaignDir        = "/etc/delauto/campaign"
+	CampaignFile       = "campaign.json"
 	CallbackPort       = 8080
 	OpsPort            = 8081
 	workerExtraGrace   = 30
@@ -128,6 +135,7 @@ func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas in
 		corev1ac.EnvVar().WithName(EnvConcurrency).WithValue(strconv.Itoa(int(concurrency))),
 		corev1ac.EnvVar().WithName(EnvCallbackURL).WithValue(c.Spec.Twilio.CallbackURL),
 		corev1ac.EnvVar().WithName(EnvTwilioDir).WithValue(TwilioDir),
+		corev1ac.EnvVar().WithName(EnvCampaignFile).WithValue(CampaignDir + "/" + CampaignFile),
 	}
 	container := corev1ac.Container().
 		WithName("worker").
@@ -146,6 +154,7 @@ func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas in
 			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))).
 		WithVolumeMounts(
 			corev1ac.VolumeMount().WithName("twilio").WithMountPath(TwilioDir).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("campaign").WithMountPath(CampaignDir).WithReadOnly(true),
 			corev1ac.VolumeMount().WithName("tmp").WithMountPath("/tmp"),
 		)
 	if w.StoresSecret != "" {
@@ -199,8 +208,34 @@ func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas in
 								corev1ac.KeyToPath().WithKey(cred.AccountSIDKey).WithPath(TwilioAccountFile),
 								corev1ac.KeyToPath().WithKey(cred.AuthTokenKey).WithPath(TwilioTokenFile),
 							)),
+						corev1ac.Volume().WithName("campaign").WithConfigMap(corev1ac.ConfigMapVolumeSource().
+							WithName(CampaignConfigMapName(c.Name)).WithDefaultMode(0o444)),
 						corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(resource.MustParse("64Mi"))),
 					))))
+}
+
+// CampaignConfigMapName is the name of the ConfigMap holding the campaign
+// for its workers.
+func CampaignConfigMapName(campaign string) string { return boundedName(campaign + "-campaign") }
+
+// CampaignConfig is what workers read of their campaign: they have no
+// Kubernetes API access, so the operator hands them the spec as a file.
+type CampaignConfig struct {
+	Namespace string              `json:"namespace"`
+	Name      string              `json:"name"`
+	Spec      v1.CallCampaignSpec `json:"spec"`
+}
+
+// campaignConfigMap is the desired ConfigMap of the campaign's spec.
+func campaignConfigMap(c *v1.CallCampaign) (*corev1ac.ConfigMapApplyConfiguration, error) {
+	data, err := json.MarshalIndent(CampaignConfig{Namespace: c.Namespace, Name: c.Name, Spec: c.Spec}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return corev1ac.ConfigMap(CampaignConfigMapName(c.Name), c.Namespace).
+		WithLabels(map[string]string{LabelName: "delauto", LabelComponent: "campaign-config", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}).
+		WithOwnerReferences(ownerRef(c)).
+		WithData(map[string]string{CampaignFile: string(data)}), nil
 }
 
 // callbackService is the Service in front of every worker of the campaign:

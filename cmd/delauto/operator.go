@@ -94,6 +94,7 @@ func runOperator(args []string) error {
 			ByObject: map[client.Object]cache.ByObject{
 				&appsv1.Deployment{}: {Label: owned},
 				&corev1.Service{}:    {Label: owned},
+				&corev1.ConfigMap{}:  {Label: owned},
 			},
 		},
 	})

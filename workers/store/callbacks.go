@@ -145,7 +145,12 @@ func (s *Store) ApplyCallStatus(ctx context.Context, ref CallRef, u StatusUpdate
 	} else {
 		unset = append(unset, bson.E{Key: "result", Value: ""})
 	}
-	a, err = s.modify(ctx, id, filter, bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: unset}})
+	update := bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: unset}}
+	if state.rank() >= StateDialed.rank() {
+		// The call exists: keep the earliest time it was known to.
+		update = append(update, bson.E{Key: "$min", Value: bson.D{{Key: "dialedAt", Value: at}}})
+	}
+	a, err = s.modify(ctx, id, filter, update)
 	if err != nil {
 		return nil, false, err
 	}

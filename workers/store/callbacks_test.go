@@ -126,7 +126,7 @@ func TestApplyCallStatusEdgeCases(t *testing.T) {
 	s := openStore(t)
 	// Callbacks overtake the REST response; MarkDialed then only adds the SID.
 	c := mustClaim(t, s, mustCreate(t, s, newAttempt("early", 1, time.Now())).ID)
-	if got, ok, err := s.ApplyCallStatus(ctx, CallRef{AttemptID: c.ID}, StatusUpdate{Status: "ringing", Seq: 1}); err != nil || !ok || got.State != StateRinging {
+	if got, ok, err := s.ApplyCallStatus(ctx, CallRef{AttemptID: c.ID}, StatusUpdate{Status: "ringing", Seq: 1}); err != nil || !ok || got.State != StateRinging || got.DialedAt == nil {
 		t.Fatalf("ringing before MarkDialed: %+v %v %v", got, ok, err)
 	}
 	d, err := s.MarkDialed(ctx, c.ID, c.Fence, "CA-early", "")

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/delauto/delauto/api/v1alpha1"
 )
@@ -334,10 +333,6 @@ func TestDueBefore(t *testing.T) {
 	fd, err := s.ForDelivery(ctx, "multi")
 	if err != nil || fmt.Sprint(ids(fd)) != "[multi-1 multi-2 multi-3]" {
 		t.Fatalf("ForDelivery = %v, %v", ids(fd), err)
-	}
-	// The query uses the due index (planner output differs by server; only check it runs).
-	if _, err := s.attempts.Find(ctx, bson.D{{Key: "campaign", Value: "x"}}, options.Find().SetHint(idxDue)); err != nil {
-		t.Fatalf("find with the due index hint: %v", err)
 	}
 }
 

@@ -253,13 +253,13 @@ func (s *Store) MarkDialed(ctx context.Context, id string, fence int64, callSID,
 		return nil, &TransitionError{ID: id, Op: "mark dialed", From: cur.State,
 			Detail: fmt.Sprintf("call SID %s already recorded, not %s", cur.CallSID, callSID)}
 	}
-	set = bson.D{{Key: "callSid", Value: callSID}, {Key: "dialedAt", Value: now}, {Key: "updatedAt", Value: now}}
+	set = bson.D{{Key: "callSid", Value: callSID}, {Key: "updatedAt", Value: now}}
 	if from != "" {
 		set = append(set, bson.E{Key: "from", Value: from})
 	}
 	a, err = s.modify(ctx, id,
 		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "callSid", Value: bson.D{{Key: "$exists", Value: false}}}},
-		bson.D{{Key: "$set", Value: set}})
+		bson.D{{Key: "$set", Value: set}, {Key: "$min", Value: bson.D{{Key: "dialedAt", Value: now}}}})
 	if err != nil || a != nil {
 		return a, err
 	}
