@@ -268,7 +268,7 @@ func TestCallbackRetries(t *testing.T) {
 
 func TestCPSQueuing(t *testing.T) {
 	const cps = 10
-	sim, rc := startSim(t, twiliosim.Options{Instant: true, CPS: cps})
+	sim, rc := startSim(t, twiliosim.Options{Instant: true, CPS: cps, Lean: true})
 	a := newApp(t, sim)
 	start := time.Now()
 	var sids []string
@@ -302,5 +302,12 @@ func TestCPSQueuing(t *testing.T) {
 	}
 	if total != 25 {
 		t.Errorf("%d starts counted, want 25", total)
+	}
+	// Lean mode drops bodies but keeps what duplicate checks need.
+	if recs := sim.Creates(); len(recs) != 25 || recs[0].Form != nil || recs[0].AttemptID != "cps" || sim.CallsForAttempt("cps") != 25 {
+		t.Errorf("lean create records: %d, first %+v", len(recs), recs[0])
+	}
+	if cbs := sim.Callbacks(); len(cbs) == 0 || cbs[0].Params != nil || len(sim.Requests()) != 0 {
+		t.Errorf("lean mode kept callback parameters or request records")
 	}
 }

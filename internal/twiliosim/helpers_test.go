@@ -80,6 +80,9 @@ type app struct {
 	statusFailures int
 	// onAMD runs when an async AMD callback arrives.
 	onAMD func(params url.Values)
+	// publicBase, when set, is the URL the app believes it is reached at
+	// (behind an ingress); signatures are checked against it.
+	publicBase string
 }
 
 // newApp starts the app for sim. At cleanup the simulator is closed before
@@ -141,6 +144,9 @@ func (a *app) url(path string) string { return a.srv.URL + path }
 func (a *app) record(_ http.ResponseWriter, r *http.Request) url.Values {
 	body, _ := io.ReadAll(r.Body)
 	full := "http://" + r.Host + r.URL.RequestURI()
+	if a.publicBase != "" {
+		full = a.publicBase + r.URL.RequestURI()
+	}
 	v := client.NewRequestValidator(a.token)
 	sig := r.Header.Get("X-Twilio-Signature")
 	var ok bool

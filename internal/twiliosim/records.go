@@ -131,7 +131,8 @@ func (s *Sim) Creates() []CreateRecord {
 	return append([]CreateRecord(nil), s.creates...)
 }
 
-// Requests returns every REST request received, in arrival order.
+// Requests returns every REST request received, in arrival order (none
+// with Options.Lean).
 func (s *Sim) Requests() []RequestRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -316,10 +317,8 @@ func (s *Sim) Stats() Stats {
 			st.CallbacksFailed++
 		}
 	}
-	for _, r := range s.requests {
-		if r.Fault != FaultNone {
-			st.FaultsInjected[string(r.Fault)]++
-		}
+	for k, n := range s.faultCounts {
+		st.FaultsInjected[string(k)] = n
 	}
 	return st
 }

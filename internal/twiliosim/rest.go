@@ -83,7 +83,12 @@ func (s *Sim) api(ep Endpoint, h apiHandler) http.HandlerFunc {
 		rec := RequestRecord{Time: time.Now(), Method: r.Method, Path: r.URL.Path, Endpoint: ep}
 		rec.HTTPStatus, rec.Fault = s.serveAPI(w, r, ep, h, n)
 		s.mu.Lock()
-		s.requests = append(s.requests, rec)
+		if rec.Fault != FaultNone {
+			s.faultCounts[rec.Fault]++
+		}
+		if !s.opts.Lean {
+			s.requests = append(s.requests, rec)
+		}
 		s.mu.Unlock()
 	}
 }
@@ -195,6 +200,9 @@ func (s *Sim) recordCreate(rec CreateRecord) {
 		rec.To = rec.Form.Get("To")
 		rec.From = rec.Form.Get("From")
 		rec.AttemptID = attemptOf(rec.Form)
+		if s.opts.Lean {
+			rec.Form = nil
+		}
 	}
 	s.mu.Lock()
 	s.creates = append(s.creates, rec)
@@ -335,6 +343,9 @@ func (s *Sim) createCall(w http.ResponseWriter, r *http.Request, fault FaultKind
 	}
 	if c.url != "" {
 		c.twiml = ""
+	}
+	if s.opts.Lean {
+		c.form = nil
 	}
 	s.mu.Lock()
 	slot := now
@@ -723,6 +734,7 @@ func (s *Sim) updateCall(w http.ResponseWriter, r *http.Request, _ FaultKind) in
 		case <-c.ended:
 		case <-time.After(2 * time.Second):
 		case <-r.Context().Done():
+		case <-s.ctx.Done():
 		}
 	}
 	s.mu.Lock()

@@ -362,3 +362,34 @@ func TestParseMixAndRules(t *testing.T) {
 		}
 	}
 }
+
+func TestWebhookRoutesKeepThePublicURLSigned(t *testing.T) {
+	const public = "https://calls.example.test"
+	sim, rc := startSim(t, twiliosim.Options{})
+	a := newApp(t, sim)
+	a.publicBase = public
+	if err := sim.SetWebhookRoute(public, a.srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.SetWebhookRoute("calls.example.test", a.srv.URL); err == nil {
+		t.Errorf("a route from a relative URL was accepted")
+	}
+	p := a.callParams("+14155550123", "routed")
+	p.SetUrl(public + "/voice?attempt=routed")
+	p.SetStatusCallback(public + "/status?attempt=routed")
+	c, err := rc.Api.CreateCall(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCall(t, sim, *c.Sid)
+	v := a.hitsTo("/voice", *c.Sid)
+	g := a.hitsTo("/gather", *c.Sid)
+	if len(v) != 1 || len(g) != 1 || len(a.hitsTo("/status", *c.Sid)) != 4 {
+		t.Fatalf("routed webhooks: voice %d, gather %d", len(v), len(g))
+	}
+	cbs := sim.CallbacksFor(*c.Sid, "action")
+	if len(cbs) != 1 || !strings.HasPrefix(cbs[0].URL, public+"/gather") {
+		t.Errorf("the relative action must resolve against the public URL: %+v", cbs)
+	}
+	// The app's cleanup checks every signature against the public URL.
+}

@@ -59,6 +59,10 @@ type Options struct {
 	// Instant makes every simulated duration zero (answer at once, no talk
 	// time): for load runs.
 	Instant bool
+	// Lean keeps memory flat for long load runs: create records keep no
+	// request body, callback records no parameters, and REST requests are
+	// only counted. Attempt counts, statuses and per-second starts are kept.
+	Lean bool
 
 	// Faults are the random faults in force at start (see SetFaults).
 	Faults Faults
@@ -73,6 +77,12 @@ type Options struct {
 	WebhookTimeout time.Duration
 	// HTTPClient sends webhooks; default a client with WebhookTimeout.
 	HTTPClient *http.Client
+	// WebhookRoutes sends webhooks whose URL starts with a key to the value
+	// instead (longest key wins), like an ingress in front of the app: the
+	// signature still covers the URL as given, and the Host header keeps its
+	// host. With it, a campaign's public https callback URL can be served by
+	// a local http server. Example: {"https://calls.example.com": "http://127.0.0.1:8080"}.
+	WebhookRoutes map[string]string
 
 	// Listener, when set, is served instead of a new httptest server.
 	Listener net.Listener
@@ -119,6 +129,8 @@ type Sim struct {
 	recordings    map[string]*Recording
 	notifications []Notification
 	requests      []RequestRecord
+	faultCounts   map[FaultKind]int
+	webhookRoutes map[string]string
 }
 
 // New starts a simulator: on Options.Listener when given, else on a new
@@ -142,6 +154,11 @@ func New(opts Options) (*Sim, error) {
 	for _, n := range opts.Numbers {
 		if err := phone.Validate(n); err != nil {
 			return nil, fmt.Errorf("account number: %w", err)
+		}
+	}
+	for from, to := range opts.WebhookRoutes {
+		if !validWebhookURL(from) || !validWebhookURL(to) {
+			return nil, fmt.Errorf("webhook route %q => %q: both must be absolute http(s) URLs", from, to)
 		}
 	}
 	for _, w := range opts.Mix {
@@ -175,6 +192,7 @@ func New(opts Options) (*Sim, error) {
 		calls:         map[string]*call{},
 		starts:        map[int64]int{},
 		recordings:    map[string]*Recording{},
+		faultCounts:   map[FaultKind]int{},
 	}
 	if s.scale == 0 {
 		s.scale = 1
@@ -194,6 +212,10 @@ func New(opts Options) (*Sim, error) {
 	}
 	for k, v := range opts.Scenarios {
 		s.scenarioByNum[k] = v
+	}
+	s.webhookRoutes = map[string]string{}
+	for k, v := range opts.WebhookRoutes {
+		s.webhookRoutes[k] = v
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.handler = s.routes()
@@ -273,6 +295,35 @@ func (s *Sim) QueueFaults(ep Endpoint, kinds ...FaultKind) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.queued[ep] = append(s.queued[ep], kinds...)
+}
+
+// SetWebhookRoute adds or replaces a webhook route (see
+// Options.WebhookRoutes).
+func (s *Sim) SetWebhookRoute(from, to string) error {
+	if !validWebhookURL(from) || !validWebhookURL(to) {
+		return fmt.Errorf("webhook route %q => %q: both must be absolute http(s) URLs", from, to)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.webhookRoutes[from] = to
+	return nil
+}
+
+// route applies the webhook routes to a webhook URL.
+func (s *Sim) route(u string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	best := ""
+	for from := range s.webhookRoutes {
+		rest, ok := strings.CutPrefix(u, strings.TrimSuffix(from, "/"))
+		if ok && (rest == "" || rest[0] == '/' || rest[0] == '?') && len(from) > len(best) {
+			best = from
+		}
+	}
+	if best == "" {
+		return u
+	}
+	return strings.TrimSuffix(s.webhookRoutes[best], "/") + strings.TrimPrefix(u, strings.TrimSuffix(best, "/"))
 }
 
 // scaled turns a simulated duration into real time.

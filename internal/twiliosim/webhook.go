@@ -71,15 +71,21 @@ func (s *Sim) send(ctx context.Context, ob *outbound, attempt int, dup, late boo
 		Time: time.Now(), Kind: ob.kind, CallSid: ob.callSid, Method: ob.method, URL: ob.url,
 		Params: ob.params, Event: ob.event, Sequence: ob.seq, Attempt: attempt, Duplicate: dup, Late: late,
 	}
+	if s.opts.Lean {
+		rec.Params = nil
+	}
 	defer func() {
 		s.mu.Lock()
 		s.callbacks = append(s.callbacks, rec)
 		s.mu.Unlock()
 	}()
-	req, err := http.NewRequestWithContext(ctx, ob.method, u, body)
+	req, err := http.NewRequestWithContext(ctx, ob.method, s.route(u), body)
 	if err != nil {
 		rec.Err = err.Error()
 		return 0, nil, "", err
+	}
+	if orig, err := url.Parse(u); err == nil && orig.Host != req.URL.Host {
+		req.Host = orig.Host // as an ingress would pass it on
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
