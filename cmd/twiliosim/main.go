@@ -82,7 +82,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&cfg.opts.CPS, "cps", 1, "calls-per-second limit: faster calls are queued, not refused (0: no limit)")
 	fs.StringVar(&mix, "mix", "default", `weighted scenario mix for numbers no rule matches, "name=weight,..." or "default"`)
 	fs.StringVar(&rules, "rules", "", `scenario by number suffix, "suffix=scenario,..." (longest suffix wins), e.g. "01=press1,02=busy"`)
-	fs.Int64Var(&cfg.opts.Seed, "seed", 1, "seed of the scenario mix and fault rolls (same seed, same run)")
+	fs.Int64Var(&cfg.opts.Seed, "seed", 1, "seed of the scenario mix (the n-th call to a number gets the same scenario in every run) and of the fault rolls")
 	fs.Float64Var(&timeScale, "time-scale", 1, "multiplier of simulated durations (ring, speech, timeouts): 0.1 runs ten times faster")
 	fs.BoolVar(&cfg.opts.Instant, "instant", false, "answer at once and take no time at all (load runs); overrides -time-scale")
 	fs.Float64Var(&f.RateLimit, "fault-429", 0, "fraction of create requests answered 429 (code 20429)")
