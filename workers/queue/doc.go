@@ -27,7 +27,8 @@
 // A Consumer reads each shard with XREADGROUP COUNT <free slots> BLOCK,
 // shares its slots among shards by weight, runs a bounded number of handler
 // goroutines, and acknowledges outcomes in batches (one script per shard:
-// XACK, XDEL, HDEL, plus re-scheduling or dead-lettering) after the handler
+// XACK and HDEL, plus re-scheduling or dead-lettering, then XTRIM MINID ~ to
+// drop acknowledged entries from the stream's head) after the handler
 // returned. Running handlers' leases are extended every Lease/3 with
 // XCLAIM JUSTID; entries idle for longer than the lease (their worker died)
 // are taken over with XAUTOCLAIM, and an entry delivered more than

@@ -229,12 +229,15 @@ func (q *Queue) ScheduleBatch(ctx context.Context, entries []Entry) ([]Result, e
 			args = append(args, q.group, s.WakeChannel())
 			for _, i := range part {
 				e := entries[i]
-				due := e.Due
-				if due.Before(now) {
-					due = now
+				// A future due time is rounded up to the millisecond, so an
+				// attempt never runs before the time asked for; a past one
+				// means now.
+				ms := (e.Due.UnixNano() + 999_999) / 1_000_000
+				if !e.Due.After(now) {
+					ms = now.UnixMilli()
 				}
 				mode, _ := e.Mode.arg()
-				args = append(args, e.ID, due.UnixMilli(), mode)
+				args = append(args, e.ID, ms, mode)
 			}
 			calls = append(calls, &scriptCall{script: scheduleScript, keys: s.keys(), args: args})
 			index = append(index, part)

