@@ -42,8 +42,8 @@ func (s ShardStats) Waiting() int64 { return s.DueNow + s.Ready }
 func (q *Queue) Stats(ctx context.Context, shards []Shard, horizon time.Duration) ([]ShardStats, error) {
 	type cmds struct {
 		dueNow, later, soon, queued, deadLen *redis.IntCmd
-		groups                             *redis.XInfoGroupsCmd
-		pending                            *redis.XPendingCmd
+		groups                               *redis.XInfoGroupsCmd
+		pending                              *redis.XPendingCmd
 	}
 	now := time.Now().UnixMilli()
 	nowS := strconv.FormatInt(now, 10)
