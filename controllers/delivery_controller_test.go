@@ -286,6 +286,9 @@ func TestDeliveryIsScheduledOnceHoweverOftenItIsReconciled(t *testing.T) {
 	if n := o.queuedCount(t, d); n != 1 {
 		t.Errorf("the shard's queue holds %d attempts, want 1", n)
 	}
+	if cc := as[0].Context; cc == nil || cc.RecipientName != "Anna" || cc.TimeZone != "Europe/Berlin" || cc.Address != "Torstrasse 1, Berlin" || cc.AgentName != "Route B-17" {
+		t.Errorf("call context = %+v", as[0].Context)
+	}
 	if d.Status.NextCallTime == nil || d.Status.NextCallTime.Time.Sub(as[0].Due).Abs() > time.Second {
 		t.Errorf("nextCallTime %v, attempt due %s", d.Status.NextCallTime, as[0].Due)
 	}

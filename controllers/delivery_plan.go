@@ -345,6 +345,7 @@ func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) err
 		Number:   number,
 		Due:      dec.At,
 		To:       string(d.Spec.Recipient.Phone),
+		Context:  callContext(d, s.policy, s.input),
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrInvalidInput) {
@@ -444,4 +445,30 @@ func fillResponse(d *v1.Delivery, attempts []store.Attempt) {
 
 func isNotClaimable(err error) bool {
 	return errors.Is(err, store.ErrNotClaimable) || errors.Is(err, store.ErrInvalidTransition)
+}
+
+// callContext snapshots what the call and the relay need of the Delivery.
+func callContext(d *v1.Delivery, p *schedule.Policy, in schedule.Input) *store.CallContext {
+	a := d.Spec.Address
+	parts := []string{a.Line1}
+	for _, p := range []string{a.Line2, strings.TrimSpace(a.PostalCode + " " + a.City), a.Country} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	loc := in.Location
+	if loc == nil {
+		loc = p.DefaultLocation()
+	}
+	return &store.CallContext{
+		RecipientName: d.Spec.Recipient.Name,
+		Language:      d.Spec.Recipient.Language,
+		TimeZone:      loc.String(),
+		WindowStart:   d.Spec.Window.Start.UTC(),
+		WindowEnd:     d.Spec.Window.End.UTC(),
+		Address:       strings.Join(parts, ", "),
+		Region:        d.Spec.Region,
+		AgentName:     d.Spec.Agent.Name,
+		AgentPhone:    string(d.Spec.Agent.Phone),
+	}
 }

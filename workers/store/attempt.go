@@ -212,6 +212,8 @@ type Attempt struct {
 	To string `bson:"to"`
 	// From is the caller ID used.
 	From string `bson:"from,omitempty"`
+	// Context is the delivery as the call needs it (greeting, relay).
+	Context *CallContext `bson:"context,omitempty"`
 
 	// CallSID is Twilio's call SID once known.
 	CallSID string `bson:"callSid,omitempty"`
@@ -248,6 +250,27 @@ type Attempt struct {
 	CreatedAt time.Time `bson:"createdAt"`
 	// UpdatedAt is the last change.
 	UpdatedAt time.Time `bson:"updatedAt"`
+}
+
+// CallContext is a snapshot of the Delivery taken when the attempt is
+// planned: what the greeting says and what the agent is told.
+type CallContext struct {
+	// RecipientName is how the greeting addresses the recipient.
+	RecipientName string `bson:"recipientName"`
+	// Language is the recipient's BCP 47 language tag.
+	Language string `bson:"language,omitempty"`
+	// TimeZone is the recipient's IANA time zone.
+	TimeZone string `bson:"timeZone"`
+	// WindowStart and WindowEnd are the promised delivery window.
+	WindowStart time.Time `bson:"windowStart"`
+	WindowEnd   time.Time `bson:"windowEnd"`
+	// Address is the delivery address on one line.
+	Address string `bson:"address"`
+	// Region is the delivery region, if any.
+	Region string `bson:"region,omitempty"`
+	// AgentName and AgentPhone are who is told the answer.
+	AgentName  string `bson:"agentName"`
+	AgentPhone string `bson:"agentPhone,omitempty"`
 }
 
 // AttemptID is the deterministic id of attempt number n of a delivery.

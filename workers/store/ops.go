@@ -44,6 +44,10 @@ type NewAttempt struct {
 	To string
 	// From is the caller ID, if already chosen.
 	From string
+	// Context is what the call says and relays about the delivery; workers
+	// and the callback server read it from here (they have no Kubernetes
+	// API access).
+	Context *CallContext
 }
 
 func (n NewAttempt) validate() error {
@@ -94,6 +98,7 @@ func (s *Store) CreateAttempt(ctx context.Context, n NewAttempt) (a *Attempt, cr
 		Due:       n.Due.UTC().Truncate(time.Millisecond),
 		To:        n.To,
 		From:      n.From,
+		Context:   n.Context,
 		LastSeq:   -1,
 		Notify:    Notifications{SMS: Notification{State: NotifyPending}, Webhook: Notification{State: NotifyPending}},
 		CreatedAt: now,
