@@ -18,6 +18,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/workers/queue"
 )
 
@@ -172,7 +173,7 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "spree-campaign"}, cm); err != nil {
 		t.Fatalf("campaign ConfigMap: %v", err)
 	}
-	var cfg controllers.CampaignConfig
+	var cfg campaignfile.Config
 	if err := json.Unmarshal([]byte(cm.Data[controllers.CampaignFile]), &cfg); err != nil {
 		t.Fatalf("campaign.json: %v", err)
 	}

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"encoding/hex"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/campaignfile"
 )
 
 // Labels on everything the operator owns. The operator's cache holds only
@@ -48,7 +48,7 @@ const (
 	TwilioDir          = "/var/run/secrets/delauto/twilio"
 	TwilioAccountFile  = "account-sid"
 	TwilioTokenFile    = "auth-token"
-	// CampaignDir holds CampaignFile, the campaign as JSON (CampaignConfig),
+	// CampaignDir holds CampaignFile, the campaign as JSON (campaignfile),
 	// from the campaign's ConfigMap; it is updated in place when the
 	// campaign changes.
 	CampaignDir        = "/etc/delauto/campaign"
@@ -218,17 +218,9 @@ func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas in
 // for its workers.
 func CampaignConfigMapName(campaign string) string { return boundedName(campaign + "-campaign") }
 
-// CampaignConfig is what workers read of their campaign: they have no
-// Kubernetes API access, so the operator hands them the spec as a file.
-type CampaignConfig struct {
-	Namespace string              `json:"namespace"`
-	Name      string              `json:"name"`
-	Spec      v1.CallCampaignSpec `json:"spec"`
-}
-
 // campaignConfigMap is the desired ConfigMap of the campaign's spec.
 func campaignConfigMap(c *v1.CallCampaign) (*corev1ac.ConfigMapApplyConfiguration, error) {
-	data, err := json.MarshalIndent(CampaignConfig{Namespace: c.Namespace, Name: c.Name, Spec: c.Spec}, "", "  ")
+	data, err := campaignfile.Marshal(campaignfile.Config{Namespace: c.Namespace, Name: c.Name, Spec: c.Spec})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,121 @@
+// Package campaignfile is how a worker knows its campaign: the operator
+// writes the campaign as JSON into a ConfigMap mounted in every worker pod,
+// and the worker loads it and follows its changes.
+package campaignfile
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+)
+
+// Config is the file's content.
+type Config struct {
+	// Namespace and Name are the CallCampaign's.
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Spec is the campaign's spec, defaults applied.
+	Spec v1.CallCampaignSpec `json:"spec"`
+}
+
+// Marshal encodes c as the file's content.
+func Marshal(c Config) ([]byte, error) { return json.MarshalIndent(c, "", "  ") }
+
+// Load reads and checks the file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the campaign file: %w", err)
+	}
+	return parse(data, path)
+}
+
+func parse(data []byte, path string) (*Config, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("campaign file %s: %w", path, err)
+	}
+	if c.Namespace == "" || c.Name == "" {
+		return nil, fmt.Errorf("campaign file %s names no campaign (namespace and name are required)", path)
+	}
+	if len(c.Spec.Twilio.FromNumbers) == 0 {
+		return nil, fmt.Errorf("campaign file %s: the campaign has no from numbers", path)
+	}
+	return &c, nil
+}
+
+// Watcher holds the current campaign and reloads it when the file changes.
+type Watcher struct {
+	path    string
+	current atomic.Pointer[Config]
+	raw     []byte
+	// OnError is told about a changed file that does not load; the last good
+	// campaign stays current.
+	OnError func(error)
+	// OnChange is told about each new campaign.
+	OnChange func(*Config)
+}
+
+// NewWatcher loads the file once; it fails when the file does not load.
+func NewWatcher(path string) (*Watcher, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the campaign file: %w", err)
+	}
+	c, err := parse(data, path)
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{path: path, raw: data}
+	w.current.Store(c)
+	return w, nil
+}
+
+// Current is the campaign now in force.
+func (w *Watcher) Current() *Config { return w.current.Load() }
+
+// Run re-reads the file every interval until ctx ends. (Kubernetes updates
+// a mounted ConfigMap by swapping a symlink, which inotify follows poorly;
+// a cheap poll is dependable.)
+func (w *Watcher) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.reload()
+		}
+	}
+}
+
+func (w *Watcher) reload() {
+	data, err := os.ReadFile(w.path)
+	if err == nil && bytes.Equal(data, w.raw) {
+		return
+	}
+	var c *Config
+	if err == nil {
+		c, err = parse(data, w.path)
+	}
+	if err != nil {
+		if w.OnError != nil {
+			w.OnError(err)
+		}
+		return
+	}
+	w.raw = data
+	w.current.Store(c)
+	if w.OnChange != nil {
+		w.OnChange(c)
+	}
+}
