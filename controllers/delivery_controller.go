@@ -75,6 +75,8 @@ type deliveryScope struct {
 	input    schedule.Input
 	shard    string
 	attempts []store.Attempt
+	// fresh says the Delivery was never planned, so attempts were not read.
+	fresh bool
 	// done ends the phase list early (the phase set the outcome).
 	done bool
 	// requeue is when to look again without an event.

@@ -118,8 +118,20 @@ func (r *DeliveryReconciler) resolveCampaign(ctx context.Context, s *deliverySco
 	return nil
 }
 
-// loadAttempts reads the Delivery's attempts from the call log.
+// loadAttempts reads the Delivery's attempts from the call log. A Delivery
+// never planned has none (at most attempt 1, which planNext's idempotent
+// create finds), so the read is skipped: planning a new Delivery costs one
+// insert, not a query.
 func (r *DeliveryReconciler) loadAttempts(ctx context.Context, s *deliveryScope) error {
+	if p := s.d.Status.Phase; (p == "" || p == v1.DeliveryPending) && !s.d.Spec.Cancelled {
+		s.fresh = true
+		return nil
+	}
+	return r.readAttempts(ctx, s)
+}
+
+func (r *DeliveryReconciler) readAttempts(ctx context.Context, s *deliveryScope) error {
+	s.fresh = false
 	attempts, err := r.Store.ForDelivery(ctx, string(s.d.UID))
 	if err != nil {
 		s.ready = readyCondition(metav1.ConditionFalse, "StoreUnavailable", "cannot read the call log: "+err.Error())
@@ -338,7 +350,7 @@ func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) err
 		return nil
 	}
 	number := nextNumber(s.attempts)
-	a, _, err := r.Store.CreateAttempt(ctx, store.NewAttempt{
+	a, created, err := r.Store.CreateAttempt(ctx, store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: string(d.UID), Namespace: d.Namespace, Name: d.Name},
 		Campaign: d.Namespace + "/" + s.campaign.Name,
 		Shard:    s.shard,
@@ -354,6 +366,14 @@ func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) err
 		}
 		s.ready = readyCondition(metav1.ConditionFalse, "StoreUnavailable", "cannot create the attempt: "+err.Error())
 		return fmt.Errorf("create attempt %d: %w", number, err)
+	}
+	if !created && s.fresh && a.State != store.StateQueued {
+		// Planned and taken up before this Delivery's status said so: read
+		// the call log and follow what happened.
+		if err := r.readAttempts(ctx, s); err != nil {
+			return err
+		}
+		return r.followAttempt(ctx, s)
 	}
 	if _, err := r.Queue.Schedule(ctx, r.shardOf(d, s.shard), a.ID, a.Due); err != nil {
 		s.ready = readyCondition(metav1.ConditionFalse, "QueueUnavailable", "cannot schedule in Redis: "+err.Error())

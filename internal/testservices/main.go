@@ -42,7 +42,7 @@ func Start(want Want) (*Env, error) {
 			err = fmt.Errorf("start %s: %w", name, err)
 			return
 		}
-		if testing.Verbose() {
+		if verbose() {
 			fmt.Fprintf(os.Stderr, "testservices: %s up in %s\n", name, time.Since(t).Round(time.Millisecond))
 		}
 	}
@@ -92,4 +92,13 @@ func Main(m *testing.M, want Want, env **Env) {
 	code := m.Run()
 	e.Stop()
 	os.Exit(code)
+}
+
+// verbose reports whether to print start-up times: in `go test -v`, or when
+// DELAUTO_TESTSERVICES_VERBOSE is set (benchmark commands).
+func verbose() bool {
+	if os.Getenv("DELAUTO_TESTSERVICES_VERBOSE") != "" {
+		return true
+	}
+	return testing.Testing() && flag.Parsed() && testing.Verbose()
 }
