@@ -202,7 +202,7 @@ func TestOutOfOrderCallbacks(t *testing.T) {
 }
 
 func TestLateCallbacks(t *testing.T) {
-	sim, rc := startSim(t, twiliosim.Options{Faults: twiliosim.Faults{LateCallback: 1, LateCallbackDelay: 20 * time.Second}})
+	sim, rc := startSim(t, twiliosim.Options{Faults: twiliosim.Faults{LateCallback: 1, LateCallbackDelay: 60 * time.Second}})
 	a := newApp(t, sim)
 	c, err := rc.Api.CreateCall(a.callParams("+14155550123", "late"))
 	if err != nil {
@@ -213,8 +213,8 @@ func TestLateCallbacks(t *testing.T) {
 	if len(st) != 4 {
 		t.Fatalf("%d status callbacks, want 4", len(st))
 	}
-	// Delivered 20 s (simulated) after the events, so even "initiated"
-	// arrives after the call has ended.
+	// Delivered 60 s (simulated) after the events, so even "initiated"
+	// arrives after the call (about 20 s) has ended.
 	for _, h := range st {
 		if !h.Received.After(final.Ended) {
 			t.Errorf("%s callback arrived before the call ended", h.Params.Get("CallStatus"))

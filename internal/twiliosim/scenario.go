@@ -43,7 +43,8 @@ type Input struct {
 	// Delay after the prompts end before the callee answers (simulated time);
 	// 1 s when zero.
 	Delay time.Duration
-	// Hangup: the callee hangs up at this Gather instead of answering.
+	// Hangup: the callee hangs up at this Gather instead of answering, Delay
+	// after it starts (so usually during its prompt).
 	Hangup bool
 }
 

@@ -204,7 +204,9 @@ func New(opts Options) (*Sim, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.hc == nil {
-		s.hc = &http.Client{Timeout: opts.WebhookTimeout}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 256 // load runs send many webhooks to one app
+		s.hc = &http.Client{Timeout: opts.WebhookTimeout, Transport: tr}
 	}
 	s.sidBase = s.rng.Uint64()
 	for _, n := range opts.Numbers {

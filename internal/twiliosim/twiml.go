@@ -266,6 +266,22 @@ func (s *Sim) gather(c *call, v node, docURL string) (*docSource, error) {
 	finishOnKey := v.attrOr("finishOnKey", "#")
 	onEmpty := strings.EqualFold(v.attrOr("actionOnEmptyResult", ""), "true")
 
+	var in Input
+	if c.gathers < len(c.scenario.Inputs) {
+		in = c.scenario.Inputs[c.gathers]
+	}
+	c.gathers++
+	delay := in.Delay
+	if delay == 0 {
+		delay = time.Second
+	}
+	if in.Hangup {
+		// The callee hangs up Delay into the menu, usually during the prompt.
+		s.addInput(c, "hangup")
+		if at := time.Now().Add(s.scaled(delay)); c.hangupAt.IsZero() || at.Before(c.hangupAt) {
+			c.hangupAt = at
+		}
+	}
 	for _, p := range v.Children {
 		switch p.XMLName.Local {
 		case "Say", "Play", "Pause":
@@ -274,18 +290,8 @@ func (s *Sim) gather(c *call, v node, docURL string) (*docSource, error) {
 			}
 		}
 	}
-	var in Input
-	if c.gathers < len(c.scenario.Inputs) {
-		in = c.scenario.Inputs[c.gathers]
-	}
-	c.gathers++
 	if in.Hangup {
-		s.addInput(c, "hangup")
 		return nil, errCalleeHangup
-	}
-	delay := in.Delay
-	if delay == 0 {
-		delay = time.Second
 	}
 	params := url.Values{}
 	params.Set("msg", "Gather End")
