@@ -147,6 +147,7 @@ func TestAnsweringMachineDetection(t *testing.T) {
 		"+14155550403": twiliosim.MustNamed("press1"),
 		"+14155550404": twiliosim.MustNamed("fax"),
 		"+14155550405": twiliosim.MustNamed("voicemail"),
+		"+14155550406": twiliosim.MustNamed("amd-unknown"),
 	}})
 	a := newApp(t, sim)
 	sync := func(to, mode, want string) {
@@ -171,6 +172,10 @@ func TestAnsweringMachineDetection(t *testing.T) {
 	sync("+14155550402", "DetectMessageEnd", "machine_end_beep")
 	sync("+14155550403", "Enable", "human")
 	sync("+14155550404", "Enable", "fax")
+	sync("+14155550406", "Enable", "unknown")
+	if g := a.hitsTo("/gather", ""); len(g) != 2 || g[1].Params.Get("Digits") != "1" {
+		t.Errorf("the human and the undetected callee should both reach the menu and press 1: %d gathers", len(g))
+	}
 
 	// Async AMD: the TwiML starts at once; the result comes to
 	// AsyncAmdStatusCallback, and the app redirects the live call.
