@@ -492,3 +492,35 @@ func (s *Store) PurgeExpired(ctx context.Context, before time.Time) (int64, erro
 	}
 	return res.DeletedCount, nil
 }
+
+// StaleDialingIn is StaleDialing restricted to one campaign (namespace/name):
+// a worker reconciles only the attempts of its own campaign, whose Twilio
+// account it can ask.
+func (s *Store) StaleDialingIn(ctx context.Context, campaign string, before time.Time, limit int) ([]Attempt, error) {
+	if campaign == "" {
+		return nil, invalid("campaign is required")
+	}
+	if limit <= 0 {
+		return nil, invalid("limit must be positive (got %d)", limit)
+	}
+	return s.findMany(ctx, bson.D{
+		{Key: "campaign", Value: campaign},
+		{Key: "state", Value: StateDialing},
+		{Key: "leaseUntil", Value: bson.D{{Key: "$lt", Value: before}}},
+	}, options.Find().SetSort(bson.D{{Key: "leaseUntil", Value: 1}}).SetLimit(int64(limit)))
+}
+
+// UnknownIn is Unknown restricted to one campaign (namespace/name).
+func (s *Store) UnknownIn(ctx context.Context, campaign string, olderThan time.Time, limit int) ([]Attempt, error) {
+	if campaign == "" {
+		return nil, invalid("campaign is required")
+	}
+	if limit <= 0 {
+		return nil, invalid("limit must be positive (got %d)", limit)
+	}
+	return s.findMany(ctx, bson.D{
+		{Key: "campaign", Value: campaign},
+		{Key: "state", Value: StateUnknown},
+		{Key: "updatedAt", Value: bson.D{{Key: "$lt", Value: olderThan}}},
+	}, options.Find().SetSort(bson.D{{Key: "updatedAt", Value: 1}}).SetLimit(int64(limit)))
+}

@@ -28,6 +28,9 @@ const (
 	// DialAmbiguous: the request may or may not have created a call (timeout,
 	// 5xx after sending): MarkUnknown, never redial blindly.
 	DialAmbiguous
+	// DialCancelled: no call was placed and none may be (the delivery window
+	// ends before the calling hours allow one): MarkCancelled.
+	DialCancelled
 )
 
 // DialError is a failed dial, classified.
@@ -44,7 +47,7 @@ type DialError struct {
 
 // Error implements error.
 func (e *DialError) Error() string {
-	kind := map[DialErrorKind]string{DialRetry: "retry later", DialRejected: "rejected", DialAmbiguous: "ambiguous"}[e.Kind]
+	kind := map[DialErrorKind]string{DialRetry: "retry later", DialRejected: "rejected", DialAmbiguous: "ambiguous", DialCancelled: "cancelled"}[e.Kind]
 	return fmt.Sprintf("dial %s: %v", kind, e.Err)
 }
 
@@ -63,12 +66,15 @@ type DialFunc func(ctx context.Context, a *Attempt) (DialResult, error)
 //  2. IsOptedOut for the recipient in the delivery's namespace; if so,
 //     MarkCancelled with the claim's fence, and return;
 //  3. dial;
-//  4. MarkDialed, or by the dial error's kind Release, MarkFailed or
-//     MarkUnknown, all with the claim's fence.
+//  4. RecordDial: MarkDialed, or by the dial error's kind Release,
+//     MarkFailed, MarkUnknown or MarkCancelled, all with the claim's fence.
 //
 // It returns the attempt after the last step. A dial error is returned
-// (wrapped) after it was recorded; so is a store error, in which case the
-// claim's lease runs out and the attempt shows in StaleDialing.
+// (wrapped) after it was recorded. When a store write fails after the claim,
+// it returns the claimed attempt (its Fence is the claim's) with the error,
+// joined with the dial error if any: the caller may repeat RecordDial, or
+// leave the claim's lease to run out, after which the attempt shows in
+// StaleDialing.
 func (s *Store) DialSequence(ctx context.Context, id, owner string, lease time.Duration, dial DialFunc) (*Attempt, error) {
 	a, err := s.Claim(ctx, id, owner, lease)
 	if err != nil {
@@ -82,28 +88,44 @@ func (s *Store) DialSequence(ctx context.Context, id, owner string, lease time.D
 		return s.MarkCancelled(ctx, id, a.Fence, "opted out")
 	}
 	res, dialErr := dial(ctx, a)
+	b, err := s.RecordDial(ctx, id, a.Fence, res, dialErr)
+	if err != nil {
+		if dialErr != nil {
+			return a, errors.Join(dialErr, err)
+		}
+		return a, err
+	}
+	return b, dialErr
+}
+
+// RecordDial records how the dial of the claim with this fence went, step 4
+// of DialSequence: MarkDialed with res when dialErr is nil, else by the dial
+// error's kind (any other error counts as ambiguous) Release (at RetryAt, or
+// now), MarkFailed, MarkUnknown or MarkCancelled, all fenced. A worker whose
+// write failed because the store was unreachable calls it again with the same
+// arguments; a repeat of a write that did apply returns the attempt
+// (MarkDialed, MarkUnknown, MarkCancelled) or a *TransitionError (Release,
+// MarkFailed), never a second change.
+func (s *Store) RecordDial(ctx context.Context, id string, fence int64, res DialResult, dialErr error) (*Attempt, error) {
 	if dialErr == nil {
-		return s.MarkDialed(ctx, id, a.Fence, res.CallSID, res.From)
+		return s.MarkDialed(ctx, id, fence, res.CallSID, res.From)
 	}
 	var de *DialError
 	if !errors.As(dialErr, &de) {
 		de = &DialError{Kind: DialAmbiguous, Err: dialErr}
 	}
-	var b *Attempt
 	switch de.Kind {
 	case DialRetry:
 		at := de.RetryAt
 		if at.IsZero() {
 			at = s.now()
 		}
-		b, err = s.Release(ctx, id, a.Fence, at, de.Error())
+		return s.Release(ctx, id, fence, at, de.Error())
 	case DialRejected:
-		b, err = s.MarkFailed(ctx, id, a.Fence, de.Code, de.Error())
+		return s.MarkFailed(ctx, id, fence, de.Code, de.Error())
+	case DialCancelled:
+		return s.MarkCancelled(ctx, id, fence, de.Error())
 	default:
-		b, err = s.MarkUnknown(ctx, id, a.Fence, de.Error())
+		return s.MarkUnknown(ctx, id, fence, de.Error())
 	}
-	if err != nil {
-		return a, errors.Join(dialErr, err)
-	}
-	return b, dialErr
 }
