@@ -97,7 +97,9 @@ type ConsumerOptions struct {
 	// among live consumers. Default: host name, process id and a random
 	// suffix.
 	Name string
-	// Concurrency is how many handlers run at once. Default 10.
+	// Concurrency is how many handlers run at once. Default 10. Each idle
+	// shard's reader holds one slot while it waits for entries, so give a
+	// consumer of many shards more slots than shards.
 	Concurrency int
 	// Block is how long one XREADGROUP waits for new entries; it also bounds
 	// how long Run takes to stop reading. Default 1s.
@@ -146,8 +148,10 @@ type Consumer struct {
 	pool   *slotPool
 	acks   chan ack
 
-	hctx     context.Context
+	base     context.Context // handler contexts derive from it (values only)
+	hctx     context.Context // cancelled by Abort
 	hcancel  context.CancelFunc
+	work     chan job
 	handlers sync.WaitGroup
 	running  atomic.Int64 // handlers running
 	started  atomic.Bool
@@ -232,7 +236,9 @@ func (q *Queue) NewConsumer(opts ConsumerOptions) (*Consumer, error) {
 		acks:     make(chan ack, 2*opts.Concurrency),
 		inflight: map[flightKey]context.CancelFunc{},
 	}
+	c.base = context.Background()
 	c.hctx, c.hcancel = context.WithCancel(context.Background())
+	c.work = make(chan job, opts.Concurrency)
 	seen := map[Shard]bool{}
 	for i, sw := range opts.Shards {
 		if err := sw.Shard.Validate(); err != nil {
@@ -274,7 +280,14 @@ func (c *Consumer) Name() string { return c.name }
 // Abort cancels the contexts of running handlers (the "second signal" during
 // a drain). Their entries stay pending unless the handlers still return an
 // outcome, and are taken over by another consumer after the lease.
-func (c *Consumer) Abort() { c.hcancel() }
+func (c *Consumer) Abort() {
+	c.hcancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cancel := range c.inflight {
+		cancel()
+	}
+}
 
 // Run reads and handles attempts until ctx is done, then drains: it stops
 // reading, waits for running handlers (see DrainTimeout and Abort), flushes
@@ -285,6 +298,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return errors.New("queue: a consumer runs only once")
 	}
 	defer c.hcancel()
+	// Handler contexts carry ctx's values but not its cancellation, and
+	// are not children of a shared context (no lock shared by every
+	// handler): Abort and lease loss cancel them one by one.
+	c.base = context.WithoutCancel(ctx)
 	for _, sh := range c.shards {
 		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 			err := c.q.EnsureGroup(ctx, sh.shard)
@@ -316,6 +333,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	ackDone := make(chan struct{})
 	go c.acker(ackDone)
+	for i := 0; i < c.opts.Concurrency; i++ {
+		c.handlers.Add(1)
+		go c.worker()
+	}
 	for _, sh := range c.shards {
 		readers.Add(2)
 		go func() { defer readers.Done(); c.read(ctx, sh) }()
@@ -333,6 +354,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		defer t.Stop()
 	}
 	readers.Wait()
+	close(c.work)
 	c.handlers.Wait()
 	stopKeepers()
 	keepers.Wait()
@@ -425,28 +447,47 @@ func (c *Consumer) read(ctx context.Context, sh *shardState) {
 	}
 }
 
-// start runs the handler on m in its own goroutine; the caller holds a slot
-// for it.
+// job is a message handed to a handler goroutine, with the slot it holds.
+type job struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	sh     *shardState
+	user   *slotUser
+	key    flightKey
+	m      Message
+}
+
+// start hands m to a handler goroutine; the caller holds a slot for it, so
+// one of the Concurrency goroutines is free or about to be.
 func (c *Consumer) start(sh *shardState, u *slotUser, m Message) {
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if c.opts.HandlerTimeout > 0 {
-		ctx, cancel = context.WithTimeout(c.hctx, c.opts.HandlerTimeout)
+		ctx, cancel = context.WithTimeout(c.base, c.opts.HandlerTimeout)
 	} else {
-		ctx, cancel = context.WithCancel(c.hctx)
+		ctx, cancel = context.WithCancel(c.base)
 	}
 	key := flightKey{sh.idx, m.EntryID}
 	c.mu.Lock()
 	c.inflight[key] = cancel
 	c.mu.Unlock()
-	c.handlers.Add(1)
-	c.running.Add(1)
-	go c.handle(ctx, cancel, sh, u, key, m)
+	if c.hctx.Err() != nil { // aborted: the handler starts cancelled
+		cancel()
+	}
+	c.work <- job{ctx: ctx, cancel: cancel, sh: sh, user: u, key: key, m: m}
+}
+
+// worker is one of the Concurrency handler goroutines.
+func (c *Consumer) worker() {
+	defer c.handlers.Done()
+	for j := range c.work {
+		c.running.Add(1)
+		c.handle(j.ctx, j.cancel, j.sh, j.user, j.key, j.m)
+		c.running.Add(-1)
+	}
 }
 
 func (c *Consumer) handle(ctx context.Context, cancel context.CancelFunc, sh *shardState, u *slotUser, key flightKey, m Message) {
-	defer c.handlers.Done()
-	defer c.running.Add(-1)
 	begin := time.Now()
 	if m.Deliveries == 1 {
 		sh.pickup.Observe(max(0, begin.Sub(m.Due).Seconds()))

@@ -682,6 +682,12 @@ func TestStats(t *testing.T) {
 	if st.Waiting() != 5 {
 		t.Fatalf("waiting %d, want 5", st.Waiting())
 	}
+	if n, err := q.PromoteNow(ctx, s); err != nil || n != 2 {
+		t.Fatalf("PromoteNow: %d %v, want the 2 due entries", n, err)
+	}
+	if st = stats(t, q, s); st.DueNow != 0 || st.Ready != 5 {
+		t.Fatalf("stats after promotion: %+v, want 0 due, 5 ready", st)
+	}
 	// A worker reads two entries.
 	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: queue.DefaultGroup, Consumer: "w", Streams: []string{s.ReadyKey(), ">"}, Count: 2, Block: -1,
@@ -690,7 +696,7 @@ func TestStats(t *testing.T) {
 	}
 	time.Sleep(20 * time.Millisecond)
 	st = stats(t, q, s)
-	if st.InFlight != 2 || st.Ready != 1 || st.OldestPendingAge < 20*time.Millisecond || st.OldestPendingAge > 10*time.Second {
+	if st.InFlight != 2 || st.Ready != 3 || st.OldestPendingAge < 20*time.Millisecond || st.OldestPendingAge > 10*time.Second {
 		t.Fatalf("stats after a read: %+v", st)
 	}
 }
@@ -766,5 +772,31 @@ func TestBadInputIsRefused(t *testing.T) {
 	}
 	if _, err := q.NewConsumer(queue.ConsumerOptions{Handler: func(context.Context, queue.Message) error { return nil }}); err == nil {
 		t.Error("consumer without shards accepted")
+	}
+}
+
+func TestHandlerTimeoutCancelsTheHandler(t *testing.T) {
+	q, _ := newQueue(t, redisClient(t))
+	s := shardFor(t, "0")
+	took := make(chan time.Duration, 1)
+	run(t, q, queue.ConsumerOptions{
+		Shards: []queue.ShardWeight{{Shard: s}}, HandlerTimeout: 100 * time.Millisecond,
+		Handler: func(ctx context.Context, m queue.Message) error {
+			start := time.Now()
+			<-ctx.Done()
+			took <- time.Since(start)
+			return nil
+		},
+	})
+	if _, err := q.Schedule(context.Background(), s, "slow", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-took:
+		if d < 90*time.Millisecond || d > time.Second {
+			t.Fatalf("handler cancelled after %s, want about 100ms", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("handler never cancelled")
 	}
 }
