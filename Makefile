@@ -96,6 +96,10 @@ test: tools lint verify-generated ## The full check: tools, lint, generated file
 
 ##@ Benchmarks (commands, not timed tests; results in docs/benchmarks.md)
 
+.PHONY: bench-operator
+bench-operator: tools ## 10,000 Deliveries over 20 campaigns: time to schedule all, operator RSS, API writes per Delivery.
+	go run ./hack/bench/operator $(BENCH_OPERATOR_FLAGS)
+
 .PHONY: bench-queue
 bench-queue: tools ## Queue drain, pickup latency and lateness vs asynq and BullMQ.
 	hack/bench/queue/run.sh

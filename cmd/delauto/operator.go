@@ -39,6 +39,7 @@ func runOperator(args []string) error {
 	metricsAddr := fs.String("metrics-bind-address", ":8443", "address of the metrics endpoint (HTTPS, Kubernetes authn/authz); 0 disables it")
 	secureMetrics := fs.Bool("metrics-secure", true, "serve metrics over HTTPS behind authentication and authorization")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	pprofAddr := fs.String("pprof-bind-address", "", "address of Go's /debug/pprof endpoints (empty: off)")
 	leaderElect := fs.Bool("leader-elect", false, "elect a leader so only one operator replica acts")
 	leaderNamespace := fs.String("leader-election-namespace", "", "namespace of the leader Lease (default: the pod's namespace)")
 	concurrency := fs.Int("max-concurrent-reconciles", 4, "reconciles run at once per controller")
@@ -86,6 +87,7 @@ func runOperator(args []string) error {
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  *probeAddr,
+		PprofBindAddress:        *pprofAddr,
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "operator.delauto.io",
 		LeaderElectionNamespace: *leaderNamespace,

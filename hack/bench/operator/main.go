@@ -1,0 +1,315 @@
+// Command operator-bench measures the operator at scale: it creates
+// Deliveries over several campaigns on a real apiserver (envtest), with a
+// real Redis and FerretDB, runs `delauto operator` as a separate process, and
+// reports how long after the last create every Delivery is Scheduled (its
+// attempt in MongoDB and in its shard's queue), the operator's peak RSS, and
+// the API writes it made per Delivery.
+//
+// Usage: go run ./hack/bench/operator [-deliveries 10000] [-campaigns 20]
+//
+// The last line is:
+//
+//	operator deliveries=<n> schedule_all_s=<x> rss_mb=<x> api_calls_per_delivery=<x>
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/sharding"
+	"github.com/delauto/delauto/internal/testservices"
+	"github.com/delauto/delauto/workers/queue"
+)
+
+func main() {
+	n := flag.Int("deliveries", 10000, "Deliveries to create")
+	campaigns := flag.Int("campaigns", 20, "campaigns to spread them over")
+	shards := flag.Int("shards", 2, "hash shards per campaign")
+	creators := flag.Int("creators", 16, "concurrent creating clients")
+	reconciles := flag.Int("max-concurrent-reconciles", 8, "the operator's --max-concurrent-reconciles")
+	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	flag.Parse()
+	if err := run(*n, *campaigns, *shards, *creators, *reconciles, *timeout); err != nil {
+		fmt.Fprintf(os.Stderr, "operator-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	root, err := testservices.RepoRoot()
+	if err != nil {
+		return err
+	}
+	os.Setenv("DELAUTO_TESTSERVICES_VERBOSE", "1")
+	logf("starting kube-apiserver, etcd, redis-server and FerretDB")
+	env, err := testservices.Start(testservices.Want{Kube: true, Redis: true, Mongo: true})
+	if err != nil {
+		return err
+	}
+	defer env.Stop()
+
+	bin := filepath.Join(root, "bin", "delauto")
+	logf("building %s", "delauto")
+	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "delauto")).CombinedOutput(); err != nil {
+		return fmt.Errorf("build delauto: %v\n%s", err, out)
+	}
+	kubeconfig, err := env.Kube.Kubeconfig()
+	if err != nil {
+		return err
+	}
+	c := env.Kube.Client
+	ns := "bench"
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return err
+	}
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "twilio"},
+		Data: map[string][]byte{"accountSID": []byte("AC0"), "authToken": []byte("t")}}); err != nil {
+		return err
+	}
+	var specs []v1.CallCampaign
+	for i := 0; i < campaigns; i++ {
+		cc := v1.CallCampaign{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("campaign-%02d", i)},
+			Spec: v1.CallCampaignSpec{
+				Schedule: v1.ScheduleSpec{CallingHours: v1.CallingHours{Start: "00:00", End: "23:59"}},
+				Script:   v1.CallScript{CompanyName: "Bench"},
+				Twilio: v1.TwilioSpec{CredentialsSecretRef: v1.TwilioCredentials{Name: "twilio"},
+					FromNumbers: []v1.PhoneNumber{"+14155550100"}, CallbackURL: "https://calls.example.com"},
+				Sharding: v1.ShardingSpec{By: v1.ShardByHash, Count: int32(shards)},
+			},
+		}
+		if err := c.Create(ctx, &cc); err != nil {
+			return err
+		}
+		specs = append(specs, cc)
+	}
+
+	before, err := writeCounts(ctx, env)
+	if err != nil {
+		return err
+	}
+	logf("starting delauto operator (--max-concurrent-reconciles=%d)", reconciles)
+	op := exec.CommandContext(ctx, bin, "operator", "--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0",
+		"--max-concurrent-reconciles="+strconv.Itoa(reconciles), "--redis-url="+env.Redis.URL(), "--mongo-uri="+env.Mongo.URI,
+		"--mongo-database=bench", "--pprof-bind-address=127.0.0.1:6061")
+	op.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	opLog, err := os.CreateTemp("", "delauto-operator-*.log")
+	if err != nil {
+		return err
+	}
+	op.Stdout, op.Stderr = opLog, opLog
+	if err := op.Start(); err != nil {
+		return err
+	}
+	defer func() { op.Process.Kill(); op.Wait() }()
+	var peakRSS atomic.Int64
+	go sampleRSS(ctx, op.Process.Pid, &peakRSS)
+
+	logf("creating %d Deliveries over %d campaigns with %d clients", n, campaigns, creators)
+	start := time.Now()
+	var created atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, creators)
+	work := make(chan int)
+	for w := 0; w < creators; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if err := c.Create(ctx, delivery(ns, i, specs[i%campaigns].Name)); err != nil {
+					errs <- fmt.Errorf("create delivery %d: %w", i, err)
+					return
+				}
+				if k := created.Add(1); k%1000 == 0 {
+					logf("created %d/%d", k, n)
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case work <- i:
+		case err := <-errs:
+			close(work)
+			return err
+		}
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	lastCreate := time.Now()
+	logf("created %d Deliveries in %.1fs; waiting until every one is Scheduled", n, lastCreate.Sub(start).Seconds())
+
+	rdb := env.Redis.Client()
+	defer rdb.Close()
+	mc, err := env.Mongo.Client()
+	if err != nil {
+		return err
+	}
+	defer mc.Disconnect(context.Background())
+	var scheduleAll time.Duration
+	for {
+		if op.ProcessState != nil {
+			return fmt.Errorf("the operator exited; its log: %s", opLog.Name())
+		}
+		var list v1.DeliveryList
+		if err := env.Kube.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		scheduled := 0
+		for _, d := range list.Items {
+			if d.Status.Phase == v1.DeliveryScheduled {
+				scheduled++
+			}
+		}
+		attempts, err := mc.Database("bench").Collection("attempts").EstimatedDocumentCount(ctx)
+		if err != nil {
+			return err
+		}
+		var queued int64
+		for _, cc := range specs {
+			for _, sh := range sharding.Names(cc.Spec.Sharding) {
+				s := queue.Shard{Namespace: ns, Campaign: cc.Name, Name: sh}
+				z, _ := rdb.ZCard(ctx, s.DueKey()).Result()
+				h, _ := rdb.HLen(ctx, s.IndexKey()).Result()
+				queued += z + h
+			}
+		}
+		logf("scheduled %d/%d, attempts in MongoDB %d, queued in Redis %d", scheduled, n, attempts, queued)
+		if scheduled == n && attempts >= int64(n) && queued >= int64(n) {
+			scheduleAll = time.Since(lastCreate)
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("not all scheduled before the timeout; operator log: %s", opLog.Name())
+		}
+		time.Sleep(time.Second)
+	}
+	after, err := writeCounts(ctx, env)
+	if err != nil {
+		return err
+	}
+	writes := 0.0
+	for k, v := range after {
+		writes += v - before[k]
+	}
+	// The bench's own creates are not the operator's.
+	writes -= float64(n)
+	perDelivery := writes / float64(n)
+	logf("API writes after the operator started, by resource and verb:")
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			logf("  %-40s %8.0f", k, d)
+		}
+	}
+	fmt.Printf("operator deliveries=%d schedule_all_s=%.1f rss_mb=%.0f api_calls_per_delivery=%.2f\n",
+		n, scheduleAll.Seconds(), float64(peakRSS.Load())/1024, perDelivery)
+	return nil
+}
+
+func delivery(ns string, i int, campaign string) *v1.Delivery {
+	now := time.Now()
+	start := now.Add(time.Duration(2+i%20) * time.Hour).Truncate(time.Minute)
+	return &v1.Delivery{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("parcel-%05d", i)},
+		Spec: v1.DeliverySpec{
+			CampaignRef: &v1.CampaignReference{Name: campaign},
+			Recipient:   v1.Recipient{Name: "Recipient", Phone: v1.PhoneNumber(fmt.Sprintf("+1415%07d", i)), TimeZone: "America/Los_Angeles"},
+			Address:     v1.Address{Line1: fmt.Sprintf("%d Main St", i), City: "San Francisco"},
+			Window:      v1.DeliveryWindow{Start: metav1.NewTime(start), End: metav1.NewTime(start.Add(2 * time.Hour))},
+			Agent:       v1.Agent{Name: "Route"},
+		},
+	}
+}
+
+// writeCounts reads the apiserver's request counters of writes (POST, PUT,
+// PATCH, DELETE), keyed "resource/subresource verb".
+var reqLine = regexp.MustCompile(`^apiserver_request_total\{(.*)\} ([0-9.e+]+)$`)
+
+func writeCounts(ctx context.Context, env *testservices.Env) (map[string]float64, error) {
+	cs, err := kubernetes.NewForConfig(env.Kube.Config)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read apiserver metrics: %w", err)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(raw)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := reqLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		labels := map[string]string{}
+		for _, kv := range strings.Split(m[1], ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			labels[k] = strings.Trim(v, `"`)
+		}
+		verb := labels["verb"]
+		if verb != "POST" && verb != "PUT" && verb != "PATCH" && verb != "DELETE" && verb != "APPLY" {
+			continue
+		}
+		res := labels["resource"]
+		if res != "deliveries" && res != "events" {
+			continue
+		}
+		if s := labels["subresource"]; s != "" {
+			res += "/" + s
+		}
+		v, _ := strconv.ParseFloat(m[2], 64)
+		out[res+" "+verb] += v
+	}
+	return out, sc.Err()
+}
+
+// sampleRSS keeps the peak resident set size (KiB) of pid.
+func sampleRSS(ctx context.Context, pid int, peak *atomic.Int64) {
+	for ctx.Err() == nil {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, "VmHWM:") {
+				f := strings.Fields(line)
+				if len(f) >= 2 {
+					kb, _ := strconv.ParseInt(f[1], 10, 64)
+					if kb > peak.Load() {
+						peak.Store(kb)
+					}
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
