@@ -45,9 +45,9 @@ const (
 
 	// TwilioDir holds the files account-sid and auth-token from the
 	// campaign's Twilio Secret.
-	TwilioDir          = "/var/run/secrets/delauto/twilio"
-	TwilioAccountFile  = "account-sid"
-	TwilioTokenFile    = "auth-token"
+	TwilioDir         = "/var/run/secrets/delauto/twilio"
+	TwilioAccountFile = "account-sid"
+	TwilioTokenFile   = "auth-token"
 	// CampaignDir holds CampaignFile, the campaign as JSON (campaignfile),
 	// from the campaign's ConfigMap; it is updated in place when the
 	// campaign changes.

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -35,7 +35,7 @@ const Finalizer = "delauto.io/cancel-calls"
 // Indexes of Deliveries in the operator's cache.
 const (
 	campaignIndex  = "campaign"
-	phaseOnlyIndex   = "status.phase"
+	phaseOnlyIndex = "status.phase"
 )
 
 // DeliveryReconciler plans each Delivery's calls: it creates the attempt in
