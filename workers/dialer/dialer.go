@@ -1,0 +1,623 @@
+package dialer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	twilioapi "github.com/twilio/twilio-go/rest/api/v2010"
+
+	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/outcome"
+	"github.com/delauto/delauto/internal/phone"
+	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/ratelimit"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// TwilioCalls is the part of twilio-go's Voice API the worker uses;
+// (*twilio.RestClient).Api is one.
+type TwilioCalls interface {
+	CreateCall(params *twilioapi.CreateCallParams) (*twilioapi.ApiV2010Call, error)
+	ListCall(params *twilioapi.ListCallParams) ([]twilioapi.ApiV2010Call, error)
+}
+
+// StatusEvents are the call progress events every call reports to its
+// status callback.
+var StatusEvents = []string{"initiated", "ringing", "answered", "completed"}
+
+// ErrDraining is the reason an attempt is put back while its worker drains.
+var ErrDraining = errors.New("worker draining: attempt put back for another worker")
+
+// Options configure a Dialer.
+type Options struct {
+	// Store is the call log (required).
+	Store *store.Store
+	// Redis holds the account's rate limiter and the outcome stream (required).
+	Redis redis.UniversalClient
+	// Twilio places the calls (required).
+	Twilio TwilioCalls
+	// AccountSID is the Twilio account; its limiter is shared by every
+	// worker calling from it (required).
+	AccountSID string
+	// Campaign is the campaign in force (required).
+	Campaign Source
+	// CallbackURL overrides the campaign's public callback base URL.
+	CallbackURL string
+	// Owner names this worker in claims (required).
+	Owner string
+	// Lease is how long a claim lasts without renewal; it is renewed every
+	// Lease/3 while the attempt is held. Default 30s.
+	Lease time.Duration
+	// RateLimitRetries is how many times a create-call request answered 429
+	// is tried again while the attempt is held, before it is released.
+	// Default 4; negative: none.
+	RateLimitRetries int
+	// RateLimitBackoff is the first wait after a 429, doubled each time (up
+	// to 8s), with jitter. Default 500ms.
+	RateLimitBackoff time.Duration
+	// RecordTimeout is how long a store write that failed (store unavailable)
+	// is retried before the claim is left to expire and the reconciler takes
+	// over. Default 2m.
+	RecordTimeout time.Duration
+	// Metrics; default unregistered metrics.
+	Metrics *Metrics
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Dialer is the per-attempt pipeline, a queue handler: fenced claim,
+// checks, rate limit, dial, record. It is safe for concurrent use.
+type Dialer struct {
+	opts Options
+	log  *slog.Logger
+	m    *Metrics
+
+	mu      sync.Mutex
+	src     any // the campaignfile.Config pointer cur was compiled from
+	cur     *Campaign
+	curErr  error
+	limiter *ratelimit.Limiter
+	limCPS  float64
+
+	drain atomic.Pointer[chan struct{}]
+}
+
+// New checks the options and returns a Dialer. It fails when the campaign
+// in force cannot be dialed.
+func New(opts Options) (*Dialer, error) {
+	var missing []string
+	for _, c := range []struct {
+		ok   bool
+		name string
+	}{{opts.Store != nil, "Store"}, {opts.Redis != nil, "Redis"}, {opts.Twilio != nil, "Twilio"},
+		{opts.AccountSID != "", "AccountSID"}, {opts.Campaign != nil, "Campaign"}, {opts.Owner != "", "Owner"}} {
+		if !c.ok {
+			missing = append(missing, c.name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("dialer: missing %v", missing)
+	}
+	if opts.Lease == 0 {
+		opts.Lease = 30 * time.Second
+	}
+	if opts.Lease < 3*time.Millisecond {
+		return nil, fmt.Errorf("dialer: lease %s is too short", opts.Lease)
+	}
+	if opts.RateLimitRetries == 0 {
+		opts.RateLimitRetries = 4
+	}
+	if opts.RateLimitBackoff <= 0 {
+		opts.RateLimitBackoff = 500 * time.Millisecond
+	}
+	if opts.RecordTimeout <= 0 {
+		opts.RecordTimeout = 2 * time.Minute
+	}
+	if opts.Metrics == nil {
+		opts.Metrics, _ = NewMetrics(nil)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	d := &Dialer{opts: opts, log: opts.Logger.With("component", "dialer"), m: opts.Metrics}
+	ch := make(chan struct{})
+	d.drain.Store(&ch)
+	if _, err := d.Campaign(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Campaign is the campaign in force, compiled. When a changed campaign does
+// not compile, the last good one stays in force and the error is logged.
+func (d *Dialer) Campaign() (*Campaign, error) {
+	src := d.opts.Campaign.Current()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if any(src) == d.src && (d.cur != nil || d.curErr != nil) {
+		if d.cur != nil {
+			return d.cur, nil
+		}
+		return nil, d.curErr
+	}
+	d.src = src
+	c, err := Compile(src, d.opts.CallbackURL)
+	if err != nil {
+		if d.cur != nil {
+			d.log.Error("the changed campaign cannot be dialed; keeping the previous one", "error", err)
+			return d.cur, nil
+		}
+		d.curErr = err
+		return nil, err
+	}
+	if d.cur != nil {
+		d.log.Info("campaign changed", "campaign", c.Key, "callsPerSecond", c.CallsPerSecond, "fromNumbers", len(c.From), "suspended", c.Suspended)
+	}
+	d.cur, d.curErr = c, nil
+	return c, nil
+}
+
+// limiterFor returns the account's limiter at the campaign's rate.
+func (d *Dialer) limiterFor(c *Campaign) (*ratelimit.Limiter, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.limiter != nil && d.limCPS == c.CallsPerSecond {
+		return d.limiter, nil
+	}
+	l, err := ratelimit.New(d.opts.Redis, d.opts.AccountSID, c.CallsPerSecond, ratelimit.Options{Metrics: d.m.Limiter})
+	if err != nil {
+		return nil, err
+	}
+	d.limiter, d.limCPS = l, c.CallsPerSecond
+	return l, nil
+}
+
+// Drain makes handlers that have not dialed yet put their attempts back for
+// other workers; calls already being placed finish.
+func (d *Dialer) Drain() {
+	ch := *d.drain.Load()
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// Resume ends a Drain.
+func (d *Dialer) Resume() {
+	if d.Draining() {
+		ch := make(chan struct{})
+		d.drain.Store(&ch)
+	}
+}
+
+// Draining reports whether Drain is in force.
+func (d *Dialer) Draining() bool {
+	select {
+	case <-*d.drain.Load():
+		return true
+	default:
+		return false
+	}
+}
+
+// run is one handler run.
+type run struct {
+	m       queue.Message
+	c       *Campaign
+	start   time.Time
+	drain   <-chan struct{}
+	ctx     context.Context // the handler's: cancelled on abort or lost queue lease
+	dialed  bool            // the dial step ran
+	claimed *store.Attempt
+	res     store.DialResult
+	dialErr error
+	check   string // a check that stopped the attempt before a request was sent
+}
+
+// storeRetry is how soon an attempt whose claim failed (store unavailable)
+// is tried again.
+const storeRetry = 5 * time.Second
+
+// Handle runs one attempt; it is the queue's handler. Its outcome is durable
+// in the call log before it returns (or, when the store stays unavailable,
+// it returns an error and the entry is redelivered).
+func (d *Dialer) Handle(ctx context.Context, m queue.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	drain := *d.drain.Load()
+	c, err := d.Campaign()
+	if err != nil {
+		return queue.Retry(time.Minute, err)
+	}
+	select {
+	case <-drain:
+		d.m.Checks.WithLabelValues("draining").Inc()
+		return queue.Retry(0, ErrDraining)
+	default:
+	}
+	if c.Suspended {
+		d.m.Checks.WithLabelValues("suspended").Inc()
+		return queue.Retry(time.Second, errors.New("campaign suspended"))
+	}
+	d.m.InFlight.Inc()
+	defer d.m.InFlight.Dec()
+	r := &run{m: m, c: c, start: time.Now(), drain: drain, ctx: ctx}
+	// Store writes are not cut short by the handler's context: a call
+	// placed must be recorded. They are bounded by the store's timeouts.
+	sctx := context.WithoutCancel(ctx)
+	a, err := d.opts.Store.DialSequence(sctx, m.ID, d.opts.Owner, d.opts.Lease, func(_ context.Context, a *store.Attempt) (store.DialResult, error) {
+		r.dialed, r.claimed = true, a
+		r.res, r.dialErr = d.dial(r, a)
+		return r.res, r.dialErr
+	})
+	return d.settle(r, a, err)
+}
+
+// settle turns DialSequence's result into the queue outcome.
+func (d *Dialer) settle(r *run, a *store.Attempt, err error) error {
+	if !r.dialed {
+		var nc *store.NotClaimableError
+		switch {
+		case err == nil: // the number opted out: cancelled
+			d.m.Checks.WithLabelValues("opted_out").Inc()
+			d.log.Info("number opted out: attempt cancelled", "attempt", a.ID, "to", phone.Mask(a.To))
+			d.publish(a)
+			return nil
+		case errors.As(err, &nc):
+			d.m.ClaimConflicts.WithLabelValues(string(nc.State)).Inc()
+			if nc.State.Claimable() && nc.LeaseUntil == nil && nc.Due.After(time.Now()) {
+				d.m.Checks.WithLabelValues("not_due").Inc()
+				return queue.Retry(time.Until(nc.Due), err)
+			}
+			d.m.Checks.WithLabelValues("not_claimable").Inc()
+			d.log.Debug("attempt not claimable; acknowledged", "attempt", r.m.ID, "state", nc.State)
+			return nil
+		case errors.Is(err, store.ErrNotFound):
+			d.m.Checks.WithLabelValues("not_found").Inc()
+			d.log.Warn("queued attempt is not in the call log; acknowledged", "attempt", r.m.ID, "shard", r.m.Shard.String())
+			return nil
+		case errors.Is(err, store.ErrStaleFence):
+			d.m.FenceConflicts.Inc()
+			return nil
+		case errors.Is(err, store.ErrInvalidTransition):
+			return nil
+		case a != nil:
+			// Claimed, then the opt-out check failed: nothing was dialed,
+			// so put the attempt back (or fail it, if its number is unusable).
+			r.claimed, r.dialed = a, true
+			if errors.Is(err, store.ErrInvalidInput) {
+				r.dialErr = &store.DialError{Kind: store.DialRejected, Err: err}
+			} else {
+				r.check = "store_unavailable"
+				r.dialErr = &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(storeRetry), Err: err}
+			}
+			b, err := d.opts.Store.RecordDial(context.WithoutCancel(r.ctx), a.ID, a.Fence, r.res, r.dialErr)
+			if err != nil {
+				return d.retryRecord(r, err)
+			}
+			return d.recorded(r, b)
+		default:
+			d.log.Warn("claim failed; retrying", "attempt", r.m.ID, "error", err)
+			return queue.Retry(storeRetry, err)
+		}
+	}
+	switch {
+	case err == nil:
+		d.m.Dials.WithLabelValues("dialed").Inc()
+		d.log.Debug("dialed", "attempt", a.ID, "callSid", a.CallSID, "fence", a.Fence)
+		return nil
+	case err == r.dialErr:
+		return d.recorded(r, a)
+	}
+	return d.retryRecord(r, err)
+}
+
+// recorded finishes an attempt whose failed dial was recorded.
+func (d *Dialer) recorded(r *run, a *store.Attempt) error {
+	var de *store.DialError
+	if !errors.As(r.dialErr, &de) {
+		de = &store.DialError{Kind: store.DialAmbiguous, Err: r.dialErr}
+	}
+	log := d.log.With("attempt", r.m.ID, "to", phone.Mask(r.claimed.To), "fence", r.claimed.Fence)
+	switch de.Kind {
+	case store.DialRetry:
+		after := max(0, time.Until(de.RetryAt))
+		if r.check != "" {
+			d.m.Checks.WithLabelValues(r.check).Inc()
+		} else {
+			d.m.Dials.WithLabelValues("released").Inc()
+		}
+		if r.check != "draining" {
+			log.Info("attempt put back", "reason", scrub(de.Error()), "due", de.RetryAt)
+			d.publish(a)
+		}
+		return queue.Retry(after, r.dialErr)
+	case store.DialRejected:
+		d.m.Dials.WithLabelValues("rejected").Inc()
+		log.Warn("Twilio refused the number: attempt failed", "code", de.Code, "error", scrub(de.Error()))
+		d.publish(a)
+		return nil
+	case store.DialCancelled:
+		d.m.Checks.WithLabelValues(r.check).Inc()
+		log.Info("attempt cancelled", "reason", de.Error())
+		d.publish(a)
+		return nil
+	default:
+		d.m.Dials.WithLabelValues("ambiguous").Inc()
+		d.m.Ambiguous.WithLabelValues("dial").Inc()
+		log.Warn("ambiguous dial: attempt marked unknown for reconciliation", "error", scrub(de.Error()))
+		return nil
+	}
+}
+
+// retryRecord repeats the record of the dial after a failed store write,
+// while the store is unavailable, for up to RecordTimeout.
+func (d *Dialer) retryRecord(r *run, err error) error {
+	a := r.claimed
+	log := d.log.With("attempt", a.ID, "fence", a.Fence, "callSid", r.res.CallSID)
+	deadline := time.Now().Add(d.opts.RecordTimeout)
+	backoff := 100 * time.Millisecond
+	for {
+		switch {
+		case errors.Is(err, store.ErrStaleFence):
+			d.m.FenceConflicts.Inc()
+			log.Error("a newer claim of the attempt exists: this worker's outcome was not recorded", "error", err)
+			return nil
+		case errors.Is(err, store.ErrInvalidTransition), errors.Is(err, store.ErrDuplicate), errors.Is(err, store.ErrInvalidInput):
+			// Also a repeated Release or MarkFailed that had applied.
+			log.Warn("outcome not recorded: the attempt moved on", "error", err)
+			var de *store.DialError
+			if errors.As(r.dialErr, &de) && de.Kind == store.DialRetry {
+				return queue.Retry(max(0, time.Until(de.RetryAt)), r.dialErr)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) || r.ctx.Err() != nil {
+			log.Error("cannot record the outcome; the claim's lease will run out and the reconciler takes over", "error", err)
+			return fmt.Errorf("record attempt %s: %w", a.ID, err)
+		}
+		log.Warn("recording the outcome failed; retrying", "error", err, "in", backoff)
+		if !sleep(r.ctx, nil, backoff) {
+			continue
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		d.m.RecordRetries.Inc()
+		var b *store.Attempt
+		b, err = d.opts.Store.RecordDial(context.WithoutCancel(r.ctx), a.ID, a.Fence, r.res, r.dialErr)
+		if err == nil {
+			if r.dialErr == nil {
+				d.m.Dials.WithLabelValues("dialed").Inc()
+				return nil
+			}
+			return d.recorded(r, b)
+		}
+	}
+}
+
+// dial checks the calling hours, waits for a slot on the account's rate
+// limit and places the call, retrying 429s while it holds the attempt.
+func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
+	c, ctx := r.c, r.ctx
+	now := time.Now()
+	in, err := c.input(a)
+	if err != nil {
+		d.log.Warn("recipient time zone unknown; using the campaign's default", "attempt", a.ID, "error", err)
+	}
+	dec := c.Policy.Earliest(in, int(a.Number), now, now)
+	if !dec.Call() {
+		r.check = "window_ended"
+		return store.DialResult{}, &store.DialError{Kind: store.DialCancelled, Err: errors.New(dec.String())}
+	}
+	if dec.At.After(now.Add(time.Second)) {
+		r.check = "outside_hours"
+		return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: dec.At,
+			Err: fmt.Errorf("outside calling hours: %s", dec.Message)}
+	}
+	from := c.fromFor(a)
+	params, err := d.params(c, a, from)
+	if err != nil {
+		r.check = "config"
+		return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: now.Add(time.Minute), Err: err}
+	}
+	keep := d.keep(ctx, a)
+	defer keep.stop()
+	backoff := d.opts.RateLimitBackoff
+	for try := 0; ; try++ {
+		if err := d.waitSlot(ctx, r.drain, keep, c); err != nil {
+			if isClosed(r.drain) {
+				r.check = "draining"
+				err = ErrDraining
+			}
+			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now(), Err: err}
+		}
+		if keep.isLost() {
+			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now(), Err: errors.New("claim lost before dialing")}
+		}
+		if try == 0 {
+			d.m.PickupToDial.Observe(time.Since(r.start).Seconds())
+		}
+		call, err := d.opts.Twilio.CreateCall(params)
+		if err == nil {
+			if call == nil || call.Sid == nil || *call.Sid == "" {
+				d.m.TwilioErrors.WithLabelValues("no_sid").Inc()
+				return store.DialResult{}, &store.DialError{Kind: store.DialAmbiguous, Err: errors.New("create call answered without a call SID")}
+			}
+			return store.DialResult{CallSID: *call.Sid, From: from}, nil
+		}
+		kind, code, label := classify(err)
+		d.m.TwilioErrors.WithLabelValues(label).Inc()
+		switch kind {
+		case rateLimited:
+			wait := jitter(backoff)
+			backoff = min(2*backoff, 8*time.Second)
+			if try < d.opts.RateLimitRetries {
+				d.log.Debug("Twilio rate limited the call; retrying", "attempt", a.ID, "try", try+1, "in", wait)
+				if sleep(ctx, r.drain, wait) {
+					continue
+				}
+				wait = 0
+			}
+			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(wait), Code: int32(code), Err: err}
+		case rejected:
+			return store.DialResult{}, &store.DialError{Kind: store.DialRejected, Code: int32(code), Err: err}
+		case refused:
+			d.log.Error("Twilio refused the request (check the account and the campaign); retrying in a minute",
+				"attempt", a.ID, "code", code, "error", scrub(err.Error()))
+			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(time.Minute), Code: int32(code), Err: err}
+		case notSent:
+			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(storeRetry), Err: err}
+		default:
+			return store.DialResult{}, &store.DialError{Kind: store.DialAmbiguous, Code: int32(code), Err: err}
+		}
+	}
+}
+
+// params are the create-call parameters of a claimed attempt.
+func (d *Dialer) params(c *Campaign, a *store.Attempt, from string) (*twilioapi.CreateCallParams, error) {
+	voice, err := callurls.For(c.CallbackURL, callurls.VoicePath, a.ID, a.Fence)
+	if err != nil {
+		return nil, err
+	}
+	status, err := callurls.For(c.CallbackURL, callurls.StatusPath, a.ID, a.Fence)
+	if err != nil {
+		return nil, err
+	}
+	p := &twilioapi.CreateCallParams{}
+	p.SetTo(a.To).SetFrom(from).SetUrl(voice).SetMethod("POST").
+		SetStatusCallback(status).SetStatusCallbackMethod("POST").SetStatusCallbackEvent(StatusEvents).
+		SetTimeout(c.RingTimeout).SetTimeLimit(c.TimeLimit)
+	if c.MachineDetection {
+		amd, err := callurls.For(c.CallbackURL, callurls.AMDPath, a.ID, a.Fence)
+		if err != nil {
+			return nil, err
+		}
+		p.SetMachineDetection("Enable").SetAsyncAmd("true").
+			SetAsyncAmdStatusCallback(amd).SetAsyncAmdStatusCallbackMethod("POST")
+	}
+	return p, nil
+}
+
+// waitSlot waits for the account limiter's next slot; a drain, a lost
+// claim or the handler's end give the slot back and return an error.
+func (d *Dialer) waitSlot(ctx context.Context, drain <-chan struct{}, keep *keeper, c *Campaign) error {
+	lim, err := d.limiterFor(c)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-drain:
+		case <-keep.lost:
+		case <-wctx.Done():
+		}
+		cancel()
+	}()
+	if err := lim.Wait(wctx); err != nil {
+		return fmt.Errorf("rate limiter: %w", err)
+	}
+	return nil
+}
+
+// keeper renews a claim's lease while the attempt is held.
+type keeper struct {
+	lost     chan struct{}
+	lostFlag atomic.Bool
+	done     chan struct{}
+}
+
+func (k *keeper) isLost() bool { return k.lostFlag.Load() }
+func (k *keeper) stop()        { close(k.done) }
+
+func (d *Dialer) keep(ctx context.Context, a *store.Attempt) *keeper {
+	k := &keeper{lost: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		t := time.NewTicker(d.opts.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-k.done:
+				return
+			case <-t.C:
+			}
+			_, err := d.opts.Store.Renew(context.WithoutCancel(ctx), a.ID, a.Fence, d.opts.Lease)
+			switch {
+			case err == nil:
+			case errors.Is(err, store.ErrStaleFence), errors.Is(err, store.ErrInvalidTransition):
+				d.log.Warn("claim lost while holding the attempt", "attempt", a.ID, "fence", a.Fence, "error", err)
+				k.lostFlag.Store(true)
+				close(k.lost)
+				return
+			default:
+				d.log.Warn("cannot renew the claim's lease", "attempt", a.ID, "error", err)
+			}
+		}
+	}()
+	return k
+}
+
+// publish tells the operator that the worker changed an attempt.
+func (d *Dialer) publish(a *store.Attempt) {
+	publish(d.opts.Redis, d.log, a)
+}
+
+func publish(rdb redis.UniversalClient, log *slog.Logger, a *store.Attempt) {
+	if a == nil || rdb == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := outcome.Publish(ctx, rdb, outcome.Event{AttemptID: a.ID, Namespace: a.Delivery.Namespace, Name: a.Delivery.Name, State: string(a.State)})
+	if err != nil {
+		log.Warn("cannot publish the outcome event; the operator sees the attempt at its next check", "attempt", a.ID, "error", err)
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
+
+// sleep waits d; false when ctx ended or drain closed first.
+func sleep(ctx context.Context, drain <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-drain:
+		return false
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// numberRE finds phone numbers in error texts (Twilio's messages quote them).
+var numberRE = regexp.MustCompile(`\+?\d[\d\-. ()]{6,}\d`)
+
+// scrub masks phone numbers in s, for logs.
+func scrub(s string) string {
+	return numberRE.ReplaceAllStringFunc(s, phone.Mask)
+}

@@ -1,0 +1,159 @@
+package dialer
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/store"
+)
+
+func (h *harness) reconciler(edit ...func(*ReconcilerOptions)) *Reconciler {
+	h.t.Helper()
+	o := ReconcilerOptions{Store: h.st, Queue: h.q, Redis: h.rdb, Twilio: h.twilio, Campaign: Static{h.campaign},
+		Grace: time.Hour, StaleAfter: 100 * time.Millisecond, Metrics: h.metrics, Logger: h.log}
+	for _, e := range edit {
+		e(&o)
+	}
+	r, err := NewReconciler(o)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return r
+}
+
+func TestReconcilerFindsTheCallOfAnAmbiguousDial(t *testing.T) {
+	h := newHarness(t, withTwilioTimeout(time.Second))
+	h.sim.QueueFaults(twiliosim.EndpointCreateCall, twiliosim.FaultHangAfterCreate)
+	h.consume(h.dialer("w1"), "c1", 2)
+	// Another call to the same number, before the claim: not this attempt's.
+	other := h.create(attempt{to: "+14155550123"}, true)
+	h.waitState(other.ID, 20*time.Second, store.StateUnknown)
+	a := h.create(attempt{to: "+14155550123"}, true)
+	h.waitState(a.ID, 20*time.Second, store.StateDialed)
+	// other hung after its call was created: find that call, not a's.
+	if err := h.reconciler().RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := h.get(other.ID)
+	var simSID string
+	for _, c := range h.sim.Calls() {
+		if c.AttemptID == other.ID {
+			simSID = c.Sid
+		}
+	}
+	if got.State != store.StateDialed || got.CallSID != simSID || simSID == "" {
+		t.Fatalf("reconciled attempt: %s with SID %q; want dialed with the simulator's %q", got.State, got.CallSID, simSID)
+	}
+	if h.get(a.ID).CallSID == got.CallSID {
+		t.Fatal("two attempts recorded the same call")
+	}
+	if n := h.sim.CallsForAttempt(other.ID); n != 1 {
+		t.Fatalf("%d calls for the ambiguous attempt, want 1", n)
+	}
+	if n := h.counter("delauto_worker_ambiguous_resolved_total", map[string]string{"how": "found"}); n != 1 {
+		t.Errorf("ambiguous_resolved_total{found} = %v", n)
+	}
+	if !slices.Contains(h.outcomeEvents(other.ID), "dialed") {
+		t.Errorf("no outcome event for the reconciled attempt")
+	}
+}
+
+func TestReconcilerReleasesOnlyAfterTheGracePeriod(t *testing.T) {
+	h := newHarness(t)
+	h.sim.QueueFaults(twiliosim.EndpointCreateCall, twiliosim.FaultServerError) // no call made
+	h.consume(h.dialer("w1"), "c1", 2)
+	a := h.create(attempt{}, true)
+	h.waitState(a.ID, 20*time.Second, store.StateUnknown)
+	ctx := context.Background()
+	// Within the grace period nothing happens: absence is not proven yet.
+	if err := h.reconciler().RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.get(a.ID); got.State != store.StateUnknown {
+		t.Fatalf("released within the grace period: %s", got.State)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := h.reconciler(func(o *ReconcilerOptions) { o.Grace = 200 * time.Millisecond }).RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Released, queued again, and dialed once.
+	got := h.waitState(a.ID, 20*time.Second, store.StateDialed)
+	if got.Releases != 1 || got.Fence != 2 {
+		t.Errorf("attempt releases %d fence %d, want 1 and 2", got.Releases, got.Fence)
+	}
+	if n := h.sim.CallsForAttempt(a.ID); n != 1 {
+		t.Errorf("%d calls, want 1", n)
+	}
+	if n := h.counter("delauto_worker_ambiguous_resolved_total", map[string]string{"how": "absent"}); n != 1 {
+		t.Errorf("ambiguous_resolved_total{absent} = %v", n)
+	}
+}
+
+func TestReconcilerTakesOverAbandonedClaims(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	a := h.create(attempt{}, false)
+	// A worker claimed it and died before (or while) dialing.
+	if _, err := h.st.Claim(ctx, a.ID, "dead-worker", 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	r := h.reconciler(func(o *ReconcilerOptions) { o.Grace = 300 * time.Millisecond })
+	if err := r.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.get(a.ID); got.State != store.StateUnknown {
+		t.Fatalf("abandoned claim is %s, want unknown", got.State)
+	}
+	if n := h.counter("delauto_worker_ambiguous_total", map[string]string{"source": "stale_lease"}); n != 1 {
+		t.Errorf("ambiguous_total{stale_lease} = %v", n)
+	}
+	h.consume(h.dialer("w1"), "c1", 2)
+	time.Sleep(400 * time.Millisecond)
+	if err := r.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(a.ID, 20*time.Second, store.StateDialed)
+	if n := h.sim.CallsForAttempt(a.ID); n != 1 {
+		t.Errorf("%d calls, want 1", n)
+	}
+}
+
+func TestSweeperRepublishesAttemptsRedisLost(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	var lost []*store.Attempt
+	for range 5 {
+		lost = append(lost, h.create(attempt{due: time.Now().Add(-2 * time.Minute)}, false))
+	}
+	later := h.create(attempt{due: time.Now().Add(time.Hour)}, false)
+	s, err := NewSweeper(SweeperOptions{Store: h.st, Queue: h.q, Campaign: h.campaign.Namespace + "/" + h.campaign.Name,
+		Shards: []queue.Shard{h.shard}, Overdue: 30 * time.Second, Metrics: h.metrics, Logger: h.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.RunOnce(ctx)
+	if err != nil || n != 5 {
+		t.Fatalf("first sweep queued %d, %v; want 5", n, err)
+	}
+	if n, err := s.RunOnce(ctx); err != nil || n != 0 {
+		t.Fatalf("second sweep queued %d, %v; want 0 (they are queued now)", n, err)
+	}
+	h.consume(h.dialer("w1"), "c1", 4)
+	for _, a := range lost {
+		h.waitState(a.ID, 20*time.Second, store.StateDialed)
+		if n := h.sim.CallsForAttempt(a.ID); n != 1 {
+			t.Errorf("%d calls for %s, want 1", n, a.ID)
+		}
+	}
+	if got := h.get(later.ID); got.State != store.StateQueued {
+		t.Errorf("attempt due later is %s", got.State)
+	}
+	if n := h.counter("delauto_worker_swept_total", nil); n != 5 {
+		t.Errorf("swept_total = %v", n)
+	}
+}

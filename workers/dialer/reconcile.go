@@ -1,0 +1,281 @@
+package dialer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	twilioapi "github.com/twilio/twilio-go/rest/api/v2010"
+
+	"github.com/delauto/delauto/internal/phone"
+	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// ReconcilerOptions configure a Reconciler.
+type ReconcilerOptions struct {
+	// Store, Queue, Redis, Twilio and Campaign are as for the Dialer (required).
+	Store    *store.Store
+	Queue    *queue.Queue
+	Redis    redis.UniversalClient
+	Twilio   TwilioCalls
+	Campaign Source
+	// CallbackURL overrides the campaign's (only checked when compiling it).
+	CallbackURL string
+	// Interval is the time between rounds (with ±20% jitter). Default 5s.
+	Interval time.Duration
+	// StaleAfter is how long past its lease a dialing claim is taken as
+	// abandoned (its worker died mid-dial). Default 5s.
+	StaleAfter time.Duration
+	// Grace is how long an unknown attempt must stay without a call in
+	// Twilio's list before it is released for a new dial. Default 2m.
+	Grace time.Duration
+	// ClockSkew is the margin between this process's, the store's and
+	// Twilio's clocks when matching a call's creation time. Default 5s.
+	ClockSkew time.Duration
+	// Batch is the most attempts handled per list per round. Default 100.
+	Batch int
+	// Metrics; default unregistered metrics.
+	Metrics *Metrics
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Reconciler settles ambiguous dials without ever redialing blindly. Each
+// round it
+//
+//   - marks unknown the dialing claims of the campaign whose lease ran out
+//     StaleAfter ago (their worker died or hung mid-dial), and
+//   - looks up each unknown attempt of the campaign at Twilio: calls to its
+//     number (To) that started at or after its claim (StartTime>), plus calls
+//     still queued (Twilio gives them no start time yet), created at or after
+//     the claim, whose SID no other attempt has. Found: the attempt is
+//     dialed with that SID (the earliest such call, from its own caller ID
+//     first). Not found, and Grace has passed since it was marked unknown:
+//     the call provably does not exist, so the attempt is released and queued
+//     for a new dial.
+//
+// An attempt a callback already moved is no longer unknown and is left
+// alone. Every step is a fenced conditional write, so any number of
+// replicas may run reconcilers at once.
+type Reconciler struct {
+	opts ReconcilerOptions
+	log  *slog.Logger
+	m    *Metrics
+}
+
+// NewReconciler checks the options and returns a Reconciler.
+func NewReconciler(opts ReconcilerOptions) (*Reconciler, error) {
+	if opts.Store == nil || opts.Queue == nil || opts.Twilio == nil || opts.Campaign == nil {
+		return nil, errors.New("reconciler: Store, Queue, Twilio and Campaign are required")
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = 5 * time.Second
+	}
+	if opts.StaleAfter <= 0 {
+		opts.StaleAfter = 5 * time.Second
+	}
+	if opts.Grace <= 0 {
+		opts.Grace = 2 * time.Minute
+	}
+	if opts.ClockSkew <= 0 {
+		opts.ClockSkew = 5 * time.Second
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 100
+	}
+	if opts.Metrics == nil {
+		opts.Metrics, _ = NewMetrics(nil)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Reconciler{opts: opts, log: opts.Logger.With("component", "reconciler"), m: opts.Metrics}, nil
+}
+
+// Run reconciles every Interval until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) {
+	for {
+		d := r.opts.Interval
+		d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+		if !sleep(ctx, nil, d) {
+			return
+		}
+		if err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			r.m.LoopErrors.WithLabelValues("reconciler").Inc()
+			r.log.Warn("reconciliation round failed", "error", err)
+		}
+	}
+}
+
+// RunOnce runs one round.
+func (r *Reconciler) RunOnce(ctx context.Context) error {
+	src := r.opts.Campaign.Current()
+	c, err := Compile(src, r.opts.CallbackURL)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	stale, err := r.opts.Store.StaleDialingIn(ctx, c.Key, now.Add(-r.opts.StaleAfter), r.opts.Batch)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := range stale {
+		a := &stale[i]
+		_, err := r.opts.Store.MarkUnknown(ctx, a.ID, a.Fence, "the claim's lease ran out mid-dial (its worker went away)")
+		switch {
+		case err == nil:
+			r.m.Ambiguous.WithLabelValues("stale_lease").Inc()
+			r.log.Warn("abandoned dialing claim marked unknown", "attempt", a.ID, "owner", a.Owner, "leaseUntil", a.LeaseUntil)
+		case errors.Is(err, store.ErrStaleFence), errors.Is(err, store.ErrInvalidTransition):
+			// Its worker came back and recorded the dial, or another
+			// replica got there first.
+		default:
+			errs = append(errs, err)
+		}
+	}
+	unknown, err := r.opts.Store.UnknownIn(ctx, c.Key, now, r.opts.Batch)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for i := range unknown {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := r.settle(ctx, c, &unknown[i], now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// settle looks for the call of one unknown attempt.
+func (r *Reconciler) settle(ctx context.Context, c *Campaign, a *store.Attempt, now time.Time) error {
+	since := a.UpdatedAt
+	if a.ClaimedAt != nil {
+		since = *a.ClaimedAt
+	}
+	since = since.Add(-r.opts.ClockSkew)
+	sid, from, err := r.find(ctx, c, a, since)
+	if err != nil {
+		return fmt.Errorf("look up the call of attempt %s: %w", a.ID, err)
+	}
+	log := r.log.With("attempt", a.ID, "to", phone.Mask(a.To), "fence", a.Fence)
+	if sid != "" {
+		b, err := r.opts.Store.RecordDial(ctx, a.ID, a.Fence, store.DialResult{CallSID: sid, From: from}, nil)
+		switch {
+		case err == nil:
+			r.m.AmbiguousResolved.WithLabelValues("found").Inc()
+			log.Info("ambiguous dial reconciled: the call exists", "callSid", sid)
+			publish(r.opts.Redis, r.log, b)
+			return nil
+		case errors.Is(err, store.ErrInvalidTransition), errors.Is(err, store.ErrStaleFence):
+			r.m.AmbiguousResolved.WithLabelValues("callback").Inc()
+			return nil
+		}
+		return err
+	}
+	if now.Sub(a.UpdatedAt) < r.opts.Grace {
+		return nil // not yet provably absent
+	}
+	b, err := r.opts.Store.RecordDial(ctx, a.ID, a.Fence, store.DialResult{},
+		&store.DialError{Kind: store.DialRetry, RetryAt: now, Err: fmt.Errorf("reconciled: no call at Twilio %s after the ambiguous dial", r.opts.Grace)})
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrInvalidTransition), errors.Is(err, store.ErrStaleFence):
+		r.m.AmbiguousResolved.WithLabelValues("callback").Inc()
+		return nil
+	default:
+		return err
+	}
+	r.m.AmbiguousResolved.WithLabelValues("absent").Inc()
+	log.Warn("ambiguous dial reconciled: no call was created; released for a new dial")
+	shard, err := shardOf(c, a)
+	if err == nil {
+		_, err = r.opts.Queue.Schedule(ctx, shard, a.ID, b.Due)
+	}
+	if err != nil {
+		// The sweeper republishes it from the call log.
+		log.Warn("released attempt not queued; the sweeper will", "error", err)
+	}
+	publish(r.opts.Redis, r.log, b)
+	return nil
+}
+
+// find returns the SID and caller ID of the call the attempt made, if any.
+func (r *Reconciler) find(ctx context.Context, c *Campaign, a *store.Attempt, since time.Time) (string, string, error) {
+	started := &twilioapi.ListCallParams{}
+	started.SetTo(a.To).SetStartTimeAfter(since.UTC()).SetPageSize(50).SetLimit(200)
+	queued := &twilioapi.ListCallParams{}
+	queued.SetTo(a.To).SetStatus("queued").SetPageSize(50).SetLimit(200)
+	type cand struct {
+		sid, from string
+		created   time.Time
+	}
+	var cands []cand
+	seen := map[string]bool{}
+	for _, p := range []*twilioapi.ListCallParams{started, queued} {
+		calls, err := r.opts.Twilio.ListCall(p)
+		if err != nil {
+			return "", "", err
+		}
+		for _, call := range calls {
+			if call.Sid == nil || seen[*call.Sid] {
+				continue
+			}
+			seen[*call.Sid] = true
+			created, ok := twilioTime(call.DateCreated)
+			if !ok || created.Before(since) {
+				continue
+			}
+			from := ""
+			if call.From != nil {
+				from = *call.From
+			}
+			cands = append(cands, cand{sid: *call.Sid, from: from, created: created})
+		}
+	}
+	want := c.fromFor(a)
+	sort.Slice(cands, func(i, j int) bool {
+		if (cands[i].from == want) != (cands[j].from == want) {
+			return cands[i].from == want
+		}
+		return cands[i].created.Before(cands[j].created)
+	})
+	for _, cd := range cands {
+		other, err := r.opts.Store.GetByCallSID(ctx, cd.sid)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return "", "", err
+		case other.ID != a.ID:
+			continue // another attempt's call
+		}
+		if cd.from != "" && phone.Validate(cd.from) != nil {
+			cd.from = ""
+		}
+		return cd.sid, cd.from, nil
+	}
+	return "", "", nil
+}
+
+// twilioTime parses Twilio's RFC 2822 timestamps.
+func twilioTime(s *string) (time.Time, bool) {
+	if s == nil {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC1123Z, *s)
+	return t, err == nil
+}
+
+// shardOf is the queue shard of a campaign's attempt.
+func shardOf(c *Campaign, a *store.Attempt) (queue.Shard, error) {
+	s := queue.Shard{Namespace: c.Namespace, Campaign: c.Name, Name: a.Shard}
+	return s, s.Validate()
+}

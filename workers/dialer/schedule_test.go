@@ -1,0 +1,187 @@
+package dialer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/schedule"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// A recipient in Tokyo and one in Los Angeles with the same UTC due time:
+// the calling hours are chosen around one's local time now, so that one is
+// dialed and the other (7 or 8 hours away on the clock) is put back to its
+// next allowed time, in the call log and in the queue.
+func TestCallingHoursAcrossTimeZones(t *testing.T) {
+	now := time.Now()
+	type recipient struct{ tz, to string }
+	tokyo := recipient{"Asia/Tokyo", "+819012345678"}
+	la := recipient{"America/Los_Angeles", "+13105550100"}
+	inside, outside := tokyo, la
+	tod := func(r recipient) time.Duration {
+		loc, _ := time.LoadLocation(r.tz)
+		l := now.In(loc)
+		return time.Duration(l.Hour())*time.Hour + time.Duration(l.Minute())*time.Minute
+	}
+	if t := tod(tokyo); t < 2*time.Hour || t >= 22*time.Hour {
+		inside, outside = la, tokyo
+	}
+	hhmm := func(d time.Duration) v1.ClockTime {
+		return v1.ClockTime(fmt.Sprintf("%02d:%02d", int(d/time.Hour), int(d%time.Hour/time.Minute)))
+	}
+	hours := v1.CallingHours{Start: hhmm(tod(inside) - time.Hour), End: hhmm(tod(inside) + time.Hour)}
+	h := newHarness(t, withSpec(func(s *v1.CallCampaignSpec) { s.Schedule.CallingHours = hours }))
+	h.consume(h.dialer("w1"), "c1", 2)
+	in := h.create(attempt{to: inside.to, tz: inside.tz, due: now}, true)
+	out := h.create(attempt{to: outside.to, tz: outside.tz, due: now}, true)
+
+	h.waitState(in.ID, 20*time.Second, store.StateDialed)
+	got := h.waitState(out.ID, 20*time.Second, store.StateRetry)
+	policy, err := schedule.Compile(&h.campaign.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := time.LoadLocation(outside.tz)
+	want := policy.NextAllowed(loc, now)
+	if d := got.Due.Sub(want).Abs(); d > 5*time.Second {
+		t.Errorf("%s recipient put back to %s, want %s (%s, hours %s-%s)", outside.tz, got.Due, want.UTC(), loc, hours.Start, hours.End)
+	}
+	if want.Sub(now) < time.Hour {
+		t.Errorf("next allowed time %s is not hours away: the test's hours are wrong", want)
+	}
+	var score time.Time
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		var ok bool
+		if score, ok = h.dueScore(out.ID); ok {
+			break
+		}
+	}
+	if d := score.Sub(got.Due).Abs(); d > time.Second {
+		t.Errorf("queued for %s, call log says %s", score, got.Due)
+	}
+	if n := h.sim.CallsTo(outside.to); n != 0 {
+		t.Errorf("%d calls outside the calling hours", n)
+	}
+	if n := h.sim.CallsForAttempt(in.ID); n != 1 {
+		t.Errorf("%d calls inside the calling hours, want 1", n)
+	}
+	if got.Releases != 1 || got.Fence != 1 {
+		t.Errorf("put-back attempt: releases %d fence %d", got.Releases, got.Fence)
+	}
+	if !slices.Contains(h.outcomeEvents(out.ID), "retry") {
+		t.Errorf("no outcome event for the put-back attempt")
+	}
+	if n := h.counter("delauto_worker_checks_total", map[string]string{"outcome": "outside_hours"}); n != 1 {
+		t.Errorf("checks_total{outside_hours} = %v", n)
+	}
+}
+
+// An attempt whose delivery window ends before the next calling hours is
+// cancelled instead of being put back.
+func TestNoCallingHoursBeforeTheWindowEnds(t *testing.T) {
+	now := time.Now()
+	loc, _ := time.LoadLocation(noonZone())
+	l := now.In(loc)
+	// Hours start two hours from now; the window ends in one.
+	start := time.Duration(l.Hour()+2) * time.Hour
+	h := newHarness(t, withSpec(func(s *v1.CallCampaignSpec) {
+		s.Schedule.CallingHours = v1.CallingHours{Start: v1.ClockTime(fmt.Sprintf("%02d:00", int(start/time.Hour))), End: "23:00"}
+	}))
+	h.consume(h.dialer("w1"), "c1", 2)
+	a := h.create(attempt{tz: noonZone(), due: now, windowEnd: now.Add(time.Hour)}, true)
+	got := h.waitState(a.ID, 20*time.Second, store.StateCancelled)
+	h.idle(5 * time.Second)
+	if h.sim.CallsForAttempt(a.ID) != 0 {
+		t.Error("called although no calling hours are left before the window ends")
+	}
+	if _, ok := h.dueScore(a.ID); ok {
+		t.Error("cancelled attempt is still queued")
+	}
+	if got.Reason == "" || !slices.Contains(h.outcomeEvents(a.ID), "cancelled") {
+		t.Errorf("reason %q, events %v", got.Reason, h.outcomeEvents(a.ID))
+	}
+}
+
+// 200 attempts due at once on a 10 calls-per-second account: about 20 s of
+// dialing, never more than 10 call starts in any second at the simulator.
+func TestAccountRateLimit(t *testing.T) {
+	h := newHarness(t, withSpec(func(s *v1.CallCampaignSpec) { s.Twilio.CallsPerSecond = 10 }))
+	ctx := context.Background()
+	var ids []string
+	for i := range 200 {
+		a := h.create(attempt{to: fmt.Sprintf("+1415555%04d", 1000+i)}, false)
+		ids = append(ids, a.ID)
+	}
+	// All due now, in one batch.
+	for _, id := range ids {
+		if _, err := h.q.Schedule(ctx, h.shard, id, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.consume(h.dialer("w1"), "c1", 50)
+	for _, id := range ids {
+		h.waitState(id, 60*time.Second, store.StateDialed)
+	}
+	creates := h.sim.Creates()
+	if len(creates) != 200 {
+		t.Fatalf("%d create requests, want 200", len(creates))
+	}
+	span := creates[len(creates)-1].Time.Sub(creates[0].Time)
+	if span < 18*time.Second || span > 25*time.Second {
+		t.Errorf("200 calls at 10 per second took %s, want about 20s", span)
+	}
+	if m := h.sim.MaxStartsPerSecond(); m > 10 {
+		t.Errorf("%d call starts in one second, limit 10 (per second: %v)", m, h.sim.StartsPerSecond())
+	}
+	if d := h.sim.DuplicateAttempts(); len(d) != 0 {
+		t.Errorf("attempts called twice: %v", d)
+	}
+	t.Logf("200 calls in %s, at most %d starts in a second", span, h.sim.MaxStartsPerSecond())
+}
+
+// Two workers on one shard, every attempt in the ready stream three times:
+// one call per attempt.
+func TestTwoWorkersAndDuplicatedEntriesMakeOneCallEach(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	var ids []string
+	for i := range 30 {
+		a := h.create(attempt{to: fmt.Sprintf("+1415555%04d", 2000+i)}, true)
+		ids = append(ids, a.ID)
+		for range 2 {
+			if err := h.rdb.XAdd(ctx, &redis.XAddArgs{Stream: h.shard.ReadyKey(),
+				Values: []any{"id", a.ID, "due", fmt.Sprint(time.Now().UnixMilli())}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	h.consume(h.dialer("w1"), "c1", 8)
+	h.consume(h.dialer("w2"), "c2", 8)
+	for _, id := range ids {
+		h.waitState(id, 30*time.Second, store.StateDialed)
+	}
+	h.idle(10 * time.Second)
+	for _, id := range ids {
+		if n := h.sim.CallsForAttempt(id); n != 1 {
+			t.Errorf("attempt %s: %d calls", id, n)
+		}
+	}
+	if d := h.sim.DuplicateAttempts(); len(d) != 0 {
+		t.Errorf("attempts called twice: %v", d)
+	}
+	owners := map[string]int{}
+	for _, id := range ids {
+		owners[h.get(id).Owner]++
+	}
+	if n := h.counter("delauto_worker_claim_conflicts_total", map[string]string{"state": "dialed"}) +
+		h.counter("delauto_worker_claim_conflicts_total", map[string]string{"state": "dialing"}); n < 60 {
+		t.Errorf("claim conflicts %v, want one per duplicate entry (60)", n)
+	}
+	t.Logf("attempts per worker: %v", owners)
+}
