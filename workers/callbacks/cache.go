@@ -1,0 +1,170 @@
+package callbacks
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/script"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// CallInfo is what the webhooks of one call need about it: the attempt's
+// delivery context (from MongoDB) and the campaign's script rendered for it.
+// It is cached in Redis under ContextKey for every webhook of the call.
+type CallInfo struct {
+	// AttemptID is the attempt.
+	AttemptID string `json:"id"`
+	// Fence is the attempt's fence when it was read.
+	Fence int64 `json:"fence"`
+	// Namespace, Name and UID are the Delivery's.
+	Namespace string `json:"ns"`
+	Name      string `json:"name"`
+	UID       string `json:"uid"`
+	// Campaign is the CallCampaign as namespace/name.
+	Campaign string `json:"campaign"`
+	// To is the recipient's number. Never log it unmasked.
+	To string `json:"to"`
+	// Context is the delivery as the call needs it.
+	Context *store.CallContext `json:"ctx,omitempty"`
+	// ScriptVersion identifies the campaign script Greeting was rendered
+	// with; a changed script re-renders it.
+	ScriptVersion string `json:"sv"`
+	// Greeting is the campaign's greeting rendered for this recipient.
+	Greeting string `json:"greeting"`
+}
+
+// ContextKey is the Redis key of an attempt's cached CallInfo. The attempt
+// id is its hash tag, so the keys spread over a Redis Cluster.
+func ContextKey(attemptID string) string { return "delauto:callctx:{" + attemptID + "}" }
+
+// errUnknownAttempt: the attempt id is well formed but not in the call log.
+var errUnknownAttempt = errors.New("unknown attempt")
+
+// scriptVersion identifies what of the campaign a rendered greeting
+// depends on.
+func scriptVersion(c *campaignfile.Config) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s", c.Spec.Script.Greeting, c.Spec.Script.CompanyName, c.Spec.Schedule.DefaultTimeZone)
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// defaultGreeting is used when the campaign's template is empty or does not
+// render (the operator refuses such campaigns; this is the last resort).
+const defaultGreeting = "Hello {{.Name}}, this is {{.Company}}. Your parcel arrives on {{.Date}} between {{.WindowStart}} and {{.WindowEnd}}."
+
+// render fills info's greeting for campaign c.
+func (s *Server) render(info *CallInfo, c *campaignfile.Config) {
+	info.ScriptVersion = s.scriptVersionOf(c)
+	company := c.Spec.Script.CompanyName
+	cc := info.Context
+	if cc == nil || cc.WindowStart.IsZero() {
+		info.Greeting = "Hello, this is " + company + " about your parcel delivery."
+		return
+	}
+	loc := location(cc.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
+	d := script.NewData(cc.RecipientName, company, cc.WindowStart, cc.WindowEnd, loc)
+	tmpl := c.Spec.Script.Greeting
+	if tmpl == "" {
+		tmpl = defaultGreeting
+	}
+	g, err := script.Render(tmpl, d)
+	if err != nil {
+		s.log.Error("campaign greeting does not render; using the default", "campaign", c.Namespace+"/"+c.Name, "error", err)
+		g, _ = script.Render(defaultGreeting, d)
+	}
+	info.Greeting = g
+}
+
+// location is the recipient's time zone, else the campaign's default, else UTC.
+func location(tz, fallback string) *time.Location {
+	for _, n := range []string{tz, fallback} {
+		if n == "" {
+			continue
+		}
+		if loc, err := time.LoadLocation(n); err == nil {
+			return loc
+		}
+	}
+	return time.UTC
+}
+
+// infoFor builds the CallInfo of attempt a for campaign c.
+func (s *Server) infoFor(a *store.Attempt, c *campaignfile.Config) *CallInfo {
+	info := &CallInfo{
+		AttemptID: a.ID, Fence: a.Fence, Namespace: a.Delivery.Namespace, Name: a.Delivery.Name,
+		UID: a.Delivery.UID, Campaign: a.Campaign, To: a.To, Context: a.Context,
+	}
+	s.render(info, c)
+	return info
+}
+
+// Prime caches the call context of attempt a, so the call's first webhook
+// finds it. The worker calls it after claiming the attempt, before dialing.
+func (s *Server) Prime(ctx context.Context, a *store.Attempt) error {
+	c := s.cfg.Campaign.Current()
+	if c == nil {
+		return errors.New("no campaign loaded")
+	}
+	return s.put(ctx, s.infoFor(a, c))
+}
+
+// Invalidate drops attempt id's cached call context; the next webhook reads
+// MongoDB again.
+func (s *Server) Invalidate(ctx context.Context, attemptID string) error {
+	return s.rdb.Del(ctx, ContextKey(attemptID)).Err()
+}
+
+func (s *Server) put(ctx context.Context, info *CallInfo) error {
+	b, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	return s.rdb.Set(ctx, ContextKey(info.AttemptID), b, s.cfg.ContextTTL).Err()
+}
+
+// lookup returns the call context of the attempt a callback names: from the
+// Redis cache when it is there, current (its fence not older than the URL's)
+// and rendered with the campaign's current script; otherwise from MongoDB,
+// then cached. An attempt MongoDB does not have is errUnknownAttempt.
+func (s *Server) lookup(ctx context.Context, ref callurls.Ref, c *campaignfile.Config) (*CallInfo, error) {
+	raw, err := s.rdb.Get(ctx, ContextKey(ref.AttemptID)).Bytes()
+	if err == nil {
+		var info CallInfo
+		if json.Unmarshal(raw, &info) == nil && info.AttemptID == ref.AttemptID && info.Fence >= ref.Fence {
+			s.m.cache.WithLabelValues("hit").Inc()
+			s.stats.hits.Add(1)
+			if info.ScriptVersion != s.scriptVersionOf(c) {
+				s.render(&info, c)
+				if err := s.put(ctx, &info); err != nil {
+					s.log.Warn("call context cache: could not update", "attempt", ref.AttemptID, "error", err)
+				}
+			}
+			return &info, nil
+		}
+	} else if !errors.Is(err, redis.Nil) {
+		s.log.Warn("call context cache unavailable; reading MongoDB", "error", err)
+	}
+	s.m.cache.WithLabelValues("miss").Inc()
+	s.stats.misses.Add(1)
+	a, err := s.cfg.Store.Get(ctx, ref.AttemptID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errUnknownAttempt
+	}
+	if err != nil {
+		return nil, err
+	}
+	info := s.infoFor(a, c)
+	if err := s.put(ctx, info); err != nil {
+		s.log.Warn("call context cache: could not store", "attempt", ref.AttemptID, "error", err)
+	}
+	return info, nil
+}

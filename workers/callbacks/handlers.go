@@ -1,0 +1,446 @@
+package callbacks
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	openapi "github.com/twilio/twilio-go/rest/api/v2010"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/outcome"
+	"github.com/delauto/delauto/workers/relay"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// fail refuses a request in a handler, before any state is touched.
+func (s *Server) fail(w http.ResponseWriter, reason string, code int) int {
+	s.m.rejected.WithLabelValues(reason).Inc()
+	http.Error(w, http.StatusText(code), code)
+	return code
+}
+
+// unknown answers a callback about an attempt the call log does not have:
+// a TwiML request gets a hang-up (the callee never hears Twilio's
+// "application error"), a data callback 404. Nothing is written.
+func (s *Server) unknown(w http.ResponseWriter, r *request, twimlEndpoint bool) int {
+	s.log.Warn("webhook for an attempt not in the call log", "attempt", r.ref.AttemptID, "path", r.http.URL.Path)
+	if twimlEndpoint {
+		s.m.rejected.WithLabelValues("unknown_attempt").Inc()
+		return writeTwiML(w, hangupTwiML())
+	}
+	return s.fail(w, "unknown_attempt", http.StatusNotFound)
+}
+
+// callInfo looks the attempt up for a handler; ok is false when the request
+// was answered already (unknown attempt, or no context for a TwiML request).
+func (s *Server) callInfo(w http.ResponseWriter, r *request, twimlEndpoint bool) (*CallInfo, int, bool) {
+	info, err := s.lookup(r.ctx, r.ref, r.camp)
+	switch {
+	case errors.Is(err, errUnknownAttempt):
+		return nil, s.unknown(w, r, twimlEndpoint), false
+	case err != nil && twimlEndpoint:
+		s.log.Error("call context unavailable (Redis and MongoDB)", "attempt", r.ref.AttemptID, "error", err)
+		return nil, s.fail(w, "store_unavailable", http.StatusServiceUnavailable), false
+	case err != nil:
+		// A data callback is journaled anyway; the drainer checks the
+		// attempt when it writes.
+		s.log.Warn("call context unavailable; journaling unverified", "attempt", r.ref.AttemptID, "error", err)
+	}
+	return info, 0, true
+}
+
+func (s *Server) badForm(w http.ResponseWriter, r *request, err error) int {
+	s.log.Warn("webhook form refused", "attempt", r.ref.AttemptID, "path", r.http.URL.Path, "error", err)
+	return s.fail(w, "bad_form", http.StatusBadRequest)
+}
+
+// followUpError is a failure after the write itself succeeded: publishing
+// the outcome event or waking the relay. The write is durable; only the
+// follow-up needs another go (the journal's drainer retries it).
+type followUpError struct{ err error }
+
+func (e *followUpError) Error() string { return "after the write: " + e.err.Error() }
+func (e *followUpError) Unwrap() error { return e.err }
+
+func followUp(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &followUpError{err: err}
+}
+
+// permanent reports a store error that retrying cannot fix.
+func permanent(err error) bool {
+	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalidInput) || errors.Is(err, store.ErrDuplicate)
+}
+
+// writeOrJournal makes a write durable before the webhook is answered:
+// directly in MongoDB within WriteTimeout, else in the journal (the drainer
+// writes it later). It fails only when neither took it.
+func (s *Server) writeOrJournal(ctx context.Context, e entry, direct func(context.Context) (bool, error)) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
+	_, err := direct(wctx)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	if permanent(err) {
+		s.log.Warn("callback write refused by the call log", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", err)
+		return nil
+	}
+	s.log.Warn("call log write failed; journaling it", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", err)
+	s.m.writeThrough.WithLabelValues("journal").Inc()
+	jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
+	defer cancel()
+	if jerr := s.append(jctx, e); jerr != nil {
+		var fe *followUpError
+		if errors.As(err, &fe) {
+			// The write is in MongoDB; the operator re-reads it on its own
+			// schedule even without the event.
+			s.log.Error("outcome event or relay wake-up lost (the write itself is stored)", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", errors.Join(err, jerr))
+			return nil
+		}
+		s.log.Error("callback write lost: neither MongoDB nor the journal took it", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", errors.Join(err, jerr))
+		return jerr
+	}
+	return nil
+}
+
+// journalOrWrite is the status path: the journal first (fast), MongoDB
+// directly when Redis fails.
+func (s *Server) journalOrWrite(ctx context.Context, e entry, direct func(context.Context) (bool, error)) error {
+	err := s.append(ctx, e)
+	if err == nil {
+		return nil
+	}
+	s.log.Warn("journal unavailable; writing the call log directly", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", err)
+	s.m.writeThrough.WithLabelValues("mongo").Inc()
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
+	defer cancel()
+	_, derr := direct(wctx)
+	var fe *followUpError
+	switch {
+	case derr == nil, permanent(derr):
+		return nil
+	case errors.As(derr, &fe):
+		s.log.Error("outcome event lost with Redis (the write itself is stored)", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", derr)
+		return nil
+	}
+	return errors.Join(err, derr)
+}
+
+// handleStatus takes a call status callback: into the journal, answered
+// 204. The drainer writes it to MongoDB and, for a final status, publishes
+// the outcome event.
+func (s *Server) handleStatus(w http.ResponseWriter, r *request) int {
+	u, err := parseStatus(r.form)
+	if err != nil {
+		return s.badForm(w, r, err)
+	}
+	if _, code, ok := s.callInfo(w, r, false); !ok {
+		return code
+	}
+	id := r.ref.AttemptID
+	err = s.journalOrWrite(r.ctx, entry{Kind: kindStatus, Attempt: id, Status: u},
+		func(ctx context.Context) (bool, error) { return s.applyStatus(ctx, id, u) })
+	if err != nil {
+		return s.fail(w, "store_unavailable", http.StatusServiceUnavailable)
+	}
+	return writeStatus(w, http.StatusNoContent)
+}
+
+// handleVoice answers the call: greeting and menu, or, when synchronous
+// answering-machine detection says a machine answered, the voicemail or a
+// hang-up.
+func (s *Server) handleVoice(w http.ResponseWriter, r *request) int {
+	v, err := parseVoice(r.form)
+	if err != nil {
+		return s.badForm(w, r, err)
+	}
+	info, code, ok := s.callInfo(w, r, true)
+	if !ok {
+		return code
+	}
+	if v.AnsweredBy != "" {
+		s.recordAnsweredBy(r, v.AnsweredBy)
+	}
+	if isMachine(v.AnsweredBy) {
+		if machineAction(r.camp) == v1.MachineVoicemail {
+			s.m.amd.WithLabelValues("voicemail").Inc()
+			return writeTwiML(w, s.voicemailTwiML(info, r.camp))
+		}
+		s.m.amd.WithLabelValues("hangup").Inc()
+		return writeTwiML(w, hangupTwiML())
+	}
+	p := promptsFor(r.camp)
+	return writeTwiML(w, s.voiceTwiML(info, p, r.urlFor(callurls.GatherPath), r.urlFor(callurls.GatherPath, "try", "2")))
+}
+
+// recordAnsweredBy journals an AMD verdict (directly to MongoDB if Redis fails).
+func (s *Server) recordAnsweredBy(r *request, answeredBy string) {
+	id := r.ref.AttemptID
+	err := s.journalOrWrite(r.ctx, entry{Kind: kindAMD, Attempt: id, Body: entryBody{AnsweredBy: answeredBy}},
+		func(ctx context.Context) (bool, error) { return s.applyAnsweredBy(ctx, id, answeredBy) })
+	if err != nil {
+		s.log.Error("answering machine verdict not recorded", "attempt", id, "error", err)
+	}
+}
+
+// handleGather takes the recipient's menu answer: the choice is written to
+// MongoDB (or the journal) before the TwiML that acknowledges it; an
+// opt-out is written to the opt-out list first. An answer that is not an
+// option gets the menu once more, then a goodbye.
+func (s *Server) handleGather(w http.ResponseWriter, r *request) int {
+	g, err := parseGather(r.form)
+	if err != nil {
+		return s.badForm(w, r, err)
+	}
+	info, code, ok := s.callInfo(w, r, true)
+	if !ok {
+		return code
+	}
+	p := promptsFor(r.camp)
+	choice, ok := choose(g)
+	if !ok {
+		if r.http.URL.Query().Get("try") == "" {
+			return writeTwiML(w, s.retryTwiML(info, p, r.urlFor(callurls.GatherPath, "try", "2")))
+		}
+		return writeTwiML(w, s.sayHangupTwiML(info, p.Goodbye))
+	}
+	id := r.ref.AttemptID
+	if choice == v1.ChoiceOptOut {
+		ns, number := info.Namespace, info.To
+		err := s.writeOrJournal(r.ctx, entry{Kind: kindOptOut, Attempt: id, Body: entryBody{Namespace: ns, Number: number}},
+			func(ctx context.Context) (bool, error) { return s.applyOptOut(ctx, id, ns, number) })
+		if err != nil {
+			return s.fail(w, "store_unavailable", http.StatusServiceUnavailable)
+		}
+	}
+	ans := store.Answer{Choice: choice, Digits: g.Digits, Speech: clip(g.Speech, maxSpeech), At: s.cfg.Now()}
+	err = s.writeOrJournal(r.ctx, entry{Kind: kindResponse, Attempt: id, Body: entryBody{Answer: &ans}},
+		func(ctx context.Context) (bool, error) { return s.applyAnswer(ctx, id, ans) })
+	if err != nil {
+		return s.fail(w, "store_unavailable", http.StatusServiceUnavailable)
+	}
+	switch choice {
+	case v1.ChoiceConfirm:
+		return writeTwiML(w, s.sayHangupTwiML(info, p.Confirmed))
+	case v1.ChoiceReschedule:
+		return writeTwiML(w, s.sayHangupTwiML(info, p.Reschedule))
+	case v1.ChoiceOptOut:
+		return writeTwiML(w, s.sayHangupTwiML(info, p.OptedOut))
+	default:
+		return writeTwiML(w, s.recordTwiML(info, p, recordMaxLength(r.camp),
+			r.urlFor(callurls.RecordPath), r.urlFor(callurls.RecordingPath), r.urlFor(callurls.TranscriptionPath)))
+	}
+}
+
+// handleRecord is the <Record> action: the recording is stored, then the
+// call thanks and ends.
+func (s *Server) handleRecord(w http.ResponseWriter, r *request) int {
+	rec, err := parseRecording(r.form, false)
+	if err != nil {
+		return s.badForm(w, r, err)
+	}
+	info, code, ok := s.callInfo(w, r, true)
+	if !ok {
+		return code
+	}
+	if err := s.storeRecording(r, rec); err != nil {
+		return s.fail(w, "store_unavailable", http.StatusServiceUnavailable)
+	}
+	if rec.Digits == "hangup" {
+		return writeTwiML(w, hangupTwiML()) // the callee is gone; Twilio runs nothing
+	}
+	return writeTwiML(w, s.sayHangupTwiML(info, promptsFor(r.camp).InstructionsSaved))
+}
+
+func (s *Server) storeRecording(r *request, rec recordingForm) error {
+	id := r.ref.AttemptID
+	rr := rec.Recording
+	return s.writeOrJournal(r.ctx, entry{Kind: kindRecording, Attempt: id, Body: entryBody{Recording: &rr}},
+		func(ctx context.Context) (bool, error) { return s.applyRecording(ctx, id, rr) })
+}
+
+// handleRecording is the recording status callback: a completed recording
+// is stored (deduplicated by its SID; the <Record> action may have stored
+// it already).
+func (s *Server) handleRecording(w http.ResponseWriter, r *request) int {
+	rec, err := parseRecording(r.form, true)
+	if err != nil {
+		return s.badForm(w, r, err)
+	}
+	if _, code, ok := s.callInfo(w, r, false); !ok {
+		return code
+	}
+	if rec.Status != "completed" {
+		s.log.Info("recording not completed", "attempt", r.ref.AttemptID, "status", rec.Status)
+		return writeStatus(w, http.StatusNoContent)
+	}
+	if err := s.storeRecording(r, rec); err != nil {
+		return s.fail(w, "store_unavailable", http.StatusServiceUnavailable)
+	}
+	return writeStatus(w, http.StatusNoContent)
+}
+
+// handleTranscription stores the transcription of the recorded
+// instructions and wakes the relay, which was waiting for it.
+func (s *Server) handleTranscription(w http.ResponseWriter, r *request) int {
+	t, err := parseTranscription(r.form)
+	if err != nil {
+		return s.badForm(w, r, err)
+	}
+	if _, code, ok := s.callInfo(w, r, false); !ok {
+		return code
+	}
+	id := r.ref.AttemptID
+	err = s.writeOrJournal(r.ctx, entry{Kind: kindTranscription, Attempt: id,
+		Body: entryBody{RecordingSID: t.RecordingSID, TrStatus: t.Status, Transcription: t.Text}},
+		func(ctx context.Context) (bool, error) {
+			return s.applyTranscription(ctx, id, t.RecordingSID, t.Status, t.Text)
+		})
+	if err != nil {
+		return s.fail(w, "store_unavailable", http.StatusServiceUnavailable)
+	}
+	return writeStatus(w, http.StatusNoContent)
+}
+
+// handleAMD is the asynchronous answering-machine detection callback: when
+// a machine answered, the live call is redirected to the voicemail or hung
+// up (UpdateCall), and the verdict is recorded.
+func (s *Server) handleAMD(w http.ResponseWriter, r *request) int {
+	a, err := parseAMD(r.form)
+	if err != nil {
+		return s.badForm(w, r, err)
+	}
+	info, code, ok := s.callInfo(w, r, false)
+	if !ok {
+		return code
+	}
+	if isMachine(a.AnsweredBy) {
+		s.redirectMachine(r, a.CallSID, info)
+	}
+	s.recordAnsweredBy(r, a.AnsweredBy)
+	return writeStatus(w, http.StatusNoContent)
+}
+
+// redirectMachine moves a live call answered by a machine to the voicemail
+// TwiML, or ends it, through Twilio's REST API. It waits at most
+// UpdateTimeout; the request finishes in the background after that.
+func (s *Server) redirectMachine(r *request, callSID string, info *CallInfo) {
+	if s.cfg.Twilio == nil {
+		s.log.Error("answered by a machine but no Twilio client to redirect the call", "attempt", r.ref.AttemptID)
+		s.m.amd.WithLabelValues("error").Inc()
+		return
+	}
+	p := &openapi.UpdateCallParams{}
+	action := "hangup"
+	if machineAction(r.camp) == v1.MachineVoicemail {
+		if info == nil {
+			info = &CallInfo{AttemptID: r.ref.AttemptID}
+		}
+		action = "voicemail"
+		p.SetTwiml(s.voicemailTwiML(info, r.camp))
+	} else {
+		p.SetStatus("completed")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.cfg.Twilio.Api.UpdateCall(callSID, p)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			// The call may have ended already (Twilio 21220): nothing to do.
+			s.log.Warn("could not redirect a call answered by a machine", "attempt", r.ref.AttemptID, "action", action, "error", err)
+			s.m.amd.WithLabelValues("error").Inc()
+			return
+		}
+		s.m.amd.WithLabelValues(action).Inc()
+	case <-time.After(s.cfg.UpdateTimeout):
+		s.log.Warn("redirecting a call answered by a machine is slow; continuing in the background", "attempt", r.ref.AttemptID, "action", action)
+		s.m.amd.WithLabelValues(action).Inc()
+	}
+}
+
+// The writes, shared by the handlers (direct) and the journal drainer.
+// Each is idempotent and, after it, does what follows at least once.
+
+func (s *Server) applyStatus(ctx context.Context, id string, u store.StatusUpdate) (bool, error) {
+	a, applied, err := s.cfg.Store.ApplyCallStatus(ctx, store.CallRef{AttemptID: id}, u)
+	if err != nil {
+		return false, err
+	}
+	if terminalStatus(u.Status) && a.State.Terminal() {
+		return applied, followUp(s.publish(ctx, a))
+	}
+	return applied, nil
+}
+
+func (s *Server) applyAnsweredBy(ctx context.Context, id, answeredBy string) (bool, error) {
+	a, applied, err := s.cfg.Store.RecordAnsweredBy(ctx, id, answeredBy)
+	if err != nil {
+		return false, err
+	}
+	if a.State.Terminal() && isMachine(answeredBy) {
+		return applied, followUp(s.publish(ctx, a)) // the result became machine
+	}
+	return applied, nil
+}
+
+func (s *Server) applyAnswer(ctx context.Context, id string, ans store.Answer) (bool, error) {
+	a, applied, err := s.cfg.Store.RecordResponse(ctx, id, ans)
+	if err != nil {
+		return false, err
+	}
+	return applied, followUp(s.afterAnswer(ctx, a))
+}
+
+func (s *Server) applyOptOut(ctx context.Context, id, namespace, number string) (bool, error) {
+	return s.cfg.Store.AddOptOut(ctx, namespace, number, id, "menu")
+}
+
+func (s *Server) applyRecording(ctx context.Context, id string, rec store.Recording) (bool, error) {
+	a, applied, err := s.cfg.Store.RecordRecording(ctx, id, rec)
+	if err != nil {
+		return false, err
+	}
+	return applied, followUp(s.afterAnswer(ctx, a))
+}
+
+func (s *Server) applyTranscription(ctx context.Context, id, recordingSID, status, text string) (bool, error) {
+	a, applied, err := s.cfg.Store.RecordTranscription(ctx, id, recordingSID, status, text)
+	if err != nil {
+		return false, err
+	}
+	return applied, followUp(s.afterAnswer(ctx, a))
+}
+
+// afterAnswer tells the operator (outcome event) and, for answers the agent
+// needs, wakes the relay.
+func (s *Server) afterAnswer(ctx context.Context, a *store.Attempt) error {
+	if err := s.publish(ctx, a); err != nil {
+		return err
+	}
+	if a.Response != nil && relay.Needed(a.Response.Choice) {
+		if err := s.queue.Enqueue(ctx, a.ID, s.cfg.Now()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publish sends the outcome event of attempt a (after its change is in MongoDB).
+func (s *Server) publish(ctx context.Context, a *store.Attempt) error {
+	err := outcome.Publish(ctx, s.rdb, outcome.Event{AttemptID: a.ID, Namespace: a.Delivery.Namespace, Name: a.Delivery.Name, State: string(a.State)})
+	if err != nil {
+		s.m.outcomes.WithLabelValues("error").Inc()
+		return err
+	}
+	s.m.outcomes.WithLabelValues("ok").Inc()
+	return nil
+}
