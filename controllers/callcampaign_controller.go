@@ -46,6 +46,8 @@ type CallCampaignReconciler struct {
 	Workers WorkerDefaults
 	// Queues reads per-shard queue figures; nil leaves them out of the status.
 	Queues QueueStats
+	// CallLog is pinged to report an unreachable MongoDB; nil skips the check.
+	CallLog Pinger
 	// StatusInterval is how often status is refreshed while nothing changes.
 	StatusInterval time.Duration
 	// Recorder emits Events.
@@ -64,6 +66,8 @@ type campaignScope struct {
 	degraded *metav1.Condition
 	// queueErr is set when the queue figures could not be read.
 	queueErr error
+	// storeErr is set when the call log (MongoDB) is unreachable.
+	storeErr error
 	queue    map[string]ShardQueueStats
 }
 
@@ -99,6 +103,7 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.removeStaleShards,
 		r.applyCallbackService,
 		r.readQueues,
+		r.pingCallLog,
 	} {
 		if err := phase(ctx, scope); err != nil {
 			return ctrl.Result{}, err
@@ -247,6 +252,20 @@ func (r *CallCampaignReconciler) readQueues(ctx context.Context, s *campaignScop
 		return nil
 	}
 	s.queue = st
+	return nil
+}
+
+// Pinger checks that a store is reachable.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// pingCallLog degrades the campaign while MongoDB is unreachable: workers
+// cannot claim or record calls.
+func (r *CallCampaignReconciler) pingCallLog(ctx context.Context, s *campaignScope) error {
+	if r.CallLog != nil {
+		s.storeErr = r.CallLog.Ping(ctx)
+	}
 	return nil
 }
 

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,11 +24,12 @@ import (
 	"github.com/delauto/delauto/workers/queue"
 )
 
-func startCampaignController(t *testing.T) *queue.Queue {
+func startCampaignController(t *testing.T) (*queue.Queue, string) {
+	ns := namespace(t)
 	rdb := env.Redis.Client()
 	t.Cleanup(func() { rdb.Close() })
 	q := queue.New(rdb, queue.Options{})
-	mgr := newManager(t)
+	mgr := newManager(t, ns)
 	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +45,7 @@ func startCampaignController(t *testing.T) *queue.Queue {
 		t.Fatal(err)
 	}
 	run(t, mgr)
-	return q
+	return q, ns
 }
 
 func twilioSecret(ns string) *corev1.Secret {
@@ -93,8 +96,7 @@ func getCampaign(t *testing.T, key client.ObjectKey) *v1.CallCampaign {
 }
 
 func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
-	q := startCampaignController(t)
-	ns := namespace(t)
+	q, ns := startCampaignController(t)
 	ctx := context.Background()
 	c := env.Kube.Client
 	if err := c.Create(ctx, twilioSecret(ns)); err != nil {
@@ -229,8 +231,7 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 }
 
 func TestCampaignDegradedWithoutSecretAndReadyWhenItAppears(t *testing.T) {
-	startCampaignController(t)
-	ns := namespace(t)
+	_, ns := startCampaignController(t)
 	ctx := context.Background()
 	c := env.Kube.Client
 	campaign := newCampaign(ns, 1)
@@ -277,8 +278,7 @@ func TestCampaignDegradedWithoutSecretAndReadyWhenItAppears(t *testing.T) {
 }
 
 func TestCampaignInvalidGreetingIsDegraded(t *testing.T) {
-	startCampaignController(t)
-	ns := namespace(t)
+	_, ns := startCampaignController(t)
 	ctx := context.Background()
 	if err := env.Kube.Client.Create(ctx, twilioSecret(ns)); err != nil {
 		t.Fatal(err)
@@ -301,8 +301,7 @@ func TestCampaignInvalidGreetingIsDegraded(t *testing.T) {
 }
 
 func TestCampaignSuspendDrainsAndResumes(t *testing.T) {
-	startCampaignController(t)
-	ns := namespace(t)
+	_, ns := startCampaignController(t)
 	ctx := context.Background()
 	c := env.Kube.Client
 	if err := c.Create(ctx, twilioSecret(ns)); err != nil {
@@ -345,4 +344,69 @@ func TestCampaignSuspendDrainsAndResumes(t *testing.T) {
 		}
 		return fmt.Errorf("still there: %v", err)
 	})
+}
+
+// switchQueues reads the queue figures from whichever queue it holds now,
+// so a test can bring Redis back while the controller runs.
+type switchQueues struct{ q atomic.Pointer[queue.Queue] }
+
+func (s *switchQueues) ShardStats(ctx context.Context, ns, campaign string, shards []string) (map[string]controllers.ShardQueueStats, error) {
+	return controllers.RedisQueueStats{Queue: s.q.Load()}.ShardStats(ctx, ns, campaign, shards)
+}
+
+// downStore is a call log that cannot be reached.
+type downStore struct{}
+
+func (downStore) Ping(context.Context) error { return fmt.Errorf("connection refused") }
+
+func TestCampaignDegradedWhenStoresUnreachable(t *testing.T) {
+	// Redis: a client of a server that is not there; MongoDB: a ping that fails.
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer rdb.Close()
+	queues := &switchQueues{}
+	queues.q.Store(queue.New(rdb, queue.Options{}))
+	ns := namespace(t)
+	mgr := newManager(t, ns)
+	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		t.Fatal(err)
+	}
+	r := &controllers.CallCampaignReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Queues:         queues,
+		CallLog:        downStore{},
+		StatusInterval: 300 * time.Millisecond,
+		Recorder:       mgr.GetEventRecorder("delauto-operator"),
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	run(t, mgr)
+	ctx := context.Background()
+	if err := env.Kube.Client.Create(ctx, twilioSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
+	campaign := newCampaign(ns, 1)
+	if err := env.Kube.Client.Create(ctx, campaign); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "Degraded RedisUnreachable", func() error {
+		got := getCampaign(t, client.ObjectKeyFromObject(campaign))
+		if err := hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "RedisUnreachable"); err != nil {
+			return fmt.Errorf("%w; status %+v", err, got.Status)
+		}
+		return hasCondition(got.Status.Conditions, v1.ConditionReady, metav1.ConditionFalse, "Degraded")
+	})
+	// Redis back, MongoDB still down: the reason follows.
+	good := env.Redis.Client()
+	defer good.Close()
+	queues.q.Store(queue.New(good, queue.Options{}))
+	eventually(t, 10*time.Second, "Degraded MongoUnreachable", func() error {
+		return hasCondition(getCampaign(t, client.ObjectKeyFromObject(campaign)).Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "MongoUnreachable")
+	})
+	// An outage is not the campaign's fault: its workers keep running and
+	// wait for the stores to come back.
+	ds, _ := workerDeployments(ns)
+	if len(ds) != 1 || *ds[0].Spec.Replicas != 2 {
+		t.Errorf("workers during a store outage: %v", ds)
+	}
 }

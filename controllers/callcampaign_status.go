@@ -117,6 +117,8 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 		meta.SetStatusCondition(&st.Conditions, *s.degraded)
 	case s.queueErr != nil:
 		set(v1.ConditionDegraded, metav1.ConditionTrue, "RedisUnreachable", "cannot read the queues: "+s.queueErr.Error())
+	case s.storeErr != nil:
+		set(v1.ConditionDegraded, metav1.ConditionTrue, "MongoUnreachable", "cannot reach the call log: "+s.storeErr.Error())
 	default:
 		set(v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected", "credentials, script and queues are in order")
 	}
@@ -133,7 +135,7 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 		}
 	}
 	switch {
-	case s.degraded != nil || s.queueErr != nil:
+	case s.degraded != nil || s.queueErr != nil || s.storeErr != nil:
 		set(v1.ConditionReady, metav1.ConditionFalse, "Degraded", "see the Degraded condition")
 	case c.Spec.Suspend:
 		set(v1.ConditionReady, metav1.ConditionFalse, "Suspended", "the campaign is suspended: workers drained, queued calls kept")

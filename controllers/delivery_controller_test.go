@@ -65,7 +65,7 @@ func startOperator(t *testing.T) *operator {
 	q := queue.New(rdb, queue.Options{})
 	t.Cleanup(func() { st.Close(context.Background()); rdb.Close() })
 
-	mgr := newManager(t)
+	mgr := newManager(t, ns)
 	src := controllers.NewOutcomeSource(rdb, "op-"+ns, nil)
 	if err := mgr.Add(src); err != nil {
 		t.Fatal(err)

@@ -27,13 +27,14 @@ func TestMain(m *testing.M) {
 	testservices.Main(m, testservices.Want{Kube: true, Redis: true, Mongo: true}, &env)
 }
 
-// newManager makes a manager for one test; several run in one process.
-func newManager(t *testing.T) ctrl.Manager {
+// newManager makes a manager for one test, watching only its namespace;
+// several run in one process.
+func newManager(t *testing.T, ns string) ctrl.Manager {
 	t.Helper()
 	mgr, err := ctrl.NewManager(env.Kube.Config, ctrl.Options{
 		Scheme:     env.Kube.Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Cache:      cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache:      cache.Options{DefaultTransform: cache.TransformStripManagedFields(), DefaultNamespaces: map[string]cache.Config{ns: {}}},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {

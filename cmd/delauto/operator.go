@@ -147,6 +147,7 @@ func runOperator(args []string) error {
 			MongoURI:     os.Getenv("MONGO_URI"),
 		},
 		Queues:                  controllers.RedisQueueStats{Queue: q},
+		CallLog:                 callLog,
 		StatusInterval:          *statusInterval,
 		Recorder:                mgr.GetEventRecorder(controllers.FieldOwner),
 		MaxConcurrentReconciles: *concurrency,
