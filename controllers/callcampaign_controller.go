@@ -48,6 +48,9 @@ type CallCampaignReconciler struct {
 	Queues QueueStats
 	// CallLog is pinged to report an unreachable MongoDB; nil skips the check.
 	CallLog Pinger
+	// Rates reads the campaign's calls per second and whether dials wait on
+	// the account's limit; nil leaves them out of the status.
+	Rates RateReader
 	// StatusInterval is how often status is refreshed while nothing changes.
 	StatusInterval time.Duration
 	// Recorder emits Events.
@@ -68,7 +71,10 @@ type campaignScope struct {
 	queueErr error
 	// storeErr is set when the call log (MongoDB) is unreachable.
 	storeErr error
-	queue    map[string]ShardQueueStats
+	// rate is the campaign's recent calls per second, when known.
+	rate        *float64
+	rateLimited bool
+	queue       map[string]ShardQueueStats
 }
 
 // Reconcile applies the campaign's worker Deployments and Service and
@@ -252,6 +258,11 @@ func (r *CallCampaignReconciler) readQueues(ctx context.Context, s *campaignScop
 		return nil
 	}
 	s.queue = st
+	if r.Rates != nil {
+		if cps, limited, err := r.Rates.Read(ctx, s.campaign.Namespace, s.campaign.Name); err == nil {
+			s.rate, s.rateLimited = &cps, limited
+		}
+	}
 	return nil
 }
 

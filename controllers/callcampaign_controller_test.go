@@ -20,6 +20,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/workers/queue"
 )
@@ -38,6 +39,7 @@ func startCampaignController(t *testing.T) (*queue.Queue, string) {
 		APIReader:      mgr.GetAPIReader(),
 		Workers:        controllers.WorkerDefaults{Image: "delauto:test", RedisURL: "redis://r:6379", MongoURI: "mongodb://m/delauto"},
 		Queues:         controllers.RedisQueueStats{Queue: q},
+		Rates:          controllers.RedisRates{Redis: rdb},
 		StatusInterval: 300 * time.Millisecond,
 		Recorder:       mgr.GetEventRecorder("delauto-operator"),
 	}
@@ -111,6 +113,17 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 		}
 	}
 	if _, err := q.Schedule(ctx, queue.Shard{Namespace: ns, Campaign: "spree", Name: "shard-1"}, "b", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// Workers counted 40 calls over the last seconds and waited on the limiter.
+	rdb := env.Redis.Client()
+	defer rdb.Close()
+	for i := 0; i < 40; i++ {
+		if err := callrate.Record(ctx, rdb, ns, "spree", time.Now().Add(-time.Duration(1+i%4)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := callrate.MarkLimited(ctx, rdb, ns, "spree"); err != nil {
 		t.Fatal(err)
 	}
 	campaign := newCampaign(ns, 2)
@@ -201,6 +214,12 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 		}
 		if got.Status.ObservedGeneration != got.Generation {
 			return fmt.Errorf("observedGeneration %d, generation %d", got.Status.ObservedGeneration, got.Generation)
+		}
+		if got.Status.CallsPerSecond != "4.0" {
+			return fmt.Errorf("callsPerSecond = %q, want 4.0", got.Status.CallsPerSecond)
+		}
+		if err := hasCondition(got.Status.Conditions, v1.ConditionRateLimited, metav1.ConditionTrue, "AccountLimit"); err != nil {
+			return err
 		}
 		return hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 	})

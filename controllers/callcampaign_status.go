@@ -26,9 +26,12 @@ type ShardQueueStats struct {
 	// OldestPending is how long the oldest in-flight attempt has been held.
 	OldestPending time.Duration
 	// CallsPerSecond is the shard's recent dial rate.
-	CallsPerSecond float64
-	// RateLimited reports that dials wait on the account's limiter.
-	RateLimited bool
+}
+
+// RateReader reads a campaign's recent calls per second and whether its
+// dials wait on the account's limiter.
+type RateReader interface {
+	Read(ctx context.Context, namespace, campaign string) (callsPerSecond float64, limited bool, err error)
 }
 
 // QueueStats reads the queue figures of a campaign's shards (from Redis).
@@ -73,8 +76,6 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 	st.Replicas, st.ReadyReplicas, st.Queued = 0, 0, 0
 	shards := make([]v1.ShardStatus, 0, len(s.shards))
 	progressing := false
-	rateLimited := false
-	var cps float64
 	for _, name := range s.shards {
 		ss := v1.ShardStatus{Name: name}
 		if d := s.deployments[name]; d != nil {
@@ -91,8 +92,6 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 			if q.OldestPending > 0 {
 				ss.OldestPendingAge = &metav1.Duration{Duration: q.OldestPending.Truncate(time.Second)}
 			}
-			cps += q.CallsPerSecond
-			rateLimited = rateLimited || q.RateLimited
 		} else if prev := findShard(st.Shards, name); prev != nil {
 			// Keep the last known figures while the queue cannot be read.
 			ss.DueNow, ss.Scheduled, ss.InFlight, ss.OldestPendingAge = prev.DueNow, prev.Scheduled, prev.InFlight, prev.OldestPendingAge
@@ -103,8 +102,8 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 		shards = append(shards, ss)
 	}
 	st.Shards = shards
-	if s.queue != nil {
-		st.CallsPerSecond = fmt.Sprintf("%.1f", cps)
+	if s.rate != nil {
+		st.CallsPerSecond = fmt.Sprintf("%.1f", *s.rate)
 	}
 	st.Totals = r.countPhases(ctx, c)
 
@@ -127,8 +126,8 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 	} else {
 		set(v1.ConditionProgressing, metav1.ConditionFalse, "Stable", "every worker Deployment is up to date")
 	}
-	if s.queue != nil {
-		if rateLimited {
+	if s.rate != nil {
+		if s.rateLimited {
 			set(v1.ConditionRateLimited, metav1.ConditionTrue, "AccountLimit", fmt.Sprintf("calls wait on the account's limit of %d per second", c.Spec.Twilio.CallsPerSecond))
 		} else {
 			set(v1.ConditionRateLimited, metav1.ConditionFalse, "BelowLimit", "calls are not waiting on the account's limit")

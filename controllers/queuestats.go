@@ -4,6 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/workers/queue"
 )
 
@@ -32,4 +35,14 @@ func (r RedisQueueStats) ShardStats(ctx context.Context, namespace, campaign str
 		}
 	}
 	return out, nil
+}
+
+// RedisRates reads the per-campaign call counters the workers keep in Redis.
+type RedisRates struct {
+	Redis redis.UniversalClient
+}
+
+// Read implements RateReader.
+func (r RedisRates) Read(ctx context.Context, namespace, campaign string) (float64, bool, error) {
+	return callrate.Read(ctx, r.Redis, namespace, campaign, time.Now())
 }

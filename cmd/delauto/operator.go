@@ -148,6 +148,7 @@ func runOperator(args []string) error {
 		},
 		Queues:                  controllers.RedisQueueStats{Queue: q},
 		CallLog:                 callLog,
+		Rates:                   controllers.RedisRates{Redis: rdb},
 		StatusInterval:          *statusInterval,
 		Recorder:                mgr.GetEventRecorder(controllers.FieldOwner),
 		MaxConcurrentReconciles: *concurrency,

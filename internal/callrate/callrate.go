@@ -1,0 +1,68 @@
+// Package callrate counts a campaign's placed calls per second in Redis and
+// flags when its dials wait on the account's rate limit, so the operator can
+// report calls per second and the RateLimited condition without asking every
+// worker. Counters are per second with a short TTL; all keys share one hash
+// tag per campaign (one Redis Cluster slot).
+package callrate
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Window is how many past whole seconds Read averages over.
+const Window = 10
+
+const ttl = 2 * Window * time.Second
+
+func tag(namespace, campaign string) string { return "{rate:" + namespace + "/" + campaign + "}" }
+
+func secondKey(namespace, campaign string, sec int64) string {
+	return tag(namespace, campaign) + ":" + strconv.FormatInt(sec, 10)
+}
+
+func limitedKey(namespace, campaign string) string { return tag(namespace, campaign) + ":limited" }
+
+// Record counts one placed call at time t.
+func Record(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string, t time.Time) error {
+	k := secondKey(namespace, campaign, t.Unix())
+	pipe := rdb.Pipeline()
+	pipe.Incr(ctx, k)
+	pipe.Expire(ctx, k, ttl)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// MarkLimited records that a dial of the campaign waited on the account's
+// limiter; the flag lasts for the window.
+func MarkLimited(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string) error {
+	return rdb.Set(ctx, limitedKey(namespace, campaign), "1", Window*time.Second).Err()
+}
+
+// Read returns the campaign's average calls per second over the last Window
+// whole seconds before now, and whether dials waited on the limiter within
+// the window.
+func Read(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string, now time.Time) (float64, bool, error) {
+	keys := make([]string, Window)
+	for i := range keys {
+		keys[i] = secondKey(namespace, campaign, now.Unix()-1-int64(i))
+	}
+	pipe := rdb.Pipeline()
+	counts := pipe.MGet(ctx, keys...)
+	limited := pipe.Exists(ctx, limitedKey(namespace, campaign))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, false, fmt.Errorf("read call rate: %w", err)
+	}
+	var total int64
+	for _, v := range counts.Val() {
+		if s, ok := v.(string); ok {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			total += n
+		}
+	}
+	return float64(total) / Window, limited.Val() > 0, nil
+}
