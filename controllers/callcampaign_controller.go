@@ -7,7 +7,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -93,12 +92,9 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	before := campaign.Status.DeepCopy()
 	defer func() {
 		r.computeStatus(ctx, scope)
-		if equality.Semantic.DeepEqual(before, &campaign.Status) {
-			return
-		}
-		if perr := r.Status().Patch(ctx, campaign, client.MergeFrom(withStatus(campaign, before))); perr != nil && !apierrors.IsNotFound(perr) {
-			err = kerrorsJoin(err, fmt.Errorf("patch status: %w", perr))
-		}
+		base := campaign.DeepCopy()
+		base.Status = *before
+		err = joinErr(err, patchStatus(ctx, r.Client, campaign, base, before, &campaign.Status))
 	}()
 
 	for _, phase := range []func(context.Context, *campaignScope) error{
@@ -116,21 +112,6 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
-}
-
-// withStatus returns a copy of c carrying status s: the base of the status
-// merge patch.
-func withStatus(c *v1.CallCampaign, s *v1.CallCampaignStatus) *v1.CallCampaign {
-	base := c.DeepCopy()
-	base.Status = *s
-	return base
-}
-
-func kerrorsJoin(a, b error) error {
-	if a == nil {
-		return b
-	}
-	return fmt.Errorf("%w; %v", a, b)
 }
 
 // checkCredentials makes sure the Twilio Secret (and the relay webhook's)

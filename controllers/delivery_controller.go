@@ -6,8 +6,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -115,14 +113,9 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if d.Status.Phase != oldPhase && d.Status.Phase != "" {
 			r.transitionEvent(d, oldPhase)
 		}
-		if equality.Semantic.DeepEqual(before, &d.Status) {
-			return
-		}
 		base := d.DeepCopy()
 		base.Status = *before
-		if perr := r.Status().Patch(ctx, d, client.MergeFrom(base)); perr != nil && !apierrors.IsNotFound(perr) {
-			err = kerrorsJoin(err, fmt.Errorf("patch status: %w", perr))
-		}
+		err = joinErr(err, patchStatus(ctx, r.Client, d, base, before, &d.Status))
 	}()
 
 	for _, phase := range []func(context.Context, *deliveryScope) error{

@@ -1,0 +1,27 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// patchStatus writes obj's status, computed during one reconcile, with a
+// merge patch against base (obj as it was read), and only when the status
+// changed: no write, no event, no hot loop. A deleted object is not an error.
+func patchStatus(ctx context.Context, c client.Client, obj, base client.Object, before, after any) error {
+	if equality.Semantic.DeepEqual(before, after) {
+		return nil
+	}
+	if err := c.Status().Patch(ctx, obj, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("patch status: %w", err)
+	}
+	return nil
+}
+
+// joinErr adds a status write's error to the reconcile's.
+func joinErr(err, statusErr error) error { return errors.Join(err, statusErr) }
