@@ -87,7 +87,8 @@ type Dialer struct {
 	limiter *ratelimit.Limiter
 	limCPS  float64
 
-	drain atomic.Pointer[chan struct{}]
+	drain    atomic.Pointer[chan struct{}]
+	inflight atomic.Int64
 }
 
 // New checks the options and returns a Dialer. It fails when the campaign
@@ -209,6 +210,9 @@ func (d *Dialer) Draining() bool {
 	}
 }
 
+// InFlight is the number of attempts being handled.
+func (d *Dialer) InFlight() int64 { return d.inflight.Load() }
+
 // run is one handler run.
 type run struct {
 	m       queue.Message
@@ -250,7 +254,8 @@ func (d *Dialer) Handle(ctx context.Context, m queue.Message) error {
 		return queue.Retry(time.Second, errors.New("campaign suspended"))
 	}
 	d.m.InFlight.Inc()
-	defer d.m.InFlight.Dec()
+	d.inflight.Add(1)
+	defer func() { d.m.InFlight.Dec(); d.inflight.Add(-1) }()
 	r := &run{m: m, c: c, start: time.Now(), drain: drain, ctx: ctx}
 	// Store writes are not cut short by the handler's context: a call
 	// placed must be recorded. They are bounded by the store's timeouts.

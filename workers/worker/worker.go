@@ -1,0 +1,555 @@
+// Package worker is the call worker process's engine (`delauto worker`):
+// it runs the dialer on one or more shards of one campaign through a queue
+// consumer, the ambiguity reconciler and the sweeper, watches Redis and
+// MongoDB, drains on request, and serves the operations endpoints.
+//
+// # Lifecycle
+//
+// Run consumes while Redis and MongoDB are reachable, the campaign is not
+// suspended and no drain was asked for. When a store becomes unreachable,
+// the campaign is suspended or a drain starts, it stops reading, lets the
+// attempts in flight finish (a call being placed is recorded, retrying the
+// store until it is back; attempts still waiting for a rate-limit slot are
+// put back for other workers) and acknowledges them; it starts reading again
+// when all is well. Nothing in flight is dropped: an attempt whose outcome
+// could not be written stays pending in Redis and leased in MongoDB, and the
+// reconciler settles it. When Run's context ends, it drains the same way
+// and returns; Abort cancels the attempts still in flight.
+//
+// # Operations endpoints (OpsHandler, port 8081 "ops")
+//
+//	GET  /healthz  200 while the process runs (liveness)
+//	GET  /readyz   200 when Redis and MongoDB answer and no drain is in force, else 503 with the reason
+//	GET  /metrics  Prometheus metrics
+//	POST /drain    start draining (idempotent): stop taking attempts, finish the
+//	               calls in flight, keep serving callbacks; answers 202 with the state
+//	GET  /drain    the drain state: {"draining":bool,"drained":bool,"inFlight":n}
+//	DELETE /drain  end a drain (the worker takes attempts again)
+//
+// The operator drains a worker before scaling it down: POST /drain, then
+// poll GET /drain until "drained" is true (or the pod's grace period ends),
+// then delete the pod. SIGTERM does the same and exits.
+//
+// Twilio's callbacks are served on port 8080 "http" by CallbackHandler: the
+// handler given in Options.Callbacks, or 404 when there is none.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/delauto/delauto/workers/dialer"
+	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// Options configure a Worker.
+type Options struct {
+	// Name identifies the worker: its queue consumer name and the owner of
+	// its claims; unique among live workers (the pod name). Required.
+	Name string
+	// Shards of the campaign this worker serves. Required.
+	Shards []queue.Shard
+	// Concurrency is how many attempts are handled at once. Default 50.
+	Concurrency int
+	// Store, Redis, Twilio, AccountSID and Campaign: see dialer.Options. Required.
+	Store      *store.Store
+	Redis      redis.UniversalClient
+	Twilio     dialer.TwilioCalls
+	AccountSID string
+	Campaign   dialer.Source
+	// CallbackURL overrides the campaign's public callback base URL.
+	CallbackURL string
+	// Callbacks serves Twilio's webhooks; nil answers 404.
+	Callbacks http.Handler
+	// Registry receives and serves every metric. Default: a new registry.
+	Registry *prometheus.Registry
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+
+	// Lease is the claim lease in MongoDB (renewed every Lease/3). Default 30s.
+	Lease time.Duration
+	// QueueLease is how long a queue entry may go unextended before another
+	// worker takes it over. Default 15s.
+	QueueLease time.Duration
+	// RateLimitRetries and RateLimitBackoff: see dialer.Options.
+	RateLimitRetries int
+	RateLimitBackoff time.Duration
+	// RecordTimeout: see dialer.Options. Default 2m.
+	RecordTimeout time.Duration
+	// ReconcileInterval is the reconciler's period. Default 5s.
+	ReconcileInterval time.Duration
+	// StaleAfter: see dialer.ReconcilerOptions. Default 5s.
+	StaleAfter time.Duration
+	// UnknownGrace is how long an ambiguous dial's call must stay absent
+	// from Twilio's list before a new dial is allowed. Default 2m.
+	UnknownGrace time.Duration
+	// SweepInterval is the sweeper's period. Default 30s.
+	SweepInterval time.Duration
+	// SweepOverdue is how late an attempt must be before the sweeper
+	// republishes it. Default 30s.
+	SweepOverdue time.Duration
+	// HealthInterval is how often Redis and MongoDB are pinged. Default 1s.
+	HealthInterval time.Duration
+	// DrainTimeout bounds how long a drain waits for attempts in flight
+	// before cancelling them. Default 0: wait for them.
+	DrainTimeout time.Duration
+}
+
+// Worker runs the call pipeline of one campaign's shards.
+type Worker struct {
+	opts   Options
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	q      *queue.Queue
+	d      *dialer.Dialer
+	recon  *dialer.Reconciler
+	sweep  *dialer.Sweeper
+	m      *dialer.Metrics
+	gauges struct{ ready, draining, consuming, redisUp, mongoUp prometheus.Gauge }
+
+	changed  chan struct{}
+	draining atomic.Bool
+	redisOK  atomic.Bool
+	mongoOK  atomic.Bool
+	healthMu sync.Mutex
+	healthE  error // why not ready, when a store is down
+
+	mu       sync.Mutex
+	consumer *queue.Consumer
+	aborted  bool
+}
+
+// New checks the options and builds a Worker; it fails when the campaign
+// cannot be dialed.
+func New(opts Options) (*Worker, error) {
+	if opts.Name == "" {
+		return nil, errors.New("worker: a name is required")
+	}
+	if len(opts.Shards) == 0 {
+		return nil, errors.New("worker: at least one shard is required")
+	}
+	for _, s := range opts.Shards {
+		if err := s.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 50
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.Lease, 30*time.Second)
+	def(&opts.QueueLease, 15*time.Second)
+	def(&opts.ReconcileInterval, 5*time.Second)
+	def(&opts.StaleAfter, 5*time.Second)
+	def(&opts.UnknownGrace, 2*time.Minute)
+	def(&opts.SweepInterval, 30*time.Second)
+	def(&opts.SweepOverdue, 30*time.Second)
+	def(&opts.HealthInterval, time.Second)
+	if opts.Store == nil || opts.Redis == nil {
+		return nil, errors.New("worker: Store and Redis are required")
+	}
+	w := &Worker{opts: opts, log: opts.Logger.With("component", "worker", "worker", opts.Name), reg: opts.Registry,
+		changed: make(chan struct{}, 1)}
+	var err error
+	if w.m, err = dialer.NewMetrics(w.reg); err != nil {
+		return nil, err
+	}
+	qm, err := queue.NewMetrics(w.reg)
+	if err != nil {
+		return nil, err
+	}
+	w.q = queue.New(opts.Redis, queue.Options{Metrics: qm, Logger: opts.Logger.With("component", "queue")})
+	w.d, err = dialer.New(dialer.Options{
+		Store: opts.Store, Redis: opts.Redis, Twilio: opts.Twilio, AccountSID: opts.AccountSID,
+		Campaign: opts.Campaign, CallbackURL: opts.CallbackURL, Owner: opts.Name, Lease: opts.Lease,
+		RateLimitRetries: opts.RateLimitRetries, RateLimitBackoff: opts.RateLimitBackoff, RecordTimeout: opts.RecordTimeout,
+		Metrics: w.m, Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c, _ := w.d.Campaign()
+	for _, s := range opts.Shards {
+		if s.Namespace != c.Namespace || s.Campaign != c.Name {
+			return nil, fmt.Errorf("worker: shard %s is not of campaign %s", s, c.Key)
+		}
+	}
+	w.recon, err = dialer.NewReconciler(dialer.ReconcilerOptions{
+		Store: opts.Store, Queue: w.q, Redis: opts.Redis, Twilio: opts.Twilio, Campaign: opts.Campaign,
+		CallbackURL: opts.CallbackURL, Interval: opts.ReconcileInterval, StaleAfter: opts.StaleAfter,
+		Grace: opts.UnknownGrace, Metrics: w.m, Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.sweep, err = dialer.NewSweeper(dialer.SweeperOptions{
+		Store: opts.Store, Queue: w.q, Campaign: c.Key, Shards: opts.Shards,
+		Interval: opts.SweepInterval, Overdue: opts.SweepOverdue, Metrics: w.m, Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "delauto", Subsystem: "worker", Name: name, Help: help})
+		w.reg.MustRegister(g)
+		return g
+	}
+	w.gauges.ready = gauge("ready", "1 when the worker is ready: Redis and MongoDB reachable, not draining.")
+	w.gauges.draining = gauge("draining", "1 while a drain is in force.")
+	w.gauges.consuming = gauge("consuming", "1 while the worker takes attempts from the queue.")
+	w.gauges.redisUp = gauge("redis_up", "1 when Redis answered the last ping.")
+	w.gauges.mongoUp = gauge("mongo_up", "1 when MongoDB answered the last ping.")
+	return w, nil
+}
+
+// Queue is the worker's queue client.
+func (w *Worker) Queue() *queue.Queue { return w.q }
+
+// Dialer is the worker's per-attempt pipeline.
+func (w *Worker) Dialer() *dialer.Dialer { return w.d }
+
+func (w *Worker) notify() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Drain stops taking attempts (see the package doc); the worker keeps
+// serving callbacks and the operations endpoints.
+func (w *Worker) Drain() {
+	if w.draining.CompareAndSwap(false, true) {
+		w.log.Info("draining: no new attempts; finishing the calls in flight")
+		w.d.Drain()
+		w.gauges.draining.Set(1)
+		w.gauges.ready.Set(0)
+		w.notify()
+	}
+}
+
+// Resume ends a drain.
+func (w *Worker) Resume() {
+	if w.draining.CompareAndSwap(true, false) {
+		w.log.Info("drain ended: taking attempts again")
+		w.d.Resume()
+		w.gauges.draining.Set(0)
+		w.gauges.ready.Set(b2f(w.Ready() == nil))
+		w.notify()
+	}
+}
+
+// DrainState is what GET /drain reports.
+type DrainState struct {
+	// Draining: a drain is in force.
+	Draining bool `json:"draining"`
+	// Drained: draining, and no attempt is in flight any more.
+	Drained bool `json:"drained"`
+	// InFlight is the attempts being handled.
+	InFlight int64 `json:"inFlight"`
+}
+
+// State reports the drain state.
+func (w *Worker) State() DrainState {
+	w.mu.Lock()
+	consuming := w.consumer != nil
+	w.mu.Unlock()
+	n := w.d.InFlight()
+	s := DrainState{Draining: w.draining.Load(), InFlight: n}
+	s.Drained = s.Draining && !consuming && n == 0
+	return s
+}
+
+// Ready reports why the worker is not ready, or nil.
+func (w *Worker) Ready() error {
+	if w.draining.Load() {
+		return errors.New("draining")
+	}
+	w.healthMu.Lock()
+	defer w.healthMu.Unlock()
+	return w.healthE
+}
+
+// Abort cancels the attempts in flight (the second signal): their calls,
+// if placed, are reconciled later.
+func (w *Worker) Abort() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.aborted = true
+	if w.consumer != nil {
+		w.consumer.Abort()
+	}
+}
+
+// Run works until ctx ends, then drains and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	loops, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() { stopLoops(); wg.Wait() }()
+	w.checkHealth(ctx)
+	wg.Add(3)
+	go func() { defer wg.Done(); w.monitor(loops) }()
+	go func() {
+		defer wg.Done()
+		w.loop(loops, "reconciler", w.opts.ReconcileInterval, func(ctx context.Context) error { return w.recon.RunOnce(ctx) })
+	}()
+	go func() {
+		defer wg.Done()
+		w.loop(loops, "sweeper", w.opts.SweepInterval, func(ctx context.Context) error { _, err := w.sweep.RunOnce(ctx); return err })
+	}()
+	w.log.Info("worker started", "shards", len(w.opts.Shards), "concurrency", w.opts.Concurrency)
+	for {
+		if !w.waitUntilConsumable(ctx) {
+			w.log.Info("worker stopped")
+			return nil
+		}
+		w.consume(ctx)
+		if ctx.Err() != nil {
+			w.log.Info("worker stopped")
+			return nil
+		}
+	}
+}
+
+// consumable says whether the worker should take attempts now, and if not why.
+func (w *Worker) consumable() (bool, string) {
+	if w.draining.Load() {
+		return false, "draining"
+	}
+	if err := w.Ready(); err != nil {
+		return false, err.Error()
+	}
+	if c, err := w.d.Campaign(); err == nil && c.Suspended {
+		return false, "campaign suspended"
+	}
+	return true, ""
+}
+
+func (w *Worker) waitUntilConsumable(ctx context.Context) bool {
+	t := time.NewTicker(w.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		if ctx.Err() != nil {
+			return false
+		}
+		if ok, _ := w.consumable(); ok {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-w.changed:
+		case <-t.C:
+		}
+	}
+}
+
+// consume runs one queue consumer until the worker should stop taking
+// attempts or ctx ends, then drains it.
+func (w *Worker) consume(ctx context.Context) {
+	shards := make([]queue.ShardWeight, len(w.opts.Shards))
+	for i, s := range w.opts.Shards {
+		shards[i] = queue.ShardWeight{Shard: s}
+	}
+	c, err := w.q.NewConsumer(queue.ConsumerOptions{
+		Shards: shards, Handler: w.d.Handle, Name: w.opts.Name, Concurrency: w.opts.Concurrency,
+		Lease: w.opts.QueueLease, DrainTimeout: w.opts.DrainTimeout,
+	})
+	if err != nil {
+		w.log.Error("cannot create the queue consumer", "error", err)
+		sleep(ctx, 5*time.Second)
+		return
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w.mu.Lock()
+	w.consumer = c
+	aborted := w.aborted
+	w.mu.Unlock()
+	if aborted {
+		c.Abort()
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(cctx) }()
+	w.gauges.consuming.Set(1)
+	w.log.Info("taking attempts")
+	t := time.NewTicker(w.opts.HealthInterval)
+	defer t.Stop()
+	var why string
+watch:
+	for {
+		select {
+		case <-ctx.Done():
+			why = "stopping"
+			break watch
+		case err := <-done:
+			w.log.Error("queue consumer stopped unexpectedly; restarting", "error", err)
+			done <- err
+			why = "consumer stopped"
+			break watch
+		case <-w.changed:
+		case <-t.C:
+		}
+		var ok bool
+		if ok, why = w.consumable(); !ok {
+			break watch
+		}
+	}
+	w.log.Info("not taking attempts; finishing those in flight", "reason", why)
+	if why == "stopping" {
+		w.d.Drain() // attempts waiting for a rate-limit slot go back for other workers
+	}
+	cancel()
+	<-done
+	w.mu.Lock()
+	w.consumer = nil
+	w.mu.Unlock()
+	w.gauges.consuming.Set(0)
+	w.log.Info("attempts in flight finished", "reason", why)
+}
+
+// monitor pings Redis and MongoDB every HealthInterval and follows the
+// campaign (suspend).
+func (w *Worker) monitor(ctx context.Context) {
+	t := time.NewTicker(w.opts.HealthInterval)
+	defer t.Stop()
+	suspended := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.checkHealth(ctx)
+		if c, err := w.d.Campaign(); err == nil && c.Suspended != suspended {
+			suspended = c.Suspended
+			w.log.Info("campaign suspension changed", "suspended", suspended)
+			w.notify()
+		}
+	}
+}
+
+func (w *Worker) checkHealth(ctx context.Context) {
+	timeout := max(w.opts.HealthInterval, time.Second)
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var rerr, merr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); rerr = w.opts.Redis.Ping(pctx).Err() }()
+	go func() { defer wg.Done(); merr = w.opts.Store.Ping(pctx) }()
+	wg.Wait()
+	var errs []error
+	if rerr != nil {
+		errs = append(errs, fmt.Errorf("redis unreachable: %w", rerr))
+	}
+	if merr != nil {
+		errs = append(errs, fmt.Errorf("mongodb unreachable: %w", merr))
+	}
+	err := errors.Join(errs...)
+	prevR, prevM := w.redisOK.Swap(rerr == nil), w.mongoOK.Swap(merr == nil)
+	w.healthMu.Lock()
+	w.healthE = err
+	w.healthMu.Unlock()
+	w.gauges.redisUp.Set(b2f(rerr == nil))
+	w.gauges.mongoUp.Set(b2f(merr == nil))
+	w.gauges.ready.Set(b2f(w.Ready() == nil))
+	if prevR != (rerr == nil) || prevM != (merr == nil) {
+		if err != nil {
+			w.log.Warn("a store is unreachable: not taking attempts", "error", err)
+		} else {
+			w.log.Info("Redis and MongoDB reachable")
+		}
+		w.notify()
+	}
+}
+
+// loop runs fn every interval (±10%) while the worker is ready.
+func (w *Worker) loop(ctx context.Context, name string, interval time.Duration, fn func(context.Context) error) {
+	for {
+		d := interval + time.Duration(rand.Int64N(int64(interval)/5+1)) - interval/10
+		if !sleep(ctx, d) {
+			return
+		}
+		if w.Ready() != nil {
+			continue
+		}
+		if err := fn(ctx); err != nil && ctx.Err() == nil {
+			w.m.LoopErrors.WithLabelValues(name).Inc()
+			w.log.Warn(name+" round failed", "error", err)
+		}
+	}
+}
+
+// OpsHandler serves /healthz, /readyz, /metrics and /drain.
+func (w *Worker) OpsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		_, _ = rw.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		if err := w.Ready(); err != nil {
+			http.Error(rw, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = rw.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(w.reg, promhttp.HandlerOpts{Registry: w.reg}))
+	state := func(rw http.ResponseWriter, code int) {
+		rw.Header().Set("Content-Type", "application/json")
+		rw.WriteHeader(code)
+		_ = json.NewEncoder(rw).Encode(w.State())
+	}
+	mux.HandleFunc("GET /drain", func(rw http.ResponseWriter, _ *http.Request) { state(rw, http.StatusOK) })
+	mux.HandleFunc("POST /drain", func(rw http.ResponseWriter, _ *http.Request) { w.Drain(); state(rw, http.StatusAccepted) })
+	mux.HandleFunc("DELETE /drain", func(rw http.ResponseWriter, _ *http.Request) { w.Resume(); state(rw, http.StatusOK) })
+	return mux
+}
+
+// CallbackHandler serves Twilio's callbacks: Options.Callbacks, or 404.
+func (w *Worker) CallbackHandler() http.Handler {
+	if w.opts.Callbacks != nil {
+		return w.opts.Callbacks
+	}
+	return http.NotFoundHandler()
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

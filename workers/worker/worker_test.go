@@ -1,0 +1,235 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/workers/store"
+)
+
+func TestOpsEndpointsAndDrain(t *testing.T) {
+	w := newWorld(t)
+	r := w.start(w.workerOpts("w1", nil))
+	r.waitReady(t, http.StatusOK, 5*time.Second)
+	if c, body := r.get(t, "/healthz"); c != http.StatusOK || body != "ok\n" {
+		t.Fatalf("/healthz = %d %q", c, body)
+	}
+	a := w.create("+14155550123", true)
+	w.waitState(a.ID, 20*time.Second, store.StateDialed)
+
+	// Drain while a call is being placed: it finishes and is recorded.
+	if err := w.sim.SetFaults(twiliosim.Faults{Latency: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	for len(w.creates) > 0 {
+		<-w.creates // the first attempt's
+	}
+	slow := w.create("+14155550124", true)
+	select {
+	case <-w.creates:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no create request")
+	}
+	c, body := r.do(t, http.MethodPost, "/drain")
+	var st DrainState
+	if err := json.Unmarshal([]byte(body), &st); c != http.StatusAccepted || err != nil || !st.Draining {
+		t.Fatalf("POST /drain = %d %q", c, body)
+	}
+	if body := r.waitReady(t, http.StatusServiceUnavailable, 2*time.Second); !strings.Contains(body, "draining") {
+		t.Errorf("/readyz while draining: %q", body)
+	}
+	got := w.waitState(slow.ID, 20*time.Second, store.StateDialed)
+	if got.CallSID == "" || w.sim.CallsForAttempt(slow.ID) != 1 {
+		t.Fatalf("the call in flight during the drain: %+v, %d calls", got, w.sim.CallsForAttempt(slow.ID))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := r.get(t, "/drain")
+		_ = json.Unmarshal([]byte(body), &st)
+		if st.Drained {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never drained: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Drained: new attempts wait.
+	_ = w.sim.SetFaults(twiliosim.Faults{})
+	waiting := w.create("+14155550125", true)
+	time.Sleep(time.Second)
+	if got := w.get(waiting.ID); got.State != store.StateQueued || w.sim.CallsForAttempt(waiting.ID) != 0 {
+		t.Fatalf("a drained worker took an attempt: %s", got.State)
+	}
+	if c, _ := r.do(t, http.MethodDelete, "/drain"); c != http.StatusOK {
+		t.Fatalf("DELETE /drain = %d", c)
+	}
+	r.waitReady(t, http.StatusOK, 5*time.Second)
+	w.waitState(waiting.ID, 20*time.Second, store.StateDialed)
+
+	_, metrics := r.get(t, "/metrics")
+	for _, name := range []string{
+		`delauto_worker_dials_total{result="dialed"} 3`, "delauto_worker_in_flight 0", "delauto_worker_pickup_to_dial_seconds_count 3",
+		"delauto_worker_ready 1", "delauto_worker_draining 0", "delauto_queue_handled_total", "delauto_ratelimit_wait_seconds_count",
+		"delauto_worker_fence_conflicts_total 0", "delauto_worker_redis_up 1", "delauto_worker_mongo_up 1",
+	} {
+		if !strings.Contains(metrics, name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+}
+
+func TestCallbacksSlot(t *testing.T) {
+	w := newWorld(t)
+	o := w.workerOpts("w1", nil)
+	wk, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &statusRecorder{}
+	wk.CallbackHandler().ServeHTTP(rec, httptestRequest("/twilio/status"))
+	if rec.code != http.StatusNotFound {
+		t.Errorf("without callbacks: %d, want 404", rec.code)
+	}
+	o.Callbacks = http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) { rw.WriteHeader(http.StatusNoContent) })
+	o.Registry = nil
+	wk, err = New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = &statusRecorder{}
+	wk.CallbackHandler().ServeHTTP(rec, httptestRequest("/twilio/status"))
+	if rec.code != http.StatusNoContent {
+		t.Errorf("with callbacks: %d, want the handler's 204", rec.code)
+	}
+}
+
+// Redis dies with attempts queued in it and comes back empty: the worker is
+// not ready meanwhile, and the sweeper puts the attempts back from MongoDB;
+// each is called once.
+func TestRedisLossDelaysCallsAndLosesNone(t *testing.T) {
+	w := newWorld(t)
+	r := w.start(w.workerOpts("w1", nil))
+	r.waitReady(t, http.StatusOK, 5*time.Second)
+	r.Drain() // hold the attempts in Redis
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, w.create(fmt.Sprintf("+141555501%02d", 30+i), true).ID)
+	}
+	env.Redis.Kill()
+	r.Resume()
+	if body := r.waitReady(t, http.StatusServiceUnavailable, 5*time.Second); !strings.Contains(body, "redis") {
+		t.Errorf("/readyz during the outage: %q", body)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := env.Redis.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitReady(t, http.StatusOK, 10*time.Second)
+	for _, id := range ids {
+		w.waitState(id, 30*time.Second, store.StateDialed)
+	}
+	for _, id := range ids {
+		if n := w.sim.CallsForAttempt(id); n != 1 {
+			t.Errorf("attempt %s: %d calls", id, n)
+		}
+	}
+	_, metrics := r.get(t, "/metrics")
+	if !strings.Contains(metrics, "delauto_worker_swept_total 10") {
+		t.Errorf("swept_total is not 10:\n%s", grep(metrics, "swept"))
+	}
+}
+
+// MongoDB becomes unreachable while a call is being placed and attempts
+// keep coming: the call is recorded once MongoDB is back, the others wait
+// and are then called, each once.
+func TestMongoOutageKeepsInFlightStateAndResumes(t *testing.T) {
+	w := newWorld(t)
+	p := startProxy(t, mongoHost(t))
+	st, err := store.Open(context.Background(), store.Config{URI: viaProxy(t, env.Mongo.URI, p), Database: w.db, Logger: w.log,
+		ConnectTimeout: time.Second, ServerSelectionTimeout: time.Second, OperationTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close(context.Background()) })
+	r := w.start(w.workerOpts("w1", st))
+	r.waitReady(t, http.StatusOK, 5*time.Second)
+	if err := w.sim.SetFaults(twiliosim.Faults{Latency: 1500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	inFlight := w.create("+14155550140", true)
+	select {
+	case <-w.creates:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no create request")
+	}
+	p.down() // the create request is in flight
+	if body := r.waitReady(t, http.StatusServiceUnavailable, 5*time.Second); !strings.Contains(body, "mongodb") {
+		t.Errorf("/readyz during the outage: %q", body)
+	}
+	_ = w.sim.SetFaults(twiliosim.Faults{})
+	var later []string
+	for i := range 5 {
+		later = append(later, w.create(fmt.Sprintf("+141555501%02d", 50+i), true).ID)
+	}
+	time.Sleep(2 * time.Second)
+	for _, id := range later {
+		if n := w.sim.CallsForAttempt(id); n != 0 {
+			t.Fatalf("attempt %s called while MongoDB was unreachable", id)
+		}
+	}
+	if n := w.sim.CallsForAttempt(inFlight.ID); n != 1 {
+		t.Fatalf("the call in flight: %d calls", n)
+	}
+	p.up(t)
+	r.waitReady(t, http.StatusOK, 10*time.Second)
+	got := w.waitState(inFlight.ID, 30*time.Second, store.StateDialed)
+	var simSID string
+	for _, c := range w.sim.Calls() {
+		if c.AttemptID == inFlight.ID {
+			simSID = c.Sid
+		}
+	}
+	if got.CallSID != simSID {
+		t.Errorf("in-flight call recorded with SID %q, the simulator's is %q", got.CallSID, simSID)
+	}
+	for _, id := range append(later, inFlight.ID) {
+		w.waitState(id, 30*time.Second, store.StateDialed)
+		if n := w.sim.CallsForAttempt(id); n != 1 {
+			t.Errorf("attempt %s: %d calls", id, n)
+		}
+	}
+}
+
+// Two workers on one shard with every attempt queued and then queued again
+// by the sweeper's republishing: one call per attempt.
+func TestTwoWorkersOneCallPerAttempt(t *testing.T) {
+	w := newWorld(t)
+	r1 := w.start(w.workerOpts("w1", nil))
+	r2 := w.start(w.workerOpts("w2", nil))
+	r1.waitReady(t, http.StatusOK, 5*time.Second)
+	r2.waitReady(t, http.StatusOK, 5*time.Second)
+	var ids []string
+	for i := range 40 {
+		a := w.create(fmt.Sprintf("+141555502%02d", i), true)
+		ids = append(ids, a.ID)
+		if _, err := w.rdb.XAdd(context.Background(), xaddDuplicate(w, a.ID)).Result(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owners := map[string]int{}
+	for _, id := range ids {
+		owners[w.waitState(id, 30*time.Second, store.StateDialed).Owner]++
+	}
+	time.Sleep(time.Second)
+	if d := w.sim.DuplicateAttempts(); len(d) != 0 {
+		t.Fatalf("attempts called more than once: %v", d)
+	}
+	t.Logf("attempts per worker: %v", owners)
+}
