@@ -29,7 +29,9 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func httptestRequest(path string) *http.Request { return httptest.NewRequest(http.MethodPost, path, nil) }
+func httptestRequest(path string) *http.Request {
+	return httptest.NewRequest(http.MethodPost, path, nil)
+}
 
 // xaddDuplicate is a second ready-stream entry for an attempt.
 func xaddDuplicate(w *world, id string) *redis.XAddArgs {
