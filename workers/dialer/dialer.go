@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	twilioapi "github.com/twilio/twilio-go/rest/api/v2010"
 
+	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/phone"
@@ -87,8 +88,9 @@ type Dialer struct {
 	limiter *ratelimit.Limiter
 	limCPS  float64
 
-	drain    atomic.Pointer[chan struct{}]
-	inflight atomic.Int64
+	drain     atomic.Pointer[chan struct{}]
+	inflight  atomic.Int64
+	limitedAt atomic.Int64 // Unix second the campaign was last flagged rate limited
 }
 
 // New checks the options and returns a Dialer. It fails when the campaign
@@ -439,9 +441,8 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 	backoff := d.opts.RateLimitBackoff
 	for try := 0; ; try++ {
 		if err := d.waitSlot(ctx, r.drain, keep, c); err != nil {
-			if isClosed(r.drain) {
+			if errors.Is(err, ErrDraining) {
 				r.check = "draining"
-				err = ErrDraining
 			}
 			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now(), Err: err}
 		}
@@ -457,6 +458,7 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 				d.m.TwilioErrors.WithLabelValues("no_sid").Inc()
 				return store.DialResult{}, &store.DialError{Kind: store.DialAmbiguous, Err: errors.New("create call answered without a call SID")}
 			}
+			d.countCall(c)
 			return store.DialResult{CallSID: *call.Sid, From: from}, nil
 		}
 		kind, code, label := classify(err)
@@ -513,26 +515,64 @@ func (d *Dialer) params(c *Campaign, a *store.Attempt, from string) (*twilioapi.
 }
 
 // waitSlot waits for the account limiter's next slot; a drain, a lost
-// claim or the handler's end give the slot back and return an error.
+// claim or the handler's end give the slot back and return an error. A wait
+// flags the campaign as rate limited for the operator (callrate).
 func (d *Dialer) waitSlot(ctx context.Context, drain <-chan struct{}, keep *keeper, c *Campaign) error {
 	lim, err := d.limiterFor(c)
 	if err != nil {
 		return err
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-drain:
-		case <-keep.lost:
-		case <-wctx.Done():
-		}
-		cancel()
-	}()
-	if err := lim.Wait(wctx); err != nil {
-		return fmt.Errorf("rate limiter: %w", err)
+	res, err := lim.Reserve(ctx)
+	if err != nil {
+		return err
 	}
-	return nil
+	wait := d.m.Limiter.Wait.WithLabelValues(d.opts.AccountSID)
+	if res.Delay <= 0 {
+		wait.Observe(0)
+		return nil
+	}
+	d.markLimited(c)
+	t := time.NewTimer(res.Delay)
+	defer t.Stop()
+	var why error
+	select {
+	case <-t.C:
+		wait.Observe(res.Delay.Seconds())
+		return nil
+	case <-ctx.Done():
+		why = ctx.Err()
+	case <-drain:
+		why = ErrDraining
+	case <-keep.lost:
+		why = errors.New("claim lost while waiting for a rate-limit slot")
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_, _ = res.Cancel(cctx)
+	return why
+}
+
+// markLimited flags the campaign as waiting on the account's rate limit, at
+// most once a second.
+func (d *Dialer) markLimited(c *Campaign) {
+	now := time.Now().Unix()
+	if last := d.limitedAt.Load(); last == now || !d.limitedAt.CompareAndSwap(last, now) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := callrate.MarkLimited(ctx, d.opts.Redis, c.Namespace, c.Name); err != nil {
+		d.log.Debug("cannot flag the campaign as rate limited", "error", err)
+	}
+}
+
+// countCall adds a placed call to the campaign's calls-per-second counter.
+func (d *Dialer) countCall(c *Campaign) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := callrate.Record(ctx, d.opts.Redis, c.Namespace, c.Name, time.Now()); err != nil {
+		d.log.Debug("cannot count the call in the campaign's call rate", "error", err)
+	}
 }
 
 // keeper renews a claim's lease while the attempt is held.
@@ -606,15 +646,6 @@ func sleep(ctx context.Context, drain <-chan struct{}, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	case <-drain:
-		return false
-	}
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
 		return false
 	}
 }

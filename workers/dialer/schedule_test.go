@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/schedule"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -141,6 +142,11 @@ func TestAccountRateLimit(t *testing.T) {
 	}
 	if d := h.sim.DuplicateAttempts(); len(d) != 0 {
 		t.Errorf("attempts called twice: %v", d)
+	}
+	// The operator's view: calls per second and the RateLimited flag.
+	rate, limited, err := callrate.Read(ctx, h.rdb, h.campaign.Namespace, h.campaign.Name, time.Now())
+	if err != nil || !limited || rate < 5 || rate > 11 {
+		t.Errorf("callrate = %.1f/s limited=%v (%v); want about 10/s and limited", rate, limited, err)
 	}
 	t.Logf("200 calls in %s, at most %d starts in a second", span, h.sim.MaxStartsPerSecond())
 }
