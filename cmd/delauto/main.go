@@ -25,6 +25,7 @@ var modes = map[string]struct {
 }{
 	"operator": {"run the Kubernetes operator", runOperator},
 	"version":  {"print the version", func([]string) error { fmt.Println(version); return nil }},
+	"worker":   {"place the calls of a campaign's shards", runWorker},
 }
 
 func usage() {
