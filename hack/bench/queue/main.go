@@ -370,9 +370,28 @@ func latenessDelAuto() lat {
 	if _, err := q.ScheduleBatch(ctx, batch); err != nil {
 		fatal("schedule: %v", err)
 	}
-	stop := consume(func(_ context.Context, m queue.Message) error { l.seen(m.ID, time.Now()); return nil })
+	// Where lateness comes from: due -> promotion (the ready entry's id is
+	// the server's millisecond clock) and promotion -> handler start.
+	var mu sync.Mutex
+	var promote, deliver []time.Duration
+	stop := consume(func(_ context.Context, m queue.Message) error {
+		now := time.Now()
+		l.seen(m.ID, now)
+		if ms, err := strconv.ParseInt(m.EntryID[:strings.IndexByte(m.EntryID, '-')], 10, 64); err == nil {
+			at := time.UnixMilli(ms)
+			mu.Lock()
+			promote = append(promote, at.Sub(m.Due))
+			deliver = append(deliver, now.Sub(at))
+			mu.Unlock()
+		}
+		return nil
+	})
 	defer stop()
-	return l.wait(2*time.Second + *lateSpread + 10*time.Second)
+	res := l.wait(2*time.Second + *lateSpread + 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	progress("  due -> promoted (ms clock): %s; promoted -> handler start: %s", latOf(promote), latOf(deliver))
+	return res
 }
 
 // --- asynq --------------------------------------------------------------
