@@ -23,6 +23,7 @@ import (
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/relay"
 )
 
 func startCampaignController(t *testing.T) (*queue.Queue, string) {
@@ -127,6 +128,10 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 		t.Fatal(err)
 	}
 	campaign := newCampaign(ns, 2)
+	campaign.Spec.Relay.Webhook = &v1.RelayWebhook{URL: "https://dispatch.example.com/hook", SecretRef: v1.SecretKeySelector{Name: "hook", Key: "key"}}
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hook"}, Data: map[string][]byte{"key": []byte("k")}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Create(ctx, campaign); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +163,7 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 	for _, e := range w.Env {
 		env[e.Name] = e.Value
 	}
-	if env[controllers.EnvCampaign] != "spree" || env[controllers.EnvShards] != "shard-0" || env[controllers.EnvConcurrency] != "20" || env[controllers.EnvCallbackURL] != "https://calls.example.com" {
+	if env[controllers.EnvPodName] != "" || env[controllers.EnvCampaign] != "spree" || env[controllers.EnvShards] != "shard-0" || env[controllers.EnvConcurrency] != "20" || env[controllers.EnvCallbackURL] != "https://calls.example.com" {
 		t.Errorf("worker env = %v", env)
 	}
 	if pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds <= 90 {
@@ -173,12 +178,21 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 	}
 	var secretVol *corev1.SecretVolumeSource
 	for _, v := range pod.Volumes {
-		if v.Secret != nil {
+		if v.Name == "twilio" {
 			secretVol = v.Secret
 		}
 	}
 	if secretVol == nil || secretVol.SecretName != "twilio" || len(secretVol.Items) != 2 {
 		t.Errorf("the Twilio Secret is not mounted as files: %+v", secretVol)
+	}
+	var relayVol *corev1.SecretVolumeSource
+	for _, v := range pod.Volumes {
+		if v.Name == "relay" {
+			relayVol = v.Secret
+		}
+	}
+	if relayVol == nil || relayVol.SecretName != "hook" || relayVol.Items[0].Key != "key" || env[relay.EnvSecretFile] == "" {
+		t.Errorf("the relay webhook's key is not mounted for the workers: %+v, env %v", relayVol, env)
 	}
 	if w.ReadinessProbe == nil || w.ReadinessProbe.HTTPGet.Path != "/readyz" || w.LivenessProbe == nil {
 		t.Error("worker probes missing")

@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/workers/relay"
 )
 
 // Labels on everything the operator owns. The operator's cache holds only
@@ -40,6 +41,7 @@ const (
 	EnvCallbackURL       = "DELAUTO_CALLBACK_URL"
 	EnvTwilioDir         = "DELAUTO_TWILIO_DIR"
 	EnvCampaignFile      = "DELAUTO_CAMPAIGN_FILE"
+	EnvPodName           = "POD_NAME"
 	EnvRedisURL          = "REDIS_URL"
 	EnvMongoURI          = "MONGO_URI"
 
@@ -51,8 +53,12 @@ const (
 	// CampaignDir holds CampaignFile, the campaign as JSON (campaignfile),
 	// from the campaign's ConfigMap; it is updated in place when the
 	// campaign changes.
-	CampaignDir        = "/etc/delauto/campaign"
-	CampaignFile       = "campaign.json"
+	CampaignDir  = "/etc/delauto/campaign"
+	CampaignFile = "campaign.json"
+	// RelayDir holds RelaySecretFile, the relay webhook's signing key, when
+	// the campaign has a relay webhook.
+	RelayDir           = "/var/run/secrets/delauto/relay"
+	RelaySecretFile    = "secret"
 	CallbackPort       = 8080
 	OpsPort            = 8081
 	workerExtraGrace   = 30
@@ -130,6 +136,7 @@ func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas in
 
 	env := []*corev1ac.EnvVarApplyConfiguration{
 		corev1ac.EnvVar().WithName(EnvCampaignNamespace).WithValueFrom(corev1ac.EnvVarSource().WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.namespace"))),
+		corev1ac.EnvVar().WithName(EnvPodName).WithValueFrom(corev1ac.EnvVarSource().WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.name"))),
 		corev1ac.EnvVar().WithName(EnvCampaign).WithValue(c.Name),
 		corev1ac.EnvVar().WithName(EnvShards).WithValue(shard),
 		corev1ac.EnvVar().WithName(EnvConcurrency).WithValue(strconv.Itoa(int(concurrency))),
@@ -163,6 +170,25 @@ func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas in
 		env = append(env,
 			corev1ac.EnvVar().WithName(EnvRedisURL).WithValue(w.RedisURL),
 			corev1ac.EnvVar().WithName(EnvMongoURI).WithValue(w.MongoURI))
+	}
+	volumes := []*corev1ac.VolumeApplyConfiguration{
+		corev1ac.Volume().WithName("twilio").WithSecret(corev1ac.SecretVolumeSource().
+			WithSecretName(cred.Name).
+			WithDefaultMode(0o440).
+			WithItems(
+				corev1ac.KeyToPath().WithKey(cred.AccountSIDKey).WithPath(TwilioAccountFile),
+				corev1ac.KeyToPath().WithKey(cred.AuthTokenKey).WithPath(TwilioTokenFile),
+			)),
+		corev1ac.Volume().WithName("campaign").WithConfigMap(corev1ac.ConfigMapVolumeSource().
+			WithName(CampaignConfigMapName(c.Name)).WithDefaultMode(0o444)),
+		corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(resource.MustParse("64Mi"))),
+	}
+	if wh := c.Spec.Relay.Webhook; wh != nil {
+		volumes = append(volumes, corev1ac.Volume().WithName("relay").WithSecret(corev1ac.SecretVolumeSource().
+			WithSecretName(wh.SecretRef.Name).WithDefaultMode(0o440).
+			WithItems(corev1ac.KeyToPath().WithKey(wh.SecretRef.Key).WithPath(RelaySecretFile))))
+		container.WithVolumeMounts(corev1ac.VolumeMount().WithName("relay").WithMountPath(RelayDir).WithReadOnly(true))
+		env = append(env, corev1ac.EnvVar().WithName(relay.EnvSecretFile).WithValue(RelayDir+"/"+RelaySecretFile))
 	}
 	container.WithEnv(env...)
 	res := c.Spec.Workers.Resources
@@ -200,18 +226,7 @@ func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas in
 						WithRunAsUser(65532).WithRunAsGroup(65532).
 						WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
 					WithContainers(container).
-					WithVolumes(
-						corev1ac.Volume().WithName("twilio").WithSecret(corev1ac.SecretVolumeSource().
-							WithSecretName(cred.Name).
-							WithDefaultMode(0o440).
-							WithItems(
-								corev1ac.KeyToPath().WithKey(cred.AccountSIDKey).WithPath(TwilioAccountFile),
-								corev1ac.KeyToPath().WithKey(cred.AuthTokenKey).WithPath(TwilioTokenFile),
-							)),
-						corev1ac.Volume().WithName("campaign").WithConfigMap(corev1ac.ConfigMapVolumeSource().
-							WithName(CampaignConfigMapName(c.Name)).WithDefaultMode(0o444)),
-						corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(resource.MustParse("64Mi"))),
-					))))
+					WithVolumes(volumes...))))
 }
 
 // CampaignConfigMapName is the name of the ConfigMap holding the campaign
