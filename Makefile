@@ -94,6 +94,13 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test.
 	go test $(GO_TEST_FLAGS) ./...
 
+FUZZTIME ?= 5m
+.PHONY: fuzz-callbacks
+fuzz-callbacks: $(FERRETDB) redis ## Fuzz the Twilio webhook parsing, state transitions and handler, FUZZTIME each (default 5m).
+	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzWebhookForms$$' -fuzztime $(FUZZTIME)
+	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzStatusTransitions$$' -fuzztime $(FUZZTIME)
+	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzWebhookHandler$$' -fuzztime $(FUZZTIME) -parallel 1
+
 ##@ Benchmarks (commands, not timed tests; results in docs/benchmarks.md)
 
 .PHONY: bench-operator
@@ -103,6 +110,10 @@ bench-operator: tools ## 10,000 Deliveries over 20 campaigns: time to schedule a
 .PHONY: bench-queue
 bench-queue: tools ## Queue drain, pickup latency and lateness vs asynq and BullMQ.
 	hack/bench/queue/run.sh
+
+.PHONY: bench-callbacks
+bench-callbacks: $(FERRETDB) redis ## Signed status callbacks at rising rates against the callback server on Redis and FerretDB.
+	go run ./hack/bench/callbacks $(BENCH_CALLBACKS_FLAGS)
 
 .PHONY: bench-store
 bench-store: $(FERRETDB) ## Call log store ceiling on FerretDB: per-attempt dial sequence, claims, callbacks.

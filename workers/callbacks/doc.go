@@ -51,8 +51,9 @@
 //   - Status callbacks (the bulk: four or more per call) are appended to a
 //     Redis stream, the write-behind journal (JournalKey), and answered
 //     204. The drainer (Run) writes them to MongoDB in batches, coalescing
-//     each call's callbacks to the one with the highest sequence number,
-//     and publishes the outcome event after a final status is in MongoDB.
+//     each call's callbacks in a batch to one write (its final status, else
+//     its highest sequence number; intermediate status times are not kept
+//     then), and publishes the outcome event after a final status is in MongoDB.
 //     When the 204 is sent the callback is as durable as Redis makes it
 //     (with appendonly/everysec, lost only if the Redis host itself
 //     crashes within a second); a worker crash loses nothing (the journal

@@ -40,9 +40,9 @@ func TestMain(m *testing.M) {
 }
 
 const (
-	publicBase = "https://calls.example.test"
-	fromNumber = "+14155550100"
-	agentPhone = "+14155550199"
+	publicBase  = "https://calls.example.test"
+	fromNumber  = "+14155550100"
+	agentPhone  = "+14155550199"
 	relaySecret = "relay-secret-for-tests"
 )
 
@@ -50,7 +50,7 @@ const (
 // FerretDB, the Twilio simulator calling it through its public URL, and a
 // dispatch system receiving the relay webhook.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	st    *store.Store
 	rdb   *redis.Client
 	srv   *Server
@@ -60,7 +60,14 @@ type harness struct {
 	camp  *campaignfile.Config
 	hooks *hookRecorder
 	db    string
+	src   *swapCampaign
 }
+
+// swapCampaign is a campaign source whose campaign a test replaces, as the
+// campaign file watcher does.
+type swapCampaign struct{ p atomic.Pointer[campaignfile.Config] }
+
+func (s *swapCampaign) Current() *campaignfile.Config { return s.p.Load() }
 
 type harnessOpts struct {
 	machine   v1.AnsweringMachineAction
@@ -105,7 +112,7 @@ func testCampaign(webhookURL string, o harnessOpts) *campaignfile.Config {
 	return c
 }
 
-func newHarness(t *testing.T, o harnessOpts) *harness {
+func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{t: t, hooks: &hookRecorder{failFirst: o.hookFail}}
 	ctx := context.Background()
@@ -137,6 +144,8 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		hookURL = ""
 	}
 	h.camp = testCampaign(hookURL, o)
+	h.src = &swapCampaign{}
+	h.src.p.Store(h.camp)
 
 	h.sim, err = twiliosim.New(twiliosim.Options{TimeScale: 0.01, Numbers: []string{fromNumber}, Faults: o.faults, CallbackBackoff: 100 * time.Millisecond})
 	if err != nil {
@@ -154,7 +163,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.rc = rc.Api
 
 	cfg := Config{
-		Campaign:   StaticCampaign{h.camp},
+		Campaign:   h.src,
 		Store:      st,
 		Redis:      h.rdb,
 		AuthTokens: []string{h.sim.AuthToken()},

@@ -283,10 +283,21 @@ func (s *Server) applyBatch(ctx context.Context, msgs []redis.XMessage) {
 	}
 }
 
+// supersedes reports whether status callback u replaces v when a batch's
+// callbacks of one call are coalesced: a final status beats any other,
+// then the higher sequence number wins. Twilio numbers a call's callbacks
+// in order and sends the final one last, so this is the last one; and the
+// store would refuse every other after it.
+func supersedes(u, v store.StatusUpdate) bool {
+	if tu, tv := terminalStatus(u.Status), terminalStatus(v.Status); tu != tv {
+		return tu
+	}
+	return u.Seq > v.Seq
+}
+
 // applyAttempt applies one attempt's entries and returns the ids that are
-// finished with. Status callbacks are coalesced: only the one with the
-// highest sequence number is written, since the store would refuse every
-// lower one after it anyway.
+// finished with. Status callbacks are coalesced (supersedes): only one is
+// written.
 func (s *Server) applyAttempt(ctx context.Context, es []entry) []string {
 	var done []string
 	var best *entry
@@ -295,7 +306,7 @@ func (s *Server) applyAttempt(ctx context.Context, es []entry) []string {
 		e := &es[i]
 		if e.Kind == kindStatus {
 			statusIDs = append(statusIDs, e.ID)
-			if best == nil || e.Status.Seq > best.Status.Seq {
+			if best == nil || supersedes(e.Status, best.Status) {
 				best = e
 			}
 			continue

@@ -63,7 +63,9 @@ func TestSignatureRequired(t *testing.T) {
 		code int
 	}{
 		{"missing signature", func() *http.Response { return h.post(callurls.StatusPath, q, form, "") }, 403},
-		{"wrong token", func() *http.Response { return h.post(callurls.StatusPath, q, form, "forgedtoken0000000000000000000000") }, 403},
+		{"wrong token", func() *http.Response {
+			return h.post(callurls.StatusPath, q, form, "forgedtoken0000000000000000000000")
+		}, 403},
 		{"signature of other params", func() *http.Response {
 			return h.postSig(callurls.StatusPath, q, form, twiliosim.Sign(token, publicBase+callurls.StatusPath+"?"+q, statusForm(sid, "ringing", 1)))
 		}, 403},
@@ -286,8 +288,14 @@ func TestDuplicatedAndReorderedCallbacks(t *testing.T) {
 		t.Errorf("outcome events %v", ev)
 	}
 
+}
+
+func TestCallbacksOfOneBatchCoalesce(t *testing.T) {
 	// In one batch (drainer stopped), the callbacks of a call coalesce into
 	// one write of the last.
+	ctx := context.Background()
+	sid := callSIDFor(6)
+	token := twiliosim.DefaultAuthToken
 	h2 := newHarness(t, harnessOpts{noRun: true})
 	c := h2.createAttempt(newTo())
 	c, _ = h2.st.Claim(ctx, c.ID, "w", time.Minute)

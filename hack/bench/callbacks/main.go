@@ -1,0 +1,439 @@
+// Command callbacks-bench measures DelAuto's Twilio callback server: signed
+// status callbacks at increasing rates against the server, with real Redis
+// (appendonly, fsync every second) and FerretDB behind it, on loopback.
+//
+// Each step sends rate x duration requests open-loop (each request has a
+// scheduled send time; latency runs from that time, so a slow server cannot
+// hide queueing) and prints throughput, p50 and p99. The calls' contexts are
+// primed into the cache at "dial" time, as the worker does. The journal
+// drainer runs during the steps (it writes to FerretDB) unless -drain=false.
+// The last line is
+//
+//	callbacks rps=<x> p99_ms=<x> cache_hit=<x>
+//
+// with the highest throughput reached with p99 <= -slo and no errors.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/testservices"
+	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/workers/callbacks"
+	"github.com/delauto/delauto/workers/store"
+)
+
+var profile *os.File
+
+const (
+	authToken = "benchauthtoken00000000000000000a"
+	base      = "https://calls.example.test"
+)
+
+func main() {
+	ratesFlag := flag.String("rates", "1000,2500,5000,7500", "request rates to step through, per second")
+	dur := flag.Duration("step", 4*time.Second, "duration of each step")
+	conns := flag.Int("conns", 256, "concurrent client connections (in-flight requests)")
+	drain := flag.Bool("drain", true, "run the journal drainer (writes to FerretDB) during the steps")
+	prime := flag.Bool("prime", true, "prime each call's context at dial time, as the worker does")
+	slo := flag.Duration("slo", 20*time.Millisecond, "p99 a step must meet to count")
+	settle := flag.Duration("settle", 20*time.Second, "after the steps, wait this long for the journal to drain")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the steps to this file")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fail(err)
+		}
+		profile = f
+	}
+	var rates []int
+	for _, s := range strings.Split(*ratesFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			fail(fmt.Errorf("bad rate %q", s))
+		}
+		rates = append(rates, n)
+	}
+	if err := run(rates, *dur, *conns, *drain, *prime, *slo, *settle); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintf(os.Stderr, "callbacks-bench: %v\n", err)
+	os.Exit(1)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// req is one prepared status callback.
+type req struct {
+	target string // path and query
+	body   string
+	sig    string
+}
+
+// result is one step's measurements.
+type result struct {
+	rate           int
+	sent, ok, errs int
+	achieved       float64
+	p50, p99, max  time.Duration
+}
+
+func run(rates []int, dur time.Duration, conns int, drain, prime bool, slo, settle time.Duration) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	os.Setenv("DELAUTO_TESTSERVICES_VERBOSE", "1")
+	logf("starting redis-server (appendonly, fsync every second) and FerretDB on PostgreSQL")
+	rs, err := testservices.StartRedis("--appendonly", "yes", "--appendfsync", "everysec")
+	if err != nil {
+		return err
+	}
+	defer rs.Stop()
+	mg, err := testservices.StartMongo()
+	if err != nil {
+		return err
+	}
+	defer mg.Stop()
+	// A pool as large as the requests in flight: a handler makes one or two
+	// Redis round trips and must not queue for a connection.
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr, PoolSize: conns + 16})
+	defer rdb.Close()
+
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(ctx, store.Config{URI: mg.URI, Database: "bench", Logger: quiet, MaxPoolSize: 64})
+	if err != nil {
+		return err
+	}
+	defer st.Close(context.Background())
+
+	camp := &campaignfile.Config{Namespace: "shop", Name: "bench", Spec: v1.CallCampaignSpec{
+		Schedule: v1.ScheduleSpec{DefaultTimeZone: "UTC"},
+		Script:   v1.CallScript{CompanyName: "Example Logistics", Greeting: "Hello {{.Name}}, this is {{.Company}}. Your parcel arrives on {{.Date}} between {{.WindowStart}} and {{.WindowEnd}}."},
+		Twilio:   v1.TwilioSpec{FromNumbers: []v1.PhoneNumber{"+14155550100"}, CallbackURL: base},
+	}}
+	srv, err := callbacks.New(callbacks.Config{
+		Campaign: callbacks.StaticCampaign{C: camp}, Store: st, Redis: rdb,
+		AuthTokens: []string{authToken}, Consumer: "bench", Logger: quiet,
+	})
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	if err := srv.RegisterMetrics(reg); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	defer hs.Close()
+	if drain {
+		go func() { _ = srv.Run(ctx) }()
+	}
+
+	// The calls: one attempt each, created in FerretDB, four status
+	// callbacks (initiated, ringing, in-progress, completed).
+	calls := 0
+	for _, r := range rates {
+		calls += int(math.Ceil(float64(r) * dur.Seconds() / 4))
+	}
+	logf("creating %d attempts", calls)
+	t0 := time.Now()
+	ids, err := createAttempts(ctx, st, srv, calls, prime)
+	if err != nil {
+		return err
+	}
+	logf("created in %s", time.Since(t0).Round(time.Millisecond))
+
+	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute}
+	hc := &http.Client{Transport: tr, Timeout: 15 * time.Second}
+	url0 := "http://" + ln.Addr().String()
+
+	// Warm up connections and code paths (not measured).
+	warm := prepare(ids[:min(200, len(ids))], 1)
+	_ = step(hc, url0, warm[:min(len(warm), 400)], 500, conns)
+
+	fmt.Printf("machine: %d cores, %s, %s, load %s\n", runtime.NumCPU(), memGiB(), runtime.Version(), loadavg())
+	fmt.Printf("%-8s %8s %8s %6s %10s %9s %9s %9s\n", "rate/s", "sent", "ok", "errors", "achieved/s", "p50_ms", "p99_ms", "max_ms")
+	var results []result
+	next := 0
+	drainStart, _ := srv.JournalBacklog(ctx)
+	stepsStart := time.Now()
+	if profile != nil {
+		_ = pprof.StartCPUProfile(profile)
+	}
+	for _, r := range rates {
+		n := int(math.Ceil(float64(r)*dur.Seconds()/4)) * 4
+		reqs := prepare(ids[next:next+n/4], int64(len(results)+1))
+		next += n / 4
+		res := step(hc, url0, reqs, r, conns)
+		res.rate = r
+		results = append(results, res)
+		fmt.Printf("%-8d %8d %8d %6d %10.0f %9.2f %9.2f %9.2f\n", r, res.sent, res.ok, res.errs, res.achieved,
+			ms(res.p50), ms(res.p99), ms(res.max))
+	}
+	stepsTime := time.Since(stepsStart)
+	if profile != nil {
+		pprof.StopCPUProfile()
+		profile.Close()
+	}
+	stats := srv.Stats()
+	backlog, _ := srv.JournalBacklog(ctx)
+	applied := counter(reg, "delauto_callbacks_journal_applied_total")
+	fmt.Printf("cache: %d hits, %d misses, hit rate %.3f\n", stats.CacheHits, stats.CacheMisses, stats.HitRate())
+	fmt.Printf("journal: %d entries applied to FerretDB during the steps (%.0f/s, coalesced %.0f), backlog %d after them (was %d)\n",
+		int(applied), applied/stepsTime.Seconds(), counter(reg, "delauto_callbacks_journal_coalesced_total"), backlog, drainStart)
+	if drain && settle > 0 {
+		deadline := time.Now().Add(settle)
+		for backlog > 0 && time.Now().Before(deadline) {
+			time.Sleep(500 * time.Millisecond)
+			backlog, _ = srv.JournalBacklog(ctx)
+		}
+		done := counter(reg, "delauto_callbacks_journal_applied_total")
+		fmt.Printf("journal: backlog %d after waiting up to %s more (%.0f entries applied in total)\n", backlog, settle, done)
+	}
+
+	best := -1
+	for i, r := range results {
+		if r.errs == 0 && r.p99 <= slo && (best < 0 || r.achieved > results[best].achieved) {
+			best = i
+		}
+	}
+	if best < 0 {
+		fmt.Printf("no step met p99 <= %s without errors; reporting the fastest\n", slo)
+		for i, r := range results {
+			if best < 0 || r.achieved > results[best].achieved {
+				best = i
+			}
+		}
+	}
+	b := results[best]
+	fmt.Printf("callbacks rps=%.0f p99_ms=%.2f cache_hit=%.3f\n", b.achieved, ms(b.p99), stats.HitRate())
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// createAttempts inserts n attempts and, with prime, caches their call
+// context as the worker does after its claim (fence 1).
+func createAttempts(ctx context.Context, st *store.Store, srv *callbacks.Server, n int, prime bool) ([]string, error) {
+	ids := make([]string, n)
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				var b [16]byte
+				_, _ = rand.Read(b[:])
+				uid := fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+				a, _, err := st.CreateAttempt(ctx, store.NewAttempt{
+					Delivery: store.DeliveryRef{UID: uid, Namespace: "shop", Name: "parcel-" + uid[:8]},
+					Campaign: "shop/bench", Shard: "s0", Number: 1, Due: time.Now(), To: "+14155550123",
+					Context: &store.CallContext{RecipientName: "Anna Schmidt", TimeZone: "Europe/Berlin",
+						WindowStart: start, WindowEnd: start.Add(2 * time.Hour), Address: "12 Main Street", AgentPhone: "+14155550199"},
+				})
+				if err == nil && prime {
+					a.Fence = 1 // as claimed by the worker, which primes right after its claim
+					err = srv.Prime(ctx, a)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				ids[i] = a.ID
+			}
+		}()
+	}
+	wg.Wait()
+	return ids, firstErr
+}
+
+// prepare signs the four status callbacks of each attempt, ordered as
+// concurrent calls produce them: interleaved, and shuffled within windows
+// of 400 requests (so some arrive out of order).
+func prepare(ids []string, seed int64) []req {
+	statuses := []string{"initiated", "ringing", "in-progress", "completed"}
+	var out []req
+	for round, status := range statuses {
+		for i, id := range ids {
+			q := url.Values{callurls.ParamAttempt: {id}, callurls.ParamFence: {"1"}}.Encode()
+			form := url.Values{
+				"AccountSid": {twiliosim.DefaultAccountSID}, "CallSid": {fmt.Sprintf("CA%032x", seed<<32|int64(i))},
+				"CallStatus": {status}, "SequenceNumber": {strconv.Itoa(round)}, "CallbackSource": {"call-progress-events"},
+				"Timestamp": {time.Now().UTC().Format("Mon, 02 Jan 2006 15:04:05 -0700")}, "Direction": {"outbound-api"},
+				"From": {"+14155550100"}, "To": {"+14155550123"}, "ApiVersion": {"2010-04-01"},
+			}
+			if status == "completed" {
+				form.Set("CallDuration", "31")
+				form.Set("Duration", "1")
+			}
+			target := callurls.StatusPath + "?" + q
+			out = append(out, req{target: target, body: form.Encode(), sig: twiliosim.Sign(authToken, base+target, form)})
+		}
+	}
+	// Calls overlap: interleave rounds in blocks so each call's callbacks
+	// come close together, then shuffle within windows.
+	block := 100
+	var mixed []req
+	for s := 0; s < len(ids); s += block {
+		e := min(s+block, len(ids))
+		for round := range statuses {
+			mixed = append(mixed, out[round*len(ids)+s:round*len(ids)+e]...)
+		}
+	}
+	rng := mrand.New(mrand.NewPCG(uint64(seed), 7))
+	for s := 0; s < len(mixed); s += 400 {
+		w := mixed[s:min(s+400, len(mixed))]
+		rng.Shuffle(len(w), func(i, j int) { w[i], w[j] = w[j], w[i] })
+	}
+	return mixed
+}
+
+// step sends reqs at rate per second, open loop, through at most conns
+// concurrent requests, and measures each from its scheduled time.
+func step(hc *http.Client, url0 string, reqs []req, rate, conns int) result {
+	lat := make([]time.Duration, len(reqs))
+	var ok, errs atomic.Int64
+	work := make(chan int, len(reqs))
+	start := time.Now().Add(20 * time.Millisecond)
+	interval := time.Second / time.Duration(rate)
+	var wg sync.WaitGroup
+	var lastDone atomic.Int64
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				sched := start.Add(time.Duration(i) * interval)
+				if d := time.Until(sched); d > 0 {
+					time.Sleep(d)
+				}
+				r := reqs[i]
+				hr, _ := http.NewRequest(http.MethodPost, url0+r.target, strings.NewReader(r.body))
+				hr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				hr.Header.Set("X-Twilio-Signature", r.sig)
+				resp, err := hc.Do(hr)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				now := time.Now()
+				lat[i] = now.Sub(sched)
+				if err == nil && resp.StatusCode == http.StatusNoContent {
+					ok.Add(1)
+				} else {
+					errs.Add(1)
+				}
+				for {
+					prev := lastDone.Load()
+					if now.UnixNano() <= prev || lastDone.CompareAndSwap(prev, now.UnixNano()) {
+						break
+					}
+				}
+			}
+		}()
+	}
+	for i := range reqs {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	elapsed := time.Unix(0, lastDone.Load()).Sub(start)
+	return result{sent: len(reqs), ok: int(ok.Load()), errs: int(errs.Load()),
+		achieved: float64(len(reqs)) / elapsed.Seconds(), p50: q(0.50), p99: q(0.99), max: lat[len(lat)-1]}
+}
+
+// counter sums a counter family of the registry.
+func counter(reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				if name == "delauto_callbacks_journal_applied_total" {
+					skip := false
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "result" && l.GetValue() == "error" {
+							skip = true
+						}
+					}
+					if skip {
+						continue
+					}
+				}
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:3], " ")
+}
+
+func memGiB() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "? GiB"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "MemTotal:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return fmt.Sprintf("%.0f GiB", kb/1024/1024)
+		}
+	}
+	return "? GiB"
+}
