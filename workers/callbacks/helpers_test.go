@@ -65,7 +65,9 @@ type harness struct {
 
 // swapCampaign is a campaign source whose campaign a test replaces, as the
 // campaign file watcher does.
-type swapCampaign struct{ p atomic.Pointer[campaignfile.Config] }
+type swapCampaign struct {
+	p atomic.Pointer[campaignfile.Config]
+}
 
 func (s *swapCampaign) Current() *campaignfile.Config { return s.p.Load() }
 
