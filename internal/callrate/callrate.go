@@ -29,9 +29,18 @@ func limitedKey(namespace, campaign string) string { return tag(namespace, campa
 
 // Record counts one placed call at time t.
 func Record(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string, t time.Time) error {
+	return RecordN(ctx, rdb, namespace, campaign, t, 1)
+}
+
+// RecordN counts n calls placed in the second of t, for callers that add up
+// their calls locally and write once a second.
+func RecordN(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string, t time.Time, n int64) error {
+	if n <= 0 {
+		return nil
+	}
 	k := secondKey(namespace, campaign, t.Unix())
 	pipe := rdb.Pipeline()
-	pipe.Incr(ctx, k)
+	pipe.IncrBy(ctx, k, n)
 	pipe.Expire(ctx, k, ttl)
 	_, err := pipe.Exec(ctx)
 	return err

@@ -68,3 +68,22 @@ func TestClusterSafe(t *testing.T) {
 		t.Errorf("cps = %v, want 1", cps)
 	}
 }
+
+func TestRecordNAddsUp(t *testing.T) {
+	ctx := context.Background()
+	rdb := env.Redis.Client()
+	defer rdb.Close()
+	now := time.Unix(1_800_000_500, 0)
+	if err := RecordN(ctx, rdb, "ns", "n", now.Add(-time.Second), 25); err != nil {
+		t.Fatal(err)
+	}
+	if err := RecordN(ctx, rdb, "ns", "n", now.Add(-2*time.Second), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := Record(ctx, rdb, "ns", "n", now.Add(-2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if cps, _, err := Read(ctx, rdb, "ns", "n", now); err != nil || cps != 2.6 {
+		t.Fatalf("Read = %v, %v; want 2.6 calls/s", cps, err)
+	}
+}
