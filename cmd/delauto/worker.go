@@ -352,7 +352,7 @@ func runWorker(args []string) error {
 	cb, runCallbacks, err := newCallbacks(callbackDeps{
 		Name: cfg.name, Campaign: cfg.watcher, Store: st, Redis: rdb, Twilio: rc,
 		AccountSID: cfg.accountSID, AuthToken: cfg.authToken, CallbackURL: cfg.callbackURL,
-		Registry: reg, Logger: log,
+		Database: cfg.conn.MongoDatabase, Registry: reg, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("callbacks: %w", err)

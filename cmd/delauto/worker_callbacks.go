@@ -10,6 +10,8 @@ import (
 	"github.com/twilio/twilio-go"
 
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/workers/callbacks"
+	"github.com/delauto/delauto/workers/relay"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -31,17 +33,41 @@ type callbackDeps struct {
 	// CallbackURL overrides the campaign's public callback base URL (empty:
 	// the campaign's).
 	CallbackURL string
+	// Database is the call log's database name (the relay's sweep reads it).
+	Database string
 	// Registry receives the server's metrics (served on /metrics).
 	Registry prometheus.Registerer
 	// Logger is the worker's.
 	Logger *slog.Logger
 }
 
-// newCallbacks builds the Twilio callbacks server of the worker: the
-// handler served on the callbacks port, and the background work to run
-// while the worker runs (nil when none). Until the callbacks server
-// (workers/callbacks) is wired in here, the worker answers 404 on that port.
+// newCallbacks builds the Twilio callbacks server of the worker
+// (workers/callbacks): the handler served on the callbacks port, and its
+// background work (the journal drainer writing status callbacks to the call
+// log, and the relay sender telling agents), run while the worker runs.
 func newCallbacks(deps callbackDeps) (http.Handler, func(context.Context) error, error) {
-	_ = deps
-	return nil, nil, nil
+	srv, err := callbacks.New(callbacks.Config{
+		Campaign:   deps.Campaign,
+		Store:      deps.Store,
+		Redis:      deps.Redis,
+		AuthTokens: []string{deps.AuthToken},
+		Twilio:     deps.Twilio,
+		PublicURL:  deps.CallbackURL,
+		Consumer:   deps.Name,
+		Logger:     deps.Logger,
+		Relay: relay.Config{
+			// The campaign's relay webhook key, mounted by the operator.
+			Secret:   relay.SecretFromEnv(),
+			Database: deps.Database,
+		},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if deps.Registry != nil {
+		if err := srv.RegisterMetrics(deps.Registry); err != nil {
+			return nil, nil, err
+		}
+	}
+	return srv.Handler(), srv.Run, nil
 }
