@@ -387,10 +387,34 @@ func latenessDelAuto() lat {
 		return nil
 	})
 	defer stop()
+	// Control: how late a plain 2ms sleep wakes, and how long a PING takes,
+	// in this process meanwhile (the machine's own scheduling noise).
+	ctl := make(chan [2]lat, 1)
+	ctlStop := make(chan struct{})
+	go func() {
+		var sleeps, pings []time.Duration
+		for {
+			select {
+			case <-ctlStop:
+				ctl <- [2]lat{latOf(sleeps), latOf(pings)}
+				return
+			default:
+			}
+			due := time.Now().Add(2 * time.Millisecond)
+			time.Sleep(time.Until(due))
+			sleeps = append(sleeps, time.Since(due))
+			t := time.Now()
+			_ = rdb.Ping(ctx).Err()
+			pings = append(pings, time.Since(t))
+		}
+	}()
 	res := l.wait(2*time.Second + *lateSpread + 10*time.Second)
+	close(ctlStop)
+	c := <-ctl
 	mu.Lock()
 	defer mu.Unlock()
 	progress("  due -> promoted (ms clock): %s; promoted -> handler start: %s", latOf(promote), latOf(deliver))
+	progress("  control in the same process: 2ms sleep oversleep %s; PING %s", c[0], c[1])
 	return res
 }
 
