@@ -64,6 +64,11 @@ type Options struct {
 	// RateLimitBackoff is the first wait after a 429, doubled each time (up
 	// to 8s), with jitter. Default 500ms.
 	RateLimitBackoff time.Duration
+	// RateHeadroom is the fraction of the account's calls-per-second limit
+	// left unused, so that calls whose requests are delayed a little on the
+	// way (network and scheduling jitter) never reach Twilio more than the
+	// limit within one second. Default 0.05; negative: none.
+	RateHeadroom float64
 	// RecordTimeout is how long a store write that failed (store unavailable)
 	// is retried before the claim is left to expire and the reconciler takes
 	// over. Default 2m.
@@ -91,6 +96,7 @@ type Dialer struct {
 	drain     atomic.Pointer[chan struct{}]
 	inflight  atomic.Int64
 	limitedAt atomic.Int64 // Unix second the campaign was last flagged rate limited
+	calls     callCount
 }
 
 // New checks the options and returns a Dialer. It fails when the campaign
@@ -123,6 +129,14 @@ func New(opts Options) (*Dialer, error) {
 	}
 	if opts.RecordTimeout <= 0 {
 		opts.RecordTimeout = 2 * time.Minute
+	}
+	switch {
+	case opts.RateHeadroom == 0:
+		opts.RateHeadroom = 0.05
+	case opts.RateHeadroom < 0:
+		opts.RateHeadroom = 0
+	case opts.RateHeadroom >= 0.5:
+		return nil, fmt.Errorf("dialer: rate headroom %v must be below 0.5", opts.RateHeadroom)
 	}
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
@@ -168,14 +182,15 @@ func (d *Dialer) Campaign() (*Campaign, error) {
 	return c, nil
 }
 
-// limiterFor returns the account's limiter at the campaign's rate.
+// limiterFor returns the account's limiter at the campaign's rate, less the
+// headroom.
 func (d *Dialer) limiterFor(c *Campaign) (*ratelimit.Limiter, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.limiter != nil && d.limCPS == c.CallsPerSecond {
 		return d.limiter, nil
 	}
-	l, err := ratelimit.New(d.opts.Redis, d.opts.AccountSID, c.CallsPerSecond, ratelimit.Options{Metrics: d.m.Limiter})
+	l, err := ratelimit.New(d.opts.Redis, d.opts.AccountSID, c.CallsPerSecond*(1-d.opts.RateHeadroom), ratelimit.Options{Metrics: d.m.Limiter})
 	if err != nil {
 		return nil, err
 	}
@@ -566,13 +581,50 @@ func (d *Dialer) markLimited(c *Campaign) {
 	}
 }
 
+// callCount adds up the calls placed in the current second; they are
+// written to the campaign's calls-per-second counter (callrate) once the
+// second is over, in one write.
+type callCount struct {
+	mu        sync.Mutex
+	sec, n    int64
+	namespace string
+	name      string
+}
+
 // countCall adds a placed call to the campaign's calls-per-second counter.
 func (d *Dialer) countCall(c *Campaign) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := callrate.Record(ctx, d.opts.Redis, c.Namespace, c.Name, time.Now()); err != nil {
-		d.log.Debug("cannot count the call in the campaign's call rate", "error", err)
+	now := time.Now().Unix()
+	cc := &d.calls
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.sec != now {
+		d.flushCallsLocked()
+		cc.sec, cc.namespace, cc.name = now, c.Namespace, c.Name
+		time.AfterFunc(time.Until(time.Unix(now+1, 0))+50*time.Millisecond, func() {
+			cc.mu.Lock()
+			defer cc.mu.Unlock()
+			if cc.sec == now {
+				d.flushCallsLocked()
+			}
+		})
 	}
+	cc.n++
+}
+
+func (d *Dialer) flushCallsLocked() {
+	cc := &d.calls
+	if cc.n == 0 {
+		return
+	}
+	sec, n, ns, name := cc.sec, cc.n, cc.namespace, cc.name
+	cc.n = 0
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := callrate.RecordN(ctx, d.opts.Redis, ns, name, time.Unix(sec, 0), n); err != nil {
+			d.log.Debug("cannot count calls in the campaign's call rate", "error", err)
+		}
+	}()
 }
 
 // keeper renews a claim's lease while the attempt is held.

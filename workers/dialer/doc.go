@@ -16,7 +16,9 @@
 //     allowed time, schedule.Policy.Earliest, and queued for it; when no
 //     allowed time is left before the delivery window ends, it is cancelled).
 //  3. Rate limit: a slot on the Twilio account's GCRA limiter in Redis
-//     (reserve, wait; a drain or the handler's end gives it back).
+//     (reserve, wait; a drain or the handler's end gives it back), at the
+//     campaign's calls per second less a small headroom (RateHeadroom, 5%)
+//     so request jitter never puts more than the limit into one second.
 //  4. Dial with twilio-go: To; From, one of the campaign's numbers chosen by
 //     a hash of the recipient's number (every attempt to a number shows the
 //     same caller ID); Url, StatusCallback (events initiated, ringing,

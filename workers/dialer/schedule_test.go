@@ -110,7 +110,8 @@ func TestNoCallingHoursBeforeTheWindowEnds(t *testing.T) {
 }
 
 // 200 attempts due at once on a 10 calls-per-second account: about 20 s of
-// dialing, never more than 10 call starts in any second at the simulator.
+// dialing (21 s with the 5% headroom), never more than 10 call starts in
+// any second at the simulator.
 func TestAccountRateLimit(t *testing.T) {
 	h := newHarness(t, withSpec(func(s *v1.CallCampaignSpec) { s.Twilio.CallsPerSecond = 10 }))
 	ctx := context.Background()
@@ -134,8 +135,8 @@ func TestAccountRateLimit(t *testing.T) {
 		t.Fatalf("%d create requests, want 200", len(creates))
 	}
 	span := creates[len(creates)-1].Time.Sub(creates[0].Time)
-	if span < 18*time.Second || span > 25*time.Second {
-		t.Errorf("200 calls at 10 per second took %s, want about 20s", span)
+	if span < 19*time.Second || span > 24*time.Second {
+		t.Errorf("200 calls at 10 per second took %s, want about 21s", span)
 	}
 	if m := h.sim.MaxStartsPerSecond(); m > 10 {
 		t.Errorf("%d call starts in one second, limit 10 (per second: %v)", m, h.sim.StartsPerSecond())
