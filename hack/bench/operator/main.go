@@ -19,12 +19,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -57,7 +59,10 @@ func logf(format string, args ...any) {
 }
 
 func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	// Interrupting the bench still stops the services it started.
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sigCtx, timeout)
 	defer cancel()
 	root, err := testservices.RepoRoot()
 	if err != nil {
