@@ -115,6 +115,10 @@ bench-queue: tools ## Queue drain, pickup latency and lateness vs asynq and Bull
 bench-callbacks: $(FERRETDB) redis ## Signed status callbacks at rising rates against the callback server on Redis and FerretDB.
 	go run ./hack/bench/callbacks $(BENCH_CALLBACKS_FLAGS)
 
+.PHONY: bench-worker
+bench-worker: $(FERRETDB) redis ## Worker pipeline calls/s vs the store's own ceiling on FerretDB, duplicates, lost (N=20000 C=32; e.g. make bench-worker N=2000).
+	go run ./hack/bench/worker -n $(or $(N),20000) -c $(or $(C),32) $(BENCH_WORKER_FLAGS)
+
 .PHONY: bench-store
 bench-store: $(FERRETDB) ## Call log store ceiling on FerretDB: per-attempt dial sequence, claims, callbacks.
 	go test ./workers/store -run '^$$' -bench . -benchtime 2000x -count 5 -timeout 30m
