@@ -136,7 +136,9 @@ func (s *Server) put(ctx context.Context, info *CallInfo) error {
 // and rendered with the campaign's current script; otherwise from MongoDB,
 // then cached. An attempt MongoDB does not have is errUnknownAttempt.
 func (s *Server) lookup(ctx context.Context, ref callurls.Ref, c *campaignfile.Config) (*CallInfo, error) {
-	raw, err := s.rdb.Get(ctx, ContextKey(ref.AttemptID)).Bytes()
+	get := redis.NewStringCmd(ctx, "get", ContextKey(ref.AttemptID))
+	err := s.batch.do(ctx, get)
+	raw, _ := get.Bytes()
 	if err == nil {
 		var info CallInfo
 		if json.Unmarshal(raw, &info) == nil && info.AttemptID == ref.AttemptID && info.Fence >= ref.Fence {

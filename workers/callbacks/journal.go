@@ -136,7 +136,12 @@ func (s *Server) append(ctx context.Context, e entry) error {
 	if err != nil {
 		return err
 	}
-	if err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.journalKey, Values: v}).Err(); err != nil {
+	args := make([]any, 0, len(v)+3)
+	args = append(args, "xadd", s.journalKey, "*")
+	for _, x := range v {
+		args = append(args, x)
+	}
+	if err := s.batch.do(ctx, redis.NewStringCmd(ctx, args...)); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	s.m.journalAppended.Inc()

@@ -159,6 +159,7 @@ type Server struct {
 	endpoints  map[string]endpoint
 	relay      *relay.Sender
 	queue      *relay.Queue
+	batch      *batcher
 	m          *metrics
 	stats      stats
 
@@ -209,7 +210,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("callbacks: %s", strings.Join(errs, "; "))
 	}
 	cfg.defaults()
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "callbacks"), rdb: cfg.Redis, journalKey: cfg.JournalKey}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "callbacks"), rdb: cfg.Redis, journalKey: cfg.JournalKey,
+		batch: newBatcher(cfg.Redis, 4)}
 	for _, t := range tokens {
 		s.validators = append(s.validators, client.NewRequestValidator(t))
 	}

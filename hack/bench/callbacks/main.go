@@ -60,6 +60,7 @@ func main() {
 	dur := flag.Duration("step", 4*time.Second, "duration of each step")
 	conns := flag.Int("conns", 256, "concurrent client connections (in-flight requests)")
 	drain := flag.Bool("drain", true, "run the journal drainer (writes to FerretDB) during the steps")
+	drainConc := flag.Int("drain-concurrency", 0, "the drainer's MongoDB writers (0: the server's default)")
 	prime := flag.Bool("prime", true, "prime each call's context at dial time, as the worker does")
 	slo := flag.Duration("slo", 20*time.Millisecond, "p99 a step must meet to count")
 	settle := flag.Duration("settle", 20*time.Second, "after the steps, wait this long for the journal to drain")
@@ -80,7 +81,7 @@ func main() {
 		}
 		rates = append(rates, n)
 	}
-	if err := run(rates, *dur, *conns, *drain, *prime, *slo, *settle); err != nil {
+	if err := run(rates, *dur, *conns, *drain, *drainConc, *prime, *slo, *settle); err != nil {
 		fail(err)
 	}
 }
@@ -109,7 +110,7 @@ type result struct {
 	p50, p99, max  time.Duration
 }
 
-func run(rates []int, dur time.Duration, conns int, drain, prime bool, slo, settle time.Duration) error {
+func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, prime bool, slo, settle time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	os.Setenv("DELAUTO_TESTSERVICES_VERBOSE", "1")
@@ -143,7 +144,7 @@ func run(rates []int, dur time.Duration, conns int, drain, prime bool, slo, sett
 	}}
 	srv, err := callbacks.New(callbacks.Config{
 		Campaign: callbacks.StaticCampaign{C: camp}, Store: st, Redis: rdb,
-		AuthTokens: []string{authToken}, Consumer: "bench", Logger: quiet,
+		AuthTokens: []string{authToken}, Consumer: "bench", Logger: quiet, JournalConcurrency: drainConc,
 	})
 	if err != nil {
 		return err
