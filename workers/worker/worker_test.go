@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -232,4 +234,50 @@ func TestTwoWorkersOneCallPerAttempt(t *testing.T) {
 		t.Fatalf("attempts called more than once: %v", d)
 	}
 	t.Logf("attempts per worker: %v", owners)
+}
+
+// switchable is a campaign source the test changes.
+type switchable struct {
+	cur atomic.Pointer[campaignfile.Config]
+}
+
+func (s *switchable) Current() *campaignfile.Config { return s.cur.Load() }
+
+// A suspended campaign stops dialing, keeps its attempts queued, and dials
+// them once the suspension is lifted.
+func TestSuspendedCampaignPausesDialing(t *testing.T) {
+	w := newWorld(t)
+	src := &switchable{}
+	src.cur.Store(w.campaign)
+	o := w.workerOpts("w1", nil)
+	o.Campaign = src
+	r := w.start(o)
+	r.waitReady(t, http.StatusOK, 5*time.Second)
+	suspended := *w.campaign
+	suspended.Spec.Suspend = true
+	src.cur.Store(&suspended)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(metric(t, r, "delauto_worker_consuming"), "delauto_worker_consuming 0") {
+		if time.Now().After(deadline) {
+			t.Fatal("still consuming after the campaign was suspended")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a := w.create("+14155550160", true)
+	time.Sleep(time.Second)
+	if got := w.get(a.ID); got.State != store.StateQueued || w.sim.CallsForAttempt(a.ID) != 0 {
+		t.Fatalf("dialed while suspended: %s", got.State)
+	}
+	if c, _ := r.get(t, "/readyz"); c != http.StatusOK {
+		t.Errorf("a suspended worker is not ready (%d): it still serves callbacks", c)
+	}
+	resumed := *w.campaign
+	src.cur.Store(&resumed)
+	w.waitState(a.ID, 20*time.Second, store.StateDialed)
+}
+
+func metric(t *testing.T, r *running, name string) string {
+	t.Helper()
+	_, body := r.get(t, "/metrics")
+	return grep(body, name)
 }
