@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/campaignfile"
@@ -270,6 +271,7 @@ func runWorker(args []string) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel})).With("worker", cfg.name)
 	slog.SetDefault(log)
+	redis.SetLogger(redisLogger{log.With("component", "redis-client")})
 
 	// First signal: drain and exit; second: abort what is in flight.
 	sigs := make(chan os.Signal, 2)
@@ -404,6 +406,13 @@ func runWorker(args []string) error {
 	}
 	log.Info("worker stopped")
 	return nil
+}
+
+// redisLogger sends go-redis's own messages (reconnects) to the JSON log.
+type redisLogger struct{ log *slog.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.log.Warn(fmt.Sprintf(format, v...))
 }
 
 // handlerSlot is an http.Handler that can be swapped while serving.

@@ -276,3 +276,35 @@ func TestOptOutAndCancellationAreHonoured(t *testing.T) {
 		t.Errorf("claim_conflicts_total{cancelled} = %v, want 1", n)
 	}
 }
+
+// A claim taken over while its call was being placed: the late record
+// changes nothing, is counted, and the queue entry is acknowledged.
+func TestStaleFenceChangesNothing(t *testing.T) {
+	h := newHarness(t)
+	if err := h.sim.SetFaults(twiliosim.Faults{Latency: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	h.consume(h.dialer("w1"), "c1", 2)
+	a := h.create(attempt{}, true)
+	claimed := h.waitState(a.ID, 10*time.Second, store.StateDialing)
+	ctx := context.Background()
+	// Meanwhile the attempt was put back and claimed again (fence 2).
+	if _, err := h.st.Release(ctx, a.ID, claimed.Fence, time.Now(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.st.Claim(ctx, a.ID, "w2", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.counter("delauto_worker_fence_conflicts_total", nil) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no fence conflict counted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.idle(5 * time.Second)
+	got := h.get(a.ID)
+	if got.State != store.StateDialing || got.Fence != 2 || got.Owner != "w2" || got.CallSID != "" {
+		t.Errorf("after the stale record: %s fence %d owner %s SID %q; want w2's claim untouched", got.State, got.Fence, got.Owner, got.CallSID)
+	}
+}
