@@ -333,7 +333,9 @@ func (s *Server) applyAttempt(ctx context.Context, es []entry) []string {
 // event, relay). It reports whether the entry is finished with: applied,
 // a duplicate, or impossible to apply (unknown attempt, invalid data).
 func (s *Server) applyEntry(ctx context.Context, e *entry) bool {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	// Nobody waits for the drainer: give a slow call log time to finish
+	// rather than abandon writes half-way and redo them.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var err error
 	var applied bool

@@ -34,6 +34,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +49,10 @@ import (
 	"github.com/delauto/delauto/workers/store"
 )
 
-var profile *os.File
+var (
+	profile    *os.File
+	dbNiceness int
+)
 
 const (
 	authToken = "benchauthtoken00000000000000000a"
@@ -65,6 +69,7 @@ func main() {
 	slo := flag.Duration("slo", 20*time.Millisecond, "p99 a step must meet to count")
 	settle := flag.Duration("settle", 20*time.Second, "after the steps, wait this long for the journal to drain")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the steps to this file")
+	dbNice := flag.Int("db-nice", 10, "CPU niceness of FerretDB and PostgreSQL (they share the cores with the server under test; 0 leaves them as they are)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -81,6 +86,7 @@ func main() {
 		}
 		rates = append(rates, n)
 	}
+	dbNiceness = *dbNice
 	if err := run(rates, *dur, *conns, *drain, *drainConc, *prime, *slo, *settle); err != nil {
 		fail(err)
 	}
@@ -125,6 +131,10 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 		return err
 	}
 	defer mg.Stop()
+	if dbNiceness != 0 {
+		n := reniceChildren(dbNiceness)
+		logf("FerretDB and PostgreSQL (%d processes) at nice %d", n, dbNiceness)
+	}
 	// A pool as large as the requests in flight: a handler makes one or two
 	// Redis round trips and must not queue for a connection.
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr, PoolSize: conns + 16})
@@ -177,6 +187,9 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 		return err
 	}
 	logf("created in %s", time.Since(t0).Round(time.Millisecond))
+	if dbNiceness != 0 {
+		reniceChildren(dbNiceness) // the backends opened since
+	}
 
 	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute}
 	hc := &http.Client{Transport: tr, Timeout: 15 * time.Second}
@@ -437,4 +450,51 @@ func memGiB() string {
 		}
 	}
 	return "? GiB"
+}
+
+// reniceChildren sets the niceness of this process's descendants (the
+// services it started and PostgreSQL's backends), except Redis, and returns
+// how many it changed. Processes started later inherit it from their parent.
+func reniceChildren(nice int) int {
+	self := os.Getpid()
+	parent := map[int]int{}
+	comm := map[int]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		st := string(b)
+		open, close := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(st[close+1:])
+		if len(f) < 2 {
+			continue
+		}
+		parent[pid], _ = strconv.Atoi(f[1])
+		comm[pid] = st[open+1 : close]
+	}
+	n := 0
+	for pid := range parent {
+		if strings.HasPrefix(comm[pid], "redis") {
+			continue // Redis is on the request path
+		}
+		for p, hops := parent[pid], 0; p > 1 && hops < 16; p, hops = parent[p], hops+1 {
+			if p == self {
+				if syscall.Setpriority(syscall.PRIO_PROCESS, pid, nice) == nil {
+					n++
+				}
+				break
+			}
+		}
+	}
+	return n
 }
