@@ -74,7 +74,8 @@ type Config struct {
 	ContextTTL time.Duration
 	// WriteTimeout bounds one MongoDB write made while Twilio waits
 	// (answers, recordings); after it the write goes to the journal.
-	// Default 3 s.
+	// Default 2 s: an opt-out makes two writes, each with a journal
+	// fallback, well inside Twilio's 15 s.
 	WriteTimeout time.Duration
 	// UpdateTimeout bounds the UpdateCall request that redirects a call
 	// answered by a machine; default 5 s.
@@ -115,7 +116,7 @@ func (c *Config) defaults() {
 		c.ContextTTL = 2 * time.Hour
 	}
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 3 * time.Second
+		c.WriteTimeout = 2 * time.Second
 	}
 	if c.UpdateTimeout <= 0 {
 		c.UpdateTimeout = 5 * time.Second

@@ -135,9 +135,9 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 		n := reniceChildren(dbNiceness)
 		logf("FerretDB and PostgreSQL (%d processes) at nice %d", n, dbNiceness)
 	}
-	// A pool as large as the requests in flight: a handler makes one or two
-	// Redis round trips and must not queue for a connection.
-	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr, PoolSize: conns + 16})
+	// go-redis's default pool, as the worker has: the server pipelines its
+	// webhooks' commands over a few connections.
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	defer rdb.Close()
 
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
