@@ -343,6 +343,7 @@ func pickupDelAuto() lat {
 	defer stop()
 	time.Sleep(200 * time.Millisecond)
 	q := queue.New(rdb, queue.Options{})
+	ctl := startControl()
 	produce(func(i int) {
 		id := "p" + strconv.Itoa(i)
 		now := time.Now()
@@ -351,7 +352,9 @@ func pickupDelAuto() lat {
 			fatal("schedule: %v", err)
 		}
 	})
-	return l.wait(10 * time.Second)
+	res := l.wait(10 * time.Second)
+	ctl()
+	return res
 }
 
 func latenessDelAuto() lat {
@@ -387,16 +390,28 @@ func latenessDelAuto() lat {
 		return nil
 	})
 	defer stop()
-	// Control: how late a plain 2ms sleep wakes, and how long a PING takes,
-	// in this process meanwhile (the machine's own scheduling noise).
-	ctl := make(chan [2]lat, 1)
-	ctlStop := make(chan struct{})
+	ctl := startControl()
+	res := l.wait(2*time.Second + *lateSpread + 10*time.Second)
+	ctl()
+	mu.Lock()
+	defer mu.Unlock()
+	progress("  due -> promoted (ms clock): %s; promoted -> handler start: %s", latOf(promote), latOf(deliver))
+	return res
+}
+
+// startControl measures, until the returned function is called, how late a
+// plain 2ms sleep wakes and how long a PING takes in this process: the
+// machine's own scheduling noise, beside DelAuto's latencies.
+func startControl() (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		var sleeps, pings []time.Duration
 		for {
 			select {
-			case <-ctlStop:
-				ctl <- [2]lat{latOf(sleeps), latOf(pings)}
+			case <-done:
+				progress("  control in the same process: 2ms sleep oversleep %s; PING %s", latOf(sleeps), latOf(pings))
 				return
 			default:
 			}
@@ -404,18 +419,11 @@ func latenessDelAuto() lat {
 			time.Sleep(time.Until(due))
 			sleeps = append(sleeps, time.Since(due))
 			t := time.Now()
-			_ = rdb.Ping(ctx).Err()
+			_ = rdb.Ping(context.Background()).Err()
 			pings = append(pings, time.Since(t))
 		}
 	}()
-	res := l.wait(2*time.Second + *lateSpread + 10*time.Second)
-	close(ctlStop)
-	c := <-ctl
-	mu.Lock()
-	defer mu.Unlock()
-	progress("  due -> promoted (ms clock): %s; promoted -> handler start: %s", latOf(promote), latOf(deliver))
-	progress("  control in the same process: 2ms sleep oversleep %s; PING %s", c[0], c[1])
-	return res
+	return func() { close(done); <-stopped }
 }
 
 // --- asynq --------------------------------------------------------------
