@@ -456,10 +456,15 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 	backoff := d.opts.RateLimitBackoff
 	for try := 0; ; try++ {
 		if err := d.waitSlot(ctx, r.drain, keep, c); err != nil {
-			if errors.Is(err, ErrDraining) {
+			at := time.Now()
+			switch {
+			case errors.Is(err, ErrDraining):
 				r.check = "draining"
+			case ctx.Err() == nil && !keep.isLost():
+				r.check = "limiter_unavailable" // Redis: try again a little later
+				at = at.Add(storeRetry)
 			}
-			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now(), Err: err}
+			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: at, Err: err}
 		}
 		if keep.isLost() {
 			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now(), Err: errors.New("claim lost before dialing")}

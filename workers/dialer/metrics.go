@@ -18,7 +18,8 @@ type Metrics struct {
 	Dials *prometheus.CounterVec
 	// Checks counts attempts stopped before dialing, by outcome:
 	// not_claimable (cancelled, already handled, held by another worker),
-	// not_due, not_found, opted_out, outside_hours, window_ended, draining.
+	// not_due, not_found, opted_out, outside_hours, window_ended, draining,
+	// suspended, store_unavailable, limiter_unavailable, config.
 	Checks *prometheus.CounterVec
 	// TwilioErrors counts failed create-call requests by Twilio error code
 	// (or http_<status>, timeout, reset, connect, other).
