@@ -194,8 +194,11 @@ type Reservation struct {
 	// Delay is how long after the reservation was made the slot starts.
 	Delay time.Duration
 	// At is when the slot starts, on this process's clock.
-	At  time.Time
-	tat int64
+	At time.Time
+	// Slot is when the slot starts on the Redis server's clock: the instant
+	// the limiter granted, free of this process's latency.
+	Slot time.Time
+	tat  int64
 }
 
 // Reserve books the next slot and says when it starts. The caller must wait
@@ -212,7 +215,7 @@ func (l *Limiter) Reserve(ctx context.Context) (*Reservation, error) {
 		return nil, fmt.Errorf("%w (%s)", ErrWaitTooLong, time.Duration(vals[1])*time.Microsecond)
 	}
 	d := time.Duration(vals[0]) * time.Microsecond
-	return &Reservation{l: l, Delay: d, At: time.Now().Add(d), tat: vals[1]}, nil
+	return &Reservation{l: l, Delay: d, At: time.Now().Add(d), Slot: time.UnixMicro(vals[2] + vals[0]), tat: vals[1]}, nil
 }
 
 // Wait books a slot and sleeps until it starts. If ctx ends first it gives
