@@ -200,7 +200,7 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 	_ = step(hc, url0, warm[:min(len(warm), 400)], 500, conns)
 
 	fmt.Printf("machine: %d cores, %s, %s, load %s\n", runtime.NumCPU(), memGiB(), runtime.Version(), loadavg())
-	fmt.Printf("%-8s %8s %8s %6s %10s %9s %9s %9s\n", "rate/s", "sent", "ok", "errors", "achieved/s", "p50_ms", "p99_ms", "max_ms")
+	fmt.Printf("%-8s %8s %8s %6s %10s %9s %9s %9s %14s\n", "rate/s", "sent", "ok", "errors", "achieved/s", "p50_ms", "p99_ms", "max_ms", "server_p99_ms")
 	var results []result
 	next := 0
 	drainStart, _ := srv.JournalBacklog(ctx)
@@ -212,11 +212,12 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 		n := int(math.Ceil(float64(r)*dur.Seconds()/4)) * 4
 		reqs := prepare(ids[next:next+n/4], int64(len(results)+1))
 		next += n / 4
+		before := histogram(reg)
 		res := step(hc, url0, reqs, r, conns)
 		res.rate = r
 		results = append(results, res)
-		fmt.Printf("%-8d %8d %8d %6d %10.0f %9.2f %9.2f %9.2f\n", r, res.sent, res.ok, res.errs, res.achieved,
-			ms(res.p50), ms(res.p99), ms(res.max))
+		fmt.Printf("%-8d %8d %8d %6d %10.0f %9.2f %9.2f %9.2f %14s\n", r, res.sent, res.ok, res.errs, res.achieved,
+			ms(res.p50), ms(res.p99), ms(res.max), serverP99(before, histogram(reg)))
 	}
 	stepsTime := time.Since(stepsStart)
 	if profile != nil {
@@ -497,4 +498,42 @@ func reniceChildren(nice int) int {
 		}
 	}
 	return n
+}
+
+// histogram returns the status endpoint's cumulative bucket counts of the
+// server's request duration histogram, by upper bound in seconds.
+func histogram(reg *prometheus.Registry) map[float64]uint64 {
+	out := map[float64]uint64{}
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "delauto_callbacks_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, b := range m.GetHistogram().GetBucket() {
+				out[b.GetUpperBound()] += b.GetCumulativeCount()
+			}
+		}
+	}
+	return out
+}
+
+// serverP99 is the bucket holding the 99th percentile of the requests
+// observed between two snapshots, as "<= x" milliseconds.
+func serverP99(before, after map[float64]uint64) string {
+	var bounds []float64
+	for b := range after {
+		bounds = append(bounds, b)
+	}
+	slices.Sort(bounds)
+	if len(bounds) == 0 {
+		return "?"
+	}
+	total := after[bounds[len(bounds)-1]] - before[bounds[len(bounds)-1]]
+	for _, b := range bounds {
+		if float64(after[b]-before[b]) >= 0.99*float64(total) {
+			return fmt.Sprintf("<= %g", b*1000)
+		}
+	}
+	return "> " + fmt.Sprint(bounds[len(bounds)-1]*1000)
 }
