@@ -318,3 +318,37 @@ func TestCallbackFaultsChangeNothing(t *testing.T) {
 		t.Errorf("dispatch got %d webhooks, want exactly 1", n)
 	}
 }
+
+func TestInstructionsWithoutTranscriptionSendLink(t *testing.T) {
+	h := newHarness(t, harnessOpts{noWebhook: true})
+	sc := twiliosim.MustNamed("press3")
+	sc.TranscriptionFails = true
+	a, _ := h.call(sc, dialOpts{prime: true})
+	b := h.waitAttempt(a.ID, "transcription failed", func(a *store.Attempt) bool {
+		return a.Response != nil && a.Response.TranscriptionStatus == "failed"
+	})
+	sms := waitSMS(t, h)
+	if !strings.Contains(sms.Body, "Voice message: "+b.Response.RecordingURL) {
+		t.Errorf("SMS %q lacks the recording link %s", sms.Body, b.Response.RecordingURL)
+	}
+}
+
+func TestRelayWebhookRetriedUntilAccepted(t *testing.T) {
+	h := newHarness(t, harnessOpts{hookFail: 2})
+	a, _ := h.call(twiliosim.MustNamed("press2"), dialOpts{prime: true})
+	b := h.waitAttempt(a.ID, "webhook sent", func(a *store.Attempt) bool { return a.Notify.Webhook.State == store.NotifySent })
+	reqs := h.hooks.requests()
+	if b.Notify.Webhook.Attempts != 3 || len(reqs) != 3 || reqs[0].code != 500 || reqs[2].code != 200 {
+		t.Errorf("webhook %+v after %d requests, want sent on the third", b.Notify.Webhook, len(reqs))
+	}
+	keys := map[string]bool{}
+	for _, r := range reqs {
+		keys[r.header.Get(relay.HeaderIdempotencyKey)] = true
+	}
+	if len(keys) != 1 {
+		t.Errorf("idempotency keys %v, want one for every retry", keys)
+	}
+	if b.Notify.SMS.Attempts != 1 || len(h.messagesTo(agentPhone)) != 1 {
+		t.Errorf("SMS %+v, want sent once while the webhook was retried", b.Notify.SMS)
+	}
+}
