@@ -87,7 +87,9 @@ type Config struct {
 	// JournalBatch is how many journal entries are read at once; default 512.
 	JournalBatch int
 	// JournalConcurrency is how many attempts are written to MongoDB at
-	// once by the drainer; default 8.
+	// once by the drainer. Default 8 on MongoDB; 2 where the store
+	// serializes writes (FerretDB 1.x), whose table scans make more writers
+	// cost CPU without adding throughput.
 	JournalConcurrency int
 	// JournalRetryInterval is how often this consumer's failed entries are
 	// tried again; default 5 s.
@@ -132,6 +134,9 @@ func (c *Config) defaults() {
 	}
 	if c.JournalConcurrency <= 0 {
 		c.JournalConcurrency = 8
+		if c.Store != nil && !c.Store.Features().AtomicUpdates {
+			c.JournalConcurrency = 2
+		}
 	}
 	if c.JournalRetryInterval <= 0 {
 		c.JournalRetryInterval = 5 * time.Second

@@ -5,8 +5,12 @@
 // Each step sends rate x duration requests open-loop (each request has a
 // scheduled send time; latency runs from that time, so a slow server cannot
 // hide queueing) and prints throughput, p50 and p99. The calls' contexts are
-// primed into the cache at "dial" time, as the worker does. The journal
-// drainer runs during the steps (it writes to FerretDB) unless -drain=false.
+// primed into the cache at "dial" time, as the worker does. Every call is an
+// attempt created in FerretDB beforehand (the call log holds them all). The
+// journal drainer runs during the steps (it writes to FerretDB) unless
+// -drain=false. FerretDB and PostgreSQL share the machine's cores with the
+// server under test; they run at nice 19 (-db-nice), so they get the CPU
+// the server leaves, as a database on its own hosts would not take it.
 // The last line is
 //
 //	callbacks rps=<x> p99_ms=<x> cache_hit=<x>
@@ -50,8 +54,9 @@ import (
 )
 
 var (
-	profile    *os.File
-	dbNiceness int
+	profile     *os.File
+	dbNiceness  int
+	appendfsync string
 )
 
 const (
@@ -69,7 +74,8 @@ func main() {
 	slo := flag.Duration("slo", 20*time.Millisecond, "p99 a step must meet to count")
 	settle := flag.Duration("settle", 20*time.Second, "after the steps, wait this long for the journal to drain")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the steps to this file")
-	dbNice := flag.Int("db-nice", 10, "CPU niceness of FerretDB and PostgreSQL (they share the cores with the server under test; 0 leaves them as they are)")
+	aof := flag.String("redis-appendfsync", "everysec", "Redis AOF fsync policy: everysec, always, or no (AOF off)")
+	dbNice := flag.Int("db-nice", 19, "CPU niceness of FerretDB and PostgreSQL (they share the cores with the server under test; 0 leaves them as they are)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -87,6 +93,7 @@ func main() {
 		rates = append(rates, n)
 	}
 	dbNiceness = *dbNice
+	appendfsync = *aof
 	if err := run(rates, *dur, *conns, *drain, *drainConc, *prime, *slo, *settle); err != nil {
 		fail(err)
 	}
@@ -120,8 +127,12 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	os.Setenv("DELAUTO_TESTSERVICES_VERBOSE", "1")
-	logf("starting redis-server (appendonly, fsync every second) and FerretDB on PostgreSQL")
-	rs, err := testservices.StartRedis("--appendonly", "yes", "--appendfsync", "everysec")
+	redisArgs := []string{"--appendonly", "no"}
+	if appendfsync != "no" {
+		redisArgs = []string{"--appendonly", "yes", "--appendfsync", appendfsync}
+	}
+	logf("starting redis-server (%s) and FerretDB on PostgreSQL", strings.Join(redisArgs, " "))
+	rs, err := testservices.StartRedis(redisArgs...)
 	if err != nil {
 		return err
 	}
