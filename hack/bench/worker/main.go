@@ -235,7 +235,8 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 		}
 		ratio := roundTook[0].Seconds() / roundTook[1].Seconds()
 		ratios = append(ratios, ratio)
-		fmt.Printf("[round %d] worker / store ceiling = %.2f\n", r+1, ratio)
+		fmt.Printf("[round %d] worker / store ceiling = %.2f; so far %d attempts per side: ceiling %.1f/s, worker %.1f/s, ratio %.2f\n",
+			r+1, ratio, hi, float64(hi)/took[0].Seconds(), float64(hi)/took[1].Seconds(), took[0].Seconds()/took[1].Seconds())
 	}
 	ceiling := float64(n) / took[0].Seconds()
 	rate := float64(n) / took[1].Seconds()
