@@ -4,14 +4,17 @@
 //
 // Each step sends rate x duration requests open-loop (each request has a
 // scheduled send time; latency runs from that time, so a slow server cannot
-// hide queueing) and prints throughput, p50 and p99. The calls' contexts are
-// primed into the cache at "dial" time, as the worker does. Every call is an
-// attempt created in FerretDB beforehand (the call log holds them all). The
-// journal drainer runs during the steps (it writes to FerretDB) unless
-// -drain=false. FerretDB and PostgreSQL share the machine's cores with the
-// server under test; they run at nice 19 (-db-nice), so they get the CPU
-// the server leaves, as a database on its own hosts would not take it.
-// The last line is
+// hide queueing) and prints throughput, p50 and p99 (client side), the
+// server's own p99 bucket and Redis's PING p99 meanwhile. Every call is an
+// attempt created in FerretDB beforehand, its context primed into the cache
+// at "dial" time as the worker does, and gets four status callbacks.
+//
+// The steps run twice, side by side: with the journal drainer paused (the
+// journal fills; FerretDB idle: the webhook path alone), then with the
+// drainer writing the journal to FerretDB on the same cores (-drain picks
+// one). FerretDB and PostgreSQL run in SCHED_IDLE (-db-priority), so they
+// get the CPU the server leaves, as a database on its own hosts would. The
+// last line, for the last phase run, is
 //
 //	callbacks rps=<x> p99_ms=<x> cache_hit=<x>
 //
@@ -33,6 +36,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +44,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -53,9 +58,14 @@ import (
 	"github.com/delauto/delauto/workers/store"
 )
 
+// schedIdle is Linux's SCHED_IDLE policy.
+const schedIdle = 5
+
 var (
 	profile     *os.File
-	dbNiceness  int
+	traceOut    *os.File
+	modes       []bool
+	dbPriority  string
 	appendfsync string
 )
 
@@ -68,14 +78,15 @@ func main() {
 	ratesFlag := flag.String("rates", "1000,2500,5000,7500", "request rates to step through, per second")
 	dur := flag.Duration("step", 4*time.Second, "duration of each step")
 	conns := flag.Int("conns", 256, "concurrent client connections (in-flight requests)")
-	drain := flag.Bool("drain", true, "run the journal drainer (writes to FerretDB) during the steps")
+	mode := flag.String("drain", "both", "journal drainer during the steps: both (paused, then running, side by side), paused, or running")
 	drainConc := flag.Int("drain-concurrency", 0, "the drainer's MongoDB writers (0: the server's default)")
 	prime := flag.Bool("prime", true, "prime each call's context at dial time, as the worker does")
 	slo := flag.Duration("slo", 20*time.Millisecond, "p99 a step must meet to count")
 	settle := flag.Duration("settle", 20*time.Second, "after the steps, wait this long for the journal to drain")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the steps to this file")
+	traceFile := flag.String("trace", "", "write an execution trace of the steps to this file")
 	aof := flag.String("redis-appendfsync", "everysec", "Redis AOF fsync policy: everysec, always, or no (AOF off)")
-	dbNice := flag.Int("db-nice", 19, "CPU niceness of FerretDB and PostgreSQL (they share the cores with the server under test; 0 leaves them as they are)")
+	dbPrio := flag.String("db-priority", "idle", "CPU priority of FerretDB and PostgreSQL, which share the cores with the server under test: idle (SCHED_IDLE: only CPU the server does not use), nice (nice 19), or normal")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -83,6 +94,13 @@ func main() {
 			fail(err)
 		}
 		profile = f
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			fail(err)
+		}
+		traceOut = f
 	}
 	var rates []int
 	for _, s := range strings.Split(*ratesFlag, ",") {
@@ -92,9 +110,24 @@ func main() {
 		}
 		rates = append(rates, n)
 	}
-	dbNiceness = *dbNice
+	switch *dbPrio {
+	case "idle", "nice", "normal":
+		dbPriority = *dbPrio
+	default:
+		fail(fmt.Errorf("-db-priority %q: want idle, nice or normal", *dbPrio))
+	}
 	appendfsync = *aof
-	if err := run(rates, *dur, *conns, *drain, *drainConc, *prime, *slo, *settle); err != nil {
+	switch *mode {
+	case "both":
+		modes = []bool{false, true}
+	case "paused":
+		modes = []bool{false}
+	case "running":
+		modes = []bool{true}
+	default:
+		fail(fmt.Errorf("-drain %q: want both, paused or running", *mode))
+	}
+	if err := run(rates, *dur, *conns, *drainConc, *prime, *slo, *settle); err != nil {
 		fail(err)
 	}
 }
@@ -121,9 +154,10 @@ type result struct {
 	sent, ok, errs int
 	achieved       float64
 	p50, p99, max  time.Duration
+	ping           []time.Duration
 }
 
-func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, prime bool, slo, settle time.Duration) error {
+func run(rates []int, dur time.Duration, conns int, drainConc int, prime bool, slo, settle time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	os.Setenv("DELAUTO_TESTSERVICES_VERBOSE", "1")
@@ -142,15 +176,18 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 		return err
 	}
 	defer mg.Stop()
-	if dbNiceness != 0 {
-		n := reniceChildren(dbNiceness)
-		logf("FerretDB and PostgreSQL (%d processes) at nice %d", n, dbNiceness)
+	if dbPriority != "normal" {
+		n := deprioritize(dbPriority)
+		logf("FerretDB and PostgreSQL (%d processes) at CPU priority %s", n, dbPriority)
 	}
 	// go-redis's default pool, as the worker has: the server pipelines its
 	// webhooks' commands over a few connections.
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	defer rdb.Close()
 
+	// Redis commands slower than 1 ms are logged, and summarized at the end.
+	_ = rdb.ConfigSet(ctx, "slowlog-log-slower-than", "1000").Err()
+	_ = rdb.ConfigSet(ctx, "slowlog-max-len", "1000").Err()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(ctx, store.Config{URI: mg.URI, Database: "bench", Logger: quiet, MaxPoolSize: 64})
 	if err != nil {
@@ -181,10 +218,6 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	defer hs.Close()
-	if drain {
-		go func() { _ = srv.Run(ctx) }()
-	}
-
 	// The calls: one attempt each, created in FerretDB, four status
 	// callbacks (initiated, ringing, in-progress, completed).
 	calls := 0
@@ -198,8 +231,8 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 		return err
 	}
 	logf("created in %s", time.Since(t0).Round(time.Millisecond))
-	if dbNiceness != 0 {
-		reniceChildren(dbNiceness) // the backends opened since
+	if dbPriority != "normal" {
+		deprioritize(dbPriority) // the backends opened since
 	}
 
 	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute}
@@ -210,64 +243,133 @@ func run(rates []int, dur time.Duration, conns int, drain bool, drainConc int, p
 	warm := prepare(ids[:min(200, len(ids))], 1)
 	_ = step(hc, url0, warm[:min(len(warm), 400)], 500, conns)
 
-	fmt.Printf("machine: %d cores, %s, %s, load %s\n", runtime.NumCPU(), memGiB(), runtime.Version(), loadavg())
-	fmt.Printf("%-8s %8s %8s %6s %10s %9s %9s %9s %14s\n", "rate/s", "sent", "ok", "errors", "achieved/s", "p50_ms", "p99_ms", "max_ms", "server_p99_ms")
-	var results []result
-	next := 0
-	drainStart, _ := srv.JournalBacklog(ctx)
-	stepsStart := time.Now()
+	fmt.Printf("machine: %d cores, %s, %s, load %s; %d calls (attempts in FerretDB), %d status callbacks per phase\n",
+		runtime.NumCPU(), memGiB(), runtime.Version(), loadavg(), len(ids), 4*len(ids))
 	if profile != nil {
 		_ = pprof.StartCPUProfile(profile)
 	}
-	for _, r := range rates {
-		n := int(math.Ceil(float64(r)*dur.Seconds()/4)) * 4
-		reqs := prepare(ids[next:next+n/4], int64(len(results)+1))
-		next += n / 4
-		before := histogram(reg)
-		res := step(hc, url0, reqs, r, conns)
-		res.rate = r
-		results = append(results, res)
-		fmt.Printf("%-8d %8d %8d %6d %10.0f %9.2f %9.2f %9.2f %14s\n", r, res.sent, res.ok, res.errs, res.achieved,
-			ms(res.p50), ms(res.p99), ms(res.max), serverP99(before, histogram(reg)))
+	if traceOut != nil {
+		_ = trace.Start(traceOut)
 	}
-	stepsTime := time.Since(stepsStart)
+	// Side by side in one run: the same calls' callbacks, first while the
+	// journal only fills (FerretDB idle: the webhook path alone), then with
+	// the drainer writing to FerretDB (the backlog of the first phase, then
+	// the new entries) on the same cores.
+	var phases []phaseResult
+	for _, drain := range modes {
+		if drain {
+			go func() { _ = srv.Run(ctx) }()
+		}
+		ph := runPhase(ctx, drain, rates, dur, conns, ids, hc, url0, srv, reg, rs.Addr, settle)
+		phases = append(phases, ph)
+	}
 	if profile != nil {
 		pprof.StopCPUProfile()
 		profile.Close()
 	}
+	if traceOut != nil {
+		trace.Stop()
+		traceOut.Close()
+	}
 	stats := srv.Stats()
-	backlog, _ := srv.JournalBacklog(ctx)
-	applied := counter(reg, "delauto_callbacks_journal_applied_total")
 	fmt.Printf("cache: %d hits, %d misses, hit rate %.3f\n", stats.CacheHits, stats.CacheMisses, stats.HitRate())
-	fmt.Printf("journal: %d entries applied to FerretDB during the steps (%.0f/s, coalesced %.0f), backlog %d after them (was %d)\n",
-		int(applied), applied/stepsTime.Seconds(), counter(reg, "delauto_callbacks_journal_coalesced_total"), backlog, drainStart)
+	if slow, err := rdb.SlowLogGet(ctx, 1000).Result(); err == nil && len(slow) > 0 {
+		byCmd := map[string][]time.Duration{}
+		for _, e := range slow {
+			if len(e.Args) > 0 {
+				byCmd[strings.ToUpper(e.Args[0])] = append(byCmd[strings.ToUpper(e.Args[0])], e.Duration)
+			}
+		}
+		var parts []string
+		for c, ds := range byCmd {
+			slices.Sort(ds)
+			parts = append(parts, fmt.Sprintf("%s x%d (max %.1f ms)", c, len(ds), ms(ds[len(ds)-1])))
+		}
+		slices.Sort(parts)
+		fmt.Printf("redis commands over 1 ms: %s\n", strings.Join(parts, ", "))
+	}
+	for i, ph := range phases {
+		b := ph.best(slo)
+		if b == nil {
+			fmt.Printf("%s: no step met p99 <= %s without errors\n", ph.name, slo)
+			continue
+		}
+		line := fmt.Sprintf("callbacks rps=%.0f p99_ms=%.2f cache_hit=%.3f", b.achieved, ms(b.p99), stats.HitRate())
+		if i < len(phases)-1 {
+			fmt.Printf("%s: %s\n", ph.name, line)
+		} else {
+			fmt.Printf("%s: highest rate with p99 <= %s below\n%s\n", ph.name, slo, line)
+		}
+	}
+	return nil
+}
+
+// phaseResult is one phase's steps.
+type phaseResult struct {
+	name  string
+	steps []result
+}
+
+// best is the step with the highest throughput that met the p99 target
+// without errors, or nil.
+func (p phaseResult) best(slo time.Duration) *result {
+	var b *result
+	for i, r := range p.steps {
+		if r.errs == 0 && r.p99 <= slo && (b == nil || r.achieved > b.achieved) {
+			b = &p.steps[i]
+		}
+	}
+	return b
+}
+
+// runPhase sends the steps and prints them, and, with the drainer running,
+// what it wrote meanwhile and afterwards.
+func runPhase(ctx context.Context, drain bool, rates []int, dur time.Duration, conns int, ids []string, hc *http.Client,
+	url0 string, srv *callbacks.Server, reg *prometheus.Registry, redisAddr string, settle time.Duration) phaseResult {
+	ph := phaseResult{name: "drainer paused (journal fills, FerretDB idle)"}
+	if drain {
+		ph.name = "drainer running (FerretDB writes on the same cores)"
+	}
+	fmt.Printf("\n%s\n", ph.name)
+	fmt.Printf("%-8s %8s %8s %6s %10s %9s %9s %9s %14s %14s\n", "rate/s", "sent", "ok", "errors", "achieved/s", "p50_ms", "p99_ms", "max_ms", "server_p99_ms", "redis_ping_p99")
+	appliedBefore := counter(reg, "delauto_callbacks_journal_applied_total")
+	backlogBefore, _ := srv.JournalBacklog(ctx)
+	start := time.Now()
+	next := 0
+	for i, r := range rates {
+		n := int(math.Ceil(float64(r)*dur.Seconds()/4)) * 4
+		reqs := prepare(ids[next:next+n/4], int64(i+1))
+		next += n / 4
+		before := histogram(reg)
+		pings := make(chan []time.Duration, 1)
+		pctx, stopPing := context.WithCancel(ctx)
+		go func() { pings <- pingLoop(pctx, redisAddr) }()
+		res := step(hc, url0, reqs, r, conns)
+		stopPing()
+		res.ping = <-pings
+		res.rate = r
+		ph.steps = append(ph.steps, res)
+		fmt.Printf("%-8d %8d %8d %6d %10.0f %9.2f %9.2f %9.2f %14s %14.2f\n", r, res.sent, res.ok, res.errs, res.achieved,
+			ms(res.p50), ms(res.p99), ms(res.max), serverP99(before, histogram(reg)), ms(quantile(res.ping, 0.99)))
+	}
+	elapsed := time.Since(start)
+	backlog, _ := srv.JournalBacklog(ctx)
+	applied := counter(reg, "delauto_callbacks_journal_applied_total") - appliedBefore
+	fmt.Printf("journal: backlog %d -> %d; %.0f writes to FerretDB during the steps (%.0f/s)\n",
+		backlogBefore, backlog, applied, applied/elapsed.Seconds())
 	if drain && settle > 0 {
-		deadline := time.Now().Add(settle)
+		t0 := time.Now()
+		a0 := counter(reg, "delauto_callbacks_journal_applied_total")
+		deadline := t0.Add(settle)
 		for backlog > 0 && time.Now().Before(deadline) {
 			time.Sleep(500 * time.Millisecond)
 			backlog, _ = srv.JournalBacklog(ctx)
 		}
-		done := counter(reg, "delauto_callbacks_journal_applied_total")
-		fmt.Printf("journal: backlog %d after waiting up to %s more (%.0f entries applied in total)\n", backlog, settle, done)
+		a1 := counter(reg, "delauto_callbacks_journal_applied_total")
+		fmt.Printf("journal: %.0f writes in %s with no webhook load (%.0f/s), backlog %d\n",
+			a1-a0, time.Since(t0).Round(time.Second), (a1-a0)/time.Since(t0).Seconds(), backlog)
 	}
-
-	best := -1
-	for i, r := range results {
-		if r.errs == 0 && r.p99 <= slo && (best < 0 || r.achieved > results[best].achieved) {
-			best = i
-		}
-	}
-	if best < 0 {
-		fmt.Printf("no step met p99 <= %s without errors; reporting the fastest\n", slo)
-		for i, r := range results {
-			if best < 0 || r.achieved > results[best].achieved {
-				best = i
-			}
-		}
-	}
-	b := results[best]
-	fmt.Printf("callbacks rps=%.0f p99_ms=%.2f cache_hit=%.3f\n", b.achieved, ms(b.p99), stats.HitRate())
-	return nil
+	return ph
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -464,10 +566,13 @@ func memGiB() string {
 	return "? GiB"
 }
 
-// reniceChildren sets the niceness of this process's descendants (the
+// deprioritize lowers the CPU priority of this process's descendants (the
 // services it started and PostgreSQL's backends), except Redis, and returns
-// how many it changed. Processes started later inherit it from their parent.
-func reniceChildren(nice int) int {
+// how many it changed: "idle" puts them in SCHED_IDLE (they run only on
+// CPU nobody else wants; with EEVDF a mere nice 19 task still finishes its
+// slice before a waking request handler runs), "nice" at nice 19.
+// Processes started later inherit it from their parent.
+func deprioritize(how string) int {
 	self := os.Getpid()
 	parent := map[int]int{}
 	comm := map[int]string{}
@@ -501,7 +606,17 @@ func reniceChildren(nice int) int {
 		}
 		for p, hops := parent[pid], 0; p > 1 && hops < 16; p, hops = parent[p], hops+1 {
 			if p == self {
-				if syscall.Setpriority(syscall.PRIO_PROCESS, pid, nice) == nil {
+				var err error
+				if how == "idle" {
+					param := struct{ priority int32 }{0}
+					_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(pid), schedIdle, uintptr(unsafe.Pointer(&param)))
+					if errno != 0 {
+						err = errno
+					}
+				} else {
+					err = syscall.Setpriority(syscall.PRIO_PROCESS, pid, 19)
+				}
+				if err == nil {
 					n++
 				}
 				break
@@ -547,4 +662,34 @@ func serverP99(before, after map[float64]uint64) string {
 		}
 	}
 	return "> " + fmt.Sprint(bounds[len(bounds)-1]*1000)
+}
+
+// pingLoop measures Redis's round trip on its own connection every
+// millisecond until ctx ends: how responsive Redis is under the load.
+func pingLoop(ctx context.Context, addr string) []time.Duration {
+	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 1})
+	defer c.Close()
+	var out []time.Duration
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return out
+		case <-t.C:
+		}
+		start := time.Now()
+		if c.Ping(ctx).Err() == nil {
+			out = append(out, time.Since(start))
+		}
+	}
+}
+
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
