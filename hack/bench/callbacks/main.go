@@ -291,8 +291,13 @@ func run(rates []int, dur time.Duration, conns int, drainConc int, prime bool, s
 	for i, ph := range phases {
 		b := ph.best(slo)
 		if b == nil {
-			fmt.Printf("%s: no step met p99 <= %s without errors\n", ph.name, slo)
-			continue
+			fmt.Printf("%s: no step met p99 <= %s without errors; the fastest step below\n", ph.name, slo)
+			b = &ph.steps[0]
+			for j := range ph.steps {
+				if ph.steps[j].achieved > b.achieved {
+					b = &ph.steps[j]
+				}
+			}
 		}
 		line := fmt.Sprintf("callbacks rps=%.0f p99_ms=%.2f cache_hit=%.3f", b.achieved, ms(b.p99), stats.HitRate())
 		if i < len(phases)-1 {
