@@ -91,14 +91,17 @@ var (
 	dialOutcomeFrom = []State{StateDialing, StateUnknown}
 )
 
-// DeliveryRef identifies the Delivery an attempt calls for.
+// DeliveryRef identifies the Delivery an attempt calls for. Its fields are
+// top-level fields of the attempt document: FerretDB filters top-level
+// fields in PostgreSQL but loads every document of the collection to match
+// a nested one.
 type DeliveryRef struct {
 	// UID is the Delivery's metadata.uid.
-	UID string `bson:"uid"`
+	UID string `bson:"deliveryUID"`
 	// Namespace of the Delivery.
-	Namespace string `bson:"namespace"`
+	Namespace string `bson:"deliveryNamespace"`
 	// Name of the Delivery.
-	Name string `bson:"name"`
+	Name string `bson:"deliveryName"`
 }
 
 // Response is what the recipient answered during the call.
@@ -182,8 +185,8 @@ type Notifications struct {
 type Attempt struct {
 	// ID is AttemptID(Delivery.UID, Number).
 	ID string `bson:"_id"`
-	// Delivery is the Delivery called for.
-	Delivery DeliveryRef `bson:"delivery"`
+	// Delivery is the Delivery called for (inlined: deliveryUID, ...).
+	Delivery DeliveryRef `bson:",inline"`
 	// Campaign is the CallCampaign, as namespace/name.
 	Campaign string `bson:"campaign"`
 	// Shard is the campaign shard whose workers call it.

@@ -151,3 +151,24 @@ func BenchmarkCreateAttempt(b *testing.B) {
 		return err
 	})
 }
+
+// BenchmarkForDelivery measures the operator's read of one Delivery's call
+// log in a collection of forDeliveryLogSize attempts (the operator
+// benchmark's size): FerretDB filters only top-level fields in PostgreSQL,
+// so the cost depends on the document shape, not on an index.
+func BenchmarkForDelivery(b *testing.B) {
+	const forDeliveryLogSize = 10000
+	s := openStore(b)
+	seedAttempts(b, s, "read", forDeliveryLogSize)
+	uids := make([]string, b.N)
+	for i := range uids {
+		uids[i] = fmt.Sprintf("read-%d", (i*7919)%forDeliveryLogSize)
+	}
+	runParallel(b, uids, func(ctx context.Context, uid string) error {
+		got, err := s.ForDelivery(ctx, uid)
+		if err == nil && len(got) != 1 {
+			err = fmt.Errorf("ForDelivery(%s) = %d attempts, want 1", uid, len(got))
+		}
+		return err
+	})
+}

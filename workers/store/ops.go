@@ -114,7 +114,7 @@ func (s *Store) CreateAttempt(ctx context.Context, n NewAttempt) (a *Attempt, cr
 	var existing Attempt
 	err = s.attempts.FindOne(ctx, bson.D{{Key: "$or", Value: bson.A{
 		bson.D{{Key: "_id", Value: doc.ID}},
-		bson.D{{Key: "delivery.uid", Value: n.Delivery.UID}, {Key: "number", Value: n.Number}},
+		bson.D{{Key: "deliveryUID", Value: n.Delivery.UID}, {Key: "number", Value: n.Number}},
 	}}}).Decode(&existing)
 	if err != nil {
 		return nil, false, fmt.Errorf("store: create attempt %s: duplicate, then read: %w", doc.ID, err)
@@ -418,8 +418,8 @@ func (s *Store) ForDelivery(ctx context.Context, deliveryUID string) ([]Attempt,
 	if deliveryUID == "" {
 		return nil, invalid("delivery UID is required")
 	}
-	return s.findMany(ctx, bson.D{{Key: "delivery.uid", Value: deliveryUID}},
-		options.Find().SetSort(bson.D{{Key: "delivery.uid", Value: 1}, {Key: "number", Value: 1}}))
+	return s.findMany(ctx, bson.D{{Key: "deliveryUID", Value: deliveryUID}},
+		options.Find().SetSort(bson.D{{Key: "number", Value: 1}}))
 }
 
 // DueBefore returns up to limit attempts of a campaign shard that are

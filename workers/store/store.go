@@ -331,11 +331,11 @@ func (s *Store) logOnce(key string, level slog.Level, msg string, args ...any) {
 
 // Index names.
 const (
-	idxDeliveryAttempt = "delivery_attempt_unique"
+	idxDeliveryAttempt = "delivery_uid_number_unique"
 	idxCallSIDPartial  = "callSid_unique_partial"
 	idxCallSIDSparse   = "callSid_unique_sparse"
 	idxDue             = "campaign_shard_state_due"
-	idxDeliveryCreated = "delivery_created"
+	idxDeliveryCreated = "delivery_uid_created"
 	idxStateLease      = "state_lease"
 	idxStateUpdated    = "state_updated"
 	idxExpireTTL       = "expireAt_ttl"
@@ -350,11 +350,11 @@ const (
 // PurgeExpired) and a sparse unique index, logging each fallback once.
 func (s *Store) EnsureIndexes(ctx context.Context) error {
 	plain := []mongo.IndexModel{
-		{Keys: bson.D{{Key: "delivery.uid", Value: 1}, {Key: "number", Value: 1}},
+		{Keys: bson.D{{Key: "deliveryUID", Value: 1}, {Key: "number", Value: 1}},
 			Options: options.Index().SetName(idxDeliveryAttempt).SetUnique(true)},
 		{Keys: bson.D{{Key: "campaign", Value: 1}, {Key: "shard", Value: 1}, {Key: "state", Value: 1}, {Key: "due", Value: 1}},
 			Options: options.Index().SetName(idxDue)},
-		{Keys: bson.D{{Key: "delivery.uid", Value: 1}, {Key: "createdAt", Value: 1}},
+		{Keys: bson.D{{Key: "deliveryUID", Value: 1}, {Key: "createdAt", Value: 1}},
 			Options: options.Index().SetName(idxDeliveryCreated)},
 		{Keys: bson.D{{Key: "state", Value: 1}, {Key: "leaseUntil", Value: 1}},
 			Options: options.Index().SetName(idxStateLease)},

@@ -17,11 +17,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,9 +33,11 @@ import (
 	"syscall"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
@@ -117,7 +123,11 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 		return err
 	}
 	logf("starting delauto operator (--max-concurrent-reconciles=%d)", reconciles)
-	op := exec.CommandContext(ctx, bin, "operator", "--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0",
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	op := exec.CommandContext(ctx, bin, "operator", "--metrics-bind-address="+metricsAddr, "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:0",
 		"--max-concurrent-reconciles="+strconv.Itoa(reconciles), "--redis-url="+env.Redis.URL(), "--mongo-uri="+env.Mongo.URI,
 		"--mongo-database=bench", "--pprof-bind-address=127.0.0.1:6061")
 	op.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
@@ -133,7 +143,27 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 	var peakRSS atomic.Int64
 	go sampleRSS(ctx, op.Process.Pid, &peakRSS)
 
+	// The bench follows the Deliveries through a watch, as the operator does:
+	// listing all of them from the apiserver every second would cost it more
+	// than the operator's own work.
+	watched, err := cache.New(env.Kube.Config, cache.Options{
+		Scheme:            c.Scheme(),
+		DefaultNamespaces: map[string]cache.Config{ns: {}},
+		DefaultTransform:  cache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := watched.GetInformer(ctx, &v1.Delivery{}); err != nil {
+		return err
+	}
+	go watched.Start(ctx)
+	if !watched.WaitForCacheSync(ctx) {
+		return fmt.Errorf("the bench's Delivery cache did not sync")
+	}
+
 	logf("creating %d Deliveries over %d campaigns with %d clients", n, campaigns, creators)
+	cpuBefore := cpuByCommand()
 	start := time.Now()
 	var created atomic.Int64
 	var wg sync.WaitGroup
@@ -185,7 +215,7 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 			return fmt.Errorf("the operator exited; its log: %s", opLog.Name())
 		}
 		var list v1.DeliveryList
-		if err := env.Kube.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		if err := watched.List(ctx, &list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 			return err
 		}
 		scheduled := 0
@@ -194,9 +224,13 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 				scheduled++
 			}
 		}
-		attempts, err := mc.Database("bench").Collection("attempts").EstimatedDocumentCount(ctx)
-		if err != nil {
-			return err
+		// Counting the call log costs FerretDB a scan, so it is read only
+		// once the Deliveries say they are all Scheduled.
+		attempts := int64(-1)
+		if scheduled == n {
+			if attempts, err = mc.Database("bench").Collection("attempts").CountDocuments(ctx, bson.D{}); err != nil {
+				return err
+			}
 		}
 		var queued int64
 		for _, cc := range specs {
@@ -207,7 +241,7 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 				queued += z + h
 			}
 		}
-		logf("scheduled %d/%d, attempts in MongoDB %d, queued in Redis %d", scheduled, n, attempts, queued)
+		logf("scheduled %d/%d, queued in Redis %d, attempts in MongoDB %s", scheduled, n, queued, map[bool]string{true: strconv.FormatInt(attempts, 10), false: "(counted at the end)"}[attempts >= 0])
 		if scheduled == n && attempts >= int64(n) && queued >= int64(n) {
 			scheduleAll = time.Since(lastCreate)
 			break
@@ -232,6 +266,21 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 	for k, v := range after {
 		if d := v - before[k]; d > 0 {
 			logf("  %-40s %8.0f", k, d)
+		}
+	}
+	if reconciles, err := reconcileCounts(ctx, metricsAddr); err != nil {
+		logf("cannot read the operator's metrics: %v", err)
+	} else {
+		for _, k := range slices.Sorted(maps.Keys(reconciles)) {
+			logf("  reconciles %-30s %8.0f (%.2f per Delivery)", k, reconciles[k], reconciles[k]/float64(n))
+		}
+	}
+	logf("CPU seconds from the first create until all Scheduled, by process (%.1f s of wall time, 2 cores = %.1f CPU seconds):",
+		time.Since(start).Seconds(), 2*time.Since(start).Seconds())
+	cpuAfter := cpuByCommand()
+	for _, name := range slices.Sorted(maps.Keys(cpuAfter)) {
+		if d := cpuAfter[name] - cpuBefore[name]; d >= 0.5 {
+			logf("  %-20s %8.1f", name, d)
 		}
 	}
 	fmt.Printf("operator deliveries=%d schedule_all_s=%.1f rss_mb=%.0f api_calls_per_delivery=%.2f\n",
@@ -295,6 +344,66 @@ func writeCounts(ctx context.Context, env *testservices.Env) (map[string]float64
 		out[res+" "+verb] += v
 	}
 	return out, sc.Err()
+}
+
+// freeAddr returns a loopback address with a port free at the time.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// reconcileCounts reads the operator's reconciles by controller and result.
+func reconcileCounts(ctx context.Context, addr string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	line := regexp.MustCompile(`^controller_runtime_reconcile_total\{controller="([^"]+)",result="([^"]+)"\} ([0-9.e+]+)$`)
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if m := line.FindStringSubmatch(sc.Text()); m != nil {
+			v, _ := strconv.ParseFloat(m[3], 64)
+			if v > 0 {
+				out[m[1]+" "+m[2]] = v
+			}
+		}
+	}
+	return out, sc.Err()
+}
+
+// cpuByCommand sums user and system CPU seconds of the machine's live
+// processes by command name (PostgreSQL backends that ended are missed).
+func cpuByCommand() map[string]float64 {
+	out := map[string]float64{}
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range dirs {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		open, closing := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		fields := strings.Fields(string(data[closing+1:]))
+		if len(fields) < 13 {
+			continue
+		}
+		utime, _ := strconv.ParseFloat(fields[11], 64)
+		stime, _ := strconv.ParseFloat(fields[12], 64)
+		out[string(data[open+1:closing])] += (utime + stime) / 100 // USER_HZ
+	}
+	return out
 }
 
 // sampleRSS keeps the peak resident set size (KiB) of pid.
