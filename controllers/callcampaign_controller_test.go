@@ -27,6 +27,12 @@ import (
 )
 
 func startCampaignController(t *testing.T) (*queue.Queue, string) {
+	return startCampaignControllerEvery(t, 300*time.Millisecond)
+}
+
+// startCampaignControllerEvery starts the controller refreshing campaign
+// status every statusInterval.
+func startCampaignControllerEvery(t *testing.T, statusInterval time.Duration) (*queue.Queue, string) {
 	ns := namespace(t)
 	rdb := env.Redis.Client()
 	t.Cleanup(func() { rdb.Close() })
@@ -41,7 +47,7 @@ func startCampaignController(t *testing.T) (*queue.Queue, string) {
 		Workers:        controllers.WorkerDefaults{Image: "delauto:test", RedisURL: "redis://r:6379", MongoURI: "mongodb://m/delauto"},
 		Queues:         controllers.RedisQueueStats{Queue: q},
 		Rates:          controllers.RedisRates{Redis: rdb},
-		StatusInterval: 300 * time.Millisecond,
+		StatusInterval: statusInterval,
 		Recorder:       mgr.GetEventRecorder("delauto-operator"),
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -328,6 +334,78 @@ func TestCampaignInvalidGreetingIsDegraded(t *testing.T) {
 		}
 		if msg := got.Status.Conditions; !strings.Contains(fmt.Sprint(msg), "Nmae") {
 			return fmt.Errorf("the message does not name the bad field: %v", msg)
+		}
+		return nil
+	})
+}
+
+// A campaign's status writes must not start its next reconcile: while its
+// queue figures change all the time, status is written about once per
+// status interval, not in a loop of reconciles and server-side applies.
+func TestCampaignStatusIsRefreshedPerIntervalNotPerWrite(t *testing.T) {
+	const interval = 2 * time.Second
+	q, ns := startCampaignControllerEvery(t, interval)
+	ctx := context.Background()
+	c := env.Kube.Client
+	if err := c.Create(ctx, twilioSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
+	campaign := newCampaign(ns, 1)
+	if err := c.Create(ctx, campaign); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(campaign)
+	eventually(t, 10*time.Second, "campaign status written", func() error {
+		if getCampaign(t, key).Status.ObservedGeneration == 0 {
+			return fmt.Errorf("no status yet")
+		}
+		return nil
+	})
+
+	wc, err := client.NewWithWatch(env.Kube.Config, client.Options{Scheme: env.Kube.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(ctx, &v1.CallCampaignList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	// Attempts keep arriving in the shard's queue for three intervals, so
+	// every reconcile finds new figures to write.
+	const window = 3 * interval
+	shard := queue.Shard{Namespace: ns, Campaign: "spree", Name: "shard-0"}
+	writes, queued := 0, 0
+	stop := time.After(window)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-stop:
+			break loop
+		case <-tick.C:
+			if _, err := q.Schedule(ctx, shard, fmt.Sprintf("a%d", queued), time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			queued++
+		case ev := <-w.ResultChan():
+			if ev.Type == "MODIFIED" {
+				writes++
+			}
+		}
+	}
+	// One write per interval, one more for a reconcile already under way.
+	if max := int(window/interval) + 1; writes > max {
+		t.Errorf("the campaign's status was written %d times in %s with a %s status interval; want at most %d (a reconcile loop on its own writes)", writes, window, interval, max)
+	}
+	if writes == 0 {
+		t.Errorf("the campaign's status was not refreshed in %s with a %s status interval", window, interval)
+	}
+	eventually(t, 2*interval, "the queue figures caught up", func() error {
+		got := getCampaign(t, key).Status.Shards
+		if len(got) != 1 || got[0].Scheduled != int64(queued) {
+			return fmt.Errorf("shards = %+v, want %d scheduled", got, queued)
 		}
 		return nil
 	})

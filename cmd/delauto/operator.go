@@ -42,7 +42,7 @@ func runOperator(args []string) error {
 	pprofAddr := fs.String("pprof-bind-address", "", "address of Go's /debug/pprof endpoints (empty: off)")
 	leaderElect := fs.Bool("leader-elect", false, "elect a leader so only one operator replica acts")
 	leaderNamespace := fs.String("leader-election-namespace", "", "namespace of the leader Lease (default: the pod's namespace)")
-	concurrency := fs.Int("max-concurrent-reconciles", 4, "reconciles run at once per controller")
+	concurrency := fs.Int("max-concurrent-reconciles", 32, "reconciles run at once per controller (the Delivery reconcile waits on the apiserver, MongoDB and Redis, so more than the cores)")
 	logLevel := fs.String("log-level", "info", "log level: info or debug")
 	workerImage := fs.String("worker-image", "", "default image of worker Deployments (campaigns may override)")
 	workerStores := fs.String("worker-stores-secret", "", "Secret in each campaign's namespace with REDIS_URL and MONGO_URI for its workers; empty passes the operator's own REDIS_URL and MONGO_URI")

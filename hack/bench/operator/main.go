@@ -33,12 +33,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/sharding"
@@ -51,9 +53,12 @@ func main() {
 	campaigns := flag.Int("campaigns", 20, "campaigns to spread them over")
 	shards := flag.Int("shards", 2, "hash shards per campaign")
 	creators := flag.Int("creators", 16, "concurrent creating clients")
-	reconciles := flag.Int("max-concurrent-reconciles", 8, "the operator's --max-concurrent-reconciles")
+	reconciles := flag.Int("max-concurrent-reconciles", 32, "the operator's --max-concurrent-reconciles (its default)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	flag.StringVar(&apiserverProfile, "apiserver-cpuprofile", "", "write a 30 s CPU profile of kube-apiserver, taken 10 s into the creates, to this file")
 	flag.Parse()
+	// The bench's own watch logs nothing worth reading.
+	ctrllog.SetLogger(logr.Discard())
 	if err := run(*n, *campaigns, *shards, *creators, *reconciles, *timeout); err != nil {
 		fmt.Fprintf(os.Stderr, "operator-bench: %v\n", err)
 		os.Exit(1)
@@ -142,6 +147,9 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 	defer func() { op.Process.Kill(); op.Wait() }()
 	var peakRSS atomic.Int64
 	go sampleRSS(ctx, op.Process.Pid, &peakRSS)
+	if apiserverProfile != "" {
+		go profileAPIServer(ctx, env, apiserverProfile)
+	}
 
 	// The bench follows the Deliveries through a watch, as the operator does:
 	// listing all of them from the apiserver every second would cost it more
@@ -344,6 +352,31 @@ func writeCounts(ctx context.Context, env *testservices.Env) (map[string]float64
 		out[res+" "+verb] += v
 	}
 	return out, sc.Err()
+}
+
+// apiserverProfile is the -apiserver-cpuprofile file.
+var apiserverProfile string
+
+// profileAPIServer writes a CPU profile of kube-apiserver to file.
+func profileAPIServer(ctx context.Context, env *testservices.Env, file string) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(10 * time.Second):
+	}
+	cs, err := kubernetes.NewForConfig(env.Kube.Config)
+	if err == nil {
+		var raw []byte
+		raw, err = cs.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", "30").Timeout(time.Minute).DoRaw(ctx)
+		if err == nil {
+			err = os.WriteFile(file, raw, 0o644)
+		}
+	}
+	if err != nil {
+		logf("apiserver CPU profile: %v", err)
+		return
+	}
+	logf("apiserver CPU profile written to %s", file)
 }
 
 // freeAddr returns a loopback address with a port free at the time.
