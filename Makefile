@@ -91,9 +91,12 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test.
+test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test, a short fuzz of the webhooks.
 	go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
 
+# TEST_FUZZTIME is how long `make test` fuzzes each webhook target.
+TEST_FUZZTIME ?= 10s
 FUZZTIME ?= 5m
 .PHONY: fuzz-callbacks
 fuzz-callbacks: $(FERRETDB) redis ## Fuzz the Twilio webhook parsing, state transitions and handler, FUZZTIME each (default 5m).

@@ -244,11 +244,15 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	fmt.Printf("[worker] full pipeline: %.1f calls/s; CPU %s\n", rate, cpu[1].String())
 	fmt.Printf("[rounds] worker / ceiling per round: %s (median %.2f)\n", fmtList(ratios), median(ratios))
 
-	// Exactly one call per attempt, none lost.
+	// Exactly one call per attempt, none lost. FerretDB filters callSid in
+	// its own process over every dialed attempt: give the count minutes,
+	// not the store's per-operation timeout.
+	checkCtx, cancelCheck := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancelCheck()
 	dialed, err := sts[1].Client().Database(dbs[1]).Collection(store.AttemptsCollection).
-		CountDocuments(ctx, bson.D{{Key: "state", Value: store.StateDialed}, {Key: "callSid", Value: bson.D{{Key: "$exists", Value: true}}}})
+		CountDocuments(checkCtx, bson.D{{Key: "state", Value: store.StateDialed}, {Key: "callSid", Value: bson.D{{Key: "$exists", Value: true}}}})
 	if err != nil {
-		return err
+		return fmt.Errorf("count the dialed attempts: %w", err)
 	}
 	dups := len(sim.DuplicateAttempts())
 	stats := sim.Stats()
