@@ -50,6 +50,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/hack/bench/internal/procs"
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/testservices"
@@ -579,53 +580,23 @@ func memGiB() string {
 // Processes started later inherit it from their parent.
 func deprioritize(how string) int {
 	self := os.Getpid()
-	parent := map[int]int{}
-	comm := map[int]string{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		st := string(b)
-		open, close := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
-		if open < 0 || close < open {
-			continue
-		}
-		f := strings.Fields(st[close+1:])
-		if len(f) < 2 {
-			continue
-		}
-		parent[pid], _ = strconv.Atoi(f[1])
-		comm[pid] = st[open+1 : close]
-	}
 	n := 0
-	for pid := range parent {
-		if strings.HasPrefix(comm[pid], "redis") {
+	for _, p := range procs.Descendants(self) {
+		if p.PID == self || strings.HasPrefix(p.Command, "redis") {
 			continue // Redis is on the request path
 		}
-		for p, hops := parent[pid], 0; p > 1 && hops < 16; p, hops = parent[p], hops+1 {
-			if p == self {
-				var err error
-				if how == "idle" {
-					param := struct{ priority int32 }{0}
-					_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(pid), schedIdle, uintptr(unsafe.Pointer(&param)))
-					if errno != 0 {
-						err = errno
-					}
-				} else {
-					err = syscall.Setpriority(syscall.PRIO_PROCESS, pid, 19)
-				}
-				if err == nil {
-					n++
-				}
-				break
+		var err error
+		if how == "idle" {
+			param := struct{ priority int32 }{0}
+			_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(p.PID), schedIdle, uintptr(unsafe.Pointer(&param)))
+			if errno != 0 {
+				err = errno
 			}
+		} else {
+			err = syscall.Setpriority(syscall.PRIO_PROCESS, p.PID, 19)
+		}
+		if err == nil {
+			n++
 		}
 	}
 	return n

@@ -13,10 +13,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -43,10 +43,15 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/hack/bench/internal/procs"
 	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/workers/queue"
 )
+
+// benchProcess names this process (the creating clients and the watch) in
+// the CPU figures.
+const benchProcess = "bench (creates, watch)"
 
 func main() {
 	n := flag.Int("deliveries", 10000, "Deliveries to create")
@@ -171,7 +176,7 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 	}
 
 	logf("creating %d Deliveries over %d campaigns with %d clients", n, campaigns, creators)
-	cpuBefore := cpuByCommand()
+	cpuBefore := procs.CPUSnapshot(benchProcess)
 	start := time.Now()
 	var created atomic.Int64
 	var wg sync.WaitGroup
@@ -249,7 +254,11 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 				queued += z + h
 			}
 		}
-		logf("scheduled %d/%d, queued in Redis %d, attempts in MongoDB %s", scheduled, n, queued, map[bool]string{true: strconv.FormatInt(attempts, 10), false: "(counted at the end)"}[attempts >= 0])
+		inMongo := "(counted at the end)"
+		if attempts >= 0 {
+			inMongo = strconv.FormatInt(attempts, 10)
+		}
+		logf("scheduled %d/%d, queued in Redis %d, attempts in MongoDB %s", scheduled, n, queued, inMongo)
 		if scheduled == n && attempts >= int64(n) && queued >= int64(n) {
 			scheduleAll = time.Since(lastCreate)
 			break
@@ -285,10 +294,10 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 	}
 	logf("CPU seconds from the first create until all Scheduled, by process (%.1f s of wall time, 2 cores = %.1f CPU seconds):",
 		time.Since(start).Seconds(), 2*time.Since(start).Seconds())
-	cpuAfter := cpuByCommand()
-	for _, name := range slices.Sorted(maps.Keys(cpuAfter)) {
-		if d := cpuAfter[name] - cpuBefore[name]; d >= 0.5 {
-			logf("  %-20s %8.1f", name, d)
+	used := procs.CPUSnapshot(benchProcess).Minus(cpuBefore)
+	for _, name := range slices.Sorted(maps.Keys(used)) {
+		if used[name] >= 0.5 {
+			logf("  %-24s %8.1f", name, used[name])
 		}
 	}
 	fmt.Printf("operator deliveries=%d schedule_all_s=%.1f rss_mb=%.0f api_calls_per_delivery=%.2f\n",
@@ -313,7 +322,6 @@ func delivery(ns string, i int, campaign string) *v1.Delivery {
 
 // writeCounts reads the apiserver's request counters of writes (POST, PUT,
 // PATCH, DELETE), keyed "resource/subresource verb".
-var reqLine = regexp.MustCompile(`^apiserver_request_total\{(.*)\} ([0-9.e+]+)$`)
 
 func writeCounts(ctx context.Context, env *testservices.Env) (map[string]float64, error) {
 	cs, err := kubernetes.NewForConfig(env.Kube.Config)
@@ -325,33 +333,47 @@ func writeCounts(ctx context.Context, env *testservices.Env) (map[string]float64
 		return nil, fmt.Errorf("read apiserver metrics: %w", err)
 	}
 	out := map[string]float64{}
-	sc := bufio.NewScanner(strings.NewReader(string(raw)))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		m := reqLine.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		labels := map[string]string{}
-		for _, kv := range strings.Split(m[1], ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			labels[k] = strings.Trim(v, `"`)
-		}
-		verb := labels["verb"]
+	for _, m := range samples(raw, "apiserver_request_total") {
+		verb, res := m.labels["verb"], m.labels["resource"]
 		if verb != "POST" && verb != "PUT" && verb != "PATCH" && verb != "DELETE" && verb != "APPLY" {
 			continue
 		}
-		res := labels["resource"]
 		if res != "deliveries" && res != "events" {
 			continue
 		}
-		if s := labels["subresource"]; s != "" {
+		if s := m.labels["subresource"]; s != "" {
 			res += "/" + s
 		}
-		v, _ := strconv.ParseFloat(m[2], 64)
-		out[res+" "+verb] += v
+		out[res+" "+verb] += m.value
 	}
-	return out, sc.Err()
+	return out, nil
+}
+
+// sample is one line of a Prometheus text exposition.
+type sample struct {
+	labels map[string]string
+	value  float64
+}
+
+var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} ([0-9.e+-]+)$`)
+
+// samples returns the labelled samples of metric name in a text exposition.
+func samples(text []byte, name string) []sample {
+	var out []sample
+	for _, line := range strings.Split(string(text), "\n") {
+		m := sampleLine.FindStringSubmatch(line)
+		if m == nil || m[1] != name {
+			continue
+		}
+		labels := map[string]string{}
+		for _, kv := range strings.Split(m[2], ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			labels[k] = strings.Trim(v, `"`)
+		}
+		v, _ := strconv.ParseFloat(m[3], 64)
+		out = append(out, sample{labels: labels, value: v})
+	}
+	return out
 }
 
 // apiserverProfile is the -apiserver-cpuprofile file.
@@ -400,43 +422,17 @@ func reconcileCounts(ctx context.Context, addr string) (map[string]float64, erro
 		return nil, err
 	}
 	defer resp.Body.Close()
-	line := regexp.MustCompile(`^controller_runtime_reconcile_total\{controller="([^"]+)",result="([^"]+)"\} ([0-9.e+]+)$`)
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if m := line.FindStringSubmatch(sc.Text()); m != nil {
-			v, _ := strconv.ParseFloat(m[3], 64)
-			if v > 0 {
-				out[m[1]+" "+m[2]] = v
-			}
+	for _, m := range samples(raw, "controller_runtime_reconcile_total") {
+		if m.value > 0 {
+			out[m.labels["controller"]+" "+m.labels["result"]] = m.value
 		}
 	}
-	return out, sc.Err()
-}
-
-// cpuByCommand sums user and system CPU seconds of the machine's live
-// processes by command name (PostgreSQL backends that ended are missed).
-func cpuByCommand() map[string]float64 {
-	out := map[string]float64{}
-	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, f := range dirs {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		open, closing := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
-		if open < 0 || closing < open {
-			continue
-		}
-		fields := strings.Fields(string(data[closing+1:]))
-		if len(fields) < 13 {
-			continue
-		}
-		utime, _ := strconv.ParseFloat(fields[11], 64)
-		stime, _ := strconv.ParseFloat(fields[12], 64)
-		out[string(data[open+1:closing])] += (utime + stime) / 100 // USER_HZ
-	}
-	return out
+	return out, nil
 }
 
 // sampleRSS keeps the peak resident set size (KiB) of pid.

@@ -35,6 +35,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/hack/bench/internal/procs"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twilioclient"
@@ -44,6 +45,9 @@ import (
 	"github.com/delauto/delauto/workers/store"
 	"github.com/delauto/delauto/workers/worker"
 )
+
+// benchProcess names this process in the CPU figures.
+const benchProcess = "bench (worker, simulator)"
 
 func main() {
 	n := flag.Int("n", 20000, "attempts per phase")
@@ -181,9 +185,9 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 
 	var done [2]atomic.Int64
 	var took [2]time.Duration
-	var cpu [2]cpuTimes
+	var cpu [2]procs.CPU
 	for i := range cpu {
-		cpu[i] = cpuTimes{}
+		cpu[i] = procs.CPU{}
 	}
 	var ratios []float64
 	size := (n + rounds - 1) / rounds
@@ -198,7 +202,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 		}
 		var roundTook [2]time.Duration
 		for _, side := range order {
-			c0 := cpuSnapshot()
+			c0 := procs.CPUSnapshot(benchProcess)
 			t0 := time.Now()
 			stopProgress := progress(fmt.Sprintf("round %d %s", r+1, sideName[side]), &done[side], lo, hi-lo, t0, func() string {
 				if side == 1 {
@@ -230,7 +234,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 			stopProgress()
 			roundTook[side] = d
 			took[side] += d
-			cpu[side].add(cpuSnapshot().minus(c0))
+			cpu[side].Add(procs.CPUSnapshot(benchProcess).Minus(c0))
 			fmt.Printf("[round %d] %s: %d attempts in %s, %.1f/s\n", r+1, sideName[side], hi-lo, d.Round(time.Millisecond), float64(hi-lo)/d.Seconds())
 		}
 		ratio := roundTook[0].Seconds() / roundTook[1].Seconds()

@@ -1,0 +1,132 @@
+// Package procs reads the benchmarks' process tree from /proc: which
+// processes a benchmark started (the test services, PostgreSQL's backends,
+// the program under test) and the CPU time each used.
+package procs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// clockTicks is USER_HZ on Linux, the unit of /proc/<pid>/stat's times.
+const clockTicks = 100
+
+// Process is one process as /proc/<pid>/stat describes it.
+type Process struct {
+	PID, PPID int
+	// Command is the process's command name (comm).
+	Command string
+	// CPUSeconds is its user plus system time so far.
+	CPUSeconds float64
+}
+
+// Descendants returns the live processes whose ancestry reaches root, root
+// included.
+func Descendants(root int) []Process {
+	all := map[int]Process{}
+	files, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range files {
+		if p, ok := parseStat(f); ok {
+			all[p.PID] = p
+		}
+	}
+	var out []Process
+	for pid, p := range all {
+		for hops := 0; pid > 1 && hops < 64; hops++ {
+			if pid == root {
+				out = append(out, p)
+				break
+			}
+			pid = all[pid].PPID
+		}
+	}
+	return out
+}
+
+// parseStat reads "pid (comm) state ppid ... utime stime ...".
+func parseStat(file string) (Process, bool) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return Process{}, false
+	}
+	s := string(b)
+	open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || closing < open {
+		return Process{}, false
+	}
+	f := strings.Fields(s[closing+1:])
+	if len(f) < 13 {
+		return Process{}, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(s[:open]))
+	if err != nil {
+		return Process{}, false
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return Process{PID: pid, PPID: ppid, Command: s[open+1 : closing], CPUSeconds: (utime + stime) / clockTicks}, true
+}
+
+// CPU is CPU seconds by command name.
+type CPU map[string]float64
+
+// CPUSnapshot sums the CPU seconds of this process and its descendants by
+// command name, this process's under self. Processes that ended (short
+// PostgreSQL backends) are missed.
+func CPUSnapshot(self string) CPU {
+	me := os.Getpid()
+	out := CPU{}
+	for _, p := range Descendants(me) {
+		name := p.Command
+		if p.PID == me {
+			name = self
+		}
+		out[name] += p.CPUSeconds
+	}
+	return out
+}
+
+// Minus is the CPU used since before.
+func (c CPU) Minus(before CPU) CPU {
+	out := CPU{}
+	for k, v := range c {
+		if d := v - before[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// Add adds d to c.
+func (c CPU) Add(d CPU) {
+	for k, v := range d {
+		c[k] += v
+	}
+}
+
+// String lists the CPU seconds by process, largest first, after the total.
+func (c CPU) String() string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var l []kv
+	total := 0.0
+	for k, v := range c {
+		if v > 0.05 {
+			l = append(l, kv{k, v})
+			total += v
+		}
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v })
+	parts := []string{fmt.Sprintf("total %.1fs", total)}
+	for _, e := range l {
+		parts = append(parts, fmt.Sprintf("%s %.1fs", e.k, e.v))
+	}
+	return strings.Join(parts, ", ")
+}
