@@ -2,6 +2,8 @@ package testservices
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,6 +72,73 @@ func TestMongoRoundTrip(t *testing.T) {
 	}
 	if got.N != 1 {
 		t.Fatalf("n = %d, want 1", got.N)
+	}
+}
+
+// TestMongoFindsByIDThroughAnIndex checks that FerretDB's _id filters are
+// answered by an index, as MongoDB's are, rather than by a table scan: the
+// call log's speed must not fall with its size.
+func TestMongoFindsByIDThroughAnIndex(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := env.Mongo.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(ctx)
+	coll := c.Database("selftest").Collection("byid")
+	docs := make([]any, 2000)
+	for i := range docs {
+		docs[i] = bson.M{"_id": fmt.Sprintf("doc-%04d", i), "n": i}
+	}
+	if _, err := coll.InsertMany(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := env.Mongo.SQL("ANALYZE"); err != nil {
+		t.Fatal(err, out)
+	}
+	scans := func() (seq, idx int) {
+		t.Helper()
+		// The statistics collector reports a transaction's counts at its end;
+		// ask for a fresh snapshot.
+		out, err := env.Mongo.SQL(`SELECT pg_stat_clear_snapshot();
+			SELECT coalesce(sum(seq_scan), 0) || ' ' || coalesce(sum(idx_scan), 0) FROM pg_stat_user_tables WHERE schemaname = 'selftest'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fmt.Sscan(strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), &seq, &idx); err != nil {
+			t.Fatalf("reading scan counts from %q: %v", out, err)
+		}
+		return seq, idx
+	}
+	seq0, idx0 := scans()
+	const lookups = 50
+	for i := range lookups {
+		id := fmt.Sprintf("doc-%04d", i*37)
+		var got struct {
+			N int `bson:"n"`
+		}
+		if err := coll.FindOne(ctx, bson.M{"_id": id}).Decode(&got); err != nil {
+			t.Fatalf("find %s: %v", id, err)
+		}
+		if got.N != i*37 {
+			t.Fatalf("find %s: n = %d, want %d", id, got.N, i*37)
+		}
+		if _, err := coll.UpdateOne(ctx, bson.M{"_id": id}, bson.M{"$inc": bson.M{"n": 1}}); err != nil {
+			t.Fatalf("update %s: %v", id, err)
+		}
+	}
+	var seq, idx int
+	// An idle backend reports its counts within PostgreSQL's idle stats
+	// interval (10 s).
+	for range 200 {
+		if seq, idx = scans(); idx-idx0 >= 2*lookups {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if seq-seq0 >= lookups || idx-idx0 < 2*lookups {
+		t.Fatalf("%d finds and %d updates by _id made %d table scans and %d index scans; want index scans only", lookups, lookups, seq-seq0, idx-idx0)
 	}
 }
 

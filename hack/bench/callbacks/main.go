@@ -574,10 +574,10 @@ func memGiB() string {
 
 // deprioritize lowers the CPU priority of this process's descendants (the
 // services it started and PostgreSQL's backends), except Redis, and returns
-// how many it changed: "idle" puts them in SCHED_IDLE (they run only on
-// CPU nobody else wants; with EEVDF a mere nice 19 task still finishes its
-// slice before a waking request handler runs), "nice" at nice 19.
-// Processes started later inherit it from their parent.
+// how many it changed: "idle" puts every thread of them in SCHED_IDLE (they
+// run only on CPU nobody else wants; with EEVDF a mere nice 19 task still
+// finishes its slice before a waking request handler runs), "nice" at nice
+// 19. Threads and processes started later inherit it from their creator.
 func deprioritize(how string) int {
 	self := os.Getpid()
 	n := 0
@@ -585,17 +585,21 @@ func deprioritize(how string) int {
 		if p.PID == self || strings.HasPrefix(p.Command, "redis") {
 			continue // Redis is on the request path
 		}
-		var err error
-		if how == "idle" {
-			param := struct{ priority int32 }{0}
-			_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(p.PID), schedIdle, uintptr(unsafe.Pointer(&param)))
-			if errno != 0 {
-				err = errno
+		changed := false
+		for _, tid := range procs.Threads(p.PID) {
+			var err error
+			if how == "idle" {
+				param := struct{ priority int32 }{0}
+				_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(tid), schedIdle, uintptr(unsafe.Pointer(&param)))
+				if errno != 0 {
+					err = errno
+				}
+			} else {
+				err = syscall.Setpriority(syscall.PRIO_PROCESS, tid, 19)
 			}
-		} else {
-			err = syscall.Setpriority(syscall.PRIO_PROCESS, p.PID, 19)
+			changed = changed || err == nil
 		}
-		if err == nil {
+		if changed {
 			n++
 		}
 	}

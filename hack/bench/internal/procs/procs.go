@@ -24,6 +24,20 @@ type Process struct {
 	CPUSeconds float64
 }
 
+// Threads returns the thread ids of process pid (its tasks in /proc). A
+// scheduling policy set on a pid applies to that one thread only; a
+// multi-threaded program such as a Go server needs it on each.
+func Threads(pid int) []int {
+	dirs, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/[0-9]*", pid))
+	out := make([]int, 0, len(dirs))
+	for _, d := range dirs {
+		if tid, err := strconv.Atoi(filepath.Base(d)); err == nil {
+			out = append(out, tid)
+		}
+	}
+	return out
+}
+
 // Descendants returns the live processes whose ancestry reaches root, root
 // included.
 func Descendants(root int) []Process {
