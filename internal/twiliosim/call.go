@@ -23,6 +23,9 @@ type target struct {
 // call's own goroutine.
 type call struct {
 	sid, to, from, attempt string
+	// toCountry and fromCountry are the numbers' regions, parsed once
+	// (every webhook of the call carries them).
+	toCountry, fromCountry string
 	form                   url.Values
 	scenario               Scenario
 	created                time.Time
@@ -178,7 +181,7 @@ func country(n string) string {
 
 // baseParams are the parameters Twilio sends with every voice webhook.
 func (s *Sim) baseParams(c *call, status string) url.Values {
-	toC, fromC := country(c.to), country(c.from)
+	toC, fromC := c.toCountry, c.fromCountry
 	v := url.Values{}
 	v.Set("AccountSid", s.opts.AccountSID)
 	v.Set("ApiVersion", apiVersion)

@@ -317,6 +317,8 @@ func (s *Sim) createCall(w http.ResponseWriter, r *http.Request, fault FaultKind
 		sid:            s.newSID("CA"),
 		to:             to,
 		from:           from,
+		toCountry:      country(to),
+		fromCountry:    country(from),
 		attempt:        attemptOf(form),
 		form:           form,
 		scenario:       sc,

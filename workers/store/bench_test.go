@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // Store benchmarks: `make bench-store`. Each op is one attempt (or one
@@ -171,4 +173,32 @@ func BenchmarkForDelivery(b *testing.B) {
 		}
 		return err
 	})
+}
+
+// BenchmarkDueBefore measures the sweeper's query on a call log shaped like
+// a working one: dueBeforeLogSize attempts of one campaign shard, all but
+// dueBeforeQueued of them finished. Each op is one sweep of the shard (a
+// DueBefore with the sweeper's batch, finding the queued ones), one at a
+// time.
+func BenchmarkDueBefore(b *testing.B) {
+	const dueBeforeLogSize, dueBeforeQueued, sweepBatch = 10000, 100, 500
+	s := openStore(b)
+	ids := seedAttempts(b, s, "sweep", dueBeforeLogSize)
+	ctx := context.Background()
+	if _, err := s.attempts.UpdateMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$nin", Value: ids[:dueBeforeQueued]}}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: StateCompleted}}}}); err != nil {
+		b.Fatal(err)
+	}
+	// One sweep at a time, as one worker runs them.
+	b.ResetTimer()
+	for range b.N {
+		got, err := s.DueBefore(ctx, "shop/evening", "s0", s.now().Add(time.Second), sweepBatch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(got) != dueBeforeQueued {
+			b.Fatalf("DueBefore = %d attempts, want %d", len(got), dueBeforeQueued)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/sweep")
 }

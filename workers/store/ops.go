@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -425,6 +426,12 @@ func (s *Store) ForDelivery(ctx context.Context, deliveryUID string) ([]Attempt,
 // DueBefore returns up to limit attempts of a campaign shard that are
 // queued or retry and due before t, earliest first: what the sweeper
 // re-publishes to Redis. An empty shard means every shard of the campaign.
+//
+// It asks once per claimable state, with the state as an equality, and
+// merges: MongoDB answers each from the campaign/shard/state/due index as
+// it would the $in, and FerretDB, which pushes equalities down to
+// PostgreSQL but not $in or ranges, then reads only the attempts in that
+// state instead of the campaign's whole call log.
 func (s *Store) DueBefore(ctx context.Context, campaign, shard string, t time.Time, limit int) ([]Attempt, error) {
 	if campaign == "" {
 		return nil, invalid("campaign is required")
@@ -432,14 +439,23 @@ func (s *Store) DueBefore(ctx context.Context, campaign, shard string, t time.Ti
 	if limit <= 0 {
 		return nil, invalid("limit must be positive (got %d)", limit)
 	}
-	filter := bson.D{{Key: "campaign", Value: campaign}}
-	if shard != "" {
-		filter = append(filter, bson.E{Key: "shard", Value: shard})
+	var out []Attempt
+	for _, state := range claimableStates {
+		filter := bson.D{{Key: "campaign", Value: campaign}}
+		if shard != "" {
+			filter = append(filter, bson.E{Key: "shard", Value: shard})
+		}
+		filter = append(filter,
+			bson.E{Key: "state", Value: state},
+			bson.E{Key: "due", Value: bson.D{{Key: "$lt", Value: t}}})
+		got, err := s.findMany(ctx, filter, options.Find().SetSort(bson.D{{Key: "due", Value: 1}}).SetLimit(int64(limit)))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
 	}
-	filter = append(filter,
-		bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: claimableStates}}},
-		bson.E{Key: "due", Value: bson.D{{Key: "$lt", Value: t}}})
-	return s.findMany(ctx, filter, options.Find().SetSort(bson.D{{Key: "due", Value: 1}}).SetLimit(int64(limit)))
+	slices.SortStableFunc(out, func(a, b Attempt) int { return a.Due.Compare(b.Due) })
+	return out[:min(len(out), limit)], nil
 }
 
 // StaleDialing returns up to limit attempts still dialing whose lease ended
