@@ -88,8 +88,9 @@ type Config struct {
 	JournalBatch int
 	// JournalConcurrency is how many attempts are written to MongoDB at
 	// once by the drainer. Default 8 on MongoDB; 2 where the store
-	// serializes writes (FerretDB 1.x), whose table scans make more writers
-	// cost CPU without adding throughput.
+	// serializes writes (FerretDB 1.x), where each write is three (lock,
+	// update, unlock) and more writers mostly take CPU from the webhooks
+	// when the database shares their hosts.
 	JournalConcurrency int
 	// JournalRetryInterval is how often this consumer's failed entries are
 	// tried again; default 5 s.
