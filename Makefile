@@ -124,4 +124,5 @@ bench-worker: $(FERRETDB) redis ## Worker pipeline calls/s vs the store's own ce
 
 .PHONY: bench-store
 bench-store: $(FERRETDB) ## Call log store ceiling on FerretDB: per-attempt dial sequence, claims, callbacks.
-	go test ./workers/store -run '^$$' -bench . -benchtime 2000x -count 5 -timeout 30m
+	go test ./workers/store -run '^$$' -bench '^Benchmark([^D]|D[^u])' -benchtime 2000x -count 5 -timeout 30m
+	go test ./workers/store -run '^$$' -bench '^BenchmarkDueBefore$$' -benchtime 50x -count 5 -timeout 30m

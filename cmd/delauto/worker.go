@@ -61,6 +61,7 @@ type workerConfig struct {
 	staleAfter        time.Duration
 	reconcileInterval time.Duration
 	sweepInterval     time.Duration
+	sweepWatch        time.Duration
 	sweepOverdue      time.Duration
 	drainTimeout      time.Duration
 	logLevel          slog.Level
@@ -99,7 +100,8 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.DurationVar(&c.unknownGrace, "unknown-grace", 2*time.Minute, "how long an ambiguous dial's call must stay absent from Twilio's call list before a new dial is allowed")
 	fs.DurationVar(&c.staleAfter, "stale-after", 5*time.Second, "how long past its lease a dialing claim is taken as abandoned by its worker and reconciled")
 	fs.DurationVar(&c.reconcileInterval, "reconcile-interval", 5*time.Second, "period of the ambiguity reconciler")
-	fs.DurationVar(&c.sweepInterval, "sweep-interval", 30*time.Second, "period of the sweeper that requeues attempts Redis lost")
+	fs.DurationVar(&c.sweepInterval, "sweep-interval", 5*time.Minute, "period of the sweeper's safety-net pass that requeues overdue attempts Redis lost")
+	fs.DurationVar(&c.sweepWatch, "sweep-watch-interval", 5*time.Second, "how often the sweeper checks whether Redis restarted or failed over (then it requeues the shards' whole queues at once)")
 	fs.DurationVar(&c.sweepOverdue, "sweep-overdue", 30*time.Second, "how late an attempt must be before the sweeper requeues it")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 0, "on SIGTERM or a drain, cancel attempts still in flight after this long (0: wait for them)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -218,7 +220,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 		name string
 		v    time.Duration
 	}{{"--queue-lease", c.queueLease}, {"--unknown-grace", c.unknownGrace}, {"--stale-after", c.staleAfter}, {"--reconcile-interval", c.reconcileInterval},
-		{"--sweep-interval", c.sweepInterval}, {"--sweep-overdue", c.sweepOverdue}} {
+		{"--sweep-interval", c.sweepInterval}, {"--sweep-watch-interval", c.sweepWatch}, {"--sweep-overdue", c.sweepOverdue}} {
 		if d.v <= 0 {
 			bad("%s must be positive, got %s", d.name, d.v)
 		}
@@ -364,7 +366,7 @@ func runWorker(args []string) error {
 		Store: st, Redis: rdb, Twilio: rc.Api, AccountSID: cfg.accountSID, Campaign: cfg.watcher,
 		CallbackURL: cfg.callbackURL, Callbacks: cb, Registry: reg, Logger: log,
 		Lease: cfg.lease, QueueLease: cfg.queueLease, UnknownGrace: cfg.unknownGrace, StaleAfter: cfg.staleAfter,
-		ReconcileInterval: cfg.reconcileInterval, SweepInterval: cfg.sweepInterval, SweepOverdue: cfg.sweepOverdue,
+		ReconcileInterval: cfg.reconcileInterval, SweepInterval: cfg.sweepInterval, SweepWatchInterval: cfg.sweepWatch, SweepOverdue: cfg.sweepOverdue,
 		DrainTimeout: cfg.drainTimeout,
 	})
 	if err != nil {

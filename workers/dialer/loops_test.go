@@ -123,6 +123,40 @@ func TestReconcilerTakesOverAbandonedClaims(t *testing.T) {
 	}
 }
 
+// Restore (after a new Redis incarnation) queues every shard's whole queue
+// again, future attempts included, page by page, and only what is missing.
+func TestSweeperRestoreRepublishesEveryShardsWholeQueue(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	other := h.shard
+	other.Name = "shard-1"
+	now := time.Now()
+	var future *store.Attempt
+	for i := range 23 { // pages of 10; some share a due time
+		a := h.create(attempt{due: now.Add(time.Duration(i/4-2) * time.Hour)}, i < 3)
+		if i == 22 {
+			future = a
+		}
+	}
+	for range 4 {
+		h.create(attempt{due: now.Add(-time.Minute), shard: other.Name}, false)
+	}
+	s, err := NewSweeper(SweeperOptions{Store: h.st, Queue: h.q, Campaign: h.campaign.Namespace + "/" + h.campaign.Name,
+		Shards: []queue.Shard{h.shard, other}, Batch: 1, Metrics: h.metrics, Logger: h.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Restore(ctx); err != nil || n != 24 {
+		t.Fatalf("Restore queued %d, %v; want 24 (20 missing in one shard, 4 in the other)", n, err)
+	}
+	if n, err := s.Restore(ctx); err != nil || n != 0 {
+		t.Fatalf("second Restore queued %d, %v; want 0", n, err)
+	}
+	if res, err := h.q.Schedule(ctx, h.shard, future.ID, future.Due); err != nil || res != queue.Unchanged {
+		t.Fatalf("the attempt due in %s is not queued: scheduling it again gave %v, %v", time.Until(future.Due).Round(time.Hour), res, err)
+	}
+}
+
 func TestSweeperRepublishesAttemptsRedisLost(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()

@@ -252,6 +252,8 @@ type attempt struct {
 	due time.Time
 	// windowEnd defaults to a day after due.
 	windowEnd time.Time
+	// shard defaults to the harness's shard.
+	shard string
 }
 
 // create plans an attempt in the call log (and, with queued, in Redis).
@@ -266,10 +268,14 @@ func (h *harness) create(a attempt, queued bool) *store.Attempt {
 	if a.windowEnd.IsZero() {
 		a.windowEnd = a.due.Add(24 * time.Hour)
 	}
+	shard := h.shard
+	if a.shard != "" {
+		shard.Name = a.shard
+	}
 	uid := uuid()
 	got, _, err := h.st.CreateAttempt(context.Background(), store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: uid, Namespace: h.campaign.Namespace, Name: "parcel-" + uid[:8]},
-		Campaign: h.campaign.Namespace + "/" + h.campaign.Name, Shard: h.shard.Name, Number: 1, Due: a.due, To: a.to,
+		Campaign: h.campaign.Namespace + "/" + h.campaign.Name, Shard: shard.Name, Number: 1, Due: a.due, To: a.to,
 		Context: &store.CallContext{RecipientName: "Ada", TimeZone: a.tz, WindowStart: a.windowEnd.Add(-2 * time.Hour), WindowEnd: a.windowEnd,
 			Address: "1 Main St", AgentName: "Bob"},
 	})
@@ -277,7 +283,7 @@ func (h *harness) create(a attempt, queued bool) *store.Attempt {
 		h.t.Fatalf("create attempt: %v", err)
 	}
 	if queued {
-		if _, err := h.q.Schedule(context.Background(), h.shard, got.ID, a.due); err != nil {
+		if _, err := h.q.Schedule(context.Background(), shard, got.ID, a.due); err != nil {
 			h.t.Fatal(err)
 		}
 	}

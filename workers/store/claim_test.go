@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -277,6 +278,47 @@ func ids(as []Attempt) []string {
 		out = append(out, a.ID)
 	}
 	return out
+}
+
+// ClaimableAfter pages through a shard's whole queue (future attempts
+// included) in due, then id, order, even when many share one due time.
+func TestClaimableAfterPagesTheWholeQueue(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	s := openStore(t, withClock(clk))
+	t0 := clk.Now()
+	var want []string
+	for i := range 7 { // seven attempts due at the same instant
+		n := newAttempt(fmt.Sprintf("same-%d", i), 1, t0.Add(-time.Minute))
+		want = append(want, mustCreate(t, s, n).ID)
+	}
+	want = append(want, mustCreate(t, s, newAttempt("tomorrow", 1, t0.Add(24*time.Hour))).ID)
+	slices.Sort(want[:7])
+	done := mustCreate(t, s, newAttempt("done", 1, t0.Add(-2*time.Minute)))
+	mustClaim(t, s, done.ID)
+	other := newAttempt("other", 1, t0)
+	other.Shard = "s1"
+	mustCreate(t, s, other)
+
+	var got []string
+	var c DueCursor
+	for page := 0; ; page++ {
+		as, err := s.ClaimableAfter(ctx, "shop/evening", "s0", c, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(as) == 0 {
+			break
+		}
+		if page > 10 {
+			t.Fatalf("no end after %d pages: %v", page, got)
+		}
+		got = append(got, ids(as)...)
+		c = c.After(&as[len(as)-1])
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("pages = %v, want %v (claimable, this shard, due then id order, each once)", got, want)
+	}
 }
 
 func TestDueBefore(t *testing.T) {

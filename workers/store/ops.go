@@ -426,13 +426,44 @@ func (s *Store) ForDelivery(ctx context.Context, deliveryUID string) ([]Attempt,
 // DueBefore returns up to limit attempts of a campaign shard that are
 // queued or retry and due before t, earliest first: what the sweeper
 // re-publishes to Redis. An empty shard means every shard of the campaign.
+func (s *Store) DueBefore(ctx context.Context, campaign, shard string, t time.Time, limit int) ([]Attempt, error) {
+	return s.claimable(ctx, campaign, shard, bson.D{{Key: "due", Value: bson.D{{Key: "$lt", Value: t}}}}, limit)
+}
+
+// DueCursor is a position in a shard's claimable attempts, which are
+// ordered by due time, then id. The zero DueCursor is the start.
+type DueCursor struct {
+	Due time.Time
+	ID  string
+}
+
+// After returns the cursor just past a.
+func (c DueCursor) After(a *Attempt) DueCursor { return DueCursor{Due: a.Due, ID: a.ID} }
+
+// ClaimableAfter returns up to limit attempts of a campaign shard that are
+// queued or retry and come after c, whatever their due time: a shard's
+// whole queue page by page, for a Redis that may have lost it. An empty
+// shard means every shard of the campaign.
+func (s *Store) ClaimableAfter(ctx context.Context, campaign, shard string, c DueCursor, limit int) ([]Attempt, error) {
+	var after bson.D
+	if c != (DueCursor{}) {
+		after = bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: "due", Value: bson.D{{Key: "$gt", Value: c.Due}}}},
+			bson.D{{Key: "due", Value: c.Due}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: c.ID}}}},
+		}}}
+	}
+	return s.claimable(ctx, campaign, shard, after, limit)
+}
+
+// claimable returns up to limit queued or retry attempts of a campaign
+// shard that also match filter, by due time, then id.
 //
 // It asks once per claimable state, with the state as an equality, and
 // merges: MongoDB answers each from the campaign/shard/state/due index as
-// it would the $in, and FerretDB, which pushes equalities down to
-// PostgreSQL but not $in or ranges, then reads only the attempts in that
-// state instead of the campaign's whole call log.
-func (s *Store) DueBefore(ctx context.Context, campaign, shard string, t time.Time, limit int) ([]Attempt, error) {
+// it would a $in, and FerretDB, which pushes equalities down to PostgreSQL
+// but not $in or ranges, then reads only the attempts in that state
+// instead of the campaign's whole call log.
+func (s *Store) claimable(ctx context.Context, campaign, shard string, filter bson.D, limit int) ([]Attempt, error) {
 	if campaign == "" {
 		return nil, invalid("campaign is required")
 	}
@@ -441,20 +472,23 @@ func (s *Store) DueBefore(ctx context.Context, campaign, shard string, t time.Ti
 	}
 	var out []Attempt
 	for _, state := range claimableStates {
-		filter := bson.D{{Key: "campaign", Value: campaign}}
+		f := bson.D{{Key: "campaign", Value: campaign}}
 		if shard != "" {
-			filter = append(filter, bson.E{Key: "shard", Value: shard})
+			f = append(f, bson.E{Key: "shard", Value: shard})
 		}
-		filter = append(filter,
-			bson.E{Key: "state", Value: state},
-			bson.E{Key: "due", Value: bson.D{{Key: "$lt", Value: t}}})
-		got, err := s.findMany(ctx, filter, options.Find().SetSort(bson.D{{Key: "due", Value: 1}}).SetLimit(int64(limit)))
+		f = append(append(f, bson.E{Key: "state", Value: state}), filter...)
+		got, err := s.findMany(ctx, f, options.Find().SetSort(bson.D{{Key: "due", Value: 1}, {Key: "_id", Value: 1}}).SetLimit(int64(limit)))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, got...)
 	}
-	slices.SortStableFunc(out, func(a, b Attempt) int { return a.Due.Compare(b.Due) })
+	slices.SortFunc(out, func(a, b Attempt) int {
+		if c := a.Due.Compare(b.Due); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 	return out[:min(len(out), limit)], nil
 }
 

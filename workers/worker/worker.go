@@ -96,8 +96,13 @@ type Options struct {
 	// UnknownGrace is how long an ambiguous dial's call must stay absent
 	// from Twilio's list before a new dial is allowed. Default 2m.
 	UnknownGrace time.Duration
-	// SweepInterval is the sweeper's period. Default 30s.
+	// SweepInterval is the period of the sweeper's safety-net sweep of
+	// overdue attempts. Default 5m.
 	SweepInterval time.Duration
+	// SweepWatchInterval is how often the sweeper checks whether Redis is a
+	// new incarnation (restarted, failed over), which makes it republish
+	// the shards' queues at once. Default 5s.
+	SweepWatchInterval time.Duration
 	// SweepOverdue is how late an attempt must be before the sweeper
 	// republishes it. Default 30s.
 	SweepOverdue time.Duration
@@ -165,7 +170,8 @@ func New(opts Options) (*Worker, error) {
 	def(&opts.ReconcileInterval, 5*time.Second)
 	def(&opts.StaleAfter, 5*time.Second)
 	def(&opts.UnknownGrace, 2*time.Minute)
-	def(&opts.SweepInterval, 30*time.Second)
+	def(&opts.SweepInterval, 5*time.Minute)
+	def(&opts.SweepWatchInterval, 5*time.Second)
 	def(&opts.SweepOverdue, 30*time.Second)
 	def(&opts.HealthInterval, time.Second)
 	if opts.Store == nil || opts.Redis == nil {
@@ -207,7 +213,8 @@ func New(opts Options) (*Worker, error) {
 	}
 	w.sweep, err = dialer.NewSweeper(dialer.SweeperOptions{
 		Store: opts.Store, Queue: w.q, Campaign: c.Key, Shards: opts.Shards,
-		Interval: opts.SweepInterval, Overdue: opts.SweepOverdue, Metrics: w.m, Logger: opts.Logger,
+		Interval: opts.SweepInterval, WatchInterval: opts.SweepWatchInterval, Overdue: opts.SweepOverdue,
+		Ready: w.Ready, Metrics: w.m, Logger: opts.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -317,7 +324,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		w.loop(loops, "sweeper", w.opts.SweepInterval, func(ctx context.Context) error { _, err := w.sweep.RunOnce(ctx); return err })
+		w.sweep.Run(loops)
 	}()
 	w.log.Info("worker started", "shards", len(w.opts.Shards), "concurrency", w.opts.Concurrency)
 	for {

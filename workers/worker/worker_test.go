@@ -12,6 +12,7 @@ import (
 
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -124,27 +125,80 @@ func TestRedisLossDelaysCallsAndLosesNone(t *testing.T) {
 	for i := range 10 {
 		ids = append(ids, w.create(fmt.Sprintf("+141555501%02d", 30+i), true).ID)
 	}
+	restartRedis(t, r)
+	w.dialedOnce(t, ids)
+	_, metrics := r.get(t, "/metrics")
+	if !strings.Contains(metrics, "delauto_worker_swept_total 10") {
+		t.Errorf("swept_total is not 10:\n%s", grep(metrics, "swept"))
+	}
+}
+
+// Redis restarts empty and the sweeper's periodic pass is an hour away: the
+// worker sees the new Redis incarnation and republishes the shard's whole
+// queue at once, the attempt due tomorrow included, and each due attempt
+// is then called once.
+func TestRedisRestartRepublishesTheQueueAtOnce(t *testing.T) {
+	w := newWorld(t)
+	opts := w.workerOpts("w1", nil)
+	opts.SweepInterval = time.Hour
+	opts.SweepWatchInterval = 100 * time.Millisecond
+	r := w.start(opts)
+	r.waitReady(t, http.StatusOK, 5*time.Second)
+	r.Drain() // hold the attempts in Redis
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, w.create(fmt.Sprintf("+141555502%02d", 30+i), true).ID)
+	}
+	ctx := context.Background()
+	uid := uuid()
+	tomorrow, _, err := w.direct.CreateAttempt(ctx, store.NewAttempt{
+		Delivery: store.DeliveryRef{UID: uid, Namespace: w.campaign.Namespace, Name: "parcel-" + uid[:8]},
+		Campaign: w.campaign.Namespace + "/evening", Shard: w.shard.Name, Number: 1, Due: time.Now().Add(24 * time.Hour), To: "+14155550299",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.q.Schedule(ctx, w.shard, tomorrow.ID, tomorrow.Due); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the worker has seen this Redis
+	restartRedis(t, r)
+	w.dialedOnce(t, ids)
+	if res, err := w.q.Schedule(ctx, w.shard, tomorrow.ID, tomorrow.Due); err != nil || res != queue.Unchanged {
+		t.Errorf("the attempt due tomorrow is not back in the queue: scheduling it again gave %v, %v", res, err)
+	}
+	if got := w.get(tomorrow.ID); got.State != store.StateQueued {
+		t.Errorf("the attempt due tomorrow is %s", got.State)
+	}
+	_, metrics := r.get(t, "/metrics")
+	if !strings.Contains(metrics, "delauto_worker_swept_total 6") {
+		t.Errorf("swept_total is not 6:\n%s", grep(metrics, "swept"))
+	}
+}
+
+// restartRedis kills Redis while r holds its attempts (drained), lets r
+// resume, and brings Redis back empty; it returns once r is ready again.
+func restartRedis(t *testing.T, r *running) {
+	t.Helper()
 	env.Redis.Kill()
 	r.Resume()
 	if body := r.waitReady(t, http.StatusServiceUnavailable, 5*time.Second); !strings.Contains(body, "redis") {
 		t.Errorf("/readyz during the outage: %q", body)
 	}
-	time.Sleep(500 * time.Millisecond)
 	if err := env.Redis.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	r.waitReady(t, http.StatusOK, 10*time.Second)
+}
+
+// dialedOnce waits until each attempt is dialed and checks it was called once.
+func (w *world) dialedOnce(t *testing.T, ids []string) {
+	t.Helper()
 	for _, id := range ids {
 		w.waitState(id, 30*time.Second, store.StateDialed)
-	}
-	for _, id := range ids {
 		if n := w.sim.CallsForAttempt(id); n != 1 {
 			t.Errorf("attempt %s: %d calls", id, n)
 		}
-	}
-	_, metrics := r.get(t, "/metrics")
-	if !strings.Contains(metrics, "delauto_worker_swept_total 10") {
-		t.Errorf("swept_total is not 10:\n%s", grep(metrics, "swept"))
 	}
 }
 
