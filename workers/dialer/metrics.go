@@ -44,6 +44,8 @@ type Metrics struct {
 	RecordRetries prometheus.Counter
 	// Swept counts attempts the sweeper put back into the queue.
 	Swept prometheus.Counter
+	// Sweeps counts finished sweeps, by kind (periodic, restore).
+	Sweeps *prometheus.CounterVec
 	// LoopErrors counts failed reconciler and sweeper rounds, by loop.
 	LoopErrors *prometheus.CounterVec
 	// Limiter are the account limiter's metrics (its wait histogram is the
@@ -64,6 +66,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		ClaimConflicts:    counter("claim_conflicts_total", "Claims refused, by the attempt's state.", "state"),
 		Ambiguous:         counter("ambiguous_total", "Attempts marked unknown, by source (dial, stale_lease).", "source"),
 		AmbiguousResolved: counter("ambiguous_resolved_total", "Unknown attempts settled, by how (found, absent, callback).", "how"),
+		Sweeps:            counter("sweeps_total", "Finished sweeps, by kind (periodic: overdue attempts; restore: whole queues after a new Redis incarnation).", "kind"),
 		LoopErrors:        counter("loop_errors_total", "Failed reconciler and sweeper rounds.", "loop"),
 		FenceConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "delauto", Subsystem: "worker", Name: "fence_conflicts_total",
 			Help: "Writes refused because a newer claim of the attempt exists."}),
@@ -84,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []**prometheus.CounterVec{&m.Dials, &m.Checks, &m.TwilioErrors, &m.ClaimConflicts, &m.Ambiguous, &m.AmbiguousResolved, &m.LoopErrors} {
+	for _, c := range []**prometheus.CounterVec{&m.Dials, &m.Checks, &m.TwilioErrors, &m.ClaimConflicts, &m.Ambiguous, &m.AmbiguousResolved, &m.Sweeps, &m.LoopErrors} {
 		if *c, err = register(reg, *c); err != nil {
 			return nil, err
 		}

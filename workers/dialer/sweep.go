@@ -119,11 +119,14 @@ func (s *Sweeper) Run(ctx context.Context) {
 				continue
 			}
 			s.log.Info("queues republished after a new Redis incarnation", "attempts", n)
+			s.m.Sweeps.WithLabelValues("restore").Inc()
 			restored = true
 		} else if time.Now().Before(next) {
 			continue
 		} else if _, err := s.RunOnce(ctx); err != nil {
 			s.failed(ctx, err)
+		} else {
+			s.m.Sweeps.WithLabelValues("periodic").Inc()
 		}
 		d := s.opts.Interval
 		next = time.Now().Add(d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10)
