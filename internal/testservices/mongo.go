@@ -156,9 +156,18 @@ func StartMongo() (*Mongo, error) {
 	}
 
 	m.binDir, m.pgPort, m.cred = binDir, pgPort, cred
-	if _, err := m.SQL(idLookupIndexSQL); err != nil {
-		m.Stop()
-		return nil, fmt.Errorf("indexing FerretDB's _id lookups: %w", err)
+	// PostgreSQL listens before it accepts connections ("the database
+	// system is starting up"): give it a few seconds.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, err := m.SQL(idLookupIndexSQL)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			m.Stop()
+			return nil, fmt.Errorf("indexing FerretDB's _id lookups: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	for try := 0; ; try++ {

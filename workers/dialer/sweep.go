@@ -3,6 +3,7 @@ package dialer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -30,7 +31,7 @@ type SweeperOptions struct {
 	// once. Default 5s.
 	WatchInterval time.Duration
 	// Ready, when set, holds the sweeper while it returns an error (the
-	// worker's readiness: Redis and MongoDB reachable).
+	// worker's readiness: Redis and MongoDB reachable, not draining).
 	Ready func() error
 	// Overdue is how late an attempt must be before it is republished, so
 	// fresh attempts on their way through Redis are left alone. Default 30s.
@@ -51,7 +52,9 @@ type SweeperOptions struct {
 //
 // When Redis is a new incarnation (restarted or failed over) it republishes
 // every queued or retry attempt of its shards, future ones included, at
-// once (Restore). Every Interval it also republishes the attempts due more
+// once (RestoreShard), and marks each shard complete in that incarnation
+// in Redis, so a restart while no worker ran is caught by the next worker
+// to start and other replicas skip what one has restored. Every Interval it also republishes the attempts due more
 // than Overdue ago (RunOnce), for losses no restart announces. A periodic
 // sweep reads every queued attempt of the shard where the server cannot
 // filter on the due time (FerretDB), hence the long default interval.
@@ -92,38 +95,51 @@ func NewSweeper(opts SweeperOptions) (*Sweeper, error) {
 	return &Sweeper{opts: opts, log: opts.Logger.With("component", "sweeper"), m: opts.Metrics}, nil
 }
 
-// Run sweeps until ctx ends: once WatchInterval after the start (the
-// worker may have missed a restart while it was down), then every
-// Interval, and Restore whenever Redis is a new incarnation.
+// Run sweeps until ctx ends. Every WatchInterval it reads the Redis
+// incarnation; when it is not the one this sweeper last checked (at the
+// start too: Redis may have restarted while no worker ran), it restores
+// each shard whose queue is not marked complete in it (RestoreShard, then
+// queue.MarkComplete), so one replica's restore serves the others. It also
+// runs RunOnce at the start and every Interval.
 func (s *Sweeper) Run(ctx context.Context) {
-	var known string   // the Redis incarnation last seen
-	restored := true   // whether known's queues are complete
+	var known string   // the incarnation this sweeper's shards are complete in
 	next := time.Now() // the next periodic sweep
-	for sleep(ctx, nil, s.opts.WatchInterval) {
-		id, err := s.opts.Queue.Incarnation(ctx)
-		if err != nil {
-			continue // Redis unreachable: readiness reports it
-		}
-		if known != "" && id != known {
-			s.log.Warn("Redis is a new incarnation (restarted or failed over); republishing the queues")
-			restored = false
-		}
-		known = id
+	var retryAt time.Time
+	backoff := s.opts.WatchInterval
+	incarnationFailing := false
+	for sleep(ctx, nil, min(s.opts.WatchInterval, s.opts.Interval)) {
 		if s.opts.Ready != nil && s.opts.Ready() != nil {
 			continue
 		}
-		if !restored {
-			n, err := s.Restore(ctx)
-			if err != nil {
-				s.failed(ctx, err) // tried again at the next watch
-				continue
+		id, err := s.opts.Queue.Incarnation(ctx)
+		switch {
+		case err != nil:
+			if !incarnationFailing { // once per outage: the periodic sweep goes on
+				s.failed(ctx, fmt.Errorf("cannot tell whether Redis restarted: %w", err))
 			}
-			s.log.Info("queues republished after a new Redis incarnation", "attempts", n)
-			s.m.Sweeps.WithLabelValues("restore").Inc()
-			restored = true
-		} else if time.Now().Before(next) {
+			incarnationFailing = true
+		case id != known && !time.Now().Before(retryAt):
+			incarnationFailing = false
+			if known != "" {
+				s.log.Warn("Redis is a new incarnation (restarted or failed over): restoring the queues")
+			}
+			n, err := s.restoreIn(ctx, id)
+			if err != nil {
+				s.failed(ctx, err)
+				retryAt, backoff = time.Now().Add(backoff), min(2*backoff, 5*time.Minute)
+				break
+			}
+			if n > 0 {
+				s.log.Info("queues restored from the call log", "attempts", n)
+			}
+			known, backoff = id, s.opts.WatchInterval
+		default:
+			incarnationFailing = false
+		}
+		if time.Now().Before(next) {
 			continue
-		} else if _, err := s.RunOnce(ctx); err != nil {
+		}
+		if _, err := s.RunOnce(ctx); err != nil {
 			s.failed(ctx, err)
 		} else {
 			s.m.Sweeps.WithLabelValues("periodic").Inc()
@@ -140,32 +156,63 @@ func (s *Sweeper) failed(ctx context.Context, err error) {
 	}
 }
 
-// Restore republishes every queued or retry attempt of the shards, whatever
-// its due time, page by page, and returns how many were missing from Redis.
+// restoreIn restores the shards whose queues are not marked complete in
+// incarnation id and marks them; it returns how many attempts were missing.
+func (s *Sweeper) restoreIn(ctx context.Context, id string) (int, error) {
+	total := 0
+	for _, sh := range s.opts.Shards {
+		done, err := s.opts.Queue.CompleteIn(ctx, sh)
+		if err != nil {
+			return total, err
+		}
+		if done == id {
+			continue
+		}
+		n, err := s.RestoreShard(ctx, sh)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if err := s.opts.Queue.MarkComplete(ctx, sh, id); err != nil {
+			return total, err
+		}
+		s.m.Sweeps.WithLabelValues("restore").Inc()
+	}
+	return total, nil
+}
+
+// Restore restores every shard (RestoreShard) and returns how many attempts
+// were missing from Redis.
 func (s *Sweeper) Restore(ctx context.Context) (int, error) {
 	total := 0
 	for _, sh := range s.opts.Shards {
-		var c store.DueCursor
-		for size := restoreBatch * s.opts.Batch; ; {
-			page, err := s.opts.Store.ClaimableAfter(ctx, s.opts.Campaign, sh.Name, c, size)
-			if err != nil {
-				return total, err
-			}
-			if len(page) == 0 {
-				break
-			}
-			n, err := s.republish(ctx, sh, page)
-			total += n
-			if err != nil {
-				return total, err
-			}
-			if len(page) < size {
-				break // the last page
-			}
-			c = c.After(&page[len(page)-1])
+		n, err := s.RestoreShard(ctx, sh)
+		total += n
+		if err != nil {
+			return total, err
 		}
 	}
 	return total, nil
+}
+
+// RestoreShard republishes every queued or retry attempt of shard sh,
+// whatever its due time, page by page, and returns how many were missing
+// from Redis.
+func (s *Sweeper) RestoreShard(ctx context.Context, sh queue.Shard) (int, error) {
+	total := 0
+	var c store.DueCursor
+	for size := restoreBatch * s.opts.Batch; ; {
+		page, err := s.opts.Store.ClaimableAfter(ctx, s.opts.Campaign, sh.Name, c, size)
+		if err != nil {
+			return total, err
+		}
+		n, err := s.republish(ctx, sh, page)
+		total += n
+		if err != nil || len(page) < size {
+			return total, err
+		}
+		c = c.After(&page[len(page)-1])
+	}
 }
 
 // restoreBatch is Restore's page size in sweep batches: a restore reads a
@@ -175,6 +222,9 @@ const restoreBatch = 10
 
 // republish queues attempts with AddOnly and returns how many were missing.
 func (s *Sweeper) republish(ctx context.Context, sh queue.Shard, as []store.Attempt) (int, error) {
+	if len(as) == 0 {
+		return 0, nil
+	}
 	entries := make([]queue.Entry, len(as))
 	for i, a := range as {
 		entries[i] = queue.Entry{Shard: sh, ID: a.ID, Due: a.Due, Mode: queue.AddOnly}
@@ -194,29 +244,29 @@ func (s *Sweeper) republish(ctx context.Context, sh queue.Shard, as []store.Atte
 	return added, nil
 }
 
-// RunOnce sweeps once and returns how many attempts it queued again.
+// RunOnce republishes the attempts of the shards due more than Overdue ago
+// that Redis lost, page by page, and returns how many it queued again. A
+// shard's pass stops at the first page with nothing missing: the rest is
+// older work still waiting in Redis.
 func (s *Sweeper) RunOnce(ctx context.Context) (int, error) {
 	before := time.Now().Add(-s.opts.Overdue)
 	total := 0
 	for _, sh := range s.opts.Shards {
+		var c store.DueCursor
 		for {
-			due, err := s.opts.Store.DueBefore(ctx, s.opts.Campaign, sh.Name, before, s.opts.Batch)
+			due, err := s.opts.Store.DueBefore(ctx, s.opts.Campaign, sh.Name, before, c, s.opts.Batch)
 			if err != nil {
 				return total, err
-			}
-			if len(due) == 0 {
-				break
 			}
 			added, err := s.republish(ctx, sh, due)
 			total += added
 			if err != nil {
 				return total, err
 			}
-			// A full batch with nothing missing means the rest is queued
-			// too (it is all older work waiting in Redis); stop there.
 			if len(due) < s.opts.Batch || added == 0 {
 				break
 			}
+			c = c.After(&due[len(due)-1])
 		}
 	}
 	return total, nil

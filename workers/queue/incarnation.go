@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -51,4 +52,25 @@ func runID(ctx context.Context, c redis.Cmdable) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("queue: INFO server has no run_id")
+}
+
+// CompleteKey holds the Redis incarnation in which the shard's queue was
+// last made complete from the call log (see MarkComplete). It lives in the
+// shard's slot, so it goes when the shard's entries go.
+func (s Shard) CompleteKey() string { return s.tag() + ":complete" }
+
+// CompleteIn returns the incarnation the shard's queue was last made
+// complete in, or "" if none was recorded (or Redis lost it).
+func (q *Queue) CompleteIn(ctx context.Context, s Shard) (string, error) {
+	v, err := q.rdb.Get(ctx, s.CompleteKey()).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return v, err
+}
+
+// MarkComplete records that the shard's queue holds every queued attempt
+// of the call log in Redis incarnation id.
+func (q *Queue) MarkComplete(ctx context.Context, s Shard, id string) error {
+	return q.rdb.Set(ctx, s.CompleteKey(), id, 0).Err()
 }

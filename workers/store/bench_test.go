@@ -192,7 +192,7 @@ func BenchmarkDueBefore(b *testing.B) {
 	// One sweep at a time, as one worker runs them.
 	b.ResetTimer()
 	for range b.N {
-		got, err := s.DueBefore(ctx, "shop/evening", "s0", s.now().Add(time.Second), sweepBatch)
+		got, err := s.DueBefore(ctx, "shop/evening", "s0", s.now().Add(time.Second), DueCursor{}, sweepBatch)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -349,7 +349,7 @@ func TestDueBefore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	got, err := s.DueBefore(ctx, "shop/evening", "s0", t0.Add(5*time.Minute), 10)
+	got, err := s.DueBefore(ctx, "shop/evening", "s0", t0.Add(5*time.Minute), DueCursor{}, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,15 +357,19 @@ func TestDueBefore(t *testing.T) {
 	if fmt.Sprint(ids(got)) != fmt.Sprint(want) {
 		t.Fatalf("DueBefore = %v, want %v (queued/retry, this shard, due order)", ids(got), want)
 	}
-	got, _ = s.DueBefore(ctx, "shop/evening", "s0", t0.Add(5*time.Minute), 2)
+	got, _ = s.DueBefore(ctx, "shop/evening", "s0", t0.Add(5*time.Minute), DueCursor{}, 2)
 	if fmt.Sprint(ids(got)) != fmt.Sprint(want[:2]) {
 		t.Fatalf("DueBefore limit 2 = %v", ids(got))
 	}
-	got, _ = s.DueBefore(ctx, "shop/evening", "", t0.Add(time.Second), 10)
+	got, _ = s.DueBefore(ctx, "shop/evening", "s0", t0.Add(5*time.Minute), DueCursor{}.After(&got[1]), 10)
+	if fmt.Sprint(ids(got)) != fmt.Sprint(want[2:]) {
+		t.Fatalf("DueBefore after the second = %v, want %v", ids(got), want[2:])
+	}
+	got, _ = s.DueBefore(ctx, "shop/evening", "", t0.Add(time.Second), DueCursor{}, 10)
 	if fmt.Sprint(ids(got)) != fmt.Sprint([]string{early.ID, "othershard-1"}) {
 		t.Fatalf("DueBefore all shards = %v", ids(got))
 	}
-	if _, err := s.DueBefore(ctx, "", "s0", t0, 10); !errors.Is(err, ErrInvalidInput) {
+	if _, err := s.DueBefore(ctx, "", "s0", t0, DueCursor{}, 10); !errors.Is(err, ErrInvalidInput) {
 		t.Fatalf("no campaign: %v", err)
 	}
 	// ForDelivery: sorted by attempt number.

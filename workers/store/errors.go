@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // Sentinel errors; match them with errors.Is. The typed errors below wrap
@@ -103,4 +105,11 @@ func (e *TransitionError) Is(target error) bool { return target == ErrInvalidTra
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
+}
+
+// isIndexNotFound reports whether err is the server's "no index of that
+// name" (IndexNotFound, code 27).
+func isIndexNotFound(err error) bool {
+	var ce mongo.CommandError
+	return errors.As(err, &ce) && (ce.Code == 27 || ce.Name == "IndexNotFound")
 }

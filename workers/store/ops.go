@@ -424,10 +424,12 @@ func (s *Store) ForDelivery(ctx context.Context, deliveryUID string) ([]Attempt,
 }
 
 // DueBefore returns up to limit attempts of a campaign shard that are
-// queued or retry and due before t, earliest first: what the sweeper
-// re-publishes to Redis. An empty shard means every shard of the campaign.
-func (s *Store) DueBefore(ctx context.Context, campaign, shard string, t time.Time, limit int) ([]Attempt, error) {
-	return s.claimable(ctx, campaign, shard, bson.D{{Key: "due", Value: bson.D{{Key: "$lt", Value: t}}}}, limit)
+// queued or retry, due before t and after cursor c (the zero DueCursor is
+// the start), earliest first: what the sweeper re-publishes to Redis,
+// page by page. An empty shard means every shard of the campaign.
+func (s *Store) DueBefore(ctx context.Context, campaign, shard string, t time.Time, c DueCursor, limit int) ([]Attempt, error) {
+	filter := bson.D{{Key: "due", Value: bson.D{{Key: "$lt", Value: t}}}}
+	return s.claimable(ctx, campaign, shard, append(filter, c.filter()...), limit)
 }
 
 // DueCursor is a position in a shard's claimable attempts, which are
@@ -440,27 +442,31 @@ type DueCursor struct {
 // After returns the cursor just past a.
 func (c DueCursor) After(a *Attempt) DueCursor { return DueCursor{Due: a.Due, ID: a.ID} }
 
+// filter selects the attempts after c.
+func (c DueCursor) filter() bson.D {
+	if c == (DueCursor{}) {
+		return nil
+	}
+	return bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: "due", Value: bson.D{{Key: "$gt", Value: c.Due}}}},
+		bson.D{{Key: "due", Value: c.Due}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: c.ID}}}},
+	}}}
+}
+
 // ClaimableAfter returns up to limit attempts of a campaign shard that are
 // queued or retry and come after c, whatever their due time: a shard's
 // whole queue page by page, for a Redis that may have lost it. An empty
 // shard means every shard of the campaign.
 func (s *Store) ClaimableAfter(ctx context.Context, campaign, shard string, c DueCursor, limit int) ([]Attempt, error) {
-	var after bson.D
-	if c != (DueCursor{}) {
-		after = bson.D{{Key: "$or", Value: bson.A{
-			bson.D{{Key: "due", Value: bson.D{{Key: "$gt", Value: c.Due}}}},
-			bson.D{{Key: "due", Value: c.Due}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: c.ID}}}},
-		}}}
-	}
-	return s.claimable(ctx, campaign, shard, after, limit)
+	return s.claimable(ctx, campaign, shard, c.filter(), limit)
 }
 
 // claimable returns up to limit queued or retry attempts of a campaign
 // shard that also match filter, by due time, then id.
 //
 // It asks once per claimable state, with the state as an equality, and
-// merges: MongoDB answers each from the campaign/shard/state/due index as
-// it would a $in, and FerretDB, which pushes equalities down to PostgreSQL
+// merges: MongoDB answers each from the campaign/shard/state/due/_id index
+// as it would a $in, and FerretDB, which pushes equalities down to PostgreSQL
 // but not $in or ranges, then reads only the attempts in that state
 // instead of the campaign's whole call log.
 func (s *Store) claimable(ctx context.Context, campaign, shard string, filter bson.D, limit int) ([]Attempt, error) {

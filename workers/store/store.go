@@ -334,7 +334,10 @@ const (
 	idxDeliveryAttempt = "delivery_uid_number_unique"
 	idxCallSIDPartial  = "callSid_unique_partial"
 	idxCallSIDSparse   = "callSid_unique_sparse"
-	idxDue             = "campaign_shard_state_due"
+	idxDue             = "campaign_shard_state_due_id"
+	// idxDueOld is idxDue before it ended with _id (the sweeper's sort and
+	// cursor); EnsureIndexes drops it.
+	idxDueOld          = "campaign_shard_state_due"
 	idxDeliveryCreated = "delivery_uid_created"
 	idxStateLease      = "state_lease"
 	idxStateUpdated    = "state_updated"
@@ -352,7 +355,7 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 	plain := []mongo.IndexModel{
 		{Keys: bson.D{{Key: "deliveryUID", Value: 1}, {Key: "number", Value: 1}},
 			Options: options.Index().SetName(idxDeliveryAttempt).SetUnique(true)},
-		{Keys: bson.D{{Key: "campaign", Value: 1}, {Key: "shard", Value: 1}, {Key: "state", Value: 1}, {Key: "due", Value: 1}},
+		{Keys: bson.D{{Key: "campaign", Value: 1}, {Key: "shard", Value: 1}, {Key: "state", Value: 1}, {Key: "due", Value: 1}, {Key: "_id", Value: 1}},
 			Options: options.Index().SetName(idxDue)},
 		{Keys: bson.D{{Key: "deliveryUID", Value: 1}, {Key: "createdAt", Value: 1}},
 			Options: options.Index().SetName(idxDeliveryCreated)},
@@ -367,6 +370,9 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 		if _, err := s.attempts.Indexes().CreateOne(ctx, m); err != nil {
 			return fmt.Errorf("store: create attempts index on %v: %w", m.Keys, err)
 		}
+	}
+	if err := s.attempts.Indexes().DropOne(ctx, idxDueOld); err != nil && !isIndexNotFound(err) {
+		return fmt.Errorf("store: drop the replaced index %s: %w", idxDueOld, err)
 	}
 
 	f := s.Features()

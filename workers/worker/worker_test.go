@@ -176,6 +176,30 @@ func TestRedisRestartRepublishesTheQueueAtOnce(t *testing.T) {
 	}
 }
 
+// Redis restarts empty while no worker runs: the next worker to start
+// finds the shard's queue not marked complete in this Redis and restores
+// it, although its periodic pass could not have found the attempts.
+func TestWorkerStartedAfterARedisRestartRestoresTheQueue(t *testing.T) {
+	w := newWorld(t)
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, w.create(fmt.Sprintf("+141555503%02d", 30+i), true).ID)
+	}
+	env.Redis.Kill()
+	if err := env.Redis.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	opts := w.workerOpts("w1", nil)
+	opts.SweepInterval, opts.SweepOverdue, opts.SweepWatchInterval = time.Hour, time.Hour, 100*time.Millisecond
+	r := w.start(opts)
+	r.waitReady(t, http.StatusOK, 10*time.Second)
+	w.dialedOnce(t, ids)
+	_, metrics := r.get(t, "/metrics")
+	if !strings.Contains(metrics, `delauto_worker_sweeps_total{kind="restore"} 1`) {
+		t.Errorf("no restore counted:\n%s", grep(metrics, "sweep"))
+	}
+}
+
 // restartRedis kills Redis while r holds its attempts (drained), lets r
 // resume, and brings Redis back empty; it returns once r is ready again.
 func restartRedis(t *testing.T, r *running) {

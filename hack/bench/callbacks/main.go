@@ -522,13 +522,15 @@ func step(hc *http.Client, url0 string, reqs []req, rate, conns int) result {
 	wg.Wait()
 	slices.Sort(lat)
 	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	// Throughput is responses per second between the first response and the
-	// last: n responses span n-1 intervals. (Counting from the first send
-	// would charge one request's latency to the whole step.)
-	span := time.Duration(lastDone.Load() - firstDone.Load())
+	// Throughput is successful responses per second between the first
+	// response and the last: n responses span n-1 intervals. (Counting from
+	// the first send would charge one request's latency to the whole step.)
+	// The span is at least the schedule's, so a slow first response cannot
+	// make the rest look faster than they were sent.
+	span := max(time.Duration(lastDone.Load()-firstDone.Load()), time.Duration(len(reqs)-1)*interval)
 	achieved := 0.0
-	if len(reqs) > 1 && span > 0 {
-		achieved = float64(len(reqs)-1) / span.Seconds()
+	if n := ok.Load(); n > 1 && span > 0 {
+		achieved = float64(n-1) / span.Seconds()
 	}
 	return result{sent: len(reqs), ok: int(ok.Load()), errs: int(errs.Load()),
 		achieved: achieved, p50: q(0.50), p99: q(0.99), max: lat[len(lat)-1]}

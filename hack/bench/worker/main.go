@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -184,7 +185,10 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	}
 	// The worker's start-up sweep reads every queued attempt of its call
 	// log; let it finish so it does not land in the first round's ceiling.
-	for counter(reg, "delauto_worker_sweeps_total", "periodic") < 1 {
+	for t0 := time.Now(); counter(reg, "delauto_worker_sweeps_total", "periodic") < 1; {
+		if counter(reg, "delauto_worker_loop_errors_total", "sweeper") > 0 || time.Since(t0) > 5*time.Minute {
+			return errors.New("the worker's start-up sweep did not finish (see delauto_worker_loop_errors_total)")
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 
