@@ -150,6 +150,16 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	ns := "bench-" + tag
 	shard := queue.Shard{Namespace: ns, Campaign: "bench", Name: "shard-0"}
 	q := queue.New(rdb, queue.Options{Logger: logger})
+	// The later rounds' attempts are due in the call log but deliberately
+	// not queued yet: mark the shard's queue complete so the worker's
+	// sweeper does not restore them at its start.
+	incarnation, err := q.Incarnation(ctx)
+	if err != nil {
+		return err
+	}
+	if err := q.MarkComplete(ctx, shard, incarnation); err != nil {
+		return err
+	}
 	hc, err := dialer.HTTPClient(sim.URL(), 10*time.Second, c)
 	if err != nil {
 		return err
