@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -52,15 +53,22 @@ func TestRedisClusterCoversAllSlots(t *testing.T) {
 	}
 }
 
-func TestMongoRoundTrip(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// selftestCollection is a collection of the selftest database on a client
+// disconnected when the test ends.
+func selftestCollection(t *testing.T, name string) *mongo.Collection {
+	t.Helper()
 	c, err := env.Mongo.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Disconnect(ctx)
-	coll := c.Database("selftest").Collection("things")
+	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+	return c.Database("selftest").Collection(name)
+}
+
+func TestMongoRoundTrip(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	coll := selftestCollection(t, "things")
 	if _, err := coll.InsertOne(ctx, bson.M{"_id": "a", "n": 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -81,12 +89,7 @@ func TestMongoRoundTrip(t *testing.T) {
 func TestMongoFindsByIDThroughAnIndex(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := env.Mongo.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Disconnect(ctx)
-	coll := c.Database("selftest").Collection("byid")
+	coll := selftestCollection(t, "byid")
 	docs := make([]any, 2000)
 	for i := range docs {
 		docs[i] = bson.M{"_id": fmt.Sprintf("doc-%04d", i), "n": i}

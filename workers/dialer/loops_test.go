@@ -123,7 +123,7 @@ func TestReconcilerTakesOverAbandonedClaims(t *testing.T) {
 	}
 }
 
-// Restore (after a new Redis incarnation) queues every shard's whole queue
+// RestoreShard (after a new Redis incarnation) queues a shard's whole queue
 // again, future attempts included, page by page, and only what is missing.
 func TestSweeperRestoreRepublishesEveryShardsWholeQueue(t *testing.T) {
 	h := newHarness(t)
@@ -146,11 +146,21 @@ func TestSweeperRestoreRepublishesEveryShardsWholeQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.Restore(ctx); err != nil || n != 24 {
-		t.Fatalf("Restore queued %d, %v; want 24 (20 missing in one shard, 4 in the other)", n, err)
+	restore := func() (int, error) {
+		total := 0
+		for _, sh := range []queue.Shard{h.shard, other} {
+			n, err := s.RestoreShard(ctx, sh)
+			if total += n; err != nil {
+				return total, err
+			}
+		}
+		return total, nil
 	}
-	if n, err := s.Restore(ctx); err != nil || n != 0 {
-		t.Fatalf("second Restore queued %d, %v; want 0", n, err)
+	if n, err := restore(); err != nil || n != 24 {
+		t.Fatalf("restore queued %d, %v; want 24 (20 missing in one shard, 4 in the other)", n, err)
+	}
+	if n, err := restore(); err != nil || n != 0 {
+		t.Fatalf("second restore queued %d, %v; want 0", n, err)
 	}
 	if res, err := h.q.Schedule(ctx, h.shard, future.ID, future.Due); err != nil || res != queue.Unchanged {
 		t.Fatalf("the attempt due in %s is not queued: scheduling it again gave %v, %v", time.Until(future.Due).Round(time.Hour), res, err)

@@ -54,10 +54,11 @@ type SweeperOptions struct {
 // every queued or retry attempt of its shards, future ones included, at
 // once (RestoreShard), and marks each shard complete in that incarnation
 // in Redis, so a restart while no worker ran is caught by the next worker
-// to start and other replicas skip what one has restored. Every Interval it also republishes the attempts due more
-// than Overdue ago (RunOnce), for losses no restart announces. A periodic
-// sweep reads every queued attempt of the shard where the server cannot
-// filter on the due time (FerretDB), hence the long default interval.
+// to start and other replicas skip what one has restored. Every Interval
+// it also republishes the attempts due more than Overdue ago (RunOnce),
+// for losses no restart announces. A periodic sweep reads every queued
+// attempt of the shard where the server cannot filter on the due time
+// (FerretDB), hence the long default interval.
 type Sweeper struct {
 	opts SweeperOptions
 	log  *slog.Logger
@@ -177,20 +178,6 @@ func (s *Sweeper) restoreIn(ctx context.Context, id string) (int, error) {
 			return total, err
 		}
 		s.m.Sweeps.WithLabelValues("restore").Inc()
-	}
-	return total, nil
-}
-
-// Restore restores every shard (RestoreShard) and returns how many attempts
-// were missing from Redis.
-func (s *Sweeper) Restore(ctx context.Context) (int, error) {
-	total := 0
-	for _, sh := range s.opts.Shards {
-		n, err := s.RestoreShard(ctx, sh)
-		total += n
-		if err != nil {
-			return total, err
-		}
 	}
 	return total, nil
 }
