@@ -185,7 +185,7 @@ func (r *CallCampaignReconciler) applyWorkers(ctx context.Context, s *campaignSc
 			current = nil
 		}
 		replicas := DesiredReplicas(s.campaign, shard, s.degraded != nil, current)
-		ac := r.Workers.deployment(s.campaign, shard, replicas)
+		ac := r.Workers.Deployment(s.campaign, shard, replicas)
 		if err := r.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			return fmt.Errorf("apply worker Deployment for shard %s: %w", shard, err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/relay"
 )
@@ -44,7 +45,7 @@ func startCampaignControllerEvery(t *testing.T, statusInterval time.Duration) (*
 	r := &controllers.CallCampaignReconciler{
 		Client:         mgr.GetClient(),
 		APIReader:      mgr.GetAPIReader(),
-		Workers:        controllers.WorkerDefaults{Image: "delauto:test", RedisURL: "redis://r:6379", MongoURI: "mongodb://m/delauto"},
+		Workers:        controllers.WorkerDefaults{Image: "delauto:test", Stores: stores.Settings{RedisURL: "redis://r:6379", MongoURI: "mongodb://m/delauto", MongoDatabase: "delauto"}},
 		Queues:         controllers.RedisQueueStats{Queue: q},
 		Rates:          controllers.RedisRates{Redis: rdb},
 		StatusInterval: statusInterval,

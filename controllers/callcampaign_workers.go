@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/workers/relay"
 )
 
@@ -42,8 +43,7 @@ const (
 	EnvTwilioDir         = "DELAUTO_TWILIO_DIR"
 	EnvCampaignFile      = "DELAUTO_CAMPAIGN_FILE"
 	EnvPodName           = "POD_NAME"
-	EnvRedisURL          = "REDIS_URL"
-	EnvMongoURI          = "MONGO_URI"
+	EnvTwilioBaseURL     = "DELAUTO_TWILIO_BASE_URL"
 
 	// TwilioDir holds the files account-sid and auth-token from the
 	// campaign's Twilio Secret.
@@ -60,7 +60,7 @@ const (
 	RelayDir           = "/var/run/secrets/delauto/relay"
 	RelaySecretFile    = "secret"
 	CallbackPort       = 8080
-	OpsPort            = 8081
+	OpsPort            = 8082
 	workerExtraGrace   = 30
 	defaultWorkerImage = "ghcr.io/delauto/delauto:v0.1.0"
 )
@@ -70,13 +70,26 @@ type WorkerDefaults struct {
 	// Image is used when the campaign names none.
 	Image string
 	// StoresSecret, when set, names a Secret in each campaign's namespace
-	// holding REDIS_URL and MONGO_URI for the workers.
+	// with where the workers' stores are and how to log in (REDIS_URL or
+	// REDIS_ADDRS and REDIS_PASSWORD, MONGO_URI).
 	StoresSecret string
-	// RedisURL and MongoURI are passed to workers as plain values when no
-	// StoresSecret is set (credential-free URLs only).
-	RedisURL string
-	MongoURI string
+	// Stores are the operator's own store settings. Workers get every one of
+	// them (the call log's database, pool size and timeout always; where the
+	// stores are only without StoresSecret), so both sides use the same
+	// Redis and call log.
+	Stores stores.Settings
+	// TwilioBaseURL, when set, points the workers at another Twilio API
+	// base URL (the Twilio simulator, for tests and demos). Empty: Twilio.
+	TwilioBaseURL string
 }
+
+// WorkerUID and WorkerGID are the user and group worker containers run as;
+// WorkerGID is also the pod's fsGroup, so the kubelet gives that group
+// read access to every mounted Secret and ConfigMap file.
+const (
+	WorkerUID int64 = 65532
+	WorkerGID int64 = 65532
+)
 
 // WorkerDeploymentName is the name of a shard's worker Deployment: the
 // campaign and shard, shortened with a hash when over 63 characters.
@@ -111,8 +124,8 @@ func ownerRef(c *v1.CallCampaign) *metav1ac.OwnerReferenceApplyConfiguration {
 		WithName(c.Name).WithUID(c.UID).WithController(true).WithBlockOwnerDeletion(true)
 }
 
-// deployment is the desired worker Deployment of one shard.
-func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas int32) *appsv1ac.DeploymentApplyConfiguration {
+// Deployment is the desired worker Deployment of one shard.
+func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas int32) *appsv1ac.DeploymentApplyConfiguration {
 	image := c.Spec.Workers.Image
 	if image == "" {
 		image = w.Image
@@ -166,10 +179,12 @@ func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas in
 		)
 	if w.StoresSecret != "" {
 		container.WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(w.StoresSecret)))
-	} else {
-		env = append(env,
-			corev1ac.EnvVar().WithName(EnvRedisURL).WithValue(w.RedisURL),
-			corev1ac.EnvVar().WithName(EnvMongoURI).WithValue(w.MongoURI))
+	}
+	for _, e := range w.Stores.Env(w.StoresSecret == "") {
+		env = append(env, corev1ac.EnvVar().WithName(e.Name).WithValue(e.Value))
+	}
+	if w.TwilioBaseURL != "" {
+		env = append(env, corev1ac.EnvVar().WithName(EnvTwilioBaseURL).WithValue(w.TwilioBaseURL))
 	}
 	volumes := []*corev1ac.VolumeApplyConfiguration{
 		corev1ac.Volume().WithName("twilio").WithSecret(corev1ac.SecretVolumeSource().
@@ -223,7 +238,8 @@ func (w WorkerDefaults) deployment(c *v1.CallCampaign, shard string, replicas in
 					WithTerminationGracePeriodSeconds(grace).
 					WithSecurityContext(corev1ac.PodSecurityContext().
 						WithRunAsNonRoot(true).
-						WithRunAsUser(65532).WithRunAsGroup(65532).
+						WithRunAsUser(WorkerUID).WithRunAsGroup(WorkerGID).
+						WithFSGroup(WorkerGID).
 						WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
 					WithContainers(container).
 					WithVolumes(volumes...))))

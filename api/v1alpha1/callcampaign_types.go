@@ -77,7 +77,9 @@ type RetryPolicy struct {
 	// +kubebuilder:validation:MaxItems=10
 	// +kubebuilder:validation:XValidation:rule="self.all(d, duration(d) >= duration('1m') && duration(d) <= duration('48h'))",message="each backoff step must be a duration between 1m and 48h, such as 15m or 1h"
 	Backoff []metav1.Duration `json:"backoff,omitempty"`
-	// retryOn lists the call results that lead to another attempt.
+	// retryOn lists the call results that lead to another attempt. An
+	// answered call (completed) is never retried, even when the recipient
+	// hung up or chose nothing: the Delivery ends Unreachable.
 	// +optional
 	// +kubebuilder:default={"no-answer","busy","failed"}
 	// +listType=set

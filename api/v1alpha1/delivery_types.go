@@ -38,7 +38,11 @@ const (
 	DeliveryRescheduleRequested DeliveryPhase = "RescheduleRequested"
 	// DeliveryInstructionsRecorded: the recipient left instructions; the agent was told.
 	DeliveryInstructionsRecorded DeliveryPhase = "InstructionsRecorded"
-	// DeliveryUnreachable: every allowed attempt ended without an answer.
+	// DeliveryUnreachable: no call reached a decision. Either every allowed
+	// attempt ended with a result the campaign retries (no-answer, busy, ...)
+	// or a call ended that is not retried: above all an answered call in
+	// which the recipient hung up or said nothing (result completed, never
+	// retried: they heard the message), after a single attempt.
 	DeliveryUnreachable DeliveryPhase = "Unreachable"
 	// DeliveryOptedOut: the number asked not to be called again.
 	DeliveryOptedOut DeliveryPhase = "OptedOut"
@@ -313,10 +317,10 @@ type DeliveryStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=dlv,categories=delauto
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
-// +kubebuilder:printcolumn:name="Next Call",type=date,JSONPath=`.status.nextCallTime`
+// +kubebuilder:printcolumn:name="Next Call",type=string,JSONPath=`.status.nextCallTime`
 // +kubebuilder:printcolumn:name="Attempts",type=integer,JSONPath=`.status.attempts`
 // +kubebuilder:printcolumn:name="Campaign",type=string,JSONPath=`.status.campaign`
-// +kubebuilder:printcolumn:name="Window Start",type=date,JSONPath=`.spec.window.start`,priority=1
+// +kubebuilder:printcolumn:name="Window Start",type=string,JSONPath=`.spec.window.start`,priority=1
 // +kubebuilder:printcolumn:name="Shard",type=string,JSONPath=`.status.shard`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec.campaignRef) || !has(oldSelf.status) || !has(oldSelf.status.attempts) || oldSelf.status.attempts == 0 || (has(self.spec.campaignRef) && self.spec.campaignRef.name == oldSelf.spec.campaignRef.name)",message="spec.campaignRef cannot change once calls began"

@@ -3,6 +3,7 @@ package v1alpha1_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/testservices"
+	"github.com/delauto/delauto/internal/twilioclient"
 )
 
 var env *testservices.Env
@@ -326,16 +328,23 @@ func TestDefaults(t *testing.T) {
 	check("recipient.language", gotD.Spec.Recipient.Language, "en")
 }
 
-// TestSamplesApply applies config/samples with kubectl, as a user would.
-func TestSamplesApply(t *testing.T) {
+// kubectlOf returns the kubectl binary and the test apiserver's kubeconfig.
+func kubectlOf(t *testing.T) (kubectl, kubeconfig string) {
+	t.Helper()
 	kubectl, err := testservices.Kubectl()
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubeconfig, err := env.Kube.Kubeconfig()
+	kubeconfig, err = env.Kube.Kubeconfig()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kubectl, kubeconfig
+}
+
+// TestSamplesApply applies config/samples with kubectl, as a user would.
+func TestSamplesApply(t *testing.T) {
+	kubectl, kubeconfig := kubectlOf(t)
 	root, err := testservices.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -376,5 +385,75 @@ func TestSamplesApply(t *testing.T) {
 		if !strings.Contains(string(out), col) {
 			t.Errorf("kubectl get dlv,cc lacks the %s column:\n%s", col, out)
 		}
+	}
+}
+
+// TestFutureTimesPrintReadably checks what `kubectl get dlv -o wide` shows
+// for a call and a window still to come: a date column renders future times
+// as <invalid>, so they are shown as timestamps.
+func TestFutureTimesPrintReadably(t *testing.T) {
+	ns := newNamespace(t, "columns")
+	ctx := context.Background()
+	start := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
+	u := object(t, goodDelivery, ns, "future")
+	set("spec.window.start", start.Format(time.RFC3339))(u)
+	set("spec.window.end", start.Add(2*time.Hour).Format(time.RFC3339))(u)
+	if err := env.Kube.Client.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	var d v1.Delivery
+	if err := env.Kube.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "future"}, &d); err != nil {
+		t.Fatal(err)
+	}
+	next := start.Add(-2 * time.Hour)
+	d.Status.Phase = v1.DeliveryScheduled
+	d.Status.NextCallTime = &metav1.Time{Time: next}
+	if err := env.Kube.Client.Status().Update(ctx, &d); err != nil {
+		t.Fatal(err)
+	}
+	kubectl, kubeconfig := kubectlOf(t)
+	out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "dlv", "future", "-n", ns, "-o", "wide").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl get dlv -o wide: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "<invalid>") {
+		t.Errorf("kubectl get dlv shows <invalid> for a future time:\n%s", out)
+	}
+	for _, want := range []string{next.Format(time.RFC3339), start.Format(time.RFC3339)} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("kubectl get dlv -o wide lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+// TestSampleCredentialsPassTheWorkersCheck: a newcomer who replaces only
+// one placeholder of the sample Twilio Secret must not fail on the other.
+func TestSampleCredentialsPassTheWorkersCheck(t *testing.T) {
+	root, err := testservices.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "config", "samples", "twilio_credentials_secret.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, doc := range strings.Split(string(data), "\n---") {
+		var s corev1.Secret
+		if err := yaml.Unmarshal([]byte(doc), &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Name != "twilio-credentials" {
+			continue
+		}
+		found = true
+		// The keys a campaign's credentialsSecretRef reads by default.
+		sid, token := s.StringData["accountSID"], s.StringData["authToken"]
+		if err := twilioclient.ValidateCredentials(sid, token); err != nil {
+			t.Errorf("the sample Twilio Secret fails the worker's check: %v", err)
+		}
+	}
+	if !found {
+		t.Fatal("no twilio-credentials Secret in the samples")
 	}
 }

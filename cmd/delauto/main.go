@@ -2,6 +2,9 @@
 // mode:
 //
 //	delauto operator   the Kubernetes operator (controller-runtime manager)
+//	delauto worker     place the calls of a campaign's shards and serve
+//	                   its Twilio webhooks (run by the operator's worker
+//	                   Deployments)
 //	delauto version    print the version
 //
 // Each mode documents its flags with -h.

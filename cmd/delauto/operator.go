@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -33,38 +34,74 @@ import (
 // Services); the cache holds only those, not every Deployment of the cluster.
 const managedByLabel = controllers.LabelManagedBy + "=" + controllers.ManagedBy
 
+// operatorConfig is `delauto operator`'s configuration, validated.
+type operatorConfig struct {
+	metricsAddr     string
+	secureMetrics   bool
+	probeAddr       string
+	pprofAddr       string
+	leaderElect     bool
+	leaderNamespace string
+	concurrency     int
+	logLevel        string
+	statusInterval  time.Duration
+	conn            stores.Settings
+	// workers is what every worker Deployment gets, the operator's own
+	// store settings included.
+	workers controllers.WorkerDefaults
+}
+
+// parseOperatorConfig reads the flags (environment variables give the store
+// settings' defaults) and checks them.
+func parseOperatorConfig(args []string, getenv func(string) string) (*operatorConfig, error) {
+	c := &operatorConfig{}
+	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
+	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8443", "address of the metrics endpoint (HTTPS, Kubernetes authn/authz); 0 disables it")
+	fs.BoolVar(&c.secureMetrics, "metrics-secure", true, "serve metrics over HTTPS behind authentication and authorization")
+	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.StringVar(&c.pprofAddr, "pprof-bind-address", "", "address of Go's /debug/pprof endpoints (empty: off)")
+	fs.BoolVar(&c.leaderElect, "leader-elect", false, "elect a leader so only one operator replica acts")
+	fs.StringVar(&c.leaderNamespace, "leader-election-namespace", "", "namespace of the leader Lease (default: the pod's namespace)")
+	fs.IntVar(&c.concurrency, "max-concurrent-reconciles", 32, "reconciles run at once per controller (the Delivery reconcile waits on the apiserver, MongoDB and Redis, so more than the cores)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: info or debug")
+	fs.StringVar(&c.workers.Image, "worker-image", "", "default image of worker Deployments (campaigns may override)")
+	fs.StringVar(&c.workers.StoresSecret, "worker-stores-secret", "", "Secret in each campaign's namespace with where the workers' stores are and how to log in ("+
+		stores.EnvRedisURL+" or "+stores.EnvRedisAddrs+" and "+stores.EnvRedisPassword+", "+stores.EnvMongoURI+"); empty hands the workers the operator's own store settings")
+	fs.StringVar(&c.workers.TwilioBaseURL, "worker-twilio-base-url", "", "for tests and demos only: point every worker at this Twilio API base URL (the Twilio simulator) instead of Twilio; empty (the default) is Twilio")
+	fs.DurationVar(&c.statusInterval, "status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
+	c.conn.RegisterEnv(fs, getenv)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if c.concurrency < 1 {
+		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", c.concurrency)
+	}
+	if c.workers.TwilioBaseURL != "" {
+		if u, err := url.Parse(c.workers.TwilioBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("--worker-twilio-base-url %q must be an http(s) URL", c.workers.TwilioBaseURL)
+		}
+	}
+	if err := c.conn.Validate(); err != nil {
+		return nil, err
+	}
+	c.workers.Stores = c.conn
+	return c, nil
+}
+
 // runOperator starts the controller-runtime manager.
 func runOperator(args []string) error {
-	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
-	metricsAddr := fs.String("metrics-bind-address", ":8443", "address of the metrics endpoint (HTTPS, Kubernetes authn/authz); 0 disables it")
-	secureMetrics := fs.Bool("metrics-secure", true, "serve metrics over HTTPS behind authentication and authorization")
-	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-	pprofAddr := fs.String("pprof-bind-address", "", "address of Go's /debug/pprof endpoints (empty: off)")
-	leaderElect := fs.Bool("leader-elect", false, "elect a leader so only one operator replica acts")
-	leaderNamespace := fs.String("leader-election-namespace", "", "namespace of the leader Lease (default: the pod's namespace)")
-	concurrency := fs.Int("max-concurrent-reconciles", 32, "reconciles run at once per controller (the Delivery reconcile waits on the apiserver, MongoDB and Redis, so more than the cores)")
-	logLevel := fs.String("log-level", "info", "log level: info or debug")
-	workerImage := fs.String("worker-image", "", "default image of worker Deployments (campaigns may override)")
-	workerStores := fs.String("worker-stores-secret", "", "Secret in each campaign's namespace with REDIS_URL and MONGO_URI for its workers; empty passes the operator's own REDIS_URL and MONGO_URI")
-	statusInterval := fs.Duration("status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
-	var conn stores.Settings
-	conn.Register(fs)
-	if err := fs.Parse(args); err != nil {
+	cfg, err := parseOperatorConfig(args, os.Getenv)
+	if err != nil {
 		return err
 	}
-	if *concurrency < 1 {
-		return fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", *concurrency)
-	}
-	if err := conn.Validate(); err != nil {
-		return err
-	}
+	conn := cfg.conn
 	zopts := zap.Options{}
-	switch *logLevel {
+	switch cfg.logLevel {
 	case "info":
 	case "debug":
 		zopts.Development = true
 	default:
-		return fmt.Errorf("--log-level must be info or debug, got %q", *logLevel)
+		return fmt.Errorf("--log-level must be info or debug, got %q", cfg.logLevel)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
 
@@ -79,18 +116,18 @@ func runOperator(args []string) error {
 	if err != nil {
 		return err
 	}
-	metricsOpts := metricsserver.Options{BindAddress: *metricsAddr, SecureServing: *secureMetrics}
-	if *secureMetrics {
+	metricsOpts := metricsserver.Options{BindAddress: cfg.metricsAddr, SecureServing: cfg.secureMetrics}
+	if cfg.secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
-		HealthProbeBindAddress:  *probeAddr,
-		PprofBindAddress:        *pprofAddr,
-		LeaderElection:          *leaderElect,
+		HealthProbeBindAddress:  cfg.probeAddr,
+		PprofBindAddress:        cfg.pprofAddr,
+		LeaderElection:          cfg.leaderElect,
 		LeaderElectionID:        "operator.delauto.io",
-		LeaderElectionNamespace: *leaderNamespace,
+		LeaderElectionNamespace: cfg.leaderNamespace,
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject: map[client.Object]cache.ByObject{
@@ -131,27 +168,22 @@ func runOperator(args []string) error {
 		Queue:                   q,
 		Recorder:                mgr.GetEventRecorder(controllers.FieldOwner),
 		Outcomes:                outcomes.Events,
-		MaxConcurrentReconciles: *concurrency,
+		MaxConcurrentReconciles: cfg.concurrency,
 		Metrics:                 metrics,
 	}
 	if err := deliveries.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Delivery controller: %w", err)
 	}
 	campaigns := &controllers.CallCampaignReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Workers: controllers.WorkerDefaults{
-			Image:        *workerImage,
-			StoresSecret: *workerStores,
-			RedisURL:     os.Getenv("REDIS_URL"),
-			MongoURI:     os.Getenv("MONGO_URI"),
-		},
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Workers:                 cfg.workers,
 		Queues:                  controllers.RedisQueueStats{Queue: q},
 		CallLog:                 callLog,
 		Rates:                   controllers.RedisRates{Redis: rdb},
-		StatusInterval:          *statusInterval,
+		StatusInterval:          cfg.statusInterval,
 		Recorder:                mgr.GetEventRecorder(controllers.FieldOwner),
-		MaxConcurrentReconciles: *concurrency,
+		MaxConcurrentReconciles: cfg.concurrency,
 	}
 	if err := campaigns.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the CallCampaign controller: %w", err)
@@ -165,7 +197,7 @@ func runOperator(args []string) error {
 	if err := mgr.AddReadyzCheck("mongo", func(req *http.Request) error { return callLog.Ping(req.Context()) }); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("operator").Info("starting", "leaderElect", *leaderElect, "maxConcurrentReconciles", *concurrency)
+	ctrl.Log.WithName("operator").Info("starting", "leaderElect", cfg.leaderElect, "maxConcurrentReconciles", cfg.concurrency)
 	return mgr.Start(ctx)
 }
 

@@ -37,8 +37,8 @@ import (
 const (
 	envTwilioSID     = "TWILIO_ACCOUNT_SID"
 	envTwilioToken   = "TWILIO_AUTH_TOKEN"
-	envTwilioBaseURL = "DELAUTO_TWILIO_BASE_URL"
-	envPodName       = "POD_NAME"
+	envTwilioBaseURL = controllers.EnvTwilioBaseURL
+	envPodName       = controllers.EnvPodName
 )
 
 // workerConfig is `delauto worker`'s configuration, validated.
@@ -58,6 +58,7 @@ type workerConfig struct {
 	httpAddr, opsAddr string
 	lease, queueLease time.Duration
 	unknownGrace      time.Duration
+	finalStatusMargin time.Duration
 	staleAfter        time.Duration
 	reconcileInterval time.Duration
 	sweepInterval     time.Duration
@@ -98,6 +99,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.DurationVar(&c.lease, "lease", 30*time.Second, "claim lease in MongoDB, renewed every third of it while an attempt is held")
 	fs.DurationVar(&c.queueLease, "queue-lease", 15*time.Second, "how long a queue entry may go unextended before another worker takes it over")
 	fs.DurationVar(&c.unknownGrace, "unknown-grace", 2*time.Minute, "how long an ambiguous dial's call must stay absent from Twilio's call list before a new dial is allowed")
+	fs.DurationVar(&c.finalStatusMargin, "final-status-margin", 2*time.Minute, "how long past a call's ring timeout and time limit a call without a final status callback waits before its status is fetched from Twilio")
 	fs.DurationVar(&c.staleAfter, "stale-after", 5*time.Second, "how long past its lease a dialing claim is taken as abandoned by its worker and reconciled")
 	fs.DurationVar(&c.reconcileInterval, "reconcile-interval", 5*time.Second, "period of the ambiguity reconciler")
 	fs.DurationVar(&c.sweepInterval, "sweep-interval", 5*time.Minute, "period of the sweeper's safety-net pass that requeues overdue attempts Redis lost")
@@ -105,7 +107,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.DurationVar(&c.sweepOverdue, "sweep-overdue", 30*time.Second, "how late an attempt must be before the sweeper requeues it")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 0, "on SIGTERM or a drain, cancel attempts still in flight after this long (0: wait for them)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	c.conn.Register(fs)
+	c.conn.RegisterEnv(fs, getenv)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: delauto worker [flags]\n\nPlaces the calls of one campaign's shards (see workers/worker). Flags:\n")
 		fs.PrintDefaults()
@@ -219,7 +221,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"--queue-lease", c.queueLease}, {"--unknown-grace", c.unknownGrace}, {"--stale-after", c.staleAfter}, {"--reconcile-interval", c.reconcileInterval},
+	}{{"--queue-lease", c.queueLease}, {"--unknown-grace", c.unknownGrace}, {"--final-status-margin", c.finalStatusMargin}, {"--stale-after", c.staleAfter}, {"--reconcile-interval", c.reconcileInterval},
 		{"--sweep-interval", c.sweepInterval}, {"--sweep-watch-interval", c.sweepWatch}, {"--sweep-overdue", c.sweepOverdue}} {
 		if d.v <= 0 {
 			bad("%s must be positive, got %s", d.name, d.v)
@@ -365,7 +367,7 @@ func runWorker(args []string) error {
 		Name: cfg.name, Shards: cfg.shards, Concurrency: cfg.concurrency,
 		Store: st, Redis: rdb, Twilio: rc.Api, AccountSID: cfg.accountSID, Campaign: cfg.watcher,
 		CallbackURL: cfg.callbackURL, Callbacks: cb, Registry: reg, Logger: log,
-		Lease: cfg.lease, QueueLease: cfg.queueLease, UnknownGrace: cfg.unknownGrace, StaleAfter: cfg.staleAfter,
+		Lease: cfg.lease, QueueLease: cfg.queueLease, UnknownGrace: cfg.unknownGrace, FinalStatusMargin: cfg.finalStatusMargin, StaleAfter: cfg.staleAfter,
 		ReconcileInterval: cfg.reconcileInterval, SweepInterval: cfg.sweepInterval, SweepWatchInterval: cfg.sweepWatch, SweepOverdue: cfg.sweepOverdue,
 		DrainTimeout: cfg.drainTimeout,
 	})

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -55,6 +56,20 @@ func Publish(ctx context.Context, rdb redis.UniversalClient, e Event) error {
 		Approx: true,
 		Values: []string{"attempt", e.AttemptID, "ns", e.Namespace, "name", e.Name, "state", e.State},
 	}).Err()
+}
+
+// PublishOrLog publishes e within a short timeout and logs a failure
+// instead of returning it: an event is only a hint, and the operator sees
+// the attempt at its next periodic check when one is lost.
+func PublishOrLog(rdb redis.UniversalClient, log *slog.Logger, e Event) {
+	if rdb == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := Publish(ctx, rdb, e); err != nil {
+		log.Warn("cannot publish the outcome event; the operator sees the attempt at its next check", "attempt", e.AttemptID, "error", err)
+	}
 }
 
 // Consumer reads the outcome stream as one member of the operator's group.

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,28 +34,96 @@ type Settings struct {
 	MongoMaxPool uint64
 	// Timeout bounds connecting and each operation.
 	Timeout time.Duration
+
+	envErrs []error // unreadable environment defaults, for Validate
 }
 
-// Register adds the settings' flags to fs, defaulting to the environment
-// variables REDIS_URL, REDIS_ADDRS, REDIS_PASSWORD, MONGO_URI and
-// MONGO_DATABASE.
-func (s *Settings) Register(fs *flag.FlagSet) {
-	fs.StringVar(&s.RedisURL, "redis-url", os.Getenv("REDIS_URL"), "Redis URL, redis://[:password@]host:port/db (env REDIS_URL)")
-	fs.StringVar(&s.RedisAddrs, "redis-addrs", os.Getenv("REDIS_ADDRS"), "comma-separated Redis Cluster node addresses, instead of --redis-url (env REDIS_ADDRS)")
-	fs.StringVar(&s.RedisPassword, "redis-password", os.Getenv("REDIS_PASSWORD"), "password for --redis-addrs (env REDIS_PASSWORD)")
-	fs.StringVar(&s.MongoURI, "mongo-uri", os.Getenv("MONGO_URI"), "MongoDB URI of the call log (env MONGO_URI)")
-	db := os.Getenv("MONGO_DATABASE")
+// The environment variables of the settings: flags default to them, and the
+// operator hands its own settings to its workers through them (Env).
+const (
+	EnvRedisURL      = "REDIS_URL"
+	EnvRedisAddrs    = "REDIS_ADDRS"
+	EnvRedisPassword = "REDIS_PASSWORD"
+	EnvMongoURI      = "MONGO_URI"
+	EnvMongoDatabase = "MONGO_DATABASE"
+	EnvMongoMaxPool  = "MONGO_MAX_POOL"
+	EnvStoreTimeout  = "DELAUTO_STORE_TIMEOUT"
+)
+
+// Defaults of the settings.
+const (
+	DefaultMongoDatabase = "delauto"
+	DefaultMongoMaxPool  = 100
+	DefaultTimeout       = 5 * time.Second
+)
+
+// Register adds the settings' flags to fs, defaulting to the process's
+// environment (the Env* variables).
+func (s *Settings) Register(fs *flag.FlagSet) { s.RegisterEnv(fs, os.Getenv) }
+
+// RegisterEnv adds the settings' flags to fs, defaulting to the Env*
+// variables as getenv returns them. An unreadable number or duration in the
+// environment is reported by Validate.
+func (s *Settings) RegisterEnv(fs *flag.FlagSet, getenv func(string) string) {
+	fs.StringVar(&s.RedisURL, "redis-url", getenv(EnvRedisURL), "Redis URL, redis://[:password@]host:port/db (env "+EnvRedisURL+")")
+	fs.StringVar(&s.RedisAddrs, "redis-addrs", getenv(EnvRedisAddrs), "comma-separated Redis Cluster node addresses, instead of --redis-url (env "+EnvRedisAddrs+")")
+	fs.StringVar(&s.RedisPassword, "redis-password", getenv(EnvRedisPassword), "password for --redis-addrs (env "+EnvRedisPassword+")")
+	fs.StringVar(&s.MongoURI, "mongo-uri", getenv(EnvMongoURI), "MongoDB URI of the call log (env "+EnvMongoURI+")")
+	db := getenv(EnvMongoDatabase)
 	if db == "" {
-		db = "delauto"
+		db = DefaultMongoDatabase
 	}
-	fs.StringVar(&s.MongoDatabase, "mongo-database", db, "MongoDB database of the call log (env MONGO_DATABASE)")
-	fs.Uint64Var(&s.MongoMaxPool, "mongo-max-pool", 100, "most MongoDB connections")
-	fs.DurationVar(&s.Timeout, "store-timeout", 5*time.Second, "timeout for connecting to and each operation on Redis and MongoDB")
+	fs.StringVar(&s.MongoDatabase, "mongo-database", db, "MongoDB database of the call log (env "+EnvMongoDatabase+")")
+	pool := uint64(DefaultMongoMaxPool)
+	if v := getenv(EnvMongoMaxPool); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.envErrs = append(s.envErrs, fmt.Errorf("env %s=%q is not a whole number", EnvMongoMaxPool, v))
+		}
+		pool = n
+	}
+	fs.Uint64Var(&s.MongoMaxPool, "mongo-max-pool", pool, "most MongoDB connections (env "+EnvMongoMaxPool+")")
+	timeout := DefaultTimeout
+	if v := getenv(EnvStoreTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			s.envErrs = append(s.envErrs, fmt.Errorf("env %s=%q is not a duration such as 5s", EnvStoreTimeout, v))
+		}
+		timeout = d
+	}
+	fs.DurationVar(&s.Timeout, "store-timeout", timeout, "timeout for connecting to and each operation on Redis and MongoDB (env "+EnvStoreTimeout+")")
+}
+
+// EnvVar is one environment variable.
+type EnvVar struct{ Name, Value string }
+
+// Env returns the settings as the environment variables RegisterEnv reads,
+// so a process started with them has the same settings. Without
+// withConnection it leaves out where the stores are and how to log in
+// (the Redis URL or cluster addresses and password, the MongoDB URI), for a
+// process that gets those from a Secret. Empty settings are left out.
+func (s *Settings) Env(withConnection bool) []EnvVar {
+	var out []EnvVar
+	add := func(name, value string) {
+		if value != "" {
+			out = append(out, EnvVar{Name: name, Value: value})
+		}
+	}
+	if withConnection {
+		add(EnvRedisURL, s.RedisURL)
+		add(EnvRedisAddrs, s.RedisAddrs)
+		add(EnvRedisPassword, s.RedisPassword)
+		add(EnvMongoURI, s.MongoURI)
+	}
+	add(EnvMongoDatabase, s.MongoDatabase)
+	add(EnvMongoMaxPool, strconv.FormatUint(s.MongoMaxPool, 10))
+	add(EnvStoreTimeout, s.Timeout.String())
+	return out
 }
 
 // Validate reports missing or contradictory settings.
 func (s *Settings) Validate() error {
-	var errs []error
+	errs := append([]error(nil), s.envErrs...)
 	switch {
 	case s.RedisURL == "" && s.RedisAddrs == "":
 		errs = append(errs, errors.New("set --redis-url (or REDIS_URL) for one Redis, or --redis-addrs (REDIS_ADDRS) for a Redis Cluster"))

@@ -63,3 +63,56 @@ func TestEnvironmentDefaults(t *testing.T) {
 	}
 	rdb.Close()
 }
+
+// settingsFrom parses settings from args and an environment.
+func settingsFrom(t *testing.T, args []string, env map[string]string) Settings {
+	t.Helper()
+	var s Settings
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	s.RegisterEnv(fs, func(k string) string { return env[k] })
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestEnvRoundTripsEverySetting(t *testing.T) {
+	for _, args := range [][]string{
+		{"--redis-url", "redis://:pw@r:6379/2", "--mongo-uri", "mongodb://u:p@m:27017", "--mongo-database", "calls", "--mongo-max-pool", "7", "--store-timeout", "3s"},
+		{"--redis-addrs", "r1:7000,r2:7001", "--redis-password", "pw", "--mongo-uri", "mongodb://m:27017"},
+	} {
+		op := settingsFrom(t, args, nil)
+		env := map[string]string{}
+		for _, e := range op.Env(true) {
+			env[e.Name] = e.Value
+		}
+		got := settingsFrom(t, nil, env)
+		if got.RedisURL != op.RedisURL || got.RedisAddrs != op.RedisAddrs || got.RedisPassword != op.RedisPassword ||
+			got.MongoURI != op.MongoURI || got.MongoDatabase != op.MongoDatabase || got.MongoMaxPool != op.MongoMaxPool || got.Timeout != op.Timeout {
+			t.Errorf("%v: through the environment %+v, want %+v", args, got, op)
+		}
+		for _, e := range op.Env(false) {
+			switch e.Name {
+			case EnvRedisURL, EnvRedisAddrs, EnvRedisPassword, EnvMongoURI:
+				t.Errorf("%v: Env(false) carries %s", args, e.Name)
+			}
+		}
+	}
+}
+
+func TestUnreadableEnvironmentIsReported(t *testing.T) {
+	var s Settings
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	env := map[string]string{EnvRedisURL: "redis://r", EnvMongoURI: "mongodb://m", EnvMongoMaxPool: "many", EnvStoreTimeout: "5"}
+	s.RegisterEnv(fs, func(k string) string { return env[k] })
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Validate()
+	if err == nil || !strings.Contains(err.Error(), EnvMongoMaxPool) || !strings.Contains(err.Error(), EnvStoreTimeout) {
+		t.Fatalf("Validate() = %v, want both bad variables named", err)
+	}
+}

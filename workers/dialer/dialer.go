@@ -28,6 +28,7 @@ import (
 type TwilioCalls interface {
 	CreateCall(params *twilioapi.CreateCallParams) (*twilioapi.ApiV2010Call, error)
 	ListCall(params *twilioapi.ListCallParams) ([]twilioapi.ApiV2010Call, error)
+	FetchCall(sid string, params *twilioapi.FetchCallParams) (*twilioapi.ApiV2010Call, error)
 }
 
 // StatusEvents are the call progress events every call reports to its
@@ -337,6 +338,8 @@ func (d *Dialer) settle(r *run, a *store.Attempt, err error) error {
 	case err == nil:
 		d.m.Dials.WithLabelValues("dialed").Inc()
 		d.log.Debug("dialed", "attempt", a.ID, "callSid", a.CallSID, "fence", a.Fence)
+		// The Delivery shows Calling now, not at the call's end.
+		d.publish(a)
 		return nil
 	case err == r.dialErr:
 		return d.recorded(r, a)
@@ -419,6 +422,7 @@ func (d *Dialer) retryRecord(r *run, err error) error {
 		if err == nil {
 			if r.dialErr == nil {
 				d.m.Dials.WithLabelValues("dialed").Inc()
+				d.publish(b)
 				return nil
 			}
 			return d.recorded(r, b)
@@ -675,15 +679,10 @@ func (d *Dialer) publish(a *store.Attempt) {
 }
 
 func publish(rdb redis.UniversalClient, log *slog.Logger, a *store.Attempt) {
-	if a == nil || rdb == nil {
+	if a == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	err := outcome.Publish(ctx, rdb, outcome.Event{AttemptID: a.ID, Namespace: a.Delivery.Namespace, Name: a.Delivery.Name, State: string(a.State)})
-	if err != nil {
-		log.Warn("cannot publish the outcome event; the operator sees the attempt at its next check", "attempt", a.ID, "error", err)
-	}
+	outcome.PublishOrLog(rdb, log, outcome.Event{AttemptID: a.ID, Namespace: a.Delivery.Namespace, Name: a.Delivery.Name, State: string(a.State)})
 }
 
 func jitter(d time.Duration) time.Duration {

@@ -40,6 +40,10 @@ func TestDialsOncePerAttemptWithItsURLs(t *testing.T) {
 		if _, ok := h.dueScore(a.ID); ok {
 			t.Errorf("attempt %d is still in the due set", i)
 		}
+		// The operator hears of the call when it is placed, not when it ends.
+		if ev := h.outcomeEvents(a.ID); !slices.Contains(ev, string(store.StateDialed)) {
+			t.Errorf("attempt %d: outcome events %v, want one for the dial", i, ev)
+		}
 	}
 	var form url.Values
 	for _, c := range h.sim.Creates() {

@@ -201,3 +201,60 @@ func TestSweeperRepublishesAttemptsRedisLost(t *testing.T) {
 		t.Errorf("swept_total = %v", n)
 	}
 }
+
+func TestReconcilerFinishesCallsWhoseFinalStatusWasLost(t *testing.T) {
+	h := newHarness(t)
+	h.consume(h.dialer("w1"), "c1", 2)
+	// The harness's callback server drops every status callback, as an
+	// endpoint that was down would: the call ends at the simulator, the call
+	// log still says dialed, and Twilio does not send the callback again.
+	a := h.create(attempt{}, true)
+	h.waitState(a.ID, 20*time.Second, store.StateDialed)
+	var sim twiliosim.Call
+	deadline := time.Now().Add(20 * time.Second)
+	for sim.Ended.IsZero() {
+		for _, c := range h.sim.Calls() {
+			if c.AttemptID == a.ID {
+				sim = c
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the simulator's call did not end: %+v", sim)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx := context.Background()
+	// Within ring timeout (25s) + time limit (90s) + margin the call may
+	// still go on: nothing is asked.
+	if err := h.reconciler().RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.get(a.ID); got.State != store.StateDialed {
+		t.Fatalf("attempt moved to %s before its call could have ended", got.State)
+	}
+	later := time.Now().Add(25*time.Second + 90*time.Second + 2*time.Minute + time.Second)
+	if err := h.reconciler(func(o *ReconcilerOptions) { o.Now = func() time.Time { return later } }).RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := h.get(a.ID)
+	if got.State != store.StateCompleted || got.TwilioStatus != sim.Status || got.DurationSec != int32(sim.Duration) {
+		t.Fatalf("attempt is %s (Twilio status %q, %ds); want completed with the simulator's %q, %ds",
+			got.State, got.TwilioStatus, got.DurationSec, sim.Status, sim.Duration)
+	}
+	if n := h.counter("delauto_worker_final_status_lookups_total", map[string]string{"outcome": "finished"}); n != 1 {
+		t.Errorf("final_status_lookups_total{finished} = %v, want 1", n)
+	}
+	if !slices.Contains(h.outcomeEvents(a.ID), string(store.StateCompleted)) {
+		t.Errorf("no outcome event for the finished attempt: the Delivery would stay Calling")
+	}
+	if n := h.sim.CallsForAttempt(a.ID); n != 1 {
+		t.Errorf("%d calls for the attempt, want 1", n)
+	}
+	// A second round changes nothing.
+	if err := h.reconciler(func(o *ReconcilerOptions) { o.Now = func() time.Time { return later } }).RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.counter("delauto_worker_final_status_lookups_total", nil); n != 1 {
+		t.Errorf("final_status_lookups_total = %v after a second round, want 1", n)
+	}
+}

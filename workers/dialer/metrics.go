@@ -35,6 +35,11 @@ type Metrics struct {
 	// call is in Twilio's list), absent (provably no call; released for a new
 	// dial), callback (a callback moved it first).
 	AmbiguousResolved *prometheus.CounterVec
+	// FinalStatusLookups counts calls whose final status callback never
+	// came, looked up at Twilio by call SID, by outcome: finished (the
+	// attempt was finished from what Twilio said), active (Twilio says the
+	// call goes on), missing (Twilio does not know the SID).
+	FinalStatusLookups *prometheus.CounterVec
 	// InFlight is the attempts being handled now.
 	InFlight prometheus.Gauge
 	// PickupToDial is the time from a handler's start to its create-call
@@ -60,14 +65,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "delauto", Subsystem: "worker", Name: name, Help: help}, labels)
 	}
 	m := &Metrics{
-		Dials:             counter("dials_total", "Attempts that reached the dial step, by result (dialed, rejected, released, ambiguous).", "result"),
-		Checks:            counter("checks_total", "Attempts stopped before dialing, by outcome.", "outcome"),
-		TwilioErrors:      counter("twilio_errors_total", "Failed create-call requests by Twilio error code or transport failure.", "code"),
-		ClaimConflicts:    counter("claim_conflicts_total", "Claims refused, by the attempt's state.", "state"),
-		Ambiguous:         counter("ambiguous_total", "Attempts marked unknown, by source (dial, stale_lease).", "source"),
-		AmbiguousResolved: counter("ambiguous_resolved_total", "Unknown attempts settled, by how (found, absent, callback).", "how"),
-		Sweeps:            counter("sweeps_total", "Finished sweeps, by kind (periodic: overdue attempts; restore: whole queues after a new Redis incarnation).", "kind"),
-		LoopErrors:        counter("loop_errors_total", "Failed reconciler and sweeper rounds.", "loop"),
+		Dials:              counter("dials_total", "Attempts that reached the dial step, by result (dialed, rejected, released, ambiguous).", "result"),
+		Checks:             counter("checks_total", "Attempts stopped before dialing, by outcome.", "outcome"),
+		TwilioErrors:       counter("twilio_errors_total", "Failed create-call requests by Twilio error code or transport failure.", "code"),
+		ClaimConflicts:     counter("claim_conflicts_total", "Claims refused, by the attempt's state.", "state"),
+		Ambiguous:          counter("ambiguous_total", "Attempts marked unknown, by source (dial, stale_lease).", "source"),
+		AmbiguousResolved:  counter("ambiguous_resolved_total", "Unknown attempts settled, by how (found, absent, callback).", "how"),
+		FinalStatusLookups: counter("final_status_lookups_total", "Calls without a final status callback looked up at Twilio, by outcome (finished, active, missing).", "outcome"),
+		Sweeps:             counter("sweeps_total", "Finished sweeps, by kind (periodic: overdue attempts; restore: whole queues after a new Redis incarnation).", "kind"),
+		LoopErrors:         counter("loop_errors_total", "Failed reconciler and sweeper rounds.", "loop"),
 		FenceConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "delauto", Subsystem: "worker", Name: "fence_conflicts_total",
 			Help: "Writes refused because a newer claim of the attempt exists."}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "delauto", Subsystem: "worker", Name: "in_flight",
@@ -87,7 +93,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []**prometheus.CounterVec{&m.Dials, &m.Checks, &m.TwilioErrors, &m.ClaimConflicts, &m.Ambiguous, &m.AmbiguousResolved, &m.Sweeps, &m.LoopErrors} {
+	for _, c := range []**prometheus.CounterVec{&m.Dials, &m.Checks, &m.TwilioErrors, &m.ClaimConflicts, &m.Ambiguous, &m.AmbiguousResolved, &m.FinalStatusLookups, &m.Sweeps, &m.LoopErrors} {
 		if *c, err = register(reg, *c); err != nil {
 			return nil, err
 		}

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/twilio/twilio-go/client"
 	twilioapi "github.com/twilio/twilio-go/rest/api/v2010"
 
 	"github.com/delauto/delauto/internal/phone"
@@ -38,8 +41,16 @@ type ReconcilerOptions struct {
 	// ClockSkew is the margin between this process's, the store's and
 	// Twilio's clocks when matching a call's creation time. Default 5s.
 	ClockSkew time.Duration
+	// FinalStatusMargin is how long, beyond the campaign's ring timeout and
+	// time limit, a call Twilio accepted may go without any status change
+	// before its final status is fetched from Twilio (status callbacks are
+	// not retried, so a lost one would leave the attempt unfinished).
+	// Default 2m.
+	FinalStatusMargin time.Duration
 	// Batch is the most attempts handled per list per round. Default 100.
 	Batch int
+	// Now is the clock; default time.Now.
+	Now func() time.Time
 	// Metrics; default unregistered metrics.
 	Metrics *Metrics
 	// Logger; default slog.Default().
@@ -59,6 +70,11 @@ type ReconcilerOptions struct {
 //     first). Not found, and Grace has passed since it was marked unknown:
 //     the call provably does not exist, so the attempt is released and queued
 //     for a new dial.
+//   - fetches from Twilio, by call SID, the calls the campaign placed whose
+//     final status never arrived (no change for longer than the ring
+//     timeout, the time limit and FinalStatusMargin together: Twilio does
+//     not retry status callbacks), and finishes each attempt from what
+//     Twilio says.
 //
 // An attempt a callback already moved is no longer unknown and is left
 // alone. Every step is a fenced conditional write, so any number of
@@ -86,8 +102,14 @@ func NewReconciler(opts ReconcilerOptions) (*Reconciler, error) {
 	if opts.ClockSkew <= 0 {
 		opts.ClockSkew = 5 * time.Second
 	}
+	if opts.FinalStatusMargin <= 0 {
+		opts.FinalStatusMargin = 2 * time.Minute
+	}
 	if opts.Batch <= 0 {
 		opts.Batch = 100
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
@@ -120,7 +142,7 @@ func (r *Reconciler) RunOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	now := r.opts.Now()
 	stale, err := r.opts.Store.StaleDialingIn(ctx, c.Key, now.Add(-r.opts.StaleAfter), r.opts.Batch)
 	if err != nil {
 		return err
@@ -152,7 +174,84 @@ func (r *Reconciler) RunOnce(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	quiet := time.Duration(c.RingTimeout+c.TimeLimit)*time.Second + r.opts.FinalStatusMargin
+	unfinished, err := r.opts.Store.UnfinishedCallsIn(ctx, c.Key, now.Add(-quiet), r.opts.Batch)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for i := range unfinished {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := r.finish(ctx, &unfinished[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// finish fetches the call of an attempt whose final status callback never
+// came and applies what Twilio says, as the callback would have.
+func (r *Reconciler) finish(ctx context.Context, a *store.Attempt) error {
+	log := r.log.With("attempt", a.ID, "callSid", a.CallSID, "state", a.State)
+	if a.CallSID == "" {
+		return nil // only an unknown attempt lacks a SID; settle handles those
+	}
+	call, err := r.opts.Twilio.FetchCall(a.CallSID, &twilioapi.FetchCallParams{})
+	if err != nil {
+		if isNotFound(err) {
+			r.m.FinalStatusLookups.WithLabelValues("missing").Inc()
+			log.Warn("Twilio does not know the call of an unfinished attempt", "error", scrub(err.Error()))
+			return nil
+		}
+		return fmt.Errorf("fetch call %s of attempt %s: %w", a.CallSID, a.ID, err)
+	}
+	u := store.StatusUpdate{CallSID: a.CallSID, Seq: a.LastSeq + 1}
+	if call.Status != nil {
+		u.Status = *call.Status
+	}
+	if t, ok := twilioTime(call.EndTime); ok {
+		u.At = t
+	}
+	if call.AnsweredBy != nil {
+		u.AnsweredBy = *call.AnsweredBy
+	}
+	if call.Duration != nil {
+		if n, err := strconv.ParseInt(*call.Duration, 10, 32); err == nil {
+			u.DurationSec = int32(n)
+		}
+	}
+	if !finalStatus(u.Status) {
+		r.m.FinalStatusLookups.WithLabelValues("active").Inc()
+		log.Info("call of an attempt without a final status still goes on at Twilio", "twilioStatus", u.Status)
+		return nil
+	}
+	b, applied, err := r.opts.Store.ApplyCallStatus(ctx, store.CallRef{AttemptID: a.ID}, u)
+	if err != nil {
+		return fmt.Errorf("finish attempt %s from Twilio's call: %w", a.ID, err)
+	}
+	if !applied {
+		return nil // a late callback got there first
+	}
+	r.m.FinalStatusLookups.WithLabelValues("finished").Inc()
+	log.Warn("final status callback never came: attempt finished from Twilio's call record", "twilioStatus", u.Status, "result", b.Result)
+	publish(r.opts.Redis, r.log, b)
+	return nil
+}
+
+// finalStatus reports whether a Twilio CallStatus ends the call.
+func finalStatus(s string) bool {
+	switch s {
+	case "completed", "busy", "no-answer", "failed", "canceled":
+		return true
+	}
+	return false
+}
+
+// isNotFound reports whether a Twilio REST error is a 404.
+func isNotFound(err error) bool {
+	var te *client.TwilioRestError
+	return errors.As(err, &te) && te.Status == http.StatusNotFound
 }
 
 // settle looks for the call of one unknown attempt.

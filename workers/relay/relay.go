@@ -43,6 +43,7 @@ import (
 
 	"github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -347,6 +348,9 @@ func (s *Sender) Process(ctx context.Context, id string) (time.Time, error) {
 		if sendErr == nil {
 			s.sent.WithLabelValues(string(ch)).Inc()
 			s.log.Info("agent notified", "attempt", id, "channel", ch, "choice", a.Response.Choice)
+			// The Delivery is finished already; only this event makes the
+			// operator read the attempt again and show agentNotifiedTime.
+			outcome.PublishOrLog(s.cfg.Queue.rdb, s.log, outcome.Event{AttemptID: a.ID, Namespace: a.Delivery.Namespace, Name: a.Delivery.Name, State: "agent-notified"})
 			continue
 		}
 		tries := notification(b, ch).Attempts

@@ -21,6 +21,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/internal/twiliosim"
@@ -339,3 +340,48 @@ func TestSecretFromEnv(t *testing.T) {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+// outcomeEvents are the outcome stream's events about attempt id.
+func outcomeEvents(t *testing.T, rdb redis.UniversalClient, id string) []string {
+	t.Helper()
+	msgs, err := rdb.XRange(context.Background(), outcome.StreamKey, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range msgs {
+		if m.Values["attempt"] == id {
+			out = append(out, fmt.Sprint(m.Values["ns"], "/", m.Values["name"], " ", m.Values["state"]))
+		}
+	}
+	return out
+}
+
+// Recorded instructions are relayed after their transcription, which comes
+// after the call's final status: the Delivery is finished by then, and only
+// an outcome event makes the operator show when the agent was told.
+func TestRelayAfterTheTranscriptionTellsTheOperator(t *testing.T) {
+	f := newFixture(t, func() ([]byte, error) { return []byte("k"), nil })
+	ctx := context.Background()
+	a := f.answered(t, v1.ChoiceInstructions)
+	if _, _, err := f.st.RecordRecording(ctx, a.ID, store.Recording{SID: "RE0123456789abcdef0123456789abcdef", URL: "https://api.twilio.com/rec/RE0123", DurationSec: 7}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := f.s.Process(ctx, a.ID)
+	if err != nil || next.IsZero() {
+		t.Fatalf("Process before the transcription = %v, %v; want a time to look again", next, err)
+	}
+	if ev := outcomeEvents(t, f.rdb, a.ID); len(ev) != 0 {
+		t.Fatalf("outcome events %v before anything was sent", ev)
+	}
+	if _, _, err := f.st.RecordTranscription(ctx, a.ID, "RE0123456789abcdef0123456789abcdef", "completed", "Leave it with the neighbour."); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := f.s.Process(ctx, a.ID); err != nil || !next.IsZero() {
+		t.Fatalf("Process after the transcription = %v, %v; want everything sent", next, err)
+	}
+	ev := outcomeEvents(t, f.rdb, a.ID)
+	if len(ev) == 0 || !strings.HasPrefix(ev[0], "shop/parcel ") {
+		t.Fatalf("outcome events %v, want one for shop/parcel once the agent was told", ev)
+	}
+}

@@ -580,3 +580,36 @@ func (s *Store) UnknownIn(ctx context.Context, campaign string, olderThan time.T
 		{Key: "updatedAt", Value: bson.D{{Key: "$lt", Value: olderThan}}},
 	}, options.Find().SetSort(bson.D{{Key: "updatedAt", Value: 1}}).SetLimit(int64(limit)))
 }
+
+// unfinishedStates are the states of a call Twilio accepted that has not
+// reported its end yet.
+var unfinishedStates = []State{StateDialed, StateRinging, StateInProgress}
+
+// UnfinishedCallsIn returns up to limit attempts of one campaign
+// (namespace/name) whose call Twilio accepted but whose final status never
+// arrived: dialed, ringing or in progress, unchanged since olderThan. Twilio
+// does not retry status callbacks, so these are looked up at Twilio. It asks
+// once per state, so FerretDB pushes each filter down.
+func (s *Store) UnfinishedCallsIn(ctx context.Context, campaign string, olderThan time.Time, limit int) ([]Attempt, error) {
+	if campaign == "" {
+		return nil, invalid("campaign is required")
+	}
+	if limit <= 0 {
+		return nil, invalid("limit must be positive (got %d)", limit)
+	}
+	var out []Attempt
+	for _, st := range unfinishedStates {
+		got, err := s.findMany(ctx, bson.D{
+			{Key: "campaign", Value: campaign},
+			{Key: "state", Value: st},
+			{Key: "updatedAt", Value: bson.D{{Key: "$lt", Value: olderThan}}},
+		}, options.Find().SetSort(bson.D{{Key: "updatedAt", Value: 1}}).SetLimit(int64(limit-len(out))))
+		if err != nil {
+			return nil, err
+		}
+		if out = append(out, got...); len(out) >= limit {
+			break
+		}
+	}
+	return out, nil
+}

@@ -96,6 +96,8 @@ type Options struct {
 	// UnknownGrace is how long an ambiguous dial's call must stay absent
 	// from Twilio's list before a new dial is allowed. Default 2m.
 	UnknownGrace time.Duration
+	// FinalStatusMargin: see dialer.ReconcilerOptions. Default 2m.
+	FinalStatusMargin time.Duration
 	// SweepInterval is the period of the sweeper's safety-net sweep of
 	// overdue attempts. Default 5m.
 	SweepInterval time.Duration
@@ -170,6 +172,7 @@ func New(opts Options) (*Worker, error) {
 	def(&opts.ReconcileInterval, 5*time.Second)
 	def(&opts.StaleAfter, 5*time.Second)
 	def(&opts.UnknownGrace, 2*time.Minute)
+	def(&opts.FinalStatusMargin, 2*time.Minute)
 	def(&opts.SweepInterval, 5*time.Minute)
 	def(&opts.SweepWatchInterval, 5*time.Second)
 	def(&opts.SweepOverdue, 30*time.Second)
@@ -206,7 +209,7 @@ func New(opts Options) (*Worker, error) {
 	w.recon, err = dialer.NewReconciler(dialer.ReconcilerOptions{
 		Store: opts.Store, Queue: w.q, Redis: opts.Redis, Twilio: opts.Twilio, Campaign: opts.Campaign,
 		CallbackURL: opts.CallbackURL, Interval: opts.ReconcileInterval, StaleAfter: opts.StaleAfter,
-		Grace: opts.UnknownGrace, Metrics: w.m, Logger: opts.Logger,
+		Grace: opts.UnknownGrace, FinalStatusMargin: opts.FinalStatusMargin, Metrics: w.m, Logger: opts.Logger,
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/delauto/delauto/internal/twiliosim"
+)
+
+func TestOperatorConfig(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	c, err := parseOperatorConfig([]string{"--redis-addrs", "r1:7000,r2:7001", "--redis-password", "pw",
+		"--mongo-uri", "mongodb://m:27017", "--mongo-database", "calls", "--worker-twilio-base-url", "http://127.0.0.1:9999"}, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the operator was told by flags is what its workers get.
+	w := c.workers.Stores
+	if w.RedisAddrs != "r1:7000,r2:7001" || w.RedisPassword != "pw" || w.MongoURI != "mongodb://m:27017" || w.MongoDatabase != "calls" {
+		t.Errorf("worker store settings %+v, want the operator's flags", w)
+	}
+	if c.workers.TwilioBaseURL != "http://127.0.0.1:9999" {
+		t.Errorf("worker Twilio base URL %q", c.workers.TwilioBaseURL)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--redis-url"},
+		{[]string{"--redis-url", "redis://r", "--mongo-uri", "mongodb://m", "--max-concurrent-reconciles", "0"}, "at least 1"},
+		{[]string{"--redis-url", "redis://r", "--mongo-uri", "mongodb://m", "--worker-twilio-base-url", "127.0.0.1:9"}, "http(s) URL"},
+	} {
+		if _, err := parseOperatorConfig(tc.args, noEnv); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// The operator and a worker run side by side on one machine with their
+// default flags (local development): none of their listen addresses clash.
+func TestOperatorAndWorkerDefaultPortsDiffer(t *testing.T) {
+	op, err := parseOperatorConfig([]string{"--redis-url", "redis://r", "--mongo-uri", "mongodb://m"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"TWILIO_ACCOUNT_SID": twiliosim.DefaultAccountSID, "TWILIO_AUTH_TOKEN": twiliosim.DefaultAuthToken}
+	w, err := parseWorkerConfig([]string{"--campaign-file", writeCampaign(t, t.TempDir(), "shop", nil), "--shards", "shard-0",
+		"--redis-url", "redis://r", "--mongo-uri", "mongodb://m"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for name, addr := range map[string]string{
+		"operator --metrics-bind-address": op.metricsAddr, "operator --health-probe-bind-address": op.probeAddr,
+		"worker --http-addr": w.httpAddr, "worker --ops-addr": w.opsAddr,
+	} {
+		if other, ok := seen[addr]; ok {
+			t.Errorf("%s and %s both default to %s", name, other, addr)
+		}
+		seen[addr] = name
+	}
+}
