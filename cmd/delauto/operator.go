@@ -49,7 +49,12 @@ func runOperator(args []string) error {
 	statusInterval := fs.Duration("status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
 	var conn stores.Settings
 	conn.Register(fs)
+	var ret retentionFlags
+	ret.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := ret.validate(); err != nil {
 		return err
 	}
 	if *concurrency < 1 {
@@ -133,6 +138,7 @@ func runOperator(args []string) error {
 		Outcomes:                outcomes.Events,
 		MaxConcurrentReconciles: *concurrency,
 		Metrics:                 metrics,
+		CallLogRetention:        conn.Retention,
 	}
 	if err := deliveries.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Delivery controller: %w", err)
@@ -155,6 +161,9 @@ func runOperator(args []string) error {
 	}
 	if err := campaigns.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the CallCampaign controller: %w", err)
+	}
+	if err := ret.addJanitor(mgr, callLog); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -33,7 +33,15 @@ type Settings struct {
 	MongoMaxPool uint64
 	// Timeout bounds connecting and each operation.
 	Timeout time.Duration
+	// Retention is how long a finished attempt stays in the call log when
+	// its campaign sets none; 0 keeps it forever.
+	Retention time.Duration
+
+	envErr error // a malformed environment default
 }
+
+// DefaultRetention is --call-log-retention's default: 30 days.
+const DefaultRetention = 30 * 24 * time.Hour
 
 // Register adds the settings' flags to fs, defaulting to the environment
 // variables REDIS_URL, REDIS_ADDRS, REDIS_PASSWORD, MONGO_URI and
@@ -50,20 +58,31 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.MongoDatabase, "mongo-database", db, "MongoDB database of the call log (env MONGO_DATABASE)")
 	fs.Uint64Var(&s.MongoMaxPool, "mongo-max-pool", 100, "most MongoDB connections")
 	fs.DurationVar(&s.Timeout, "store-timeout", 5*time.Second, "timeout for connecting to and each operation on Redis and MongoDB")
+	retention := DefaultRetention
+	if v := os.Getenv("CALL_LOG_RETENTION"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			retention = d
+		} else {
+			s.envErr = fmt.Errorf("CALL_LOG_RETENTION %q is not a duration such as 720h", v)
+		}
+	}
+	fs.DurationVar(&s.Retention, "call-log-retention", retention, "how long a finished call stays in the call log (with answers and recordings) when its campaign sets no retention; 0 keeps it forever (env CALL_LOG_RETENTION)")
 }
 
 // Validate reports missing or contradictory settings.
 func (s *Settings) Validate() error {
 	var errs []error
-	switch {
-	case s.RedisURL == "" && s.RedisAddrs == "":
-		errs = append(errs, errors.New("set --redis-url (or REDIS_URL) for one Redis, or --redis-addrs (REDIS_ADDRS) for a Redis Cluster"))
-	case s.RedisURL != "" && s.RedisAddrs != "":
-		errs = append(errs, errors.New("set only one of --redis-url and --redis-addrs"))
-	case s.RedisURL != "":
-		if _, err := redis.ParseURL(s.RedisURL); err != nil {
-			errs = append(errs, fmt.Errorf("--redis-url: %w", err))
-		}
+	errs = append(errs, s.validateRedis()...)
+	errs = append(errs, s.ValidateMongo())
+	return errors.Join(errs...)
+}
+
+// ValidateMongo reports missing or contradictory settings of the call log
+// alone, for modes that need no Redis.
+func (s *Settings) ValidateMongo() error {
+	var errs []error
+	if s.envErr != nil {
+		errs = append(errs, s.envErr)
 	}
 	if s.MongoURI == "" {
 		errs = append(errs, errors.New("set --mongo-uri (or MONGO_URI)"))
@@ -76,7 +95,25 @@ func (s *Settings) Validate() error {
 	if s.Timeout <= 0 {
 		errs = append(errs, errors.New("--store-timeout must be positive"))
 	}
+	if s.Retention < 0 {
+		errs = append(errs, fmt.Errorf("--call-log-retention must not be negative (got %s); 0 keeps calls forever", s.Retention))
+	}
 	return errors.Join(errs...)
+}
+
+func (s *Settings) validateRedis() []error {
+	var errs []error
+	switch {
+	case s.RedisURL == "" && s.RedisAddrs == "":
+		errs = append(errs, errors.New("set --redis-url (or REDIS_URL) for one Redis, or --redis-addrs (REDIS_ADDRS) for a Redis Cluster"))
+	case s.RedisURL != "" && s.RedisAddrs != "":
+		errs = append(errs, errors.New("set only one of --redis-url and --redis-addrs"))
+	case s.RedisURL != "":
+		if _, err := redis.ParseURL(s.RedisURL); err != nil {
+			errs = append(errs, fmt.Errorf("--redis-url: %w", err))
+		}
+	}
+	return errs
 }
 
 // Redis connects a client: a cluster client for RedisAddrs, else a single one.
@@ -109,6 +146,7 @@ func (s *Settings) Store(ctx context.Context) (*store.Store, error) {
 	st, err := store.Open(ctx, store.Config{
 		URI: s.MongoURI, Database: s.MongoDatabase, MaxPoolSize: s.MongoMaxPool,
 		ConnectTimeout: s.Timeout, ServerSelectionTimeout: s.Timeout, OperationTimeout: 2 * s.Timeout,
+		Retention: s.Retention,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open the call log: %w", err)
