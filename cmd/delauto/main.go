@@ -2,6 +2,8 @@
 // mode:
 //
 //	delauto operator   the Kubernetes operator (controller-runtime manager)
+//	delauto worker     the call worker of a campaign's shards
+//	delauto erase      erase a person's data (delauto erase --phone +49...)
 //	delauto version    print the version
 //
 // Each mode documents its flags with -h.
@@ -23,6 +25,7 @@ var modes = map[string]struct {
 	summary string
 	run     func(args []string) error
 }{
+	"erase":    {"erase a person's data: delauto erase --phone +4915112345678", runErase},
 	"operator": {"run the Kubernetes operator", runOperator},
 	"version":  {"print the version", func([]string) error { fmt.Println(version); return nil }},
 	"worker":   {"place the calls of a campaign's shards", runWorker},
