@@ -56,6 +56,21 @@ type DeliveryReconciler struct {
 	MaxConcurrentReconciles int
 	// Metrics counts planning decisions (nil: not counted).
 	Metrics *Metrics
+	// CallLogRetention is how long a finished attempt stays in the call log
+	// when its campaign sets no retention; 0 keeps it forever.
+	CallLogRetention time.Duration
+}
+
+// retention is how long the attempts of campaign c are kept once finished,
+// stamped on each attempt when it is created; nil keeps them forever.
+func (r *DeliveryReconciler) retention(c *v1.CallCampaign) *time.Duration {
+	switch {
+	case c != nil && c.Spec.Retention != nil:
+		return &c.Spec.Retention.Duration
+	case r.CallLogRetention > 0:
+		return &r.CallLogRetention
+	}
+	return nil
 }
 
 func (r *DeliveryReconciler) now() time.Time {

@@ -77,6 +77,8 @@ func startOperator(t *testing.T) *operator {
 		Recorder: mgr.GetEventRecorder("delauto-operator"),
 		Now:      clk.Now,
 		Outcomes: src.Events,
+
+		CallLogRetention: 24 * time.Hour,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
@@ -511,9 +513,23 @@ func TestFinishedDeliveryDeletedAfterRetention(t *testing.T) {
 		}
 		return fmt.Errorf("still there: %v", err)
 	})
-	// Its history stays in the call log.
-	if as := o.attempts(t, d); len(as) != 1 || as[0].Response == nil || as[0].Response.Choice != v1.ChoiceConfirm {
-		t.Errorf("call log after retention = %+v", as)
+	// Its calls expire from the call log by the same retention, counted
+	// from each call's end (the purge or a TTL index deletes them).
+	as := o.attempts(t, d)
+	if len(as) != 1 || as[0].Response == nil || as[0].Response.Choice != v1.ChoiceConfirm {
+		t.Fatalf("call log after retention = %+v", as)
+	}
+	if a := as[0]; a.RetentionSec == nil || *a.RetentionSec != 2 || a.ExpireAt == nil || !a.ExpireAt.Equal(a.EndedAt.Add(2*time.Second)) {
+		t.Errorf("attempt retention %v, ended %v, expires %v; want the campaign's 2s after its end", a.RetentionSec, a.EndedAt, a.ExpireAt)
+	}
+}
+
+func TestCallLogRetentionDefaultsToTheOperators(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "kept").Name, v1.DeliveryScheduled)
+	if as := o.attempts(t, d); len(as) != 1 || as[0].RetentionSec == nil || *as[0].RetentionSec != 24*3600 {
+		t.Fatalf("attempt of a campaign without retention = %+v; want the operator's 24h", as)
 	}
 }
 

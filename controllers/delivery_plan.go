@@ -351,13 +351,14 @@ func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) err
 	}
 	number := nextNumber(s.attempts)
 	a, created, err := r.Store.CreateAttempt(ctx, store.NewAttempt{
-		Delivery: store.DeliveryRef{UID: string(d.UID), Namespace: d.Namespace, Name: d.Name},
-		Campaign: d.Namespace + "/" + s.campaign.Name,
-		Shard:    s.shard,
-		Number:   number,
-		Due:      dec.At,
-		To:       string(d.Spec.Recipient.Phone),
-		Context:  callContext(d, s.policy, s.input),
+		Delivery:  store.DeliveryRef{UID: string(d.UID), Namespace: d.Namespace, Name: d.Name},
+		Campaign:  d.Namespace + "/" + s.campaign.Name,
+		Shard:     s.shard,
+		Number:    number,
+		Due:       dec.At,
+		To:        string(d.Spec.Recipient.Phone),
+		Context:   callContext(d, s.policy, s.input),
+		Retention: r.retention(s.campaign),
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrInvalidInput) {
@@ -385,7 +386,8 @@ func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) err
 }
 
 // expireFinished stamps when the Delivery finished and deletes it once the
-// campaign's retention has passed (its history stays in the call log).
+// campaign's retention has passed (its calls expire from the call log by
+// the same retention, counted from each call's end).
 func (r *DeliveryReconciler) expireFinished(ctx context.Context, s *deliveryScope) error {
 	d := s.d
 	if !d.Status.Phase.Finished() {

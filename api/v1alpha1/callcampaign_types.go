@@ -326,8 +326,21 @@ type RelaySpec struct {
 	Webhook *RelayWebhook `json:"webhook,omitempty"`
 }
 
+// RecordingDeletion is when recordings are deleted at Twilio.
+// +kubebuilder:validation:Enum=WithCallLog;AfterRelay
+type RecordingDeletion string
+
+// The recording deletion policies.
+const (
+	// RecordingsWithCallLog deletes recordings when their call expires from the call log.
+	RecordingsWithCallLog RecordingDeletion = "WithCallLog"
+	// RecordingsAfterRelay deletes recordings as soon as the agent was told.
+	RecordingsAfterRelay RecordingDeletion = "AfterRelay"
+)
+
 // CallCampaignSpec says how, when and from which number deliveries are called,
 // and how the worker fleet scales.
+// +kubebuilder:validation:XValidation:rule="!has(self.recordingDeletion) || self.recordingDeletion != 'AfterRelay' || !has(self.relay) || !has(self.relay.sms) || self.relay.sms || has(self.relay.webhook)",message="recordingDeletion AfterRelay deletes recordings once the agent was told, but no relay tells the agent: keep relay.sms on or set relay.webhook"
 type CallCampaignSpec struct {
 	// deliverySelector picks the Deliveries this campaign calls when they name
 	// no campaign. Empty: only Deliveries that name it in campaignRef.
@@ -359,11 +372,21 @@ type CallCampaignSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Workers WorkersSpec `json:"workers,omitempty"`
-	// retention is how long a finished Delivery is kept before it is deleted
-	// (its call history stays in the call log). Empty: kept forever.
+	// retention is how long a finished Delivery is kept before it is deleted,
+	// and how long each of its calls stays in the call log after it ended
+	// (with the recipient's answers, and their recordings at Twilio). Empty:
+	// the Delivery is kept, and the call log keeps calls for the operator's
+	// default (--call-log-retention).
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="retention must not be negative"
 	Retention *metav1.Duration `json:"retention,omitempty"`
+	// recordingDeletion is when the recipient's recorded instructions and
+	// their transcriptions are deleted at Twilio: WithCallLog when the call
+	// expires from the call log (retention), AfterRelay as soon as the agent
+	// was told (the transcription stays in the call log until it expires).
+	// +optional
+	// +kubebuilder:default=WithCallLog
+	RecordingDeletion RecordingDeletion `json:"recordingDeletion,omitempty"`
 	// suspend stops dialing: workers drain, queued calls are kept, and calling
 	// resumes when suspend is cleared.
 	// +optional

@@ -172,6 +172,11 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"zero concurrency", goodCampaign, set("spec.workers.concurrency", int64(0)), "spec.workers.concurrency", "greater than or equal to 1"},
 		{"relay webhook over ftp", goodCampaign, set("spec.relay.webhook.url", "ftp://dispatch.example.com"), "spec.relay.webhook.url", "http(s) URL"},
 		{"unknown answering machine action", goodCampaign, set("spec.script.answeringMachine", "Sing"), "spec.script.answeringMachine", "Unsupported value"},
+		{"unknown recording deletion", goodCampaign, set("spec.recordingDeletion", "Never"), "spec.recordingDeletion", "Unsupported value"},
+		{"recordings deleted after a relay that never happens", goodCampaign, func(u *unstructured.Unstructured) {
+			set("spec.recordingDeletion", "AfterRelay")(u)
+			set("spec.relay", map[string]any{"sms": false})(u)
+		}, "spec", "recordingDeletion AfterRelay deletes recordings once the agent was told, but no relay tells the agent"},
 	}
 	seen := map[string]bool{}
 	for i, tc := range cases {
@@ -312,6 +317,7 @@ func TestDefaults(t *testing.T) {
 	check("workers.minReplicas", *s.Workers.MinReplicas, 1)
 	check("workers.maxReplicas", s.Workers.MaxReplicas, 10)
 	check("workers.scaleDownDelay", s.Workers.ScaleDownDelay.Duration, 5*time.Minute)
+	check("recordingDeletion", s.RecordingDeletion, v1.RecordingsWithCallLog)
 	if s.Relay.SMS == nil || !*s.Relay.SMS {
 		t.Errorf("relay.sms default = %v, want true", s.Relay.SMS)
 	}

@@ -5,6 +5,7 @@
 //	delauto worker     place the calls of a campaign's shards and serve
 //	                   its Twilio webhooks (run by the operator's worker
 //	                   Deployments)
+//	delauto erase      erase a person's data (delauto erase --phone +49...)
 //	delauto version    print the version
 //
 // Each mode documents its flags with -h.
@@ -26,6 +27,7 @@ var modes = map[string]struct {
 	summary string
 	run     func(args []string) error
 }{
+	"erase":    {"erase a person's data: delauto erase --phone +4915112345678", runErase},
 	"operator": {"run the Kubernetes operator", runOperator},
 	"version":  {"print the version", func([]string) error { fmt.Println(version); return nil }},
 	"worker":   {"place the calls of a campaign's shards", runWorker},

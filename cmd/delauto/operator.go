@@ -46,6 +46,7 @@ type operatorConfig struct {
 	logLevel        string
 	statusInterval  time.Duration
 	conn            stores.Settings
+	retention       retentionFlags
 	// workers is what every worker Deployment gets, the operator's own
 	// store settings included.
 	workers controllers.WorkerDefaults
@@ -70,7 +71,11 @@ func parseOperatorConfig(args []string, getenv func(string) string) (*operatorCo
 	fs.StringVar(&c.workers.TwilioBaseURL, "worker-twilio-base-url", "", "for tests and demos only: point every worker at this Twilio API base URL (the Twilio simulator) instead of Twilio; empty (the default) is Twilio")
 	fs.DurationVar(&c.statusInterval, "status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
 	c.conn.RegisterEnv(fs, getenv)
+	c.retention.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := c.retention.validate(); err != nil {
 		return nil, err
 	}
 	if c.concurrency < 1 {
@@ -170,6 +175,7 @@ func runOperator(args []string) error {
 		Outcomes:                outcomes.Events,
 		MaxConcurrentReconciles: cfg.concurrency,
 		Metrics:                 metrics,
+		CallLogRetention:        conn.Retention,
 	}
 	if err := deliveries.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Delivery controller: %w", err)
@@ -187,6 +193,9 @@ func runOperator(args []string) error {
 	}
 	if err := campaigns.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the CallCampaign controller: %w", err)
+	}
+	if err := cfg.retention.addJanitor(mgr, callLog); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

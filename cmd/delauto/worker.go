@@ -333,6 +333,11 @@ func runWorker(args []string) error {
 		return err
 	}
 	defer rdb.Close()
+	if r := cfg.watcher.Current().Spec.Retention; r != nil {
+		// Attempts carry their campaign's retention from the operator; this
+		// covers the ones planned before they did.
+		cfg.conn.Retention = r.Duration
+	}
 	st, err := openCallLog(ctx, &cfg.conn, log)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -34,6 +34,9 @@ type Settings struct {
 	MongoMaxPool uint64
 	// Timeout bounds connecting and each operation.
 	Timeout time.Duration
+	// Retention is how long a finished attempt stays in the call log when
+	// its campaign sets none; 0 keeps it forever.
+	Retention time.Duration
 
 	envErrs []error // unreadable environment defaults, for Validate
 }
@@ -48,6 +51,7 @@ const (
 	EnvMongoDatabase = "MONGO_DATABASE"
 	EnvMongoMaxPool  = "MONGO_MAX_POOL"
 	EnvStoreTimeout  = "DELAUTO_STORE_TIMEOUT"
+	EnvRetention     = "CALL_LOG_RETENTION"
 )
 
 // Defaults of the settings.
@@ -55,6 +59,8 @@ const (
 	DefaultMongoDatabase = "delauto"
 	DefaultMongoMaxPool  = 100
 	DefaultTimeout       = 5 * time.Second
+	// DefaultRetention is --call-log-retention's default: 30 days.
+	DefaultRetention = 30 * 24 * time.Hour
 )
 
 // Register adds the settings' flags to fs, defaulting to the process's
@@ -84,14 +90,26 @@ func (s *Settings) RegisterEnv(fs *flag.FlagSet, getenv func(string) string) {
 	}
 	fs.Uint64Var(&s.MongoMaxPool, "mongo-max-pool", pool, "most MongoDB connections (env "+EnvMongoMaxPool+")")
 	timeout := DefaultTimeout
-	if v := getenv(EnvStoreTimeout); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			s.envErrs = append(s.envErrs, fmt.Errorf("env %s=%q is not a duration such as 5s", EnvStoreTimeout, v))
-		}
-		timeout = d
-	}
+	s.durationEnv(getenv, EnvStoreTimeout, &timeout, "5s")
 	fs.DurationVar(&s.Timeout, "store-timeout", timeout, "timeout for connecting to and each operation on Redis and MongoDB (env "+EnvStoreTimeout+")")
+	s.Retention = DefaultRetention
+	s.durationEnv(getenv, EnvRetention, &s.Retention, "720h")
+	fs.DurationVar(&s.Retention, "call-log-retention", s.Retention, "how long a finished call stays in the call log (with answers and recordings) when its campaign sets no retention; 0 keeps it forever (env "+EnvRetention+")")
+}
+
+// durationEnv reads the duration in environment variable name into d, if
+// set; an unreadable one is kept for Validate.
+func (s *Settings) durationEnv(getenv func(string) string, name string, d *time.Duration, example string) {
+	v := getenv(name)
+	if v == "" {
+		return
+	}
+	got, err := time.ParseDuration(v)
+	if err != nil {
+		s.envErrs = append(s.envErrs, fmt.Errorf("env %s=%q is not a duration such as %s", name, v, example))
+		return
+	}
+	*d = got
 }
 
 // EnvVar is one environment variable.
@@ -118,22 +136,19 @@ func (s *Settings) Env(withConnection bool) []EnvVar {
 	add(EnvMongoDatabase, s.MongoDatabase)
 	add(EnvMongoMaxPool, strconv.FormatUint(s.MongoMaxPool, 10))
 	add(EnvStoreTimeout, s.Timeout.String())
+	add(EnvRetention, s.Retention.String())
 	return out
 }
 
 // Validate reports missing or contradictory settings.
 func (s *Settings) Validate() error {
+	return errors.Join(append(s.validateRedis(), s.ValidateMongo())...)
+}
+
+// ValidateMongo reports missing or contradictory settings of the call log
+// alone, for modes that need no Redis.
+func (s *Settings) ValidateMongo() error {
 	errs := append([]error(nil), s.envErrs...)
-	switch {
-	case s.RedisURL == "" && s.RedisAddrs == "":
-		errs = append(errs, errors.New("set --redis-url (or REDIS_URL) for one Redis, or --redis-addrs (REDIS_ADDRS) for a Redis Cluster"))
-	case s.RedisURL != "" && s.RedisAddrs != "":
-		errs = append(errs, errors.New("set only one of --redis-url and --redis-addrs"))
-	case s.RedisURL != "":
-		if _, err := redis.ParseURL(s.RedisURL); err != nil {
-			errs = append(errs, fmt.Errorf("--redis-url: %w", err))
-		}
-	}
 	if s.MongoURI == "" {
 		errs = append(errs, errors.New("set --mongo-uri (or MONGO_URI)"))
 	} else if !strings.HasPrefix(s.MongoURI, "mongodb://") && !strings.HasPrefix(s.MongoURI, "mongodb+srv://") {
@@ -145,7 +160,25 @@ func (s *Settings) Validate() error {
 	if s.Timeout <= 0 {
 		errs = append(errs, errors.New("--store-timeout must be positive"))
 	}
+	if s.Retention < 0 {
+		errs = append(errs, fmt.Errorf("--call-log-retention must not be negative (got %s); 0 keeps calls forever", s.Retention))
+	}
 	return errors.Join(errs...)
+}
+
+func (s *Settings) validateRedis() []error {
+	var errs []error
+	switch {
+	case s.RedisURL == "" && s.RedisAddrs == "":
+		errs = append(errs, errors.New("set --redis-url (or REDIS_URL) for one Redis, or --redis-addrs (REDIS_ADDRS) for a Redis Cluster"))
+	case s.RedisURL != "" && s.RedisAddrs != "":
+		errs = append(errs, errors.New("set only one of --redis-url and --redis-addrs"))
+	case s.RedisURL != "":
+		if _, err := redis.ParseURL(s.RedisURL); err != nil {
+			errs = append(errs, fmt.Errorf("--redis-url: %w", err))
+		}
+	}
+	return errs
 }
 
 // Redis connects a client: a cluster client for RedisAddrs, else a single one.
@@ -178,6 +211,7 @@ func (s *Settings) Store(ctx context.Context) (*store.Store, error) {
 	st, err := store.Open(ctx, store.Config{
 		URI: s.MongoURI, Database: s.MongoDatabase, MaxPoolSize: s.MongoMaxPool,
 		ConnectTimeout: s.Timeout, ServerSelectionTimeout: s.Timeout, OperationTimeout: 2 * s.Timeout,
+		Retention: s.Retention,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open the call log: %w", err)

@@ -62,6 +62,9 @@ const (
 	EndpointDeleteCall    Endpoint = "delete-call"
 	EndpointCreateMessage Endpoint = "create-message"
 	EndpointListMessages  Endpoint = "list-messages"
+	// EndpointDeleteRecording also covers listing a recording's transcriptions.
+	EndpointDeleteRecording     Endpoint = "delete-recording"
+	EndpointDeleteTranscription Endpoint = "delete-transcription"
 )
 
 // Faults are injected at random, with the simulator's seeded generator.

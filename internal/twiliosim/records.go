@@ -73,12 +73,19 @@ type Message struct {
 
 // Recording is a recording made by a <Record> verb.
 type Recording struct {
-	Sid           string
-	CallSid       string
-	URL           string
-	Duration      int // seconds
-	Transcription string
-	Created       time.Time
+	Sid      string
+	CallSid  string
+	URL      string
+	Duration int // seconds
+	// Transcription is the transcription's text, and TranscriptionSid its
+	// SID; both empty when the recording was not transcribed.
+	Transcription    string
+	TranscriptionSid string
+	Created          time.Time
+	// Deleted is set once the recording was deleted through the REST API;
+	// TranscriptionDeleted once its transcription was (or with it).
+	Deleted              bool
+	TranscriptionDeleted bool
 }
 
 // Notification is an error the simulator hit while running a call's TwiML,
@@ -237,7 +244,8 @@ func (s *Sim) Messages() []Message {
 	return append([]Message(nil), s.messages...)
 }
 
-// Recordings returns every recording made, in no particular order.
+// Recordings returns every recording made, deleted ones included (see
+// Recording.Deleted), oldest first.
 func (s *Sim) Recordings() []Recording {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -247,6 +255,21 @@ func (s *Sim) Recordings() []Recording {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out
+}
+
+// AddRecording stores a recording of call callSid as if a <Record> verb had
+// made it, transcribed when transcription is not empty, and returns it: for
+// tests and demos of what happens to recordings afterwards.
+func (s *Sim) AddRecording(callSid string, seconds int, transcription string) Recording {
+	rec := &Recording{Sid: s.newSID("RE"), CallSid: callSid, Duration: max(seconds, 1), Created: time.Now()}
+	rec.URL = s.url + apiPrefix + s.opts.AccountSID + "/Recordings/" + rec.Sid
+	if transcription != "" {
+		rec.Transcription, rec.TranscriptionSid = transcription, s.newSID("TR")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recordings[rec.Sid] = rec
+	return *rec
 }
 
 // Notifications returns the TwiML errors met so far.

@@ -60,6 +60,10 @@ func (s *Sim) routes() http.Handler {
 	mux.HandleFunc("POST "+apiPrefix+"{account}/Messages.json", s.api(EndpointCreateMessage, s.createMessage))
 	mux.HandleFunc("GET "+apiPrefix+"{account}/Messages.json", s.api(EndpointListMessages, s.listMessages))
 	mux.HandleFunc("GET "+apiPrefix+"{account}/Recordings/{rec}", s.getRecording)
+	mux.HandleFunc("DELETE "+apiPrefix+"{account}/Recordings/{rec}", s.api(EndpointDeleteRecording, s.deleteRecording))
+	mux.HandleFunc("GET "+apiPrefix+"{account}/Recordings/{rec}/Transcriptions.json", s.api(EndpointDeleteRecording, s.listRecordingTranscriptions))
+	mux.HandleFunc("DELETE "+apiPrefix+"{account}/Transcriptions/{tr}", s.api(EndpointDeleteTranscription, s.deleteTranscription))
+	mux.HandleFunc("DELETE "+apiPrefix+"{account}/Recordings/{rec}/Transcriptions/{tr}", s.api(EndpointDeleteTranscription, s.deleteTranscription))
 	mux.HandleFunc("GET /sim/stats", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Stats())
 	})
@@ -863,8 +867,9 @@ func (s *Sim) getRecording(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	rec := s.recordings[sid]
+	gone := rec == nil || rec.Deleted
 	s.mu.Unlock()
-	if rec == nil {
+	if gone {
 		writeError(w, http.StatusNotFound, CodeNotFound, "The requested resource "+r.URL.Path+" was not found")
 		return
 	}
@@ -879,6 +884,91 @@ func (s *Sim) getRecording(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "audio/x-wav")
 	_, _ = w.Write(silentWAV(8000)) // one second of 8 kHz 8-bit silence
+}
+
+// liveRecording returns the recording named by the path's {rec} (with or
+// without .json) unless it is unknown or deleted. Called with s.mu held.
+func (s *Sim) liveRecording(r *http.Request) *Recording {
+	sid, _ := strings.CutSuffix(r.PathValue("rec"), ".json")
+	rec := s.recordings[sid]
+	if rec == nil || rec.Deleted {
+		return nil
+	}
+	return rec
+}
+
+// deleteRecording deletes a recording and its transcription, as Twilio's
+// DELETE Recordings/{sid} does; an unknown or deleted one is a 404.
+func (s *Sim) deleteRecording(w http.ResponseWriter, r *http.Request, _ FaultKind) int {
+	s.mu.Lock()
+	rec := s.liveRecording(r)
+	if rec != nil {
+		rec.Deleted, rec.TranscriptionDeleted = true, true
+	}
+	s.mu.Unlock()
+	return deleted(w, r, rec != nil)
+}
+
+// deleted answers a DELETE: 204 when found, else Twilio's 404.
+func deleted(w http.ResponseWriter, r *http.Request, found bool) int {
+	if !found {
+		writeError(w, http.StatusNotFound, CodeNotFound, "The requested resource "+r.URL.Path+" was not found")
+		return 404
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return 204
+}
+
+// listRecordingTranscriptions lists a recording's transcription (none or one).
+func (s *Sim) listRecordingTranscriptions(w http.ResponseWriter, r *http.Request, _ FaultKind) int {
+	s.mu.Lock()
+	rec := s.liveRecording(r)
+	var items []map[string]any
+	var sids []string
+	if rec != nil && rec.TranscriptionSid != "" && !rec.TranscriptionDeleted {
+		items = append(items, s.transcriptionJSON(rec))
+		sids = append(sids, rec.TranscriptionSid)
+	}
+	s.mu.Unlock()
+	if rec == nil {
+		writeError(w, http.StatusNotFound, CodeNotFound, "The requested resource "+r.URL.Path+" was not found")
+		return 404
+	}
+	return writePage(w, r, "transcriptions", items, sids)
+}
+
+// transcriptionJSON is a transcription resource. Called with s.mu held.
+func (s *Sim) transcriptionJSON(rec *Recording) map[string]any {
+	status := "completed"
+	if rec.Transcription == "" {
+		status = "failed"
+	}
+	return map[string]any{
+		"sid": rec.TranscriptionSid, "account_sid": s.opts.AccountSID, "recording_sid": rec.Sid,
+		"status": status, "transcription_text": rec.Transcription, "type": "fast",
+		"date_created": rec.Created.UTC().Format(twilioTime),
+		"uri":          apiPrefix + s.opts.AccountSID + "/Transcriptions/" + rec.TranscriptionSid + ".json",
+	}
+}
+
+// deleteTranscription deletes a transcription (under Transcriptions/ or
+// under its recording); an unknown or deleted one is a 404.
+func (s *Sim) deleteTranscription(w http.ResponseWriter, r *http.Request, _ FaultKind) int {
+	sid, _ := strings.CutSuffix(r.PathValue("tr"), ".json")
+	recSid, _ := strings.CutSuffix(r.PathValue("rec"), ".json")
+	s.mu.Lock()
+	var found *Recording
+	for _, rec := range s.recordings {
+		if rec.TranscriptionSid == sid && !rec.TranscriptionDeleted && (recSid == "" || rec.Sid == recSid) {
+			found = rec
+			break
+		}
+	}
+	if found != nil {
+		found.TranscriptionDeleted = true
+	}
+	s.mu.Unlock()
+	return deleted(w, r, found != nil)
 }
 
 func silentWAV(samples int) []byte {

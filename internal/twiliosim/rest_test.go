@@ -301,3 +301,76 @@ func TestMessages(t *testing.T) {
 		t.Errorf("message from a number not on the account: %v", err)
 	}
 }
+
+func TestDeleteRecordingsAndTranscriptions(t *testing.T) {
+	sim, rc := startSim(t, twiliosim.Options{})
+	withText := sim.AddRecording("CA00000000000000000000000000000001", 7, "leave it with the neighbour")
+	bare := sim.AddRecording("CA00000000000000000000000000000002", 3, "")
+
+	trs, err := rc.Api.ListRecordingTranscription(withText.Sid, nil)
+	if err != nil {
+		t.Fatalf("ListRecordingTranscription: %v", err)
+	}
+	if len(trs) != 1 || *trs[0].Sid != withText.TranscriptionSid || *trs[0].TranscriptionText != "leave it with the neighbour" || *trs[0].RecordingSid != withText.Sid {
+		t.Fatalf("transcriptions of %s = %+v, want its one transcription", withText.Sid, trs)
+	}
+	if trs, err := rc.Api.ListRecordingTranscription(bare.Sid, nil); err != nil || len(trs) != 0 {
+		t.Fatalf("transcriptions of an untranscribed recording = %v, %v; want none", trs, err)
+	}
+
+	// A transcription goes alone; deleting it twice is a 404.
+	if err := rc.Api.DeleteTranscription(withText.TranscriptionSid, nil); err != nil {
+		t.Fatalf("DeleteTranscription: %v", err)
+	}
+	if re := restErr(t, rc.Api.DeleteTranscription(withText.TranscriptionSid, nil)); re.Status != 404 || re.Code != twiliosim.CodeNotFound {
+		t.Fatalf("second DeleteTranscription = %d/%d, want 404/20404", re.Status, re.Code)
+	}
+	if trs, err := rc.Api.ListRecordingTranscription(withText.Sid, nil); err != nil || len(trs) != 0 {
+		t.Fatalf("transcriptions after deleting it = %v, %v; want none", trs, err)
+	}
+
+	// The recording: gone from the API and its media once deleted.
+	if _, err := rc.Api.FetchRecording(withText.Sid, nil); err != nil {
+		t.Fatalf("FetchRecording before delete: %v", err)
+	}
+	if err := rc.Api.DeleteRecording(withText.Sid, nil); err != nil {
+		t.Fatalf("DeleteRecording: %v", err)
+	}
+	if re := restErr(t, rc.Api.DeleteRecording(withText.Sid, nil)); re.Status != 404 {
+		t.Fatalf("second DeleteRecording = %d, want 404", re.Status)
+	}
+	if _, err := rc.Api.FetchRecording(withText.Sid, nil); restErr(t, err).Status != 404 {
+		t.Fatalf("FetchRecording after delete: %v, want 404", err)
+	}
+	// A recording deleted with its transcription still in place takes it along.
+	other := sim.AddRecording("CA00000000000000000000000000000003", 2, "ring twice")
+	if err := rc.Api.DeleteRecording(other.Sid, nil); err != nil {
+		t.Fatal(err)
+	}
+	if re := restErr(t, rc.Api.DeleteTranscription(other.TranscriptionSid, nil)); re.Status != 404 {
+		t.Fatalf("transcription of a deleted recording: %d, want 404 (deleted with it)", re.Status)
+	}
+	for _, r := range sim.Recordings() {
+		want := r.Sid != bare.Sid
+		if r.Deleted != want || (r.TranscriptionSid != "" && r.TranscriptionDeleted != want) {
+			t.Errorf("recording %s: deleted=%v transcription deleted=%v, want %v", r.Sid, r.Deleted, r.TranscriptionDeleted, want)
+		}
+	}
+
+	// Faults reach the delete endpoints like the others, and wrong credentials are refused.
+	sim.QueueFaults(twiliosim.EndpointDeleteRecording, twiliosim.FaultServerError)
+	if re := restErr(t, rc.Api.DeleteRecording(bare.Sid, nil)); re.Status != 500 {
+		t.Fatalf("DeleteRecording with a queued 500 = %d", re.Status)
+	}
+	hc, _ := twilioclient.HTTPClient(sim.URL(), 5*time.Second)
+	wrong, err := twilioclient.New(sim.AccountSID(), "wrongtoken", hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if re := restErr(t, wrong.Api.DeleteRecording(bare.Sid, nil)); re.Status != 401 {
+		t.Fatalf("DeleteRecording with a wrong token = %d, want 401", re.Status)
+	}
+	if err := rc.Api.DeleteRecording(bare.Sid, nil); err != nil {
+		t.Fatalf("DeleteRecording after the fault: %v", err)
+	}
+}

@@ -397,6 +397,9 @@ func (s *Sim) record(c *call, v node, docURL string) (*docSource, error) {
 	if transcriptOK {
 		rec.Transcription = sc.Message
 	}
+	if transcribe {
+		rec.TranscriptionSid = s.newSID("TR")
+	}
 	s.mu.Lock()
 	s.recordings[rec.Sid] = rec
 	s.mu.Unlock()
@@ -427,7 +430,7 @@ func (s *Sim) record(c *call, v node, docURL string) (*docSource, error) {
 	if transcribeCB != "" {
 		if cbURL, err := resolveURL(docURL, transcribeCB); err == nil {
 			p := s.baseParams(c, "completed")
-			trSid := s.newSID("TR")
+			trSid := rec.TranscriptionSid
 			p.Set("TranscriptionSid", trSid)
 			p.Set("TranscriptionType", "fast")
 			p.Set("TranscriptionUrl", s.url+apiPrefix+s.opts.AccountSID+"/Transcriptions/"+trSid)

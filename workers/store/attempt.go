@@ -247,13 +247,46 @@ type Attempt struct {
 	DialedAt *time.Time `bson:"dialedAt,omitempty"`
 	// EndedAt is when it reached a terminal state.
 	EndedAt *time.Time `bson:"endedAt,omitempty"`
-	// ExpireAt is when the call log entry may be deleted (Config.Retention after it ended).
+	// ExpireAt is when the call log entry may be deleted: its retention
+	// (RetentionSec, else Config.Retention) after it ended.
 	ExpireAt *time.Time `bson:"expireAt,omitempty"`
+	// RetentionSec is how long the attempt is kept once finished, in
+	// seconds, fixed when it is created (the campaign's retention); nil
+	// means the store's Config.Retention.
+	RetentionSec *int64 `bson:"retentionSec,omitempty"`
+	// Recordings says whether recordings of the call are still held at
+	// Twilio (RecordingsPending) or were deleted there (RecordingsDeleted).
+	Recordings RecordingsState `bson:"recordings,omitempty"`
+	// RecordingSIDs are the recordings of the call still to be deleted at Twilio.
+	RecordingSIDs []string `bson:"recordingSids,omitempty"`
+	// RecordingsDeletedAt is when they were last deleted at Twilio.
+	RecordingsDeletedAt *time.Time `bson:"recordingsDeletedAt,omitempty"`
+	// RecordingsTries counts failed deletions since the last success.
+	RecordingsTries int32 `bson:"recordingsTries,omitempty"`
+	// RecordingsRetryAt is when a failed deletion is tried again.
+	RecordingsRetryAt *time.Time `bson:"recordingsRetryAt,omitempty"`
+	// RecordingsError is the last failed deletion's error.
+	RecordingsError string `bson:"recordingsError,omitempty"`
+	// ErasedAt is when the recipient's personal data was erased from the
+	// attempt (Erase); To is then empty.
+	ErasedAt *time.Time `bson:"erasedAt,omitempty"`
 	// CreatedAt is when the operator created it.
 	CreatedAt time.Time `bson:"createdAt"`
 	// UpdatedAt is the last change.
 	UpdatedAt time.Time `bson:"updatedAt"`
 }
+
+// RecordingsState is whether an attempt's recordings are held at Twilio.
+type RecordingsState string
+
+// The recordings states.
+const (
+	// RecordingsPending: recordings (and their transcriptions) exist at
+	// Twilio and must be deleted before the attempt goes.
+	RecordingsPending RecordingsState = "pending"
+	// RecordingsDeleted: every recording was deleted at Twilio.
+	RecordingsDeleted RecordingsState = "deleted"
+)
 
 // CallContext is a snapshot of the Delivery taken when the attempt is
 // planned: what the greeting says and what the agent is told.

@@ -141,7 +141,10 @@ func (s *Store) ApplyCallStatus(ctx context.Context, ref CallRef, u StatusUpdate
 		if result == v1alpha1.CallCompleted && IsMachine(u.AnsweredBy) {
 			result = v1alpha1.CallMachine
 		}
-		set = append(s.terminalSet(set, now), bson.E{Key: "result", Value: result})
+		if set, err = s.terminalSet(ctx, id, set, now); err != nil {
+			return nil, false, err
+		}
+		set = append(set, bson.E{Key: "result", Value: result})
 	} else {
 		unset = append(unset, bson.E{Key: "result", Value: ""})
 	}
@@ -265,7 +268,8 @@ type Recording struct {
 }
 
 // RecordRecording records the recipient's recorded instructions, deduplicated
-// by recording SID: a replayed callback changes nothing. It returns whether
+// by recording SID: a replayed callback changes nothing. The recording is
+// added to the ones to delete at Twilio (RecordingSIDs). It returns whether
 // the recording was new.
 func (s *Store) RecordRecording(ctx context.Context, id string, r Recording) (*Attempt, bool, error) {
 	if r.SID == "" || r.URL == "" {
@@ -278,8 +282,9 @@ func (s *Store) RecordRecording(ctx context.Context, id string, r Recording) (*A
 			{Key: "response.recordingSid", Value: r.SID},
 			{Key: "response.recordingUrl", Value: r.URL},
 			{Key: "response.recordingDurationSec", Value: r.DurationSec},
+			{Key: "recordings", Value: RecordingsPending},
 			{Key: "updatedAt", Value: now},
-		}}})
+		}}, {Key: "$addToSet", Value: bson.D{{Key: "recordingSids", Value: r.SID}}}})
 	if err != nil {
 		return nil, false, err
 	}

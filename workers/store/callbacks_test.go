@@ -30,7 +30,9 @@ var callLife = []StatusUpdate{
 	{Status: "completed", Seq: 3, DurationSec: 42},
 }
 
-func TestApplyCallStatusInOrder(t *testing.T) {
+func TestApplyCallStatusInOrder(t *testing.T) { inBothModes(t, testApplyCallStatusInOrder) }
+
+func testApplyCallStatusInOrder(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t)
 	a := dialedAttempt(t, s, "u1", "CA1")
@@ -121,7 +123,9 @@ func TestApplyCallStatusShuffled(t *testing.T) {
 	}
 }
 
-func TestApplyCallStatusEdgeCases(t *testing.T) {
+func TestApplyCallStatusEdgeCases(t *testing.T) { inBothModes(t, testApplyCallStatusEdgeCases) }
+
+func testApplyCallStatusEdgeCases(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t)
 	// Callbacks overtake the REST response; MarkDialed then only adds the SID.
@@ -188,7 +192,9 @@ func TestApplyCallStatusEdgeCases(t *testing.T) {
 	}
 }
 
-func TestResponses(t *testing.T) {
+func TestResponses(t *testing.T) { inBothModes(t, testResponses) }
+
+func testResponses(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t)
 	a := dialedAttempt(t, s, "u1", "CA1")
@@ -279,7 +285,9 @@ func TestNotificationsSentOnce(t *testing.T) {
 	}
 }
 
-func TestOptOuts(t *testing.T) {
+func TestOptOuts(t *testing.T) { inBothModes(t, testOptOuts) }
+
+func testOptOuts(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t)
 	num := "+14155550123"
@@ -318,7 +326,9 @@ func TestOptOuts(t *testing.T) {
 	}
 }
 
-func TestDialSequence(t *testing.T) {
+func TestDialSequence(t *testing.T) { inBothModes(t, testDialSequence) }
+
+func testDialSequence(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t)
 	cases := []struct {

@@ -29,7 +29,9 @@ func TestStateMachine(t *testing.T) {
 	}
 }
 
-func TestCreateAttemptIdempotent(t *testing.T) {
+func TestCreateAttemptIdempotent(t *testing.T) { inBothModes(t, testCreateAttemptIdempotent) }
+
+func testCreateAttemptIdempotent(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t)
 	due := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
@@ -137,7 +139,9 @@ func TestFerretDBUpdatesAreNotAtomic(t *testing.T) {
 	t.Fatal("400 concurrent $inc lost nothing: FerretDB now applies updates atomically; revisit Features.AtomicUpdates")
 }
 
-func TestFencing(t *testing.T) {
+func TestFencing(t *testing.T) { inBothModes(t, testFencing) }
+
+func testFencing(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	clk := newClock()
 	s := openStore(t, withClock(clk))
@@ -208,7 +212,9 @@ func TestFencing(t *testing.T) {
 	}
 }
 
-func TestLeaseExpiryAndReconciliation(t *testing.T) {
+func TestLeaseExpiryAndReconciliation(t *testing.T) { inBothModes(t, testLeaseExpiryAndReconciliation) }
+
+func testLeaseExpiryAndReconciliation(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	clk := newClock()
 	s := openStore(t, withClock(clk))
@@ -283,6 +289,10 @@ func ids(as []Attempt) []string {
 // ClaimableAfter pages through a shard's whole queue (future attempts
 // included) in due, then id, order, even when many share one due time.
 func TestClaimableAfterPagesTheWholeQueue(t *testing.T) {
+	inBothModes(t, testClaimableAfterPagesTheWholeQueue)
+}
+
+func testClaimableAfterPagesTheWholeQueue(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	clk := newClock()
 	s := openStore(t, withClock(clk))
@@ -321,7 +331,9 @@ func TestClaimableAfterPagesTheWholeQueue(t *testing.T) {
 	}
 }
 
-func TestDueBefore(t *testing.T) {
+func TestDueBefore(t *testing.T) { inBothModes(t, testDueBefore) }
+
+func testDueBefore(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	clk := newClock()
 	s := openStore(t, withClock(clk))
@@ -382,7 +394,9 @@ func TestDueBefore(t *testing.T) {
 	}
 }
 
-func TestCancel(t *testing.T) {
+func TestCancel(t *testing.T) { inBothModes(t, testCancel) }
+
+func testCancel(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t)
 	a := mustCreate(t, s, newAttempt("u1", 1, time.Now()))
@@ -431,7 +445,7 @@ func TestLocks(t *testing.T) {
 	if _, err := s.locks.InsertOne(ctx, lockDoc{ID: "x", Token: "t", Until: clk.Now().Add(-time.Second)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PurgeExpired(ctx, clk.Now()); err != nil {
+	if _, err := s.PurgeExpired(ctx, clk.Now(), 100); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := s.locks.CountDocuments(ctx, bson.D{}); n != 0 {
@@ -439,7 +453,9 @@ func TestLocks(t *testing.T) {
 	}
 }
 
-func TestPurgeExpired(t *testing.T) {
+func TestPurgeExpired(t *testing.T) { inBothModes(t, testPurgeExpired) }
+
+func testPurgeExpired(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	clk := newClock()
 	s := openStore(t, withClock(clk), func(c *Config) { c.Retention = 24 * time.Hour })
@@ -449,10 +465,10 @@ func TestPurgeExpired(t *testing.T) {
 	if err != nil || x.ExpireAt == nil || !x.ExpireAt.Equal(clk.Now().Add(24*time.Hour)) {
 		t.Fatalf("terminal attempt expireAt = %v, %v", x.ExpireAt, err)
 	}
-	if n, err := s.PurgeExpired(ctx, clk.Now().Add(23*time.Hour)); err != nil || n != 0 {
+	if n, err := s.PurgeExpired(ctx, clk.Now().Add(23*time.Hour), 100); err != nil || n != 0 {
 		t.Fatalf("purge before retention: %d, %v", n, err)
 	}
-	if n, err := s.PurgeExpired(ctx, clk.Now().Add(25*time.Hour)); err != nil || n != 1 {
+	if n, err := s.PurgeExpired(ctx, clk.Now().Add(25*time.Hour), 100); err != nil || n != 1 {
 		t.Fatalf("purge after retention: %d, %v", n, err)
 	}
 	if _, err := s.Get(ctx, done.ID); !errors.Is(err, ErrNotFound) {

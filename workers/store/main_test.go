@@ -77,6 +77,25 @@ func openStore(t testing.TB, edit ...func(*Config)) *Store {
 	return s
 }
 
+// opener opens a store on a fresh database, as openStore does.
+type opener func(t testing.TB, edit ...func(*Config)) *Store
+
+// inBothModes runs test once per serialization mode, on FerretDB: with the
+// per-attempt lock (SerializeAlways, what FerretDB needs) and with the plain
+// conditional updates production MongoDB runs (SerializeNever), so a wrong
+// filter or update on either path fails a test. FerretDB 1.x does not apply
+// the plain updates atomically, so tests that race writers on one attempt
+// stay on the mode the server supports.
+func inBothModes(t *testing.T, test func(t *testing.T, openStore opener)) {
+	for _, mode := range []Serialization{SerializeAlways, SerializeNever} {
+		t.Run("serialize="+string(mode), func(t *testing.T) {
+			test(t, func(t testing.TB, edit ...func(*Config)) *Store {
+				return openStore(t, append([]func(*Config){func(c *Config) { c.Serialize = mode }}, edit...)...)
+			})
+		})
+	}
+}
+
 func withClock(c *clock) func(*Config) { return func(cfg *Config) { cfg.Now = c.Now } }
 
 // newAttempt is a valid NewAttempt for delivery uid, number n, due at due.

@@ -49,6 +49,9 @@ type NewAttempt struct {
 	// and the callback server read it from here (they have no Kubernetes
 	// API access).
 	Context *CallContext
+	// Retention is how long the attempt is kept once finished (0: deleted
+	// as soon as it ends); nil means the store's Config.Retention.
+	Retention *time.Duration
 }
 
 func (n NewAttempt) validate() error {
@@ -74,6 +77,9 @@ func (n NewAttempt) validate() error {
 	if n.From != "" && !e164RE.MatchString(n.From) {
 		errs = append(errs, "from must be an E.164 number such as +14155550123")
 	}
+	if n.Retention != nil && *n.Retention < 0 {
+		errs = append(errs, fmt.Sprintf("retention %s must not be negative", *n.Retention))
+	}
 	if len(errs) > 0 {
 		return invalid("new attempt: %s", strings.Join(errs, "; "))
 	}
@@ -89,21 +95,22 @@ func (s *Store) CreateAttempt(ctx context.Context, n NewAttempt) (a *Attempt, cr
 	}
 	now := s.now()
 	doc := &Attempt{
-		ID:        AttemptID(n.Delivery.UID, n.Number),
-		Delivery:  n.Delivery,
-		Campaign:  n.Campaign,
-		Shard:     n.Shard,
-		Number:    n.Number,
-		State:     StateQueued,
-		Rank:      StateQueued.rank(),
-		Due:       n.Due.UTC().Truncate(time.Millisecond),
-		To:        n.To,
-		From:      n.From,
-		Context:   n.Context,
-		LastSeq:   -1,
-		Notify:    Notifications{SMS: Notification{State: NotifyPending}, Webhook: Notification{State: NotifyPending}},
-		CreatedAt: now,
-		UpdatedAt: now,
+		ID:           AttemptID(n.Delivery.UID, n.Number),
+		Delivery:     n.Delivery,
+		Campaign:     n.Campaign,
+		Shard:        n.Shard,
+		Number:       n.Number,
+		State:        StateQueued,
+		Rank:         StateQueued.rank(),
+		Due:          n.Due.UTC().Truncate(time.Millisecond),
+		To:           n.To,
+		From:         n.From,
+		Context:      n.Context,
+		LastSeq:      -1,
+		RetentionSec: retentionSec(n.Retention),
+		Notify:       Notifications{SMS: Notification{State: NotifyPending}, Webhook: Notification{State: NotifyPending}},
+		CreatedAt:    now,
+		UpdatedAt:    now,
 	}
 	_, err = s.attempts.InsertOne(ctx, doc)
 	if err == nil {
@@ -198,13 +205,35 @@ func (s *Store) explain(ctx context.Context, id, op string, fence int64) error {
 	return &TransitionError{ID: id, Op: op, From: cur.State}
 }
 
-// terminalSet adds the fields every terminal transition sets.
-func (s *Store) terminalSet(set bson.D, now time.Time) bson.D {
+func retentionSec(d *time.Duration) *int64 {
+	if d == nil {
+		return nil
+	}
+	sec := int64(d.Round(time.Second) / time.Second)
+	return &sec
+}
+
+// terminalSet adds the fields every terminal transition of attempt id
+// sets: when it ended, and when it expires by its retention. The retention
+// is read from the attempt (it never changes after creation, so reading it
+// before the conditional update is safe in either serialization mode).
+func (s *Store) terminalSet(ctx context.Context, id string, set bson.D, now time.Time) (bson.D, error) {
 	set = append(set, bson.E{Key: "endedAt", Value: now})
-	if s.cfg.Retention > 0 {
+	var doc struct {
+		RetentionSec *int64 `bson:"retentionSec"`
+	}
+	err := s.attempts.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+		options.FindOne().SetProjection(bson.D{{Key: "retentionSec", Value: 1}})).Decode(&doc)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, fmt.Errorf("store: read the retention of attempt %s: %w", id, err)
+	}
+	switch {
+	case doc.RetentionSec != nil:
+		set = append(set, bson.E{Key: "expireAt", Value: now.Add(time.Duration(*doc.RetentionSec) * time.Second)})
+	case s.cfg.Retention > 0:
 		set = append(set, bson.E{Key: "expireAt", Value: now.Add(s.cfg.Retention)})
 	}
-	return set
+	return set, nil
 }
 
 var unsetLease = bson.E{Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}}}
@@ -308,7 +337,7 @@ func (s *Store) MarkUnknown(ctx context.Context, id string, fence int64, reason 
 // becomes failed with result rejected, Twilio's error code and message.
 func (s *Store) MarkFailed(ctx context.Context, id string, fence int64, code int32, msg string) (*Attempt, error) {
 	now := s.now()
-	set := s.terminalSet(bson.D{
+	set, err := s.terminalSet(ctx, id, bson.D{
 		{Key: "state", Value: StateFailed},
 		{Key: "rank", Value: StateFailed.rank()},
 		{Key: "result", Value: v1alpha1.CallRejected},
@@ -316,6 +345,9 @@ func (s *Store) MarkFailed(ctx context.Context, id string, fence int64, code int
 		{Key: "errorMessage", Value: msg},
 		{Key: "updatedAt", Value: now},
 	}, now)
+	if err != nil {
+		return nil, err
+	}
 	a, err := s.modify(ctx, id,
 		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
 		bson.D{{Key: "$set", Value: set}, unsetLease})
@@ -366,12 +398,15 @@ func (s *Store) MarkCancelled(ctx context.Context, id string, fence int64, reaso
 		filter = bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence},
 			{Key: "state", Value: bson.D{{Key: "$in", Value: []State{StateQueued, StateRetry, StateDialing}}}}}
 	}
-	set := s.terminalSet(bson.D{
+	set, err := s.terminalSet(ctx, id, bson.D{
 		{Key: "state", Value: StateCancelled},
 		{Key: "rank", Value: StateCancelled.rank()},
 		{Key: "reason", Value: reason},
 		{Key: "updatedAt", Value: now},
 	}, now)
+	if err != nil {
+		return nil, err
+	}
 	a, err := s.modify(ctx, id, filter, bson.D{{Key: "$set", Value: set}, unsetLease})
 	if err != nil || a != nil {
 		return a, err
@@ -533,20 +568,6 @@ func (s *Store) findMany(ctx context.Context, filter bson.D, opts *options.FindO
 		return nil, fmt.Errorf("store: read attempts: %w", err)
 	}
 	return out, nil
-}
-
-// PurgeExpired deletes attempts whose ExpireAt is before t and attempt locks
-// that expired before t: the periodic cleanup where the server has no TTL
-// indexes (harmless where it has). It returns how many attempts it deleted.
-func (s *Store) PurgeExpired(ctx context.Context, before time.Time) (int64, error) {
-	res, err := s.attempts.DeleteMany(ctx, bson.D{{Key: "expireAt", Value: bson.D{{Key: "$lt", Value: before}}}})
-	if err != nil {
-		return 0, fmt.Errorf("store: purge expired attempts: %w", err)
-	}
-	if _, err := s.locks.DeleteMany(ctx, bson.D{{Key: "until", Value: bson.D{{Key: "$lt", Value: before}}}}); err != nil {
-		return res.DeletedCount, fmt.Errorf("store: purge expired locks: %w", err)
-	}
-	return res.DeletedCount, nil
 }
 
 // StaleDialingIn is StaleDialing restricted to one campaign (namespace/name):

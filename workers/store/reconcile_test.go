@@ -10,7 +10,9 @@ import (
 // The pieces a worker builds on: RecordDial repeated after a lost reply,
 // DialCancelled, and the per-campaign reconciliation lists.
 
-func TestDialCancelledCancelsTheClaim(t *testing.T) {
+func TestDialCancelledCancelsTheClaim(t *testing.T) { inBothModes(t, testDialCancelledCancelsTheClaim) }
+
+func testDialCancelledCancelsTheClaim(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t)
 	a := mustCreate(t, s, newAttempt("late", 1, time.Now()))
@@ -26,6 +28,10 @@ func TestDialCancelledCancelsTheClaim(t *testing.T) {
 }
 
 func TestRecordDialRepeatedChangesNothingMore(t *testing.T) {
+	inBothModes(t, testRecordDialRepeatedChangesNothingMore)
+}
+
+func testRecordDialRepeatedChangesNothingMore(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t)
 	retryAt := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
@@ -69,6 +75,10 @@ func TestRecordDialRepeatedChangesNothingMore(t *testing.T) {
 }
 
 func TestReconciliationListsArePerCampaign(t *testing.T) {
+	inBothModes(t, testReconciliationListsArePerCampaign)
+}
+
+func testReconciliationListsArePerCampaign(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	clk := newClock()
 	s := openStore(t, withClock(clk))

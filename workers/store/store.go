@@ -45,6 +45,8 @@ const (
 	OptOutsCollection = "optouts"
 	// LocksCollection holds per-attempt write locks (serialized mode only).
 	LocksCollection = "attempt_locks"
+	// MetaCollection holds the store's own settings (the opt-out salt).
+	MetaCollection = "meta"
 )
 
 // Serialization says how writes to one attempt are made atomic.
@@ -207,6 +209,8 @@ type Store struct {
 	attempts *mongo.Collection
 	optouts  *mongo.Collection
 	locks    *mongo.Collection
+	meta     *mongo.Collection
+	salt     []byte
 
 	mu       sync.Mutex
 	features Features
@@ -243,6 +247,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		attempts: db.Collection(AttemptsCollection),
 		optouts:  db.Collection(OptOutsCollection),
 		locks:    db.Collection(LocksCollection),
+		meta:     db.Collection(MetaCollection),
 		logged:   map[string]bool{},
 	}
 	if err := s.detect(ctx); err != nil {
@@ -250,6 +255,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	if err := s.EnsureIndexes(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, err
+	}
+	if err := s.loadSalt(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, err
 	}
