@@ -16,6 +16,7 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/stores"
+	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/workers/relay"
 )
 
@@ -48,8 +49,8 @@ const (
 	// TwilioDir holds the files account-sid and auth-token from the
 	// campaign's Twilio Secret.
 	TwilioDir         = "/var/run/secrets/delauto/twilio"
-	TwilioAccountFile = "account-sid"
-	TwilioTokenFile   = "auth-token"
+	TwilioAccountFile = twilioclient.AccountSIDFile
+	TwilioTokenFile   = twilioclient.AuthTokenFile
 	// CampaignDir holds CampaignFile, the campaign as JSON (campaignfile),
 	// from the campaign's ConfigMap; it is updated in place when the
 	// campaign changes.

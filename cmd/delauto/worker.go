@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,8 +50,9 @@ type workerConfig struct {
 	callbackURL       string
 	campaignFile      string
 	campaignPoll      time.Duration
-	accountSID        string
-	authToken         string
+	creds             *twilioclient.Credentials
+	credsPoll         time.Duration
+	tokenOverlap      time.Duration
 	twilioBaseURL     string
 	twilioTimeout     time.Duration
 	httpAddr, opsAddr string
@@ -93,6 +93,8 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.DurationVar(&c.campaignPoll, "campaign-poll", 5*time.Second, "how often the campaign file is checked for changes")
 	twilioDir := fs.String("twilio-dir", getenv(controllers.EnvTwilioDir), "folder with the files "+controllers.TwilioAccountFile+" and "+controllers.TwilioTokenFile+" from the campaign's Twilio Secret (env "+controllers.EnvTwilioDir+"); without it, env "+envTwilioSID+" and "+envTwilioToken)
 	fs.StringVar(&c.twilioBaseURL, "twilio-base-url", getenv(envTwilioBaseURL), "send Twilio API requests to this server instead of Twilio, e.g. the simulator http://127.0.0.1:8089 (env "+envTwilioBaseURL+")")
+	fs.DurationVar(&c.credsPoll, "credentials-poll", 10*time.Second, "how often the files of --twilio-dir are re-read, so a rotated auth token takes effect without a restart")
+	fs.DurationVar(&c.tokenOverlap, "token-overlap", twilioclient.DefaultOverlap, "how long webhook signatures made with a replaced auth token are still accepted")
 	fs.DurationVar(&c.twilioTimeout, "twilio-timeout", 10*time.Second, "timeout of one Twilio API request; a create-call request that times out is ambiguous and reconciled")
 	fs.StringVar(&c.httpAddr, "http-addr", ":"+strconv.Itoa(controllers.CallbackPort), "address of the Twilio callbacks server")
 	fs.StringVar(&c.opsAddr, "ops-addr", ":"+strconv.Itoa(controllers.OpsPort), "address of /healthz, /readyz, /metrics and /drain")
@@ -191,22 +193,23 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	// Twilio.
 	switch {
 	case *twilioDir != "":
-		sid, err1 := readSecretFile(filepath.Join(*twilioDir, controllers.TwilioAccountFile))
-		token, err2 := readSecretFile(filepath.Join(*twilioDir, controllers.TwilioTokenFile))
-		if err := errors.Join(err1, err2); err != nil {
+		creds, err := twilioclient.LoadCredentials(*twilioDir, c.tokenOverlap)
+		if err != nil {
 			bad("Twilio credentials from --twilio-dir (env %s): %v", controllers.EnvTwilioDir, err)
 		}
-		c.accountSID, c.authToken = sid, token
+		c.creds = creds
 	case getenv(envTwilioSID) != "" || getenv(envTwilioToken) != "":
-		c.accountSID, c.authToken = strings.TrimSpace(getenv(envTwilioSID)), strings.TrimSpace(getenv(envTwilioToken))
+		creds, err := twilioclient.StaticCredentials(strings.TrimSpace(getenv(envTwilioSID)), strings.TrimSpace(getenv(envTwilioToken)))
+		if err != nil {
+			bad("%v", err)
+		}
+		c.creds = creds
 	default:
 		bad("no Twilio credentials: mount the campaign's Secret and set --twilio-dir (env %s) to the folder with %s and %s, or set %s and %s",
 			controllers.EnvTwilioDir, controllers.TwilioAccountFile, controllers.TwilioTokenFile, envTwilioSID, envTwilioToken)
 	}
-	if c.accountSID != "" || c.authToken != "" {
-		if err := twilioclient.ValidateCredentials(c.accountSID, c.authToken); err != nil {
-			bad("%v", err)
-		}
+	if c.credsPoll <= 0 || c.tokenOverlap <= 0 {
+		bad("--credentials-poll and --token-overlap must be positive")
 	}
 	if c.twilioBaseURL != "" {
 		if _, err := twilioclient.RedirectTransport(c.twilioBaseURL, nil); err != nil {
@@ -252,19 +255,6 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return c, nil
-}
-
-// readSecretFile reads one credential file, trimmed.
-func readSecretFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return s, nil
 }
 
 // runWorker is `delauto worker`.
@@ -356,13 +346,24 @@ func runWorker(args []string) error {
 	if err != nil {
 		return err
 	}
-	rc, err := twilioclient.New(cfg.accountSID, cfg.authToken, hc)
+	// A rotated auth token in the mounted Secret takes effect without a
+	// restart: requests use the new token at once, signatures made with
+	// the old one stay valid for --token-overlap.
+	go cfg.creds.Run(ctx, cfg.credsPoll,
+		func() {
+			log.Info("Twilio auth token changed in the mounted Secret; using the new one", "overlap", cfg.tokenOverlap)
+		},
+		func(err error) {
+			log.Error("cannot re-read the Twilio credentials; keeping the ones in force", "error", err)
+		})
+	rc, err := twilioclient.NewRotating(cfg.creds, hc)
 	if err != nil {
 		return err
 	}
+	accountSID, _ := cfg.creds.Current()
 	cb, runCallbacks, err := newCallbacks(callbackDeps{
 		Name: cfg.name, Campaign: cfg.watcher, Store: st, Redis: rdb, Twilio: rc,
-		AccountSID: cfg.accountSID, AuthToken: cfg.authToken, CallbackURL: cfg.callbackURL,
+		Tokens: cfg.creds.Tokens, CallbackURL: cfg.callbackURL,
 		Database: cfg.conn.MongoDatabase, Registry: reg, Logger: log,
 	})
 	if err != nil {
@@ -370,7 +371,7 @@ func runWorker(args []string) error {
 	}
 	w, err := worker.New(worker.Options{
 		Name: cfg.name, Shards: cfg.shards, Concurrency: cfg.concurrency,
-		Store: st, Redis: rdb, Twilio: rc.Api, AccountSID: cfg.accountSID, Campaign: cfg.watcher,
+		Store: st, Redis: rdb, Twilio: rc.Api, AccountSID: accountSID, Campaign: cfg.watcher,
 		CallbackURL: cfg.callbackURL, Callbacks: cb, Registry: reg, Logger: log,
 		Lease: cfg.lease, QueueLease: cfg.queueLease, UnknownGrace: cfg.unknownGrace, FinalStatusMargin: cfg.finalStatusMargin, StaleAfter: cfg.staleAfter,
 		ReconcileInterval: cfg.reconcileInterval, SweepInterval: cfg.sweepInterval, SweepWatchInterval: cfg.sweepWatch, SweepOverdue: cfg.sweepOverdue,

@@ -25,11 +25,10 @@ type callbackDeps struct {
 	// Store is the call log; Redis the worker's Redis.
 	Store *store.Store
 	Redis redis.UniversalClient
-	// Twilio is the campaign account's REST client; AccountSID and
-	// AuthToken its credentials (the token checks webhook signatures).
-	Twilio     *twilio.RestClient
-	AccountSID string
-	AuthToken  string
+	// Twilio is the campaign account's REST client; Tokens returns the
+	// auth tokens whose webhook signatures are accepted now.
+	Twilio *twilio.RestClient
+	Tokens func() []string
 	// CallbackURL overrides the campaign's public callback base URL (empty:
 	// the campaign's).
 	CallbackURL string
@@ -47,14 +46,14 @@ type callbackDeps struct {
 // log, and the relay sender telling agents), run while the worker runs.
 func newCallbacks(deps callbackDeps) (http.Handler, func(context.Context) error, error) {
 	srv, err := callbacks.New(callbacks.Config{
-		Campaign:   deps.Campaign,
-		Store:      deps.Store,
-		Redis:      deps.Redis,
-		AuthTokens: []string{deps.AuthToken},
-		Twilio:     deps.Twilio,
-		PublicURL:  deps.CallbackURL,
-		Consumer:   deps.Name,
-		Logger:     deps.Logger,
+		Campaign:  deps.Campaign,
+		Store:     deps.Store,
+		Redis:     deps.Redis,
+		Tokens:    deps.Tokens,
+		Twilio:    deps.Twilio,
+		PublicURL: deps.CallbackURL,
+		Consumer:  deps.Name,
+		Logger:    deps.Logger,
 		Relay: relay.Config{
 			// The campaign's relay webhook key, mounted by the operator.
 			Secret:   relay.SecretFromEnv(),

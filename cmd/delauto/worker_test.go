@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/queue"
@@ -428,5 +430,65 @@ func TestWorkerKilledMidDialLosesNothingAndCallsOnce(t *testing.T) {
 	}
 	if d := f.sim.DuplicateAttempts(); len(d) != 0 {
 		t.Errorf("attempts with more than one call: %v", d)
+	}
+}
+
+// A rotated auth token in the mounted Secret takes effect without a restart:
+// calls are placed with the new token, and webhooks signed with the old one
+// (sent before the rotation) and with the new one are both accepted.
+func TestWorkerFollowsARotatedAuthToken(t *testing.T) {
+	f := newFixture(t, nil)
+	dir := t.TempDir()
+	write := func(token string) {
+		for name, v := range map[string]string{"account-sid": f.sim.AccountSID(), "auth-token": token} {
+			tmp := filepath.Join(dir, "."+name)
+			if err := os.WriteFile(tmp, []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	old := f.sim.AuthToken()
+	write(old)
+	httpAddr := freeAddr(t)
+	w := f.start("w1", "--twilio-dir", dir, "--credentials-poll", "100ms", "--token-overlap", "1h", "--http-addr", httpAddr)
+	a := f.create("+14155550123")
+	f.waitState(a.ID, 30*time.Second, store.StateDialed)
+
+	const fresh = "0123456789abcdef0123456789abcdef"
+	f.sim.RotateAuthToken(fresh)
+	write(fresh)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(w.out.String(), "Twilio auth token changed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker never read the new token:\n%s", tail(w.out.String(), 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b := f.create("+14155550124")
+	f.waitState(b.ID, 30*time.Second, store.StateDialed)
+
+	status := func(token string) int {
+		u, err := callurls.For("https://calls.example.com", callurls.StatusPath, a.ID, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		form := url.Values{"CallSid": {"CA" + strings.Repeat("0", 32)}, "CallStatus": {"ringing"}, "SequenceNumber": {"1"}}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+strings.TrimPrefix(u, "https://calls.example.com"), strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Twilio-Signature", twiliosim.Sign(token, u, form))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for token, want := range map[string]int{old: http.StatusOK, fresh: http.StatusOK, strings.Repeat("9", 32): http.StatusForbidden} {
+		if got := status(token); (got < 300) != (want < 300) {
+			t.Errorf("status callback signed with %s...: %d, want %d", token[:4], got, want)
+		}
 	}
 }

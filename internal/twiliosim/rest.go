@@ -128,7 +128,7 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, ep Endpoint, h ap
 	}
 	user, pass, ok := r.BasicAuth()
 	if !ok || subtle.ConstantTimeCompare([]byte(user), []byte(s.opts.AccountSID)) != 1 ||
-		subtle.ConstantTimeCompare([]byte(pass), []byte(s.opts.AuthToken)) != 1 {
+		subtle.ConstantTimeCompare([]byte(pass), []byte(s.AuthToken())) != 1 {
 		return refuse(http.StatusUnauthorized, CodeAuthenticate, FaultNone, func() {
 			w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
 			writeError(w, http.StatusUnauthorized, CodeAuthenticate, "Authenticate")

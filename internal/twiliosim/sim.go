@@ -94,6 +94,7 @@ type Options struct {
 // concurrent use.
 type Sim struct {
 	opts    Options
+	token   atomic.Pointer[string] // the auth token in force (RotateAuthToken)
 	scale   float64
 	log     *slog.Logger
 	hc      *http.Client
@@ -194,6 +195,7 @@ func New(opts Options) (*Sim, error) {
 		recordings:    map[string]*Recording{},
 		faultCounts:   map[FaultKind]int{},
 	}
+	s.token.Store(&opts.AuthToken)
 	if s.scale == 0 {
 		s.scale = 1
 	}
@@ -244,7 +246,12 @@ func (s *Sim) URL() string { return s.url }
 func (s *Sim) AccountSID() string { return s.opts.AccountSID }
 
 // AuthToken is the token the simulator accepts and signs webhooks with.
-func (s *Sim) AuthToken() string { return s.opts.AuthToken }
+func (s *Sim) AuthToken() string { return *s.token.Load() }
+
+// RotateAuthToken makes token the account's auth token, as promoting a
+// secondary token does at Twilio: from now on only it authenticates REST
+// requests, and webhooks are signed with it.
+func (s *Sim) RotateAuthToken(token string) { s.token.Store(&token) }
 
 // Handler is the simulator's HTTP handler, for mounting it elsewhere.
 func (s *Sim) Handler() http.Handler { return s.handler }

@@ -62,10 +62,10 @@ func (s *Sim) send(ctx context.Context, ob *outbound, attempt int, dup, late boo
 	var sig string
 	if ob.method == http.MethodGet {
 		u = withQuery(ob.url, ob.params)
-		sig = Sign(s.opts.AuthToken, u, nil)
+		sig = Sign(s.AuthToken(), u, nil)
 	} else {
 		body = strings.NewReader(ob.params.Encode())
-		sig = Sign(s.opts.AuthToken, u, ob.params)
+		sig = Sign(s.AuthToken(), u, ob.params)
 	}
 	rec := CallbackRecord{
 		Time: time.Now(), Kind: ob.kind, CallSid: ob.callSid, Method: ob.method, URL: ob.url,

@@ -48,8 +48,13 @@ type Config struct {
 	// relay queue and the outcome stream (required).
 	Redis redis.UniversalClient
 	// AuthTokens are the Twilio auth tokens whose signatures are accepted
-	// (required): the account's token, and during a rotation the other one.
+	// (required unless Tokens is set): the account's token, and during a
+	// rotation the other one.
 	AuthTokens []string
+	// Tokens, when set, returns the accepted tokens at each request instead
+	// of AuthTokens, so a rotated token takes effect without a restart
+	// (twilioclient.Credentials.Tokens).
+	Tokens func() []string
 	// Twilio is the REST client for redirecting calls answered by a machine
 	// (UpdateCall) and sending the relay SMS. Without it machines are not
 	// redirected (async AMD) and SMS relays fail (and are retried).
@@ -162,7 +167,8 @@ type Server struct {
 	log        *slog.Logger
 	rdb        redis.UniversalClient
 	journalKey string
-	validators []client.RequestValidator
+	// tokens are the auth tokens whose signatures are accepted now.
+	tokens func() []string
 	endpoints  map[string]endpoint
 	relay      *relay.Sender
 	queue      *relay.Queue
@@ -205,7 +211,7 @@ func New(cfg Config) (*Server, error) {
 			tokens = append(tokens, t)
 		}
 	}
-	if len(tokens) == 0 {
+	if len(tokens) == 0 && cfg.Tokens == nil {
 		errs = append(errs, "AuthTokens needs the Twilio auth token that signs webhooks")
 	}
 	if cfg.PublicURL != "" {
@@ -219,8 +225,9 @@ func New(cfg Config) (*Server, error) {
 	cfg.defaults()
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "callbacks"), rdb: cfg.Redis, journalKey: cfg.JournalKey,
 		batch: newBatcher(cfg.Redis, 4)}
-	for _, t := range tokens {
-		s.validators = append(s.validators, client.NewRequestValidator(t))
+	s.tokens = cfg.Tokens
+	if s.tokens == nil {
+		s.tokens = func() []string { return tokens }
 	}
 	s.queue = relay.NewQueue(cfg.Redis, "")
 	rc := cfg.Relay
@@ -436,9 +443,10 @@ func (s *Server) verify(r *http.Request, base *baseURL, path string, form url.Va
 			urls = append(urls, proto+"://"+host+base.path+path+query)
 		}
 	}
-	for _, u := range urls {
-		for i := range s.validators {
-			if s.validators[i].Validate(u, params, sig) {
+	for _, t := range s.tokens() {
+		v := client.NewRequestValidator(t)
+		for _, u := range urls {
+			if v.Validate(u, params, sig) {
 				return true
 			}
 		}
