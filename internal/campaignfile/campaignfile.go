@@ -13,6 +13,7 @@ import (
 	"time"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/periodic"
 )
 
 // Config is the file's content.
@@ -86,16 +87,7 @@ func (w *Watcher) Current() *Config { return w.current.Load() }
 // a mounted ConfigMap by swapping a symlink, which inotify follows poorly;
 // a cheap poll is dependable.)
 func (w *Watcher) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.reload()
-		}
-	}
+	periodic.Every(ctx, interval, func(context.Context) { w.reload() })
 }
 
 func (w *Watcher) reload() {

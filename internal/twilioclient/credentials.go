@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/twilio/twilio-go"
+
+	"github.com/delauto/delauto/internal/periodic"
 )
 
 // The files of a credentials folder: the keys of a campaign's Twilio Secret
@@ -141,14 +143,7 @@ func (c *Credentials) Reload() (bool, error) {
 // Run reloads every interval until ctx ends; onChange and onError (either
 // may be nil) hear of each change and failure.
 func (c *Credentials) Run(ctx context.Context, interval time.Duration, onChange func(), onError func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Every(ctx, interval, func(context.Context) {
 		changed, err := c.Reload()
 		switch {
 		case err != nil && onError != nil:
@@ -156,7 +151,7 @@ func (c *Credentials) Run(ctx context.Context, interval time.Duration, onChange 
 		case changed && onChange != nil:
 			onChange()
 		}
-	}
+	})
 }
 
 // NewRotating is New with credentials that may change: every request is

@@ -168,13 +168,13 @@ type Server struct {
 	rdb        redis.UniversalClient
 	journalKey string
 	// tokens are the auth tokens whose signatures are accepted now.
-	tokens func() []string
-	endpoints  map[string]endpoint
-	relay      *relay.Sender
-	queue      *relay.Queue
-	batch      *batcher
-	m          *metrics
-	stats      stats
+	tokens    func() []string
+	endpoints map[string]endpoint
+	relay     *relay.Sender
+	queue     *relay.Queue
+	batch     *batcher
+	m         *metrics
+	stats     stats
 
 	base atomic.Pointer[baseURL]
 	sv   atomic.Pointer[svMemo]

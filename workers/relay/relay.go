@@ -44,6 +44,7 @@ import (
 	"github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/outcome"
+	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -482,20 +483,13 @@ func (s *Sender) sendWebhook(ctx context.Context, a *store.Attempt, camp *campai
 
 // sweepLoop re-enqueues answers whose notifications are not sent.
 func (s *Sender) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Every(ctx, s.cfg.SweepInterval, func(ctx context.Context) {
 		if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("relay sweep failed", "error", err)
 		} else if n > 0 {
 			s.log.Info("relay sweep re-enqueued unsent notifications", "attempts", n)
 		}
-	}
+	})
 }
 
 // Sweep finds the campaign's recent answers with a notification still to

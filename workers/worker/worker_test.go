@@ -76,15 +76,28 @@ func TestOpsEndpointsAndDrain(t *testing.T) {
 	r.waitReady(t, http.StatusOK, 5*time.Second)
 	w.waitState(waiting.ID, 20*time.Second, store.StateDialed)
 
-	_, metrics := r.get(t, "/metrics")
-	for _, name := range []string{
-		`delauto_worker_dials_total{result="dialed"} 3`, "delauto_worker_in_flight 0", "delauto_worker_pickup_to_dial_seconds_count 3",
-		"delauto_worker_ready 1", "delauto_worker_draining 0", "delauto_queue_handled_total", "delauto_ratelimit_wait_seconds_count",
-		"delauto_worker_fence_conflicts_total 0", "delauto_worker_redis_up 1", "delauto_worker_mongo_up 1",
-	} {
-		if !strings.Contains(metrics, name) {
-			t.Errorf("/metrics lacks %q", name)
+	// The call log says dialed before the handler has counted the dial and
+	// left: the counters catch up once it returns.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		_, metrics := r.get(t, "/metrics")
+		var missing []string
+		for _, name := range []string{
+			`delauto_worker_dials_total{result="dialed"} 3`, "delauto_worker_in_flight 0", "delauto_worker_pickup_to_dial_seconds_count 3",
+			"delauto_worker_ready 1", "delauto_worker_draining 0", "delauto_queue_handled_total", "delauto_ratelimit_wait_seconds_count",
+			"delauto_worker_fence_conflicts_total 0", "delauto_worker_redis_up 1", "delauto_worker_mongo_up 1",
+		} {
+			if !strings.Contains(metrics, name) {
+				missing = append(missing, name)
+			}
 		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q", missing)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
