@@ -114,7 +114,8 @@ func TestConfirmBySpeech(t *testing.T) {
 	if len(c.Inputs) != 1 || c.Inputs[0] != "speech:yes" {
 		t.Errorf("inputs %v", c.Inputs)
 	}
-	// Not primed: the voice webhook misses once, every later webhook hits.
+	// Not primed: MongoDB is read once (one miss); webhooks that missed the
+	// cache meanwhile share that read, every later one hits.
 	if st := h.srv.Stats(); st.CacheMisses != 1 {
 		t.Errorf("cache %+v, want exactly one miss", st)
 	}
@@ -310,6 +311,11 @@ func TestCallbackFaultsChangeNothing(t *testing.T) {
 		t.Errorf("attempt %s/%s lastSeq %d response %+v after duplicated and reordered callbacks", b.State, b.Result, b.LastSeq, b.Response)
 	}
 	waitSMS(t, h)
+	// The webhook goes after the SMS; wait until both are recorded sent,
+	// then give a duplicate time to show.
+	h.waitAttempt(a.ID, "notified", func(a *store.Attempt) bool {
+		return a.Notify.SMS.State == store.NotifySent && a.Notify.Webhook.State == store.NotifySent
+	})
 	time.Sleep(300 * time.Millisecond)
 	if n := len(h.messagesTo(agentPhone)); n != 1 {
 		t.Errorf("agent got %d SMS, want exactly 1", n)
