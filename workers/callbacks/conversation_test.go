@@ -260,13 +260,7 @@ func TestVoicemailOnMachine(t *testing.T) {
 	if a.Response != nil {
 		t.Errorf("a machine answered the menu: %+v", a.Response)
 	}
-	updates := 0
-	for _, r := range h.sim.Requests() {
-		if r.Endpoint == twiliosim.EndpointUpdateCall && r.HTTPStatus == 200 {
-			updates++
-		}
-	}
-	if updates != 1 {
+	if updates := successfulUpdates(h); updates != 1 {
 		t.Errorf("%d UpdateCall requests, want 1 redirecting the call to the voicemail", updates)
 	}
 	if len(h.sim.CallbacksFor(c.Sid, "amd")) != 1 {
@@ -278,14 +272,27 @@ func TestHangUpOnMachine(t *testing.T) {
 	h := newHarness(t, harnessOpts{machine: v1.MachineHangUp})
 	sc := twiliosim.MustNamed("voicemail")
 	sc.GreetingLength = 40 * time.Second
-	a, c := h.call(sc, dialOpts{prime: true, amd: "Enable"})
+	a, _ := h.call(sc, dialOpts{prime: true, amd: "Enable"})
 	if a.Result != v1.CallMachine || a.AnsweredBy != "machine_start" {
 		t.Errorf("result %s answeredBy %q, want machine / machine_start", a.Result, a.AnsweredBy)
 	}
-	// Hung up right after detection (4 s), long before the menu would end.
-	if c.Duration > 10 {
-		t.Errorf("call lasted %d s after a machine answered, want a prompt hang-up", c.Duration)
+	// Hung up through the API on detection (4 s), not left to the menu. The
+	// call's simulated length is no measure: it grows with every
+	// millisecond the webhooks take (the simulator runs at 100x).
+	if n := successfulUpdates(h); n != 1 {
+		t.Errorf("%d UpdateCall requests, want 1 hanging up the call", n)
 	}
+}
+
+// successfulUpdates counts the UpdateCall requests the simulator accepted.
+func successfulUpdates(h *harness) int {
+	n := 0
+	for _, r := range h.sim.Requests() {
+		if r.Endpoint == twiliosim.EndpointUpdateCall && r.HTTPStatus == 200 {
+			n++
+		}
+	}
+	return n
 }
 
 func TestBusyAndNoAnswer(t *testing.T) {
