@@ -157,7 +157,7 @@ func TestRescheduleBySpeech(t *testing.T) {
 
 func TestInstructionsRecordedTranscribedRelayed(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	a, c := h.call(twiliosim.MustNamed("press3"), dialOpts{prime: true})
+	a, c := h.call(twiliosim.MustNamed("press3"), dialOpts{prime: true, timeLimit: 600})
 	want := "Please leave the parcel with the neighbour at number twelve"
 	b := h.waitAttempt(a.ID, "transcribed", func(a *store.Attempt) bool {
 		return a.Response != nil && a.Response.TranscriptionStatus != ""
@@ -336,7 +336,7 @@ func TestInstructionsWithoutTranscriptionSendLink(t *testing.T) {
 	h := newHarness(t, harnessOpts{noWebhook: true})
 	sc := twiliosim.MustNamed("press3")
 	sc.TranscriptionFails = true
-	a, _ := h.call(sc, dialOpts{prime: true})
+	a, _ := h.call(sc, dialOpts{prime: true, timeLimit: 600})
 	b := h.waitAttempt(a.ID, "transcription failed", func(a *store.Attempt) bool {
 		return a.Response != nil && a.Response.TranscriptionStatus == "failed"
 	})
