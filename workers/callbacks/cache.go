@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -134,29 +135,88 @@ func (s *Server) put(ctx context.Context, info *CallInfo) error {
 // lookup returns the call context of the attempt a callback names: from the
 // Redis cache when it is there, current (its fence not older than the URL's)
 // and rendered with the campaign's current script; otherwise from MongoDB,
-// then cached. An attempt MongoDB does not have is errUnknownAttempt.
+// then cached. Concurrent misses of one attempt and fence share one fill
+// (fill), so a call's webhooks read MongoDB once. An attempt MongoDB does
+// not have is errUnknownAttempt.
 func (s *Server) lookup(ctx context.Context, ref callurls.Ref, c *campaignfile.Config) (*CallInfo, error) {
+	info, err := s.cached(ctx, ref)
+	if info != nil {
+		s.count("hit")
+		return s.rendered(ctx, info, c), nil
+	}
+	if s.hooks.missed != nil {
+		s.hooks.missed(ref)
+	}
+	redisDown := err != nil
+	var read bool // set by this lookup's own fill if it read MongoDB
+	// The fill outlives a caller that gives up: the others may wait for it.
+	fctx := context.WithoutCancel(ctx)
+	ch := s.fills.DoChan(ref.AttemptID+"@"+strconv.FormatInt(ref.Fence, 10), func() (any, error) {
+		return s.fill(fctx, ref, c, redisDown, &read)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if !read {
+			s.count("shared")
+		}
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		cp := *r.Val.(*CallInfo) // every caller gets its own copy to render
+		return s.rendered(ctx, &cp, c), nil
+	}
+}
+
+// cached returns attempt ref's call context from Redis, or nil when it is not
+// there or older than ref's fence; err is a Redis failure other than a
+// missing key (logged).
+func (s *Server) cached(ctx context.Context, ref callurls.Ref) (*CallInfo, error) {
 	get := redis.NewStringCmd(ctx, "get", ContextKey(ref.AttemptID))
 	err := s.batch.do(ctx, get)
-	raw, _ := get.Bytes()
-	if err == nil {
-		var info CallInfo
-		if json.Unmarshal(raw, &info) == nil && info.AttemptID == ref.AttemptID && info.Fence >= ref.Fence {
-			s.m.cache.WithLabelValues("hit").Inc()
-			s.stats.hits.Add(1)
-			if info.ScriptVersion != s.scriptVersionOf(c) {
-				s.render(&info, c)
-				if err := s.put(ctx, &info); err != nil {
-					s.log.Warn("call context cache: could not update", "attempt", ref.AttemptID, "error", err)
-				}
-			}
-			return &info, nil
-		}
-	} else if !errors.Is(err, redis.Nil) {
-		s.log.Warn("call context cache unavailable; reading MongoDB", "error", err)
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
 	}
-	s.m.cache.WithLabelValues("miss").Inc()
-	s.stats.misses.Add(1)
+	if err != nil {
+		s.log.Warn("call context cache unavailable; reading MongoDB", "attempt", ref.AttemptID, "error", err)
+		return nil, err
+	}
+	raw, _ := get.Bytes()
+	var info CallInfo
+	if json.Unmarshal(raw, &info) != nil || info.AttemptID != ref.AttemptID || info.Fence < ref.Fence {
+		return nil, nil
+	}
+	return &info, nil
+}
+
+// rendered returns info with its greeting rendered for campaign c, storing
+// it again when the script changed since it was cached.
+func (s *Server) rendered(ctx context.Context, info *CallInfo, c *campaignfile.Config) *CallInfo {
+	if info.ScriptVersion != s.scriptVersionOf(c) {
+		s.render(info, c)
+		if err := s.put(ctx, info); err != nil {
+			s.log.Warn("call context cache: could not update", "attempt", info.AttemptID, "error", err)
+		}
+	}
+	return info
+}
+
+// fill reads attempt ref from MongoDB and caches it: the one store read of
+// concurrent misses. It first looks in Redis again (unless Redis failed the
+// caller's look), as a fill that finished just after the caller missed has
+// stored the context there. read is set when it reads MongoDB.
+func (s *Server) fill(ctx context.Context, ref callurls.Ref, c *campaignfile.Config, redisDown bool, read *bool) (*CallInfo, error) {
+	if !redisDown {
+		if info, _ := s.cached(ctx, ref); info != nil {
+			return info, nil
+		}
+	}
+	*read = true
+	s.count("miss")
+	if s.hooks.read != nil {
+		s.hooks.read(ref)
+	}
 	a, err := s.cfg.Store.Get(ctx, ref.AttemptID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, errUnknownAttempt

@@ -3,6 +3,8 @@ package callbacks
 import (
 	"context"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,5 +65,57 @@ func TestContextCache(t *testing.T) {
 	}
 	if got := testCounter(t, h, "delauto_callbacks_context_cache_total", "result", "hit"); got != 3 {
 		t.Errorf("hit counter %v, want 3", got)
+	}
+}
+
+// Concurrent lookups of one uncached attempt read MongoDB once. A read
+// waits until every lookup has missed the cache, so lookups that did not
+// share one would each read.
+func TestConcurrentMissesReadOnce(t *testing.T) {
+	h := newHarness(t, harnessOpts{noRun: true})
+	ctx := context.Background()
+	a := h.createAttempt(newTo())
+	a, _ = h.st.Claim(ctx, a.ID, "w", time.Minute)
+	ref := callurls.Ref{AttemptID: a.ID, Fence: a.Fence}
+	const n = 8
+	var missed, reads atomic.Int32
+	allMissed := make(chan struct{})
+	h.srv.hooks.missed = func(callurls.Ref) {
+		if missed.Add(1) == n {
+			close(allMissed)
+		}
+	}
+	h.srv.hooks.read = func(callurls.Ref) {
+		reads.Add(1)
+		select {
+		case <-allMissed:
+		case <-time.After(10 * time.Second):
+			t.Errorf("only %d of %d lookups missed the cache", missed.Load(), n)
+		}
+	}
+	infos := make([]*CallInfo, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { infos[i], errs[i] = h.srv.lookup(ctx, ref, h.camp) })
+	}
+	wg.Wait()
+	if r := reads.Load(); r != 1 {
+		t.Errorf("%d MongoDB reads for %d concurrent misses of one attempt, want 1", r, n)
+	}
+	for i, info := range infos {
+		if errs[i] != nil || info == nil || info.AttemptID != a.ID || info.Fence != a.Fence || !strings.Contains(info.Greeting, "Hello Anna Schmidt") {
+			t.Errorf("lookup %d: %+v, %v", i, info, errs[i])
+		}
+	}
+	if st := h.srv.Stats(); st != (Stats{CacheMisses: 1, CacheShared: n - 1}) {
+		t.Errorf("cache %+v, want one miss shared by the other %d lookups", st, n-1)
+	}
+	if got := testCounter(t, h, "delauto_callbacks_context_cache_total", "result", "shared"); got != n-1 {
+		t.Errorf("shared counter %v, want %d", got, n-1)
+	}
+	// The fill cached it: the next lookup hits.
+	if _, err := h.srv.lookup(ctx, ref, h.camp); err != nil || reads.Load() != 1 || h.srv.Stats().CacheHits != 1 {
+		t.Errorf("lookup after the fill: err %v, %d reads, %+v", err, reads.Load(), h.srv.Stats())
 	}
 }

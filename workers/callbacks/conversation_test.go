@@ -114,7 +114,8 @@ func TestConfirmBySpeech(t *testing.T) {
 	if len(c.Inputs) != 1 || c.Inputs[0] != "speech:yes" {
 		t.Errorf("inputs %v", c.Inputs)
 	}
-	// Not primed: the voice webhook misses once, every later webhook hits.
+	// Not primed: MongoDB is read once (one miss); webhooks that missed the
+	// cache meanwhile share that read, every later one hits.
 	if st := h.srv.Stats(); st.CacheMisses != 1 {
 		t.Errorf("cache %+v, want exactly one miss", st)
 	}
@@ -156,7 +157,7 @@ func TestRescheduleBySpeech(t *testing.T) {
 
 func TestInstructionsRecordedTranscribedRelayed(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	a, c := h.call(twiliosim.MustNamed("press3"), dialOpts{prime: true})
+	a, c := h.call(twiliosim.MustNamed("press3"), dialOpts{prime: true, timeLimit: 600})
 	want := "Please leave the parcel with the neighbour at number twelve"
 	b := h.waitAttempt(a.ID, "transcribed", func(a *store.Attempt) bool {
 		return a.Response != nil && a.Response.TranscriptionStatus != ""
@@ -259,13 +260,7 @@ func TestVoicemailOnMachine(t *testing.T) {
 	if a.Response != nil {
 		t.Errorf("a machine answered the menu: %+v", a.Response)
 	}
-	updates := 0
-	for _, r := range h.sim.Requests() {
-		if r.Endpoint == twiliosim.EndpointUpdateCall && r.HTTPStatus == 200 {
-			updates++
-		}
-	}
-	if updates != 1 {
+	if updates := successfulUpdates(h); updates != 1 {
 		t.Errorf("%d UpdateCall requests, want 1 redirecting the call to the voicemail", updates)
 	}
 	if len(h.sim.CallbacksFor(c.Sid, "amd")) != 1 {
@@ -277,14 +272,27 @@ func TestHangUpOnMachine(t *testing.T) {
 	h := newHarness(t, harnessOpts{machine: v1.MachineHangUp})
 	sc := twiliosim.MustNamed("voicemail")
 	sc.GreetingLength = 40 * time.Second
-	a, c := h.call(sc, dialOpts{prime: true, amd: "Enable"})
+	a, _ := h.call(sc, dialOpts{prime: true, amd: "Enable"})
 	if a.Result != v1.CallMachine || a.AnsweredBy != "machine_start" {
 		t.Errorf("result %s answeredBy %q, want machine / machine_start", a.Result, a.AnsweredBy)
 	}
-	// Hung up right after detection (4 s), long before the menu would end.
-	if c.Duration > 10 {
-		t.Errorf("call lasted %d s after a machine answered, want a prompt hang-up", c.Duration)
+	// Hung up through the API on detection (4 s), not left to the menu. The
+	// call's simulated length is no measure: it grows with every
+	// millisecond the webhooks take (the simulator runs at 100x).
+	if n := successfulUpdates(h); n != 1 {
+		t.Errorf("%d UpdateCall requests, want 1 hanging up the call", n)
 	}
+}
+
+// successfulUpdates counts the UpdateCall requests the simulator accepted.
+func successfulUpdates(h *harness) int {
+	n := 0
+	for _, r := range h.sim.Requests() {
+		if r.Endpoint == twiliosim.EndpointUpdateCall && r.HTTPStatus == 200 {
+			n++
+		}
+	}
+	return n
 }
 
 func TestBusyAndNoAnswer(t *testing.T) {
@@ -310,6 +318,11 @@ func TestCallbackFaultsChangeNothing(t *testing.T) {
 		t.Errorf("attempt %s/%s lastSeq %d response %+v after duplicated and reordered callbacks", b.State, b.Result, b.LastSeq, b.Response)
 	}
 	waitSMS(t, h)
+	// The webhook goes after the SMS; wait until both are recorded sent,
+	// then give a duplicate time to show.
+	h.waitAttempt(a.ID, "notified", func(a *store.Attempt) bool {
+		return a.Notify.SMS.State == store.NotifySent && a.Notify.Webhook.State == store.NotifySent
+	})
 	time.Sleep(300 * time.Millisecond)
 	if n := len(h.messagesTo(agentPhone)); n != 1 {
 		t.Errorf("agent got %d SMS, want exactly 1", n)
@@ -323,7 +336,7 @@ func TestInstructionsWithoutTranscriptionSendLink(t *testing.T) {
 	h := newHarness(t, harnessOpts{noWebhook: true})
 	sc := twiliosim.MustNamed("press3")
 	sc.TranscriptionFails = true
-	a, _ := h.call(sc, dialOpts{prime: true})
+	a, _ := h.call(sc, dialOpts{prime: true, timeLimit: 600})
 	b := h.waitAttempt(a.ID, "transcription failed", func(a *store.Attempt) bool {
 		return a.Response != nil && a.Response.TranscriptionStatus == "failed"
 	})

@@ -76,8 +76,10 @@
 //
 // Each webhook needs the attempt's delivery context and the campaign's
 // script rendered for it (CallInfo). It is cached in Redis (ContextKey, one
-// key per attempt, TTL ContextTTL) and read by every webhook of the call;
-// delauto_callbacks_context_cache_total counts hits and misses. It is
+// key per attempt, TTL ContextTTL) and read by every webhook of the call.
+// Webhooks of one call that miss it at the same time share one MongoDB read
+// (a fill per attempt and fence). delauto_callbacks_context_cache_total
+// counts hits, misses (MongoDB reads) and shared fills. It is
 // invalidated when the campaign's script changes (the greeting is rendered
 // again), when a callback carries a newer fence than the cached one (a new
 // claim of the attempt), and by Invalidate.

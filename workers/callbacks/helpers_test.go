@@ -1,6 +1,7 @@
 package callbacks
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -248,6 +249,11 @@ func (h *harness) createAttempt(to string) *store.Attempt {
 type dialOpts struct {
 	amd   string // MachineDetection mode; async
 	prime bool
+	// timeLimit is the call's time limit in seconds; default 60. The
+	// simulator runs at 100x, so every 10 ms the webhooks take is a
+	// simulated second: a test that is not about the limit sets it far
+	// beyond its call's length, or a loaded machine cuts the call short.
+	timeLimit int
 }
 
 // dial does what the worker does: claim, prime the context, create the call
@@ -276,7 +282,7 @@ func (h *harness) dial(a *store.Attempt, o dialOpts) (*store.Attempt, string) {
 	p.SetTo(c.To).SetFrom(fromNumber).SetUrl(mk(callurls.VoicePath)).SetMethod("POST").
 		SetStatusCallback(mk(callurls.StatusPath)).SetStatusCallbackMethod("POST").
 		SetStatusCallbackEvent([]string{"initiated", "ringing", "answered", "completed"}).
-		SetTimeout(20).SetTimeLimit(60)
+		SetTimeout(20).SetTimeLimit(cmp.Or(o.timeLimit, 60))
 	if o.amd != "" {
 		p.SetMachineDetection(o.amd).SetAsyncAmd("true").SetAsyncAmdStatusCallback(mk(callurls.AMDPath)).SetAsyncAmdStatusCallbackMethod("POST")
 	}

@@ -37,7 +37,7 @@ func newMetrics(backlog func() float64) *metrics {
 			Help: "Webhook requests refused before touching state, by reason (signature_missing, signature_invalid, method, too_large, content_type, malformed_body, malformed_attempt, bad_form, unknown_attempt, unknown_path).",
 		}, []string{"reason"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "delauto_callbacks_context_cache_total", Help: "Call context lookups in the Redis cache, by result (hit, miss).",
+			Name: "delauto_callbacks_context_cache_total", Help: "Call context lookups, by result (hit: in the Redis cache; miss: read MongoDB; shared: took the context another lookup of the same attempt read or cached meanwhile).",
 		}, []string{"result"}),
 		journalAppended: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "delauto_callbacks_journal_appended_total", Help: "Writes appended to the Redis write-behind journal.",
@@ -70,18 +70,34 @@ func (m *metrics) collectors() []prometheus.Collector {
 
 // stats mirrors the counters a benchmark reads.
 type stats struct {
-	hits, misses atomic.Int64
+	hits, misses, shared atomic.Int64
+}
+
+// count counts a call context lookup by result (hit, miss, shared).
+func (s *Server) count(result string) {
+	s.m.cache.WithLabelValues(result).Inc()
+	switch result {
+	case "hit":
+		s.stats.hits.Add(1)
+	case "miss":
+		s.stats.misses.Add(1)
+	case "shared":
+		s.stats.shared.Add(1)
+	}
 }
 
 // Stats are counters of the server since it started.
 type Stats struct {
-	// CacheHits and CacheMisses count call context lookups.
-	CacheHits, CacheMisses int64
+	// CacheHits, CacheMisses and CacheShared count call context lookups:
+	// found in Redis, read from MongoDB (one read per miss), and given the
+	// context another lookup of the same attempt was reading or had just
+	// cached (concurrent misses share one read).
+	CacheHits, CacheMisses, CacheShared int64
 }
 
 // HitRate is CacheHits over all lookups (0 without lookups).
 func (s Stats) HitRate() float64 {
-	if n := s.CacheHits + s.CacheMisses; n > 0 {
+	if n := s.CacheHits + s.CacheMisses + s.CacheShared; n > 0 {
 		return float64(s.CacheHits) / float64(n)
 	}
 	return 0
@@ -89,7 +105,7 @@ func (s Stats) HitRate() float64 {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	return Stats{CacheHits: s.stats.hits.Load(), CacheMisses: s.stats.misses.Load()}
+	return Stats{CacheHits: s.stats.hits.Load(), CacheMisses: s.stats.misses.Load(), CacheShared: s.stats.shared.Load()}
 }
 
 // RegisterMetrics registers the callback server's and its relay sender's

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twilio/twilio-go"
 	"github.com/twilio/twilio-go/client"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
@@ -175,9 +176,20 @@ type Server struct {
 	batch     *batcher
 	m         *metrics
 	stats     stats
+	fills     singleflight.Group // call context fills in flight, by attempt and fence
+	hooks     testHooks
 
 	base atomic.Pointer[baseURL]
 	sv   atomic.Pointer[svMemo]
+}
+
+// testHooks are seams for tests; all nil in production.
+type testHooks struct {
+	// missed runs when a lookup did not find the call context in Redis,
+	// before it joins or starts the attempt's fill.
+	missed func(callurls.Ref)
+	// read runs in a fill just before it reads MongoDB.
+	read func(callurls.Ref)
 }
 
 // baseURL is the parsed public base URL of one campaign config.

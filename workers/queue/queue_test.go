@@ -504,6 +504,7 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 	var mu sync.Mutex
 	var runs []string
 	var cancelled bool
+	finished := make(chan struct{}, 2)
 	mk := func(name string) queue.Handler {
 		return func(ctx context.Context, msg queue.Message) error {
 			mu.Lock()
@@ -516,6 +517,7 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 				cancelled = true
 				mu.Unlock()
 			}
+			finished <- struct{}{}
 			return nil
 		}
 	}
@@ -528,7 +530,22 @@ func TestLongHandlerKeepsItsLease(t *testing.T) {
 	if _, err := q.Schedule(ctx, s, "long", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2200 * time.Millisecond)
+	// A lost lease would have let the other consumer take the message
+	// during the run; wait for the run to end (not for a time that a slow
+	// start outlasts) and for the message to be acknowledged.
+	select {
+	case <-finished:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the handler did not finish")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st := stats(t, q, s); st.InFlight == 0 && st.Ready == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not acknowledged: %+v", stats(t, q, s))
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(runs) != 1 || cancelled {

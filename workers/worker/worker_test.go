@@ -277,6 +277,11 @@ func TestMongoOutageKeepsInFlightStateAndResumes(t *testing.T) {
 			t.Fatalf("attempt %s called while MongoDB was unreachable", id)
 		}
 	}
+	// The create request went out before the outage: the simulator creates
+	// the call when its latency is over, however late that is.
+	for deadline := time.Now().Add(10 * time.Second); w.sim.CallsForAttempt(inFlight.ID) == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if n := w.sim.CallsForAttempt(inFlight.ID); n != 1 {
 		t.Fatalf("the call in flight: %d calls", n)
 	}

@@ -273,7 +273,7 @@ func run(rates []int, dur time.Duration, conns int, drainConc int, prime bool, s
 		traceOut.Close()
 	}
 	stats := srv.Stats()
-	fmt.Printf("cache: %d hits, %d misses, hit rate %.3f\n", stats.CacheHits, stats.CacheMisses, stats.HitRate())
+	fmt.Printf("cache: %d hits, %d misses, %d shared, hit rate %.3f\n", stats.CacheHits, stats.CacheMisses, stats.CacheShared, stats.HitRate())
 	if slow, err := rdb.SlowLogGet(ctx, 1000).Result(); err == nil && len(slow) > 0 {
 		byCmd := map[string][]time.Duration{}
 		for _, e := range slow {
