@@ -15,10 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/sharding"
@@ -26,21 +24,20 @@ import (
 
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 
 // FieldOwner is the server-side-apply field manager of everything the
 // operator owns.
 const FieldOwner = "delauto-operator"
 
-// secretRefIndex indexes CallCampaigns by the Secrets they read.
-const secretRefIndex = "spec.secretRefs"
-
 // CallCampaignReconciler owns each campaign's per-shard worker Deployments
 // and callback Service, and reports the campaign's status.
 type CallCampaignReconciler struct {
 	client.Client
-	// APIReader reads Secrets directly: the cache holds only their metadata.
+	// APIReader reads Secrets directly, one namespaced get each: the
+	// operator may not list or watch Secrets, so a Secret's change is seen
+	// at the next status refresh.
 	APIReader client.Reader
 	// Workers configures the worker Deployments.
 	Workers WorkerDefaults
@@ -262,21 +259,12 @@ func (r *CallCampaignReconciler) pingCallLog(ctx context.Context, s *campaignSco
 	return nil
 }
 
-// SetupWithManager registers the controller: it watches campaigns, their
-// owned Deployments and Services, and the metadata of Secrets they read.
+// SetupWithManager registers the controller: it watches campaigns and
+// their owned Deployments, Services and ConfigMaps. Secrets are not watched
+// (that takes listing every Secret); they are re-read every StatusInterval.
 func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StatusInterval <= 0 {
 		r.StatusInterval = 10 * time.Second
-	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.CallCampaign{}, secretRefIndex, func(o client.Object) []string {
-		c := o.(*v1.CallCampaign)
-		refs := []string{c.Spec.Twilio.CredentialsSecretRef.Name}
-		if wh := c.Spec.Relay.Webhook; wh != nil {
-			refs = append(refs, wh.SecretRef.Name)
-		}
-		return refs
-	}); err != nil {
-		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// The campaign's own status writes must not start another reconcile
@@ -286,20 +274,6 @@ func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.campaignsReadingSecret), builder.OnlyMetadata).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Complete(r)
-}
-
-// campaignsReadingSecret maps a Secret to the campaigns that read it.
-func (r *CallCampaignReconciler) campaignsReadingSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	var list v1.CallCampaignList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{secretRefIndex: o.GetName()}); err != nil {
-		return nil
-	}
-	reqs := make([]reconcile.Request, len(list.Items))
-	for i, c := range list.Items {
-		reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: c.Namespace, Name: c.Name}}
-	}
-	return reqs
 }

@@ -65,6 +65,15 @@ func twilioSecret(ns string) *corev1.Secret {
 	}
 }
 
+// storesSecret is the per-namespace Secret telling workers where the
+// stores are and how to log in.
+func storesSecret(ns string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "delauto-stores"},
+		Data:       map[string][]byte{stores.EnvRedisURL: []byte("redis://r:6379"), stores.EnvMongoURI: []byte("mongodb://m/delauto")},
+	}
+}
+
 func newCampaign(ns string, shards int32) *v1.CallCampaign {
 	return &v1.CallCampaign{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "spree"},
