@@ -64,6 +64,9 @@ type campaignScope struct {
 	deployments map[string]*appsv1.Deployment
 	// degraded, when set, says why calling cannot work.
 	degraded *metav1.Condition
+	// held leaves the campaign's worker Deployments as they are: what they
+	// would run is not allowed.
+	held bool
 	// queueErr is set when the queue figures could not be read.
 	queueErr error
 	// storeErr is set when the call log (MongoDB) is unreachable.
@@ -98,6 +101,7 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	for _, phase := range []func(context.Context, *campaignScope) error{
 		r.checkCredentials,
 		r.checkScript,
+		r.checkWorkerImage,
 		r.applyCampaignConfig,
 		r.applyWorkers,
 		r.removeStaleShards,
@@ -152,6 +156,23 @@ func (r *CallCampaignReconciler) checkScript(_ context.Context, s *campaignScope
 	return nil
 }
 
+// checkWorkerImage holds the campaign's workers when it names an image the
+// operator does not allow.
+func (r *CallCampaignReconciler) checkWorkerImage(ctx context.Context, s *campaignScope) error {
+	image := r.Workers.WorkerImage(s.campaign)
+	if r.Workers.ImageAllowed(image) {
+		return nil
+	}
+	s.hold(degradedCondition(s.campaign, "ImageNotAllowed", fmt.Sprintf("worker image %q is not allowed by the operator (--allowed-worker-images)", image)))
+	log.FromContext(ctx).Info("worker image not allowed; worker Deployments left as they are", "image", image)
+	return nil
+}
+
+// hold degrades the campaign and leaves its worker Deployments as they are.
+func (s *campaignScope) hold(cond *metav1.Condition) {
+	s.degraded, s.held = cond, true
+}
+
 func degradedCondition(c *v1.CallCampaign, reason, msg string) *metav1.Condition {
 	return &metav1.Condition{Type: v1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: reason, Message: msg, ObservedGeneration: c.Generation}
 }
@@ -172,6 +193,9 @@ func (r *CallCampaignReconciler) applyCampaignConfig(ctx context.Context, s *cam
 // applyWorkers server-side applies one worker Deployment per shard.
 func (r *CallCampaignReconciler) applyWorkers(ctx context.Context, s *campaignScope) error {
 	s.deployments = map[string]*appsv1.Deployment{}
+	if s.held {
+		return nil
+	}
 	for _, shard := range s.shards {
 		current := &appsv1.Deployment{}
 		err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: WorkerDeploymentName(s.campaign.Name, shard)}, current)
@@ -196,6 +220,9 @@ func (r *CallCampaignReconciler) applyWorkers(ctx context.Context, s *campaignSc
 
 // removeStaleShards deletes the Deployments of shards the campaign no longer has.
 func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campaignScope) error {
+	if s.held {
+		return nil
+	}
 	var list appsv1.DeploymentList
 	if err := r.List(ctx, &list, client.InNamespace(s.campaign.Namespace), client.MatchingLabels{LabelCampaign: s.campaign.Name, LabelComponent: ComponentWorker}); err != nil {
 		return err

@@ -531,3 +531,54 @@ func TestCampaignDegradedWhenStoresUnreachable(t *testing.T) {
 		t.Errorf("workers during a store outage: %v", ds)
 	}
 }
+
+// A campaign may name only a worker image the operator allows; another
+// image degrades it and no Deployment is written for it.
+func TestCampaignWorkerImageMustBeAllowed(t *testing.T) {
+	_, ns := startCampaignController(t)
+	ctx := context.Background()
+	c := env.Kube.Client
+	for _, o := range []client.Object{twilioSecret(ns), storesSecret(ns)} {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	campaign := newCampaign(ns, 1)
+	campaign.Spec.Workers.Image = "evil.example.com/miner:latest"
+	if err := c.Create(ctx, campaign); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(campaign)
+	eventually(t, 10*time.Second, "Degraded ImageNotAllowed", func() error {
+		got := getCampaign(t, key)
+		if err := hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "ImageNotAllowed"); err != nil {
+			return err
+		}
+		if !strings.Contains(fmt.Sprint(got.Status.Conditions), "evil.example.com/miner:latest") {
+			return fmt.Errorf("the condition does not name the image: %v", got.Status.Conditions)
+		}
+		return nil
+	})
+	if ds, _ := workerDeployments(ns); len(ds) != 0 {
+		t.Fatalf("Deployments written for a campaign with an image not allowed: %s", deploymentNames(ds))
+	}
+
+	// The operator's own image is allowed; switching to another keeps the
+	// Deployment as it was.
+	update(t, campaign, func(c *v1.CallCampaign) { c.Spec.Workers.Image = "delauto:test" })
+	eventually(t, 10*time.Second, "Deployment written for the allowed image", func() error {
+		ds, err := workerDeployments(ns)
+		if err != nil || len(ds) != 1 || ds[0].Spec.Template.Spec.Containers[0].Image != "delauto:test" {
+			return fmt.Errorf("Deployments %s: %v", deploymentNames(ds), err)
+		}
+		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+	})
+	update(t, campaign, func(c *v1.CallCampaign) { c.Spec.Workers.Image = "delauto:test-evil" })
+	eventually(t, 10*time.Second, "Degraded ImageNotAllowed again", func() error {
+		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "ImageNotAllowed")
+	})
+	ds, _ := workerDeployments(ns)
+	if len(ds) != 1 || ds[0].Spec.Template.Spec.Containers[0].Image != "delauto:test" {
+		t.Errorf("the Deployment changed for an image not allowed: %+v", ds)
+	}
+}

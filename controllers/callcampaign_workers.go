@@ -69,6 +69,11 @@ const (
 type WorkerDefaults struct {
 	// Image is used when the campaign names none.
 	Image string
+	// AllowedImages are the worker images a campaign may name: exact
+	// references, or prefixes. A prefix ending in "/" or ":" allows what
+	// follows it; one without allows the same repository with any tag or
+	// digest. Empty allows only the operator's own worker image.
+	AllowedImages []string
 	// StoresSecret, when set, names a Secret in each campaign's namespace
 	// with where the workers' stores are and how to log in (REDIS_URL or
 	// REDIS_ADDRS and REDIS_PASSWORD, MONGO_URI).
@@ -124,15 +129,54 @@ func ownerRef(c *v1.CallCampaign) *metav1ac.OwnerReferenceApplyConfiguration {
 		WithName(c.Name).WithUID(c.UID).WithController(true).WithBlockOwnerDeletion(true)
 }
 
+// defaultImage is the operator's own worker image.
+func (w WorkerDefaults) defaultImage() string {
+	if w.Image != "" {
+		return w.Image
+	}
+	return defaultWorkerImage
+}
+
+// WorkerImage is the image of the campaign's workers: its own, else the
+// operator's.
+func (w WorkerDefaults) WorkerImage(c *v1.CallCampaign) string {
+	if c.Spec.Workers.Image != "" {
+		return c.Spec.Workers.Image
+	}
+	return w.defaultImage()
+}
+
+// ImageAllowed reports whether workers may run image.
+func (w WorkerDefaults) ImageAllowed(image string) bool {
+	allow := w.AllowedImages
+	if len(allow) == 0 {
+		allow = []string{w.defaultImage()}
+	}
+	return imageAllowed(image, allow)
+}
+
+// imageAllowed matches image against exact references and prefixes (see
+// WorkerDefaults.AllowedImages).
+func imageAllowed(image string, allow []string) bool {
+	for _, a := range allow {
+		switch {
+		case a == "" || image == "":
+		case image == a:
+			return true
+		case strings.HasSuffix(a, "/") || strings.HasSuffix(a, ":"):
+			if strings.HasPrefix(image, a) {
+				return true
+			}
+		case strings.HasPrefix(image, a+":") || strings.HasPrefix(image, a+"@"):
+			return true
+		}
+	}
+	return false
+}
+
 // Deployment is the desired worker Deployment of one shard.
 func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas int32) *appsv1ac.DeploymentApplyConfiguration {
-	image := c.Spec.Workers.Image
-	if image == "" {
-		image = w.Image
-	}
-	if image == "" {
-		image = defaultWorkerImage
-	}
+	image := w.WorkerImage(c)
 	concurrency := c.Spec.Workers.Concurrency
 	if concurrency < 1 {
 		concurrency = 50

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -66,6 +67,15 @@ func parseOperatorConfig(args []string, getenv func(string) string) (*operatorCo
 	fs.IntVar(&c.concurrency, "max-concurrent-reconciles", 32, "reconciles run at once per controller (the Delivery reconcile waits on the apiserver, MongoDB and Redis, so more than the cores)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: info or debug")
 	fs.StringVar(&c.workers.Image, "worker-image", "", "default image of worker Deployments (campaigns may override)")
+	fs.Func("allowed-worker-images", "comma-separated worker images campaigns may name: exact references or prefixes (a prefix ending in / or : allows what follows; one without allows its repository with any tag or digest); default: only --worker-image", func(v string) error {
+		c.workers.AllowedImages = nil
+		for _, img := range strings.Split(v, ",") {
+			if img = strings.TrimSpace(img); img != "" {
+				c.workers.AllowedImages = append(c.workers.AllowedImages, img)
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&c.workers.StoresSecret, "worker-stores-secret", "", "Secret in each campaign's namespace with where the workers' stores are and how to log in ("+
 		stores.EnvRedisURL+" or "+stores.EnvRedisAddrs+" and "+stores.EnvRedisPassword+", "+stores.EnvMongoURI+"); empty hands the workers the operator's own store settings")
 	fs.StringVar(&c.workers.TwilioBaseURL, "worker-twilio-base-url", "", "for tests and demos only: point every worker at this Twilio API base URL (the Twilio simulator) instead of Twilio; empty (the default) is Twilio")
