@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -20,6 +21,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/sharding"
+	"github.com/delauto/delauto/internal/stores"
 )
 
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
@@ -102,6 +104,7 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.checkCredentials,
 		r.checkScript,
 		r.checkWorkerImage,
+		r.checkStoresSecret,
 		r.applyCampaignConfig,
 		r.applyWorkers,
 		r.removeStaleShards,
@@ -165,6 +168,34 @@ func (r *CallCampaignReconciler) checkWorkerImage(ctx context.Context, s *campai
 	}
 	s.hold(degradedCondition(s.campaign, "ImageNotAllowed", fmt.Sprintf("worker image %q is not allowed by the operator (--allowed-worker-images)", image)))
 	log.FromContext(ctx).Info("worker image not allowed; worker Deployments left as they are", "image", image)
+	return nil
+}
+
+// checkStoresSecret holds the campaign's workers until its namespace has
+// the stores Secret with where the stores are and how to log in.
+func (r *CallCampaignReconciler) checkStoresSecret(ctx context.Context, s *campaignScope) error {
+	c := s.campaign
+	name := r.Workers.StoresSecretName()
+	keys := fmt.Sprintf("%s (or %s and %s) and %s", stores.EnvRedisURL, stores.EnvRedisAddrs, stores.EnvRedisPassword, stores.EnvMongoURI)
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: c.Namespace, Name: name}, secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		s.hold(degradedCondition(c, "StoresSecretMissing", fmt.Sprintf("Secret %q does not exist in namespace %s; workers need it with %s", name, c.Namespace, keys)))
+		return nil
+	case err != nil:
+		return fmt.Errorf("read Secret %s: %w", name, err)
+	}
+	var missing []string
+	if len(secret.Data[stores.EnvRedisURL]) == 0 && len(secret.Data[stores.EnvRedisAddrs]) == 0 {
+		missing = append(missing, stores.EnvRedisURL+" or "+stores.EnvRedisAddrs)
+	}
+	if len(secret.Data[stores.EnvMongoURI]) == 0 {
+		missing = append(missing, stores.EnvMongoURI)
+	}
+	if len(missing) > 0 {
+		s.hold(degradedCondition(c, "StoresSecretKeyMissing", fmt.Sprintf("Secret %q has no key %s", name, strings.Join(missing, ", no key "))))
+	}
 	return nil
 }
 

@@ -35,6 +35,9 @@ func startCampaignController(t *testing.T) (*queue.Queue, string) {
 // status every statusInterval.
 func startCampaignControllerEvery(t *testing.T, statusInterval time.Duration) (*queue.Queue, string) {
 	ns := namespace(t)
+	if err := env.Kube.Client.Create(context.Background(), storesSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
 	rdb := env.Redis.Client()
 	t.Cleanup(func() { rdb.Close() })
 	q := queue.New(rdb, queue.Options{})
@@ -178,6 +181,17 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 	env := map[string]string{}
 	for _, e := range w.Env {
 		env[e.Name] = e.Value
+	}
+	for _, name := range []string{stores.EnvRedisURL, stores.EnvRedisAddrs, stores.EnvRedisPassword, stores.EnvMongoURI} {
+		if _, ok := env[name]; ok {
+			t.Errorf("store credential %s is a plain env value of the worker", name)
+		}
+	}
+	if env[stores.EnvMongoDatabase] != "delauto" {
+		t.Errorf("the call log database is not handed to the workers: %v", env)
+	}
+	if len(w.EnvFrom) != 1 || w.EnvFrom[0].SecretRef == nil || w.EnvFrom[0].SecretRef.Name != "delauto-stores" {
+		t.Errorf("the stores Secret is not the workers' envFrom: %+v", w.EnvFrom)
 	}
 	if env[controllers.EnvPodName] != "" || env[controllers.EnvCampaign] != "spree" || env[controllers.EnvShards] != "shard-0" || env[controllers.EnvConcurrency] != "20" || env[controllers.EnvCallbackURL] != "https://calls.example.com" {
 		t.Errorf("worker env = %v", env)
@@ -487,6 +501,9 @@ func TestCampaignDegradedWhenStoresUnreachable(t *testing.T) {
 	queues := &switchQueues{}
 	queues.q.Store(queue.New(rdb, queue.Options{}))
 	ns := namespace(t)
+	if err := env.Kube.Client.Create(context.Background(), storesSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
 	mgr := newManager(t, ns)
 	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
@@ -536,18 +553,9 @@ func TestCampaignDegradedWhenStoresUnreachable(t *testing.T) {
 // image degrades it and no Deployment is written for it.
 func TestCampaignWorkerImageMustBeAllowed(t *testing.T) {
 	_, ns := startCampaignController(t)
-	ctx := context.Background()
-	c := env.Kube.Client
-	for _, o := range []client.Object{twilioSecret(ns), storesSecret(ns)} {
-		if err := c.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
 	campaign := newCampaign(ns, 1)
 	campaign.Spec.Workers.Image = "evil.example.com/miner:latest"
-	if err := c.Create(ctx, campaign); err != nil {
-		t.Fatal(err)
-	}
+	create(t, twilioSecret(ns), campaign)
 	key := client.ObjectKeyFromObject(campaign)
 	eventually(t, 10*time.Second, "Degraded ImageNotAllowed", func() error {
 		got := getCampaign(t, key)
@@ -581,4 +589,56 @@ func TestCampaignWorkerImageMustBeAllowed(t *testing.T) {
 	if len(ds) != 1 || ds[0].Spec.Template.Spec.Containers[0].Image != "delauto:test" {
 		t.Errorf("the Deployment changed for an image not allowed: %+v", ds)
 	}
+}
+
+// Workers get where the stores are and how to log in only from the
+// namespace's stores Secret: without it, or without its keys, the campaign
+// is Degraded and no Deployment is written.
+func TestCampaignNeedsTheStoresSecret(t *testing.T) {
+	_, ns := startCampaignController(t)
+	ctx := context.Background()
+	c := env.Kube.Client
+	if err := c.Delete(ctx, storesSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
+	campaign := newCampaign(ns, 1)
+	create(t, twilioSecret(ns), campaign)
+	key := client.ObjectKeyFromObject(campaign)
+	degraded := func(reason string, words ...string) func() error {
+		return func() error {
+			got := getCampaign(t, key)
+			if err := hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, reason); err != nil {
+				return err
+			}
+			for _, w := range words {
+				if !strings.Contains(fmt.Sprint(got.Status.Conditions), w) {
+					return fmt.Errorf("the condition does not name %s: %v", w, got.Status.Conditions)
+				}
+			}
+			return nil
+		}
+	}
+	eventually(t, 10*time.Second, "Degraded StoresSecretMissing", degraded("StoresSecretMissing", "delauto-stores", stores.EnvRedisURL, stores.EnvMongoURI))
+	if ds, _ := workerDeployments(ns); len(ds) != 0 {
+		t.Fatalf("Deployments written without the stores Secret: %s", deploymentNames(ds))
+	}
+	s := storesSecret(ns)
+	delete(s.Data, stores.EnvMongoURI)
+	if err := c.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "Degraded StoresSecretKeyMissing", degraded("StoresSecretKeyMissing", "delauto-stores", stores.EnvMongoURI))
+	if ds, _ := workerDeployments(ns); len(ds) != 0 {
+		t.Fatalf("Deployments written without MONGO_URI in the stores Secret: %s", deploymentNames(ds))
+	}
+	s.Data = map[string][]byte{stores.EnvRedisAddrs: []byte("r1:7000"), stores.EnvMongoURI: []byte("mongodb://m")}
+	if err := c.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "workers once the stores Secret is complete", func() error {
+		if ds, err := workerDeployments(ns); err != nil || len(ds) != 1 {
+			return fmt.Errorf("Deployments %s: %v", deploymentNames(ds), err)
+		}
+		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+	})
 }

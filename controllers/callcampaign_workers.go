@@ -74,18 +74,30 @@ type WorkerDefaults struct {
 	// follows it; one without allows the same repository with any tag or
 	// digest. Empty allows only the operator's own worker image.
 	AllowedImages []string
-	// StoresSecret, when set, names a Secret in each campaign's namespace
-	// with where the workers' stores are and how to log in (REDIS_URL or
-	// REDIS_ADDRS and REDIS_PASSWORD, MONGO_URI).
+	// StoresSecret names the Secret in each campaign's namespace with where
+	// the workers' stores are and how to log in (REDIS_URL or REDIS_ADDRS
+	// and REDIS_PASSWORD, MONGO_URI); empty is DefaultStoresSecret. Workers
+	// get it as envFrom: the operator never copies its own connection
+	// settings into a campaign's namespace.
 	StoresSecret string
-	// Stores are the operator's own store settings. Workers get every one of
-	// them (the call log's database, pool size and timeout always; where the
-	// stores are only without StoresSecret), so both sides use the same
-	// Redis and call log.
+	// Stores are the operator's own store settings. Workers get only those
+	// that are no credentials (the call log's database, pool size, timeout
+	// and retention), so both sides use the same call log.
 	Stores stores.Settings
 	// TwilioBaseURL, when set, points the workers at another Twilio API
 	// base URL (the Twilio simulator, for tests and demos). Empty: Twilio.
 	TwilioBaseURL string
+}
+
+// DefaultStoresSecret is the stores Secret's name without --worker-stores-secret.
+const DefaultStoresSecret = "delauto-stores"
+
+// StoresSecretName is the name of the stores Secret workers read.
+func (w WorkerDefaults) StoresSecretName() string {
+	if w.StoresSecret != "" {
+		return w.StoresSecret
+	}
+	return DefaultStoresSecret
 }
 
 // WorkerUID and WorkerGID are the user and group worker containers run as;
@@ -221,10 +233,8 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 			corev1ac.VolumeMount().WithName("campaign").WithMountPath(CampaignDir).WithReadOnly(true),
 			corev1ac.VolumeMount().WithName("tmp").WithMountPath("/tmp"),
 		)
-	if w.StoresSecret != "" {
-		container.WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(w.StoresSecret)))
-	}
-	for _, e := range w.Stores.Env(w.StoresSecret == "") {
+	container.WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(w.StoresSecretName())))
+	for _, e := range w.Stores.Env(false) {
 		env = append(env, corev1ac.EnvVar().WithName(e.Name).WithValue(e.Value))
 	}
 	if w.TwilioBaseURL != "" {

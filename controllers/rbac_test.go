@@ -69,7 +69,6 @@ func withoutVerb(rules []rbacv1.PolicyRule, resource, verb string) []rbacv1.Poli
 // config acting as that account.
 func operatorIdentity(t *testing.T, rules []rbacv1.PolicyRule) (string, *rest.Config) {
 	t.Helper()
-	ctx := context.Background()
 	c := env.Kube.Client
 	ns := namespace(t)
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "delauto-operator"}}
@@ -79,11 +78,7 @@ func operatorIdentity(t *testing.T, rules []rbacv1.PolicyRule) (string, *rest.Co
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: sa.Name}},
 	}
-	for _, o := range []client.Object{sa, role, binding} {
-		if err := c.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	create(t, sa, role, binding)
 	t.Cleanup(func() {
 		_ = c.Delete(context.Background(), binding)
 		_ = c.Delete(context.Background(), role)
@@ -140,13 +135,8 @@ func TestOperatorRunsWithItsGeneratedRBAC(t *testing.T) {
 			t.Errorf("the operator may %v every Secret of the cluster", r.Verbs)
 		}
 	}
-	ctx := context.Background()
 	campaignIn := func(ns string) *v1.CallCampaign {
-		for _, o := range []client.Object{twilioSecret(ns), storesSecret(ns), newCampaign(ns, 1)} {
-			if err := env.Kube.Client.Create(ctx, o); err != nil {
-				t.Fatal(err)
-			}
-		}
+		create(t, twilioSecret(ns), storesSecret(ns), newCampaign(ns, 1))
 		return newCampaign(ns, 1)
 	}
 

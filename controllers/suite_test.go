@@ -118,3 +118,13 @@ func update[T client.Object](t *testing.T, obj T, mutate func(T)) {
 		t.Fatal(err)
 	}
 }
+
+// create creates objs as the administrator.
+func create(t *testing.T, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := env.Kube.Client.Create(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
