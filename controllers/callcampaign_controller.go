@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -26,7 +29,7 @@ import (
 
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 
 // FieldOwner is the server-side-apply field manager of everything the
@@ -105,6 +108,7 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.checkScript,
 		r.checkWorkerImage,
 		r.checkStoresSecret,
+		r.ensureDrainSecret,
 		r.applyCampaignConfig,
 		r.applyWorkers,
 		r.removeStaleShards,
@@ -206,6 +210,37 @@ func (s *campaignScope) hold(cond *metav1.Condition) {
 
 func degradedCondition(c *v1.CallCampaign, reason, msg string) *metav1.Condition {
 	return &metav1.Condition{Type: v1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: reason, Message: msg, ObservedGeneration: c.Generation}
+}
+
+// ensureDrainSecret creates the campaign's drain Secret, owned by the
+// campaign, with a random token the worker's /drain requires; an existing
+// one is kept (workers already hold its token). Only get and create: the
+// operator may not list, watch or change Secrets.
+func (r *CallCampaignReconciler) ensureDrainSecret(ctx context.Context, s *campaignScope) error {
+	c := s.campaign
+	key := types.NamespacedName{Namespace: c.Namespace, Name: DrainSecretName(c.Name)}
+	err := r.APIReader.Get(ctx, key, &corev1.Secret{})
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	tok := make([]byte, 32)
+	if _, err := rand.Read(tok); err != nil {
+		return err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
+			Labels: map[string]string{LabelName: "delauto", LabelComponent: "drain-token", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{DrainTokenFile: []byte(hex.EncodeToString(tok))},
+	}
+	if err := controllerutil.SetControllerReference(c, secret, r.Scheme()); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create drain Secret: %w", err)
+	}
+	log.FromContext(ctx).Info("created the campaign's drain token", "secret", key.Name)
+	return nil
 }
 
 // applyCampaignConfig server-side applies the ConfigMap the workers read

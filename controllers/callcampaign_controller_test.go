@@ -228,6 +228,23 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 		t.Error("worker probes missing")
 	}
 
+	drain := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.DrainSecretName("spree")}, drain); err != nil {
+		t.Fatalf("drain Secret: %v", err)
+	}
+	if len(drain.Data[controllers.DrainTokenFile]) < 32 || !metav1.IsControlledBy(drain, campaign) {
+		t.Errorf("drain Secret: token of %d bytes, owners %v", len(drain.Data[controllers.DrainTokenFile]), drain.OwnerReferences)
+	}
+	var drainVol *corev1.SecretVolumeSource
+	for _, v := range pod.Volumes {
+		if v.Name == "drain" {
+			drainVol = v.Secret
+		}
+	}
+	if drainVol == nil || drainVol.SecretName != drain.Name || env[controllers.EnvDrainTokenFile] != controllers.DrainDir+"/"+controllers.DrainTokenFile {
+		t.Errorf("the drain token is not mounted for the workers: %+v, env %v", drainVol, env)
+	}
+
 	cm := &corev1.ConfigMap{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "spree-campaign"}, cm); err != nil {
 		t.Fatalf("campaign ConfigMap: %v", err)

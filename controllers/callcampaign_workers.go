@@ -44,6 +44,7 @@ const (
 	EnvCampaignFile      = "DELAUTO_CAMPAIGN_FILE"
 	EnvPodName           = "POD_NAME"
 	EnvTwilioBaseURL     = "DELAUTO_TWILIO_BASE_URL"
+	EnvDrainTokenFile    = "DELAUTO_DRAIN_TOKEN_FILE"
 
 	// TwilioDir holds the files account-sid and auth-token from the
 	// campaign's Twilio Secret.
@@ -57,8 +58,12 @@ const (
 	CampaignFile = "campaign.json"
 	// RelayDir holds RelaySecretFile, the relay webhook's signing key, when
 	// the campaign has a relay webhook.
-	RelayDir           = "/var/run/secrets/delauto/relay"
-	RelaySecretFile    = "secret"
+	RelayDir        = "/var/run/secrets/delauto/relay"
+	RelaySecretFile = "secret"
+	// DrainDir holds DrainTokenFile, the token the worker's /drain requires,
+	// from the campaign's drain Secret (DrainSecretName) the operator owns.
+	DrainDir           = "/var/run/secrets/delauto/drain"
+	DrainTokenFile     = "token"
 	CallbackPort       = 8080
 	OpsPort            = 8082
 	workerExtraGrace   = 30
@@ -212,6 +217,7 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 		corev1ac.EnvVar().WithName(EnvCallbackURL).WithValue(c.Spec.Twilio.CallbackURL),
 		corev1ac.EnvVar().WithName(EnvTwilioDir).WithValue(TwilioDir),
 		corev1ac.EnvVar().WithName(EnvCampaignFile).WithValue(CampaignDir + "/" + CampaignFile),
+		corev1ac.EnvVar().WithName(EnvDrainTokenFile).WithValue(DrainDir + "/" + DrainTokenFile),
 	}
 	container := corev1ac.Container().
 		WithName("worker").
@@ -232,6 +238,7 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 			corev1ac.VolumeMount().WithName("twilio").WithMountPath(TwilioDir).WithReadOnly(true),
 			corev1ac.VolumeMount().WithName("campaign").WithMountPath(CampaignDir).WithReadOnly(true),
 			corev1ac.VolumeMount().WithName("tmp").WithMountPath("/tmp"),
+			corev1ac.VolumeMount().WithName("drain").WithMountPath(DrainDir).WithReadOnly(true),
 		)
 	container.WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(w.StoresSecretName())))
 	for _, e := range w.Stores.Env(false) {
@@ -250,6 +257,9 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 			)),
 		corev1ac.Volume().WithName("campaign").WithConfigMap(corev1ac.ConfigMapVolumeSource().
 			WithName(CampaignConfigMapName(c.Name)).WithDefaultMode(0o444)),
+		corev1ac.Volume().WithName("drain").WithSecret(corev1ac.SecretVolumeSource().
+			WithSecretName(DrainSecretName(c.Name)).WithDefaultMode(0o440).
+			WithItems(corev1ac.KeyToPath().WithKey(DrainTokenFile).WithPath(DrainTokenFile))),
 		corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(resource.MustParse("64Mi"))),
 	}
 	if wh := c.Spec.Relay.Webhook; wh != nil {
@@ -298,6 +308,9 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 					WithContainers(container).
 					WithVolumes(volumes...))))
 }
+
+// DrainSecretName is the name of the Secret with the campaign's drain token.
+func DrainSecretName(campaign string) string { return boundedName(campaign + "-drain") }
 
 // CampaignConfigMapName is the name of the ConfigMap holding the campaign
 // for its workers.

@@ -286,9 +286,10 @@ func TestWorkerStartsFromTheDeploymentTheOperatorWrites(t *testing.T) {
 	}
 	p := newPod(t, &d, d.Name+"-7d9f8-x2x4q",
 		map[string]map[string]string{
-			"twilio":                        {"accountSID": f.sim.AccountSID(), "authToken": f.sim.AuthToken()},
-			"dispatch":                      {"secret": "a-long-random-signing-key"},
-			controllers.DefaultStoresSecret: {stores.EnvRedisURL: env.Redis.URL(), stores.EnvMongoURI: env.Mongo.URI},
+			"twilio":                               {"accountSID": f.sim.AccountSID(), "authToken": f.sim.AuthToken()},
+			"dispatch":                             {"secret": "a-long-random-signing-key"},
+			controllers.DrainSecretName(camp.Name): {controllers.DrainTokenFile: "the-operators-drain-token"},
+			controllers.DefaultStoresSecret:        {stores.EnvRedisURL: env.Redis.URL(), stores.EnvMongoURI: env.Mongo.URI},
 		},
 		map[string]map[string]string{controllers.CampaignConfigMapName(camp.Name): {controllers.CampaignFile: string(campaignJSON)}})
 	out := &syncBuffer{}
@@ -317,6 +318,25 @@ func TestWorkerStartsFromTheDeploymentTheOperatorWrites(t *testing.T) {
 	got := f.waitState(a.ID, 30*time.Second, store.StateDialed)
 	if n := f.sim.CallsForAttempt(a.ID); n != 1 || got.CallSID == "" {
 		t.Fatalf("%d calls for the attempt (SID %q), want 1", n, got.CallSID)
+	}
+	// /drain answers only with the token the operator mounted.
+	drain := func(auth string) int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ops+"/drain", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := drain(""); c != http.StatusUnauthorized {
+		t.Errorf("GET /drain without the token = %d, want 401", c)
+	}
+	if c := drain("Bearer the-operators-drain-token"); c != http.StatusOK {
+		t.Errorf("GET /drain with the mounted token = %d, want 200", c)
 	}
 	if strings.Contains(out.String(), "permission denied") {
 		t.Errorf("the worker was refused a file:\n%s", tail(out.String(), 30))
