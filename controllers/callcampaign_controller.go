@@ -30,6 +30,7 @@ import (
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;create;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 
 // FieldOwner is the server-side-apply field manager of everything the
@@ -113,6 +114,7 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.applyWorkers,
 		r.removeStaleShards,
 		r.applyCallbackService,
+		r.applyNetworkPolicy,
 		r.readQueues,
 		r.pingCallLog,
 	} {
@@ -315,6 +317,15 @@ func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campa
 func (r *CallCampaignReconciler) applyCallbackService(ctx context.Context, s *campaignScope) error {
 	if err := r.Apply(ctx, callbackService(s.campaign), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply callback Service: %w", err)
+	}
+	return nil
+}
+
+// applyNetworkPolicy server-side applies the NetworkPolicy of the
+// campaign's workers.
+func (r *CallCampaignReconciler) applyNetworkPolicy(ctx context.Context, s *campaignScope) error {
+	if err := r.Apply(ctx, r.Workers.NetworkPolicy(s.campaign), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply worker NetworkPolicy: %w", err)
 	}
 	return nil
 }

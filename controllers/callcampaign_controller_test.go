@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -243,6 +244,20 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 	}
 	if drainVol == nil || drainVol.SecretName != drain.Name || env[controllers.EnvDrainTokenFile] != controllers.DrainDir+"/"+controllers.DrainTokenFile {
 		t.Errorf("the drain token is not mounted for the workers: %+v, env %v", drainVol, env)
+	}
+
+	np := &networkingv1.NetworkPolicy{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.NetworkPolicyName("spree")}, np); err != nil {
+		t.Fatalf("worker NetworkPolicy: %v", err)
+	}
+	if !metav1.IsControlledBy(np, campaign) || np.Spec.PodSelector.MatchLabels[controllers.LabelCampaign] != "spree" || np.Spec.PodSelector.MatchLabels[controllers.LabelComponent] != controllers.ComponentWorker {
+		t.Errorf("NetworkPolicy selects %v, owners %v", np.Spec.PodSelector, np.OwnerReferences)
+	}
+	if in := np.Spec.Ingress; len(in) != 2 ||
+		in[0].Ports[0].Port.IntValue() != controllers.CallbackPort || len(in[0].From) != 0 ||
+		in[1].Ports[0].Port.IntValue() != controllers.OpsPort || len(in[1].From) != 2 ||
+		in[1].From[0].PodSelector.MatchLabels[controllers.LabelComponent] != "operator" || in[1].From[1].PodSelector.MatchLabels[controllers.LabelName] != "prometheus" {
+		t.Errorf("NetworkPolicy ingress = %+v, want callbacks from anywhere and ops only from the operator and Prometheus", in)
 	}
 
 	cm := &corev1.ConfigMap{}

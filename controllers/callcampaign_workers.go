@@ -12,6 +12,7 @@ import (
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
@@ -89,6 +90,10 @@ type WorkerDefaults struct {
 	// that are no credentials (the call log's database, pool size, timeout
 	// and retention), so both sides use the same call log.
 	Stores stores.Settings
+	// OpsPeers select the pods (in any namespace) that may reach the
+	// workers' ops port: the operator's and Prometheus'. Empty is
+	// DefaultOpsPeers.
+	OpsPeers []map[string]string
 	// TwilioBaseURL, when set, points the workers at another Twilio API
 	// base URL (the Twilio simulator, for tests and demos). Empty: Twilio.
 	TwilioBaseURL string
@@ -338,4 +343,43 @@ func callbackService(c *v1.CallCampaign) *corev1ac.ServiceApplyConfiguration {
 		WithSpec(corev1ac.ServiceSpec().
 			WithSelector(map[string]string{LabelCampaign: c.Name, LabelComponent: ComponentWorker}).
 			WithPorts(corev1ac.ServicePort().WithName("http").WithPort(80).WithTargetPort(intstr.FromString("http"))))
+}
+
+// DefaultOpsPeers are the pod labels allowed to reach the workers' ops
+// port without WorkerDefaults.OpsPeers: the operator's pods and Prometheus'.
+var DefaultOpsPeers = []map[string]string{
+	{LabelName: "delauto", LabelComponent: "operator"},
+	{LabelName: "prometheus"},
+}
+
+// NetworkPolicyName is the name of the campaign's worker NetworkPolicy.
+func NetworkPolicyName(campaign string) string { return boundedName(campaign + "-workers") }
+
+// NetworkPolicy is the desired NetworkPolicy of the campaign's workers: the
+// callbacks port is open to all (Twilio comes through the ingress), the ops
+// port only to the OpsPeers' pods.
+func (w WorkerDefaults) NetworkPolicy(c *v1.CallCampaign) *netv1ac.NetworkPolicyApplyConfiguration {
+	peers := w.OpsPeers
+	if len(peers) == 0 {
+		peers = DefaultOpsPeers
+	}
+	var ops []*netv1ac.NetworkPolicyPeerApplyConfiguration
+	for _, p := range peers {
+		ops = append(ops, netv1ac.NetworkPolicyPeer().
+			WithNamespaceSelector(metav1ac.LabelSelector()).
+			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(p)))
+	}
+	port := func(p int) *netv1ac.NetworkPolicyPortApplyConfiguration {
+		return netv1ac.NetworkPolicyPort().WithProtocol(corev1.ProtocolTCP).WithPort(intstr.FromInt(p))
+	}
+	return netv1ac.NetworkPolicy(NetworkPolicyName(c.Name), c.Namespace).
+		WithLabels(map[string]string{LabelName: "delauto", LabelComponent: "network-policy", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(netv1ac.NetworkPolicySpec().
+			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(map[string]string{LabelCampaign: c.Name, LabelComponent: ComponentWorker})).
+			WithPolicyTypes("Ingress").
+			WithIngress(
+				netv1ac.NetworkPolicyIngressRule().WithPorts(port(CallbackPort)),
+				netv1ac.NetworkPolicyIngressRule().WithPorts(port(OpsPort)).WithFrom(ops...),
+			))
 }
