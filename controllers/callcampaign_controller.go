@@ -2,7 +2,10 @@ package controllers
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -15,32 +18,32 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/sharding"
+	"github.com/delauto/delauto/internal/stores"
 )
 
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;create;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 
 // FieldOwner is the server-side-apply field manager of everything the
 // operator owns.
 const FieldOwner = "delauto-operator"
 
-// secretRefIndex indexes CallCampaigns by the Secrets they read.
-const secretRefIndex = "spec.secretRefs"
-
 // CallCampaignReconciler owns each campaign's per-shard worker Deployments
 // and callback Service, and reports the campaign's status.
 type CallCampaignReconciler struct {
 	client.Client
-	// APIReader reads Secrets directly: the cache holds only their metadata.
+	// APIReader reads Secrets directly, one namespaced get each: the
+	// operator may not list or watch Secrets, so a Secret's change is seen
+	// at the next status refresh.
 	APIReader client.Reader
 	// Workers configures the worker Deployments.
 	Workers WorkerDefaults
@@ -67,6 +70,9 @@ type campaignScope struct {
 	deployments map[string]*appsv1.Deployment
 	// degraded, when set, says why calling cannot work.
 	degraded *metav1.Condition
+	// held leaves the campaign's worker Deployments as they are: what they
+	// would run is not allowed.
+	held bool
 	// queueErr is set when the queue figures could not be read.
 	queueErr error
 	// storeErr is set when the call log (MongoDB) is unreachable.
@@ -101,10 +107,14 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	for _, phase := range []func(context.Context, *campaignScope) error{
 		r.checkCredentials,
 		r.checkScript,
+		r.checkWorkerImage,
+		r.checkStoresSecret,
+		r.ensureDrainSecret,
 		r.applyCampaignConfig,
 		r.applyWorkers,
 		r.removeStaleShards,
 		r.applyCallbackService,
+		r.applyNetworkPolicy,
 		r.readQueues,
 		r.pingCallLog,
 	} {
@@ -155,8 +165,84 @@ func (r *CallCampaignReconciler) checkScript(_ context.Context, s *campaignScope
 	return nil
 }
 
+// checkWorkerImage holds the campaign's workers when it names an image the
+// operator does not allow.
+func (r *CallCampaignReconciler) checkWorkerImage(ctx context.Context, s *campaignScope) error {
+	image := r.Workers.WorkerImage(s.campaign)
+	if r.Workers.ImageAllowed(image) {
+		return nil
+	}
+	s.hold(degradedCondition(s.campaign, "ImageNotAllowed", fmt.Sprintf("worker image %q is not allowed by the operator (--allowed-worker-images)", image)))
+	log.FromContext(ctx).Info("worker image not allowed; worker Deployments left as they are", "image", image)
+	return nil
+}
+
+// checkStoresSecret holds the campaign's workers until its namespace has
+// the stores Secret with where the stores are and how to log in.
+func (r *CallCampaignReconciler) checkStoresSecret(ctx context.Context, s *campaignScope) error {
+	c := s.campaign
+	name := r.Workers.StoresSecretName()
+	keys := fmt.Sprintf("%s (or %s and %s) and %s", stores.EnvRedisURL, stores.EnvRedisAddrs, stores.EnvRedisPassword, stores.EnvMongoURI)
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: c.Namespace, Name: name}, secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		s.hold(degradedCondition(c, "StoresSecretMissing", fmt.Sprintf("Secret %q does not exist in namespace %s; workers need it with %s", name, c.Namespace, keys)))
+		return nil
+	case err != nil:
+		return fmt.Errorf("read Secret %s: %w", name, err)
+	}
+	var missing []string
+	if len(secret.Data[stores.EnvRedisURL]) == 0 && len(secret.Data[stores.EnvRedisAddrs]) == 0 {
+		missing = append(missing, stores.EnvRedisURL+" or "+stores.EnvRedisAddrs)
+	}
+	if len(secret.Data[stores.EnvMongoURI]) == 0 {
+		missing = append(missing, stores.EnvMongoURI)
+	}
+	if len(missing) > 0 {
+		s.hold(degradedCondition(c, "StoresSecretKeyMissing", fmt.Sprintf("Secret %q has no key %s", name, strings.Join(missing, ", no key "))))
+	}
+	return nil
+}
+
+// hold degrades the campaign and leaves its worker Deployments as they are.
+func (s *campaignScope) hold(cond *metav1.Condition) {
+	s.degraded, s.held = cond, true
+}
+
 func degradedCondition(c *v1.CallCampaign, reason, msg string) *metav1.Condition {
 	return &metav1.Condition{Type: v1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: reason, Message: msg, ObservedGeneration: c.Generation}
+}
+
+// ensureDrainSecret creates the campaign's drain Secret, owned by the
+// campaign, with a random token the worker's /drain requires; an existing
+// one is kept (workers already hold its token). Only get and create: the
+// operator may not list, watch or change Secrets.
+func (r *CallCampaignReconciler) ensureDrainSecret(ctx context.Context, s *campaignScope) error {
+	c := s.campaign
+	key := types.NamespacedName{Namespace: c.Namespace, Name: DrainSecretName(c.Name)}
+	err := r.APIReader.Get(ctx, key, &corev1.Secret{})
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	tok := make([]byte, 32)
+	if _, err := rand.Read(tok); err != nil {
+		return err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
+			Labels: map[string]string{LabelName: "delauto", LabelComponent: "drain-token", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{DrainTokenFile: []byte(hex.EncodeToString(tok))},
+	}
+	if err := controllerutil.SetControllerReference(c, secret, r.Scheme()); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create drain Secret: %w", err)
+	}
+	log.FromContext(ctx).Info("created the campaign's drain token", "secret", key.Name)
+	return nil
 }
 
 // applyCampaignConfig server-side applies the ConfigMap the workers read
@@ -175,6 +261,9 @@ func (r *CallCampaignReconciler) applyCampaignConfig(ctx context.Context, s *cam
 // applyWorkers server-side applies one worker Deployment per shard.
 func (r *CallCampaignReconciler) applyWorkers(ctx context.Context, s *campaignScope) error {
 	s.deployments = map[string]*appsv1.Deployment{}
+	if s.held {
+		return nil
+	}
 	for _, shard := range s.shards {
 		current := &appsv1.Deployment{}
 		err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: WorkerDeploymentName(s.campaign.Name, shard)}, current)
@@ -199,6 +288,9 @@ func (r *CallCampaignReconciler) applyWorkers(ctx context.Context, s *campaignSc
 
 // removeStaleShards deletes the Deployments of shards the campaign no longer has.
 func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campaignScope) error {
+	if s.held {
+		return nil
+	}
 	var list appsv1.DeploymentList
 	if err := r.List(ctx, &list, client.InNamespace(s.campaign.Namespace), client.MatchingLabels{LabelCampaign: s.campaign.Name, LabelComponent: ComponentWorker}); err != nil {
 		return err
@@ -225,6 +317,15 @@ func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campa
 func (r *CallCampaignReconciler) applyCallbackService(ctx context.Context, s *campaignScope) error {
 	if err := r.Apply(ctx, callbackService(s.campaign), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply callback Service: %w", err)
+	}
+	return nil
+}
+
+// applyNetworkPolicy server-side applies the NetworkPolicy of the
+// campaign's workers.
+func (r *CallCampaignReconciler) applyNetworkPolicy(ctx context.Context, s *campaignScope) error {
+	if err := r.Apply(ctx, r.Workers.NetworkPolicy(s.campaign), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply worker NetworkPolicy: %w", err)
 	}
 	return nil
 }
@@ -262,21 +363,12 @@ func (r *CallCampaignReconciler) pingCallLog(ctx context.Context, s *campaignSco
 	return nil
 }
 
-// SetupWithManager registers the controller: it watches campaigns, their
-// owned Deployments and Services, and the metadata of Secrets they read.
+// SetupWithManager registers the controller: it watches campaigns and
+// their owned Deployments, Services and ConfigMaps. Secrets are not watched
+// (that takes listing every Secret); they are re-read every StatusInterval.
 func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StatusInterval <= 0 {
 		r.StatusInterval = 10 * time.Second
-	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.CallCampaign{}, secretRefIndex, func(o client.Object) []string {
-		c := o.(*v1.CallCampaign)
-		refs := []string{c.Spec.Twilio.CredentialsSecretRef.Name}
-		if wh := c.Spec.Relay.Webhook; wh != nil {
-			refs = append(refs, wh.SecretRef.Name)
-		}
-		return refs
-	}); err != nil {
-		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// The campaign's own status writes must not start another reconcile
@@ -286,20 +378,6 @@ func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.campaignsReadingSecret), builder.OnlyMetadata).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Complete(r)
-}
-
-// campaignsReadingSecret maps a Secret to the campaigns that read it.
-func (r *CallCampaignReconciler) campaignsReadingSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	var list v1.CallCampaignList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{secretRefIndex: o.GetName()}); err != nil {
-		return nil
-	}
-	reqs := make([]reconcile.Request, len(list.Items))
-	for i, c := range list.Items {
-		reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: c.Namespace, Name: c.Name}}
-	}
-	return reqs
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -35,6 +36,9 @@ func startCampaignController(t *testing.T) (*queue.Queue, string) {
 // status every statusInterval.
 func startCampaignControllerEvery(t *testing.T, statusInterval time.Duration) (*queue.Queue, string) {
 	ns := namespace(t)
+	if err := env.Kube.Client.Create(context.Background(), storesSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
 	rdb := env.Redis.Client()
 	t.Cleanup(func() { rdb.Close() })
 	q := queue.New(rdb, queue.Options{})
@@ -62,6 +66,15 @@ func twilioSecret(ns string) *corev1.Secret {
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "twilio"},
 		Data:       map[string][]byte{"accountSID": []byte("AC123"), "authToken": []byte("tok")},
+	}
+}
+
+// storesSecret is the per-namespace Secret telling workers where the
+// stores are and how to log in.
+func storesSecret(ns string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "delauto-stores"},
+		Data:       map[string][]byte{stores.EnvRedisURL: []byte("redis://r:6379"), stores.EnvMongoURI: []byte("mongodb://m/delauto")},
 	}
 }
 
@@ -170,6 +183,17 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 	for _, e := range w.Env {
 		env[e.Name] = e.Value
 	}
+	for _, name := range []string{stores.EnvRedisURL, stores.EnvRedisAddrs, stores.EnvRedisPassword, stores.EnvMongoURI} {
+		if _, ok := env[name]; ok {
+			t.Errorf("store credential %s is a plain env value of the worker", name)
+		}
+	}
+	if env[stores.EnvMongoDatabase] != "delauto" {
+		t.Errorf("the call log database is not handed to the workers: %v", env)
+	}
+	if len(w.EnvFrom) != 1 || w.EnvFrom[0].SecretRef == nil || w.EnvFrom[0].SecretRef.Name != "delauto-stores" {
+		t.Errorf("the stores Secret is not the workers' envFrom: %+v", w.EnvFrom)
+	}
 	if env[controllers.EnvPodName] != "" || env[controllers.EnvCampaign] != "spree" || env[controllers.EnvShards] != "shard-0" || env[controllers.EnvConcurrency] != "20" || env[controllers.EnvCallbackURL] != "https://calls.example.com" {
 		t.Errorf("worker env = %v", env)
 	}
@@ -203,6 +227,37 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 	}
 	if w.ReadinessProbe == nil || w.ReadinessProbe.HTTPGet.Path != "/readyz" || w.LivenessProbe == nil {
 		t.Error("worker probes missing")
+	}
+
+	drain := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.DrainSecretName("spree")}, drain); err != nil {
+		t.Fatalf("drain Secret: %v", err)
+	}
+	if len(drain.Data[controllers.DrainTokenFile]) < 32 || !metav1.IsControlledBy(drain, campaign) {
+		t.Errorf("drain Secret: token of %d bytes, owners %v", len(drain.Data[controllers.DrainTokenFile]), drain.OwnerReferences)
+	}
+	var drainVol *corev1.SecretVolumeSource
+	for _, v := range pod.Volumes {
+		if v.Name == "drain" {
+			drainVol = v.Secret
+		}
+	}
+	if drainVol == nil || drainVol.SecretName != drain.Name || env[controllers.EnvDrainTokenFile] != controllers.DrainDir+"/"+controllers.DrainTokenFile {
+		t.Errorf("the drain token is not mounted for the workers: %+v, env %v", drainVol, env)
+	}
+
+	np := &networkingv1.NetworkPolicy{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.NetworkPolicyName("spree")}, np); err != nil {
+		t.Fatalf("worker NetworkPolicy: %v", err)
+	}
+	if !metav1.IsControlledBy(np, campaign) || np.Spec.PodSelector.MatchLabels[controllers.LabelCampaign] != "spree" || np.Spec.PodSelector.MatchLabels[controllers.LabelComponent] != controllers.ComponentWorker {
+		t.Errorf("NetworkPolicy selects %v, owners %v", np.Spec.PodSelector, np.OwnerReferences)
+	}
+	if in := np.Spec.Ingress; len(in) != 2 ||
+		in[0].Ports[0].Port.IntValue() != controllers.CallbackPort || len(in[0].From) != 0 ||
+		in[1].Ports[0].Port.IntValue() != controllers.OpsPort || len(in[1].From) != 2 ||
+		in[1].From[0].PodSelector.MatchLabels[controllers.LabelComponent] != "operator" || in[1].From[1].PodSelector.MatchLabels[controllers.LabelName] != "prometheus" {
+		t.Errorf("NetworkPolicy ingress = %+v, want callbacks from anywhere and ops only from the operator and Prometheus", in)
 	}
 
 	cm := &corev1.ConfigMap{}
@@ -478,6 +533,9 @@ func TestCampaignDegradedWhenStoresUnreachable(t *testing.T) {
 	queues := &switchQueues{}
 	queues.q.Store(queue.New(rdb, queue.Options{}))
 	ns := namespace(t)
+	if err := env.Kube.Client.Create(context.Background(), storesSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
 	mgr := newManager(t, ns)
 	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
@@ -521,4 +579,98 @@ func TestCampaignDegradedWhenStoresUnreachable(t *testing.T) {
 	if len(ds) != 1 || *ds[0].Spec.Replicas != 2 {
 		t.Errorf("workers during a store outage: %v", ds)
 	}
+}
+
+// A campaign may name only a worker image the operator allows; another
+// image degrades it and no Deployment is written for it.
+func TestCampaignWorkerImageMustBeAllowed(t *testing.T) {
+	_, ns := startCampaignController(t)
+	campaign := newCampaign(ns, 1)
+	campaign.Spec.Workers.Image = "evil.example.com/miner:latest"
+	create(t, twilioSecret(ns), campaign)
+	key := client.ObjectKeyFromObject(campaign)
+	eventually(t, 10*time.Second, "Degraded ImageNotAllowed", func() error {
+		got := getCampaign(t, key)
+		if err := hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "ImageNotAllowed"); err != nil {
+			return err
+		}
+		if !strings.Contains(fmt.Sprint(got.Status.Conditions), "evil.example.com/miner:latest") {
+			return fmt.Errorf("the condition does not name the image: %v", got.Status.Conditions)
+		}
+		return nil
+	})
+	if ds, _ := workerDeployments(ns); len(ds) != 0 {
+		t.Fatalf("Deployments written for a campaign with an image not allowed: %s", deploymentNames(ds))
+	}
+
+	// The operator's own image is allowed; switching to another keeps the
+	// Deployment as it was.
+	update(t, campaign, func(c *v1.CallCampaign) { c.Spec.Workers.Image = "delauto:test" })
+	eventually(t, 10*time.Second, "Deployment written for the allowed image", func() error {
+		ds, err := workerDeployments(ns)
+		if err != nil || len(ds) != 1 || ds[0].Spec.Template.Spec.Containers[0].Image != "delauto:test" {
+			return fmt.Errorf("Deployments %s: %v", deploymentNames(ds), err)
+		}
+		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+	})
+	update(t, campaign, func(c *v1.CallCampaign) { c.Spec.Workers.Image = "delauto:test-evil" })
+	eventually(t, 10*time.Second, "Degraded ImageNotAllowed again", func() error {
+		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "ImageNotAllowed")
+	})
+	ds, _ := workerDeployments(ns)
+	if len(ds) != 1 || ds[0].Spec.Template.Spec.Containers[0].Image != "delauto:test" {
+		t.Errorf("the Deployment changed for an image not allowed: %+v", ds)
+	}
+}
+
+// Workers get where the stores are and how to log in only from the
+// namespace's stores Secret: without it, or without its keys, the campaign
+// is Degraded and no Deployment is written.
+func TestCampaignNeedsTheStoresSecret(t *testing.T) {
+	_, ns := startCampaignController(t)
+	ctx := context.Background()
+	c := env.Kube.Client
+	if err := c.Delete(ctx, storesSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
+	campaign := newCampaign(ns, 1)
+	create(t, twilioSecret(ns), campaign)
+	key := client.ObjectKeyFromObject(campaign)
+	degraded := func(reason string, words ...string) func() error {
+		return func() error {
+			got := getCampaign(t, key)
+			if err := hasCondition(got.Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, reason); err != nil {
+				return err
+			}
+			for _, w := range words {
+				if !strings.Contains(fmt.Sprint(got.Status.Conditions), w) {
+					return fmt.Errorf("the condition does not name %s: %v", w, got.Status.Conditions)
+				}
+			}
+			return nil
+		}
+	}
+	eventually(t, 10*time.Second, "Degraded StoresSecretMissing", degraded("StoresSecretMissing", "delauto-stores", stores.EnvRedisURL, stores.EnvMongoURI))
+	if ds, _ := workerDeployments(ns); len(ds) != 0 {
+		t.Fatalf("Deployments written without the stores Secret: %s", deploymentNames(ds))
+	}
+	s := storesSecret(ns)
+	delete(s.Data, stores.EnvMongoURI)
+	if err := c.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "Degraded StoresSecretKeyMissing", degraded("StoresSecretKeyMissing", "delauto-stores", stores.EnvMongoURI))
+	if ds, _ := workerDeployments(ns); len(ds) != 0 {
+		t.Fatalf("Deployments written without MONGO_URI in the stores Secret: %s", deploymentNames(ds))
+	}
+	s.Data = map[string][]byte{stores.EnvRedisAddrs: []byte("r1:7000"), stores.EnvMongoURI: []byte("mongodb://m")}
+	if err := c.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "workers once the stores Secret is complete", func() error {
+		if ds, err := workerDeployments(ns); err != nil || len(ds) != 1 {
+			return fmt.Errorf("Deployments %s: %v", deploymentNames(ds), err)
+		}
+		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+	})
 }

@@ -12,6 +12,7 @@ import (
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
@@ -45,6 +46,7 @@ const (
 	EnvCampaignFile      = "DELAUTO_CAMPAIGN_FILE"
 	EnvPodName           = "POD_NAME"
 	EnvTwilioBaseURL     = "DELAUTO_TWILIO_BASE_URL"
+	EnvDrainTokenFile    = "DELAUTO_DRAIN_TOKEN_FILE"
 
 	// TwilioDir holds the files account-sid and auth-token from the
 	// campaign's Twilio Secret.
@@ -58,8 +60,12 @@ const (
 	CampaignFile = "campaign.json"
 	// RelayDir holds RelaySecretFile, the relay webhook's signing key, when
 	// the campaign has a relay webhook.
-	RelayDir           = "/var/run/secrets/delauto/relay"
-	RelaySecretFile    = "secret"
+	RelayDir        = "/var/run/secrets/delauto/relay"
+	RelaySecretFile = "secret"
+	// DrainDir holds DrainTokenFile, the token the worker's /drain requires,
+	// from the campaign's drain Secret (DrainSecretName) the operator owns.
+	DrainDir           = "/var/run/secrets/delauto/drain"
+	DrainTokenFile     = "token"
 	CallbackPort       = 8080
 	OpsPort            = 8082
 	workerExtraGrace   = 30
@@ -70,18 +76,39 @@ const (
 type WorkerDefaults struct {
 	// Image is used when the campaign names none.
 	Image string
-	// StoresSecret, when set, names a Secret in each campaign's namespace
-	// with where the workers' stores are and how to log in (REDIS_URL or
-	// REDIS_ADDRS and REDIS_PASSWORD, MONGO_URI).
+	// AllowedImages are the worker images a campaign may name: exact
+	// references, or prefixes. A prefix ending in "/" or ":" allows what
+	// follows it; one without allows the same repository with any tag or
+	// digest. Empty allows only the operator's own worker image.
+	AllowedImages []string
+	// StoresSecret names the Secret in each campaign's namespace with where
+	// the workers' stores are and how to log in (REDIS_URL or REDIS_ADDRS
+	// and REDIS_PASSWORD, MONGO_URI); empty is DefaultStoresSecret. Workers
+	// get it as envFrom: the operator never copies its own connection
+	// settings into a campaign's namespace.
 	StoresSecret string
-	// Stores are the operator's own store settings. Workers get every one of
-	// them (the call log's database, pool size and timeout always; where the
-	// stores are only without StoresSecret), so both sides use the same
-	// Redis and call log.
+	// Stores are the operator's own store settings. Workers get only those
+	// that are no credentials (the call log's database, pool size, timeout
+	// and retention), so both sides use the same call log.
 	Stores stores.Settings
+	// OpsPeers select the pods (in any namespace) that may reach the
+	// workers' ops port: the operator's and Prometheus'. Empty is
+	// DefaultOpsPeers.
+	OpsPeers []map[string]string
 	// TwilioBaseURL, when set, points the workers at another Twilio API
 	// base URL (the Twilio simulator, for tests and demos). Empty: Twilio.
 	TwilioBaseURL string
+}
+
+// DefaultStoresSecret is the stores Secret's name without --worker-stores-secret.
+const DefaultStoresSecret = "delauto-stores"
+
+// StoresSecretName is the name of the stores Secret workers read.
+func (w WorkerDefaults) StoresSecretName() string {
+	if w.StoresSecret != "" {
+		return w.StoresSecret
+	}
+	return DefaultStoresSecret
 }
 
 // WorkerUID and WorkerGID are the user and group worker containers run as;
@@ -125,15 +152,54 @@ func ownerRef(c *v1.CallCampaign) *metav1ac.OwnerReferenceApplyConfiguration {
 		WithName(c.Name).WithUID(c.UID).WithController(true).WithBlockOwnerDeletion(true)
 }
 
+// defaultImage is the operator's own worker image.
+func (w WorkerDefaults) defaultImage() string {
+	if w.Image != "" {
+		return w.Image
+	}
+	return defaultWorkerImage
+}
+
+// WorkerImage is the image of the campaign's workers: its own, else the
+// operator's.
+func (w WorkerDefaults) WorkerImage(c *v1.CallCampaign) string {
+	if c.Spec.Workers.Image != "" {
+		return c.Spec.Workers.Image
+	}
+	return w.defaultImage()
+}
+
+// ImageAllowed reports whether workers may run image.
+func (w WorkerDefaults) ImageAllowed(image string) bool {
+	allow := w.AllowedImages
+	if len(allow) == 0 {
+		allow = []string{w.defaultImage()}
+	}
+	return imageAllowed(image, allow)
+}
+
+// imageAllowed matches image against exact references and prefixes (see
+// WorkerDefaults.AllowedImages).
+func imageAllowed(image string, allow []string) bool {
+	for _, a := range allow {
+		switch {
+		case a == "" || image == "":
+		case image == a:
+			return true
+		case strings.HasSuffix(a, "/") || strings.HasSuffix(a, ":"):
+			if strings.HasPrefix(image, a) {
+				return true
+			}
+		case strings.HasPrefix(image, a+":") || strings.HasPrefix(image, a+"@"):
+			return true
+		}
+	}
+	return false
+}
+
 // Deployment is the desired worker Deployment of one shard.
 func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas int32) *appsv1ac.DeploymentApplyConfiguration {
-	image := c.Spec.Workers.Image
-	if image == "" {
-		image = w.Image
-	}
-	if image == "" {
-		image = defaultWorkerImage
-	}
+	image := w.WorkerImage(c)
 	concurrency := c.Spec.Workers.Concurrency
 	if concurrency < 1 {
 		concurrency = 50
@@ -157,6 +223,7 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 		corev1ac.EnvVar().WithName(EnvCallbackURL).WithValue(c.Spec.Twilio.CallbackURL),
 		corev1ac.EnvVar().WithName(EnvTwilioDir).WithValue(TwilioDir),
 		corev1ac.EnvVar().WithName(EnvCampaignFile).WithValue(CampaignDir + "/" + CampaignFile),
+		corev1ac.EnvVar().WithName(EnvDrainTokenFile).WithValue(DrainDir + "/" + DrainTokenFile),
 	}
 	container := corev1ac.Container().
 		WithName("worker").
@@ -177,11 +244,10 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 			corev1ac.VolumeMount().WithName("twilio").WithMountPath(TwilioDir).WithReadOnly(true),
 			corev1ac.VolumeMount().WithName("campaign").WithMountPath(CampaignDir).WithReadOnly(true),
 			corev1ac.VolumeMount().WithName("tmp").WithMountPath("/tmp"),
+			corev1ac.VolumeMount().WithName("drain").WithMountPath(DrainDir).WithReadOnly(true),
 		)
-	if w.StoresSecret != "" {
-		container.WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(w.StoresSecret)))
-	}
-	for _, e := range w.Stores.Env(w.StoresSecret == "") {
+	container.WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(w.StoresSecretName())))
+	for _, e := range w.Stores.Env(false) {
 		env = append(env, corev1ac.EnvVar().WithName(e.Name).WithValue(e.Value))
 	}
 	if w.TwilioBaseURL != "" {
@@ -197,6 +263,9 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 			)),
 		corev1ac.Volume().WithName("campaign").WithConfigMap(corev1ac.ConfigMapVolumeSource().
 			WithName(CampaignConfigMapName(c.Name)).WithDefaultMode(0o444)),
+		corev1ac.Volume().WithName("drain").WithSecret(corev1ac.SecretVolumeSource().
+			WithSecretName(DrainSecretName(c.Name)).WithDefaultMode(0o440).
+			WithItems(corev1ac.KeyToPath().WithKey(DrainTokenFile).WithPath(DrainTokenFile))),
 		corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(resource.MustParse("64Mi"))),
 	}
 	if wh := c.Spec.Relay.Webhook; wh != nil {
@@ -246,6 +315,9 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 					WithVolumes(volumes...))))
 }
 
+// DrainSecretName is the name of the Secret with the campaign's drain token.
+func DrainSecretName(campaign string) string { return boundedName(campaign + "-drain") }
+
 // CampaignConfigMapName is the name of the ConfigMap holding the campaign
 // for its workers.
 func CampaignConfigMapName(campaign string) string { return boundedName(campaign + "-campaign") }
@@ -272,4 +344,43 @@ func callbackService(c *v1.CallCampaign) *corev1ac.ServiceApplyConfiguration {
 		WithSpec(corev1ac.ServiceSpec().
 			WithSelector(map[string]string{LabelCampaign: c.Name, LabelComponent: ComponentWorker}).
 			WithPorts(corev1ac.ServicePort().WithName("http").WithPort(80).WithTargetPort(intstr.FromString("http"))))
+}
+
+// DefaultOpsPeers are the pod labels allowed to reach the workers' ops
+// port without WorkerDefaults.OpsPeers: the operator's pods and Prometheus'.
+var DefaultOpsPeers = []map[string]string{
+	{LabelName: "delauto", LabelComponent: "operator"},
+	{LabelName: "prometheus"},
+}
+
+// NetworkPolicyName is the name of the campaign's worker NetworkPolicy.
+func NetworkPolicyName(campaign string) string { return boundedName(campaign + "-workers") }
+
+// NetworkPolicy is the desired NetworkPolicy of the campaign's workers: the
+// callbacks port is open to all (Twilio comes through the ingress), the ops
+// port only to the OpsPeers' pods.
+func (w WorkerDefaults) NetworkPolicy(c *v1.CallCampaign) *netv1ac.NetworkPolicyApplyConfiguration {
+	peers := w.OpsPeers
+	if len(peers) == 0 {
+		peers = DefaultOpsPeers
+	}
+	var ops []*netv1ac.NetworkPolicyPeerApplyConfiguration
+	for _, p := range peers {
+		ops = append(ops, netv1ac.NetworkPolicyPeer().
+			WithNamespaceSelector(metav1ac.LabelSelector()).
+			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(p)))
+	}
+	port := func(p int) *netv1ac.NetworkPolicyPortApplyConfiguration {
+		return netv1ac.NetworkPolicyPort().WithProtocol(corev1.ProtocolTCP).WithPort(intstr.FromInt(p))
+	}
+	return netv1ac.NetworkPolicy(NetworkPolicyName(c.Name), c.Namespace).
+		WithLabels(map[string]string{LabelName: "delauto", LabelComponent: "network-policy", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(netv1ac.NetworkPolicySpec().
+			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(map[string]string{LabelCampaign: c.Name, LabelComponent: ComponentWorker})).
+			WithPolicyTypes("Ingress").
+			WithIngress(
+				netv1ac.NetworkPolicyIngressRule().WithPorts(port(CallbackPort)),
+				netv1ac.NetworkPolicyIngressRule().WithPorts(port(OpsPort)).WithFrom(ops...),
+			))
 }

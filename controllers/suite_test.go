@@ -15,6 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -31,7 +32,13 @@ func TestMain(m *testing.M) {
 // several run in one process.
 func newManager(t *testing.T, ns string) ctrl.Manager {
 	t.Helper()
-	mgr, err := ctrl.NewManager(env.Kube.Config, ctrl.Options{
+	return newManagerAs(t, env.Kube.Config, ns)
+}
+
+// newManagerAs is newManager reaching the apiserver with cfg.
+func newManagerAs(t *testing.T, cfg *rest.Config, ns string) ctrl.Manager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:     env.Kube.Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Cache:      cache.Options{DefaultTransform: cache.TransformStripManagedFields(), DefaultNamespaces: map[string]cache.Config{ns: {}}},
@@ -109,5 +116,15 @@ func update[T client.Object](t *testing.T, obj T, mutate func(T)) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// create creates objs as the administrator.
+func create(t *testing.T, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := env.Kube.Client.Create(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

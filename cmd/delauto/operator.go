@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -66,8 +67,17 @@ func parseOperatorConfig(args []string, getenv func(string) string) (*operatorCo
 	fs.IntVar(&c.concurrency, "max-concurrent-reconciles", 32, "reconciles run at once per controller (the Delivery reconcile waits on the apiserver, MongoDB and Redis, so more than the cores)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: info or debug")
 	fs.StringVar(&c.workers.Image, "worker-image", "", "default image of worker Deployments (campaigns may override)")
-	fs.StringVar(&c.workers.StoresSecret, "worker-stores-secret", "", "Secret in each campaign's namespace with where the workers' stores are and how to log in ("+
-		stores.EnvRedisURL+" or "+stores.EnvRedisAddrs+" and "+stores.EnvRedisPassword+", "+stores.EnvMongoURI+"); empty hands the workers the operator's own store settings")
+	fs.Func("allowed-worker-images", "comma-separated worker images campaigns may name: exact references or prefixes (a prefix ending in / or : allows what follows; one without allows its repository with any tag or digest); default: only --worker-image", func(v string) error {
+		c.workers.AllowedImages = nil
+		for _, img := range strings.Split(v, ",") {
+			if img = strings.TrimSpace(img); img != "" {
+				c.workers.AllowedImages = append(c.workers.AllowedImages, img)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&c.workers.StoresSecret, "worker-stores-secret", controllers.DefaultStoresSecret, "Secret each campaign's namespace must hold with where the workers' stores are and how to log in ("+
+		stores.EnvRedisURL+" or "+stores.EnvRedisAddrs+" and "+stores.EnvRedisPassword+", "+stores.EnvMongoURI+"); the operator never hands the workers its own")
 	fs.StringVar(&c.workers.TwilioBaseURL, "worker-twilio-base-url", "", "for tests and demos only: point every worker at this Twilio API base URL (the Twilio simulator) instead of Twilio; empty (the default) is Twilio")
 	fs.DurationVar(&c.statusInterval, "status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
 	c.conn.RegisterEnv(fs, getenv)
@@ -80,6 +90,9 @@ func parseOperatorConfig(args []string, getenv func(string) string) (*operatorCo
 	}
 	if c.concurrency < 1 {
 		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", c.concurrency)
+	}
+	if c.workers.StoresSecret == "" {
+		return nil, fmt.Errorf("--worker-stores-secret must name a Secret: workers get their store credentials only from it")
 	}
 	if c.workers.TwilioBaseURL != "" {
 		if u, err := url.Parse(c.workers.TwilioBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

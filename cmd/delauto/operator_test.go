@@ -10,7 +10,8 @@ import (
 func TestOperatorConfig(t *testing.T) {
 	noEnv := func(string) string { return "" }
 	c, err := parseOperatorConfig([]string{"--redis-addrs", "r1:7000,r2:7001", "--redis-password", "pw",
-		"--mongo-uri", "mongodb://m:27017", "--mongo-database", "calls", "--worker-twilio-base-url", "http://127.0.0.1:9999"}, noEnv)
+		"--mongo-uri", "mongodb://m:27017", "--mongo-database", "calls", "--worker-twilio-base-url", "http://127.0.0.1:9999",
+		"--allowed-worker-images", "ghcr.io/delauto/delauto, registry.example.com/team/"}, noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,6 +19,9 @@ func TestOperatorConfig(t *testing.T) {
 	w := c.workers.Stores
 	if w.RedisAddrs != "r1:7000,r2:7001" || w.RedisPassword != "pw" || w.MongoURI != "mongodb://m:27017" || w.MongoDatabase != "calls" {
 		t.Errorf("worker store settings %+v, want the operator's flags", w)
+	}
+	if got := strings.Join(c.workers.AllowedImages, "|"); got != "ghcr.io/delauto/delauto|registry.example.com/team/" {
+		t.Errorf("allowed worker images %q", got)
 	}
 	if c.workers.TwilioBaseURL != "http://127.0.0.1:9999" {
 		t.Errorf("worker Twilio base URL %q", c.workers.TwilioBaseURL)

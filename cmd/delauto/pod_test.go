@@ -20,6 +20,7 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -161,9 +162,21 @@ func newPod(t *testing.T, d *appsv1.Deployment, podName string, secrets, configM
 		}
 		p.env = append(p.env, e.Name+"="+local(v))
 	}
+	var fromSecrets []string
 	for _, ef := range c.EnvFrom {
-		t.Fatalf("envFrom %+v: this test passes no Secret as environment", ef)
+		if ef.SecretRef == nil || ef.ConfigMapRef != nil {
+			t.Fatalf("envFrom %+v: a source this test does not fill in", ef)
+		}
+		data, ok := secrets[ef.SecretRef.Name]
+		if !ok {
+			t.Fatalf("envFrom: no Secret %s", ef.SecretRef.Name)
+		}
+		for k, v := range data {
+			fromSecrets = append(fromSecrets, ef.Prefix+k+"="+v)
+		}
 	}
+	// The kubelet puts envFrom first; env entries of the same name win.
+	p.env = append(fromSecrets, p.env...)
 	return p
 }
 
@@ -233,9 +246,10 @@ func (p *pod) start(t *testing.T, out io.Writer, extra ...string) chan error {
 // TestWorkerStartsFromTheDeploymentTheOperatorWrites lays out a worker pod
 // exactly as the operator writes it and the kubelet mounts it (files owned
 // by root, the pod's user and fsGroup), starts the worker as that user, and
-// checks it serves its shard: it reads its own credentials and campaign, and
-// every store setting the operator was given (here by flags, with a call
-// log database of its own) reaches it.
+// checks it serves its shard: it reads its own credentials and campaign,
+// where the stores are from the namespace's stores Secret, and the other
+// store settings the operator was given (here by flags, with a call log
+// database of its own).
 func TestWorkerStartsFromTheDeploymentTheOperatorWrites(t *testing.T) {
 	f := newFixture(t, nil)
 	op, err := parseOperatorConfig([]string{"--redis-url", env.Redis.URL(), "--mongo-uri", env.Mongo.URI, "--mongo-database", f.db,
@@ -252,6 +266,12 @@ func TestWorkerStartsFromTheDeploymentTheOperatorWrites(t *testing.T) {
 	camp.Spec.Twilio.CredentialsSecretRef = v1.TwilioCredentials{Name: "twilio", AccountSIDKey: "accountSID", AuthTokenKey: "authToken"}
 	camp.Spec.Relay.Webhook = &v1.RelayWebhook{URL: "https://dispatch.example.com/hook", SecretRef: v1.SecretKeySelector{Name: "dispatch", Key: "secret"}}
 	ac := op.workers.Deployment(camp, "shard-0", 1)
+	for _, e := range ac.Spec.Template.Spec.Containers[0].Env {
+		switch *e.Name {
+		case stores.EnvRedisURL, stores.EnvRedisAddrs, stores.EnvRedisPassword, stores.EnvMongoURI:
+			t.Errorf("the operator copies its store credential %s into the worker's env", *e.Name)
+		}
+	}
 	raw, err := json.Marshal(ac)
 	if err != nil {
 		t.Fatal(err)
@@ -266,8 +286,10 @@ func TestWorkerStartsFromTheDeploymentTheOperatorWrites(t *testing.T) {
 	}
 	p := newPod(t, &d, d.Name+"-7d9f8-x2x4q",
 		map[string]map[string]string{
-			"twilio":   {"accountSID": f.sim.AccountSID(), "authToken": f.sim.AuthToken()},
-			"dispatch": {"secret": "a-long-random-signing-key"},
+			"twilio":                               {"accountSID": f.sim.AccountSID(), "authToken": f.sim.AuthToken()},
+			"dispatch":                             {"secret": "a-long-random-signing-key"},
+			controllers.DrainSecretName(camp.Name): {controllers.DrainTokenFile: "the-operators-drain-token"},
+			controllers.DefaultStoresSecret:        {stores.EnvRedisURL: env.Redis.URL(), stores.EnvMongoURI: env.Mongo.URI},
 		},
 		map[string]map[string]string{controllers.CampaignConfigMapName(camp.Name): {controllers.CampaignFile: string(campaignJSON)}})
 	out := &syncBuffer{}
@@ -296,6 +318,25 @@ func TestWorkerStartsFromTheDeploymentTheOperatorWrites(t *testing.T) {
 	got := f.waitState(a.ID, 30*time.Second, store.StateDialed)
 	if n := f.sim.CallsForAttempt(a.ID); n != 1 || got.CallSID == "" {
 		t.Fatalf("%d calls for the attempt (SID %q), want 1", n, got.CallSID)
+	}
+	// /drain answers only with the token the operator mounted.
+	drain := func(auth string) int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ops+"/drain", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := drain(""); c != http.StatusUnauthorized {
+		t.Errorf("GET /drain without the token = %d, want 401", c)
+	}
+	if c := drain("Bearer the-operators-drain-token"); c != http.StatusOK {
+		t.Errorf("GET /drain with the mounted token = %d, want 200", c)
 	}
 	if strings.Contains(out.String(), "permission denied") {
 		t.Errorf("the worker was refused a file:\n%s", tail(out.String(), 30))

@@ -65,6 +65,7 @@ type workerConfig struct {
 	sweepWatch        time.Duration
 	sweepOverdue      time.Duration
 	drainTimeout      time.Duration
+	drainToken        string
 	logLevel          slog.Level
 	conn              stores.Settings
 	watcher           *campaignfile.Watcher
@@ -107,6 +108,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.DurationVar(&c.sweepInterval, "sweep-interval", 5*time.Minute, "period of the sweeper's safety-net pass that requeues overdue attempts Redis lost")
 	fs.DurationVar(&c.sweepWatch, "sweep-watch-interval", 5*time.Second, "how often the sweeper checks whether Redis restarted or failed over (then it requeues the shards' whole queues at once)")
 	fs.DurationVar(&c.sweepOverdue, "sweep-overdue", 30*time.Second, "how late an attempt must be before the sweeper requeues it")
+	drainTokenFile := fs.String("drain-token-file", getenv(controllers.EnvDrainTokenFile), "file with the operator's drain token that /drain requests must carry as a Bearer token (env "+controllers.EnvDrainTokenFile+"); without it /drain refuses every request")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 0, "on SIGTERM or a drain, cancel attempts still in flight after this long (0: wait for them)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	c.conn.RegisterEnv(fs, getenv)
@@ -188,6 +190,14 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 			}
 			c.shards = append(c.shards, s)
 		}
+	}
+
+	if *drainTokenFile != "" {
+		tok, err := readSecretFile(*drainTokenFile)
+		if err != nil {
+			bad("drain token from --drain-token-file (env %s): %v", controllers.EnvDrainTokenFile, err)
+		}
+		c.drainToken = tok
 	}
 
 	// Twilio.
@@ -375,7 +385,7 @@ func runWorker(args []string) error {
 		CallbackURL: cfg.callbackURL, Callbacks: cb, Registry: reg, Logger: log,
 		Lease: cfg.lease, QueueLease: cfg.queueLease, UnknownGrace: cfg.unknownGrace, FinalStatusMargin: cfg.finalStatusMargin, StaleAfter: cfg.staleAfter,
 		ReconcileInterval: cfg.reconcileInterval, SweepInterval: cfg.sweepInterval, SweepWatchInterval: cfg.sweepWatch, SweepOverdue: cfg.sweepOverdue,
-		DrainTimeout: cfg.drainTimeout,
+		DrainTimeout: cfg.drainTimeout, DrainToken: cfg.drainToken,
 	})
 	if err != nil {
 		return err

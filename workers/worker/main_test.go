@@ -164,8 +164,12 @@ func (w *world) workerOpts(name string, st *store.Store) Options {
 		Logger: w.log.With("worker", name), Lease: 6 * time.Second, QueueLease: 3 * time.Second, RecordTimeout: time.Minute,
 		HealthInterval: 200 * time.Millisecond, ReconcileInterval: 500 * time.Millisecond, StaleAfter: 500 * time.Millisecond,
 		UnknownGrace: 3 * time.Second, SweepInterval: 500 * time.Millisecond, SweepOverdue: time.Second,
+		DrainToken: testDrainToken,
 	}
 }
+
+// testDrainToken is the drain token of the test workers; do sends it.
+const testDrainToken = "drain-token-of-the-operator"
 
 // running is a started worker.
 type running struct {
@@ -207,7 +211,16 @@ func (r *running) get(t *testing.T, path string) (int, string) {
 
 func (r *running) do(t *testing.T, method, path string) (int, string) {
 	t.Helper()
+	return r.doAs(t, method, path, "Bearer "+testDrainToken)
+}
+
+// doAs sends the request with the Authorization header auth (none if empty).
+func (r *running) doAs(t *testing.T, method, path, auth string) (int, string) {
+	t.Helper()
 	req, _ := http.NewRequest(method, r.ops.URL+path, nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

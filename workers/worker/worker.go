@@ -26,6 +26,9 @@
 //	GET  /drain    the drain state: {"draining":bool,"drained":bool,"inFlight":n}
 //	DELETE /drain  end a drain (the worker takes attempts again)
 //
+// Every /drain request needs "Authorization: Bearer <token>" with the
+// operator's drain token (Options.DrainToken): 401 without, 403 otherwise.
+//
 // The operator drains a worker before scaling it down: POST /drain, then
 // poll GET /drain until "drained" is true (or the pod's grace period ends),
 // then delete the pod. SIGTERM does the same and exits.
@@ -36,12 +39,14 @@ package worker
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +118,10 @@ type Options struct {
 	// DrainTimeout bounds how long a drain waits for attempts in flight
 	// before cancelling them. Default 0: wait for them.
 	DrainTimeout time.Duration
+	// DrainToken is the token /drain requests must carry as
+	// "Authorization: Bearer <token>" (the operator's). Empty refuses
+	// every /drain request.
+	DrainToken string
 }
 
 // Worker runs the call pipeline of one campaign's shards.
@@ -532,10 +541,31 @@ func (w *Worker) OpsHandler() http.Handler {
 		rw.WriteHeader(code)
 		_ = json.NewEncoder(rw).Encode(w.State())
 	}
-	mux.HandleFunc("GET /drain", func(rw http.ResponseWriter, _ *http.Request) { state(rw, http.StatusOK) })
-	mux.HandleFunc("POST /drain", func(rw http.ResponseWriter, _ *http.Request) { w.Drain(); state(rw, http.StatusAccepted) })
-	mux.HandleFunc("DELETE /drain", func(rw http.ResponseWriter, _ *http.Request) { w.Resume(); state(rw, http.StatusOK) })
+	mux.Handle("GET /drain", w.drainAuth(func(rw http.ResponseWriter, _ *http.Request) { state(rw, http.StatusOK) }))
+	mux.Handle("POST /drain", w.drainAuth(func(rw http.ResponseWriter, _ *http.Request) { w.Drain(); state(rw, http.StatusAccepted) }))
+	mux.Handle("DELETE /drain", w.drainAuth(func(rw http.ResponseWriter, _ *http.Request) { w.Resume(); state(rw, http.StatusOK) }))
 	return mux
+}
+
+// drainAuth lets through only requests carrying Options.DrainToken as a
+// Bearer token: 401 without one, 403 with another or when the worker has
+// no token.
+func (w *Worker) drainAuth(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		switch {
+		case !ok || got == "":
+			rw.Header().Set("WWW-Authenticate", `Bearer realm="delauto-drain"`)
+			http.Error(rw, "drain needs Authorization: Bearer <the operator's drain token>", http.StatusUnauthorized)
+		case w.opts.DrainToken == "":
+			http.Error(rw, "drain refused: this worker was given no drain token", http.StatusForbidden)
+		case subtle.ConstantTimeCompare([]byte(got), []byte(w.opts.DrainToken)) != 1:
+			w.log.Warn("drain request with a wrong token refused", "method", r.Method, "remote", r.RemoteAddr)
+			http.Error(rw, "drain refused: wrong drain token", http.StatusForbidden)
+		default:
+			next(rw, r)
+		}
+	})
 }
 
 // CallbackHandler serves Twilio's callbacks: Options.Callbacks, or 404.

@@ -101,6 +101,35 @@ func TestOpsEndpointsAndDrain(t *testing.T) {
 	}
 }
 
+// /drain answers only the operator: requests without its token, or with
+// another, are refused and change nothing.
+func TestDrainNeedsTheOperatorsToken(t *testing.T) {
+	w := newWorld(t)
+	r := w.start(w.workerOpts("w1", nil))
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		if c, body := r.doAs(t, m, "/drain", ""); c != http.StatusUnauthorized || !strings.Contains(body, "Bearer") {
+			t.Errorf("%s /drain without a token = %d %q, want 401 naming the Bearer token", m, c, body)
+		}
+		if c, _ := r.doAs(t, m, "/drain", "Bearer guessed"); c != http.StatusForbidden {
+			t.Errorf("%s /drain with a wrong token = %d, want 403", m, c)
+		}
+	}
+	if r.State().Draining {
+		t.Fatal("a request without the token started a drain")
+	}
+	if c, _ := r.do(t, http.MethodPost, "/drain"); c != http.StatusAccepted || !r.State().Draining {
+		t.Fatalf("POST /drain with the token = %d", c)
+	}
+
+	// A worker given no token refuses every drain request.
+	o := w.workerOpts("w2", nil)
+	o.DrainToken = ""
+	r2 := w.start(o)
+	if c, _ := r2.do(t, http.MethodPost, "/drain"); c != http.StatusForbidden || r2.State().Draining {
+		t.Errorf("POST /drain on a worker without a token = %d", c)
+	}
+}
+
 func TestCallbacksSlot(t *testing.T) {
 	w := newWorld(t)
 	o := w.workerOpts("w1", nil)
