@@ -139,12 +139,15 @@ type CallScript struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=100
 	CompanyName string `json:"companyName"`
-	// greeting is a Go text/template with .Name, .Company, .WindowStart,
-	// .WindowEnd and .Date, rendered in the recipient's time zone.
+	// greeting is text with field references {{.Name}}, {{.Company}},
+	// {{.WindowStart}}, {{.WindowEnd}} and {{.Date}}, rendered in the
+	// recipient's time zone. Other template actions (range, with, if,
+	// template, define, block, functions, pipelines) are refused.
 	// +optional
 	// +kubebuilder:default="Hello {{.Name}}, this is {{.Company}}. Your parcel arrives on {{.Date}} between {{.WindowStart}} and {{.WindowEnd}}."
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1000
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*[^./[:space:]-]') && !self.matches('[{][{][^}]*[|(]')",message="greeting may only hold text and field references such as {{.Name}}, {{.Company}}, {{.Date}}, {{.WindowStart}} and {{.WindowEnd}}; range, with, if, template, define, block, functions and pipelines are not allowed"
 	Greeting string `json:"greeting,omitempty"`
 	// prompts overrides the default English wording.
 	// +optional
