@@ -305,8 +305,8 @@ func runWorker(args []string) error {
 	ops.set(startingHandler())
 	callbacks.set(http.NotFoundHandler())
 	servers := []*http.Server{
-		{Addr: cfg.opsAddr, Handler: &ops, ReadHeaderTimeout: 10 * time.Second},
-		{Addr: cfg.httpAddr, Handler: &callbacks, ReadHeaderTimeout: 10 * time.Second},
+		newServer(cfg.opsAddr, &ops, serverTimeouts),
+		newServer(cfg.httpAddr, &callbacks, serverTimeouts),
 	}
 	serveErr := make(chan error, len(servers))
 	for _, s := range servers {
@@ -466,5 +466,23 @@ func openCallLog(ctx context.Context, conn *stores.Settings, log *slog.Logger) (
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// timeouts bound how long a client may hold a connection of the worker's
+// HTTP servers: a slow or stalled client cannot pile up connections.
+type timeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// serverTimeouts suit Twilio's webhooks (Twilio itself gives up after 15 s)
+// and the operator's and Prometheus's requests.
+var serverTimeouts = timeouts{readHeader: 5 * time.Second, read: 15 * time.Second, write: 30 * time.Second, idle: 120 * time.Second}
+
+// newServer is an HTTP server on addr with every timeout set.
+func newServer(addr string, h http.Handler, t timeouts) *http.Server {
+	return &http.Server{
+		Addr: addr, Handler: h,
+		ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle,
 	}
 }
