@@ -294,10 +294,12 @@ type WorkersSpec struct {
 
 // RelayWebhook posts the recipient's answer to the user's dispatch system.
 type RelayWebhook struct {
-	// url receives a JSON POST per answer that needs the agent.
+	// url receives a JSON POST per answer that needs the agent: https only;
+	// redirects are not followed and private, loopback and link-local
+	// addresses are refused unless the worker runs with --relay-allow-private.
 	// +required
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="relay webhook url must be an absolute http(s) URL"
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''",message="relay webhook url must be an absolute https:// URL, such as https://dispatch.example.com/hook"
 	URL string `json:"url"`
 	// secretRef names the Secret whose key signs each request (HMAC-SHA256).
 	// +required

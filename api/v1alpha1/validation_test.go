@@ -177,7 +177,8 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"greeting with a block", goodCampaign, set("spec.script.greeting", `{{block "x" .}}a{{end}}`), "spec.script.greeting", "field references"},
 		{"greeting calling a function", goodCampaign, set("spec.script.greeting", `{{call .Name}}`), "spec.script.greeting", "field references"},
 		{"greeting with a pipeline", goodCampaign, set("spec.script.greeting", `{{.Name | printf "%0999d"}}`), "spec.script.greeting", "field references"},
-		{"relay webhook over ftp", goodCampaign, set("spec.relay.webhook.url", "ftp://dispatch.example.com"), "spec.relay.webhook.url", "http(s) URL"},
+		{"relay webhook over ftp", goodCampaign, set("spec.relay.webhook.url", "ftp://dispatch.example.com"), "spec.relay.webhook.url", "https:// URL"},
+		{"relay webhook over plain http", goodCampaign, set("spec.relay.webhook.url", "http://dispatch.example.com/hook"), "spec.relay.webhook.url", "relay webhook url must be an absolute https:// URL"},
 		{"unknown answering machine action", goodCampaign, set("spec.script.answeringMachine", "Sing"), "spec.script.answeringMachine", "Unsupported value"},
 		{"unknown recording deletion", goodCampaign, set("spec.recordingDeletion", "Never"), "spec.recordingDeletion", "Unsupported value"},
 		{"recordings deleted after a relay that never happens", goodCampaign, func(u *unstructured.Unstructured) {

@@ -55,6 +55,7 @@ type workerConfig struct {
 	authToken         string
 	twilioBaseURL     string
 	twilioTimeout     time.Duration
+	relayAllowPrivate bool
 	httpAddr, opsAddr string
 	lease, queueLease time.Duration
 	unknownGrace      time.Duration
@@ -93,6 +94,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.DurationVar(&c.campaignPoll, "campaign-poll", 5*time.Second, "how often the campaign file is checked for changes")
 	twilioDir := fs.String("twilio-dir", getenv(controllers.EnvTwilioDir), "folder with the files "+controllers.TwilioAccountFile+" and "+controllers.TwilioTokenFile+" from the campaign's Twilio Secret (env "+controllers.EnvTwilioDir+"); without it, env "+envTwilioSID+" and "+envTwilioToken)
 	fs.StringVar(&c.twilioBaseURL, "twilio-base-url", getenv(envTwilioBaseURL), "send Twilio API requests to this server instead of Twilio, e.g. the simulator http://127.0.0.1:8089 (env "+envTwilioBaseURL+")")
+	fs.BoolVar(&c.relayAllowPrivate, "relay-allow-private", false, "let the relay webhook use plain http and reach private, loopback and link-local addresses (tests, a dispatch system inside the cluster)")
 	fs.DurationVar(&c.twilioTimeout, "twilio-timeout", 10*time.Second, "timeout of one Twilio API request; a create-call request that times out is ambiguous and reconciled")
 	fs.StringVar(&c.httpAddr, "http-addr", ":"+strconv.Itoa(controllers.CallbackPort), "address of the Twilio callbacks server")
 	fs.StringVar(&c.opsAddr, "ops-addr", ":"+strconv.Itoa(controllers.OpsPort), "address of /healthz, /readyz, /metrics and /drain")
@@ -363,7 +365,7 @@ func runWorker(args []string) error {
 	cb, runCallbacks, err := newCallbacks(callbackDeps{
 		Name: cfg.name, Campaign: cfg.watcher, Store: st, Redis: rdb, Twilio: rc,
 		AccountSID: cfg.accountSID, AuthToken: cfg.authToken, CallbackURL: cfg.callbackURL,
-		Database: cfg.conn.MongoDatabase, Registry: reg, Logger: log,
+		Database: cfg.conn.MongoDatabase, RelayAllowPrivate: cfg.relayAllowPrivate, Registry: reg, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("callbacks: %w", err)

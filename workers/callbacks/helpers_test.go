@@ -179,6 +179,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 			Poll:              20 * time.Millisecond,
 			TranscriptionWait: 2 * time.Second,
 			Database:          h.db,
+			AllowPrivate:      true, // the dispatch endpoint is on 127.0.0.1
 		},
 		JournalRetryInterval: 200 * time.Millisecond,
 	}
