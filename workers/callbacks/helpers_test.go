@@ -421,6 +421,10 @@ func (r *hookRecorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.reqs = append(r.reqs, hookRequest{header: req.Header.Clone(), body: body, code: code})
 	r.mu.Unlock()
 	w.WriteHeader(code)
+	if code != http.StatusOK {
+		// Like many dispatch systems, a refusal echoes what it got.
+		_, _ = w.Write(body)
+	}
 }
 
 func (r *hookRecorder) requests() []hookRequest {
