@@ -1,40 +1,21 @@
 package callbacks
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/store"
 )
-
-// syncBuffer is a log sink shared by the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestLogsHoldNoPhoneNumbersOrTranscripts runs realistic calls (recorded
 // and transcribed instructions relayed by SMS and a webhook that fails
 // twice and echoes the payload, an opt-out) with debug logging captured,
 // and fails if any phone number or transcript text appears in the logs.
 func TestLogsHoldNoPhoneNumbersOrTranscripts(t *testing.T) {
-	var logs syncBuffer
+	var logs testservices.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h := newHarness(t, harnessOpts{hookFail: 2, edit: func(c *Config) { c.Logger = logger }})
 	a, _ := h.call(twiliosim.MustNamed("press3"), dialOpts{prime: true})
