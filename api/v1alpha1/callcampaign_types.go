@@ -139,12 +139,15 @@ type CallScript struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=100
 	CompanyName string `json:"companyName"`
-	// greeting is a Go text/template with .Name, .Company, .WindowStart,
-	// .WindowEnd and .Date, rendered in the recipient's time zone.
+	// greeting is text with field references {{.Name}}, {{.Company}},
+	// {{.WindowStart}}, {{.WindowEnd}} and {{.Date}}, rendered in the
+	// recipient's time zone. Other template actions (range, with, if,
+	// template, define, block, functions, pipelines) are refused.
 	// +optional
 	// +kubebuilder:default="Hello {{.Name}}, this is {{.Company}}. Your parcel arrives on {{.Date}} between {{.WindowStart}} and {{.WindowEnd}}."
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1000
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*[^./[:space:]-]') && !self.matches('[{][{][^}]*[|(]')",message="greeting may only hold text and field references such as {{.Name}}, {{.Company}}, {{.Date}}, {{.WindowStart}} and {{.WindowEnd}}; range, with, if, template, define, block, functions and pipelines are not allowed"
 	Greeting string `json:"greeting,omitempty"`
 	// prompts overrides the default English wording.
 	// +optional
@@ -291,10 +294,12 @@ type WorkersSpec struct {
 
 // RelayWebhook posts the recipient's answer to the user's dispatch system.
 type RelayWebhook struct {
-	// url receives a JSON POST per answer that needs the agent.
+	// url receives a JSON POST per answer that needs the agent: https only;
+	// redirects are not followed and private, loopback and link-local
+	// addresses are refused unless the worker runs with --relay-allow-private.
 	// +required
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="relay webhook url must be an absolute http(s) URL"
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''",message="relay webhook url must be an absolute https:// URL, such as https://dispatch.example.com/hook"
 	URL string `json:"url"`
 	// secretRef names the Secret whose key signs each request (HMAC-SHA256).
 	// +required

@@ -170,7 +170,15 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"unknown sharding mode", goodCampaign, set("spec.sharding.by", "Zip"), "spec.sharding.by", "Unsupported value"},
 		{"min replicas above max", goodCampaign, set("spec.workers.minReplicas", int64(6)), "spec.workers", "minReplicas must not exceed workers.maxReplicas"},
 		{"zero concurrency", goodCampaign, set("spec.workers.concurrency", int64(0)), "spec.workers.concurrency", "greater than or equal to 1"},
-		{"relay webhook over ftp", goodCampaign, set("spec.relay.webhook.url", "ftp://dispatch.example.com"), "spec.relay.webhook.url", "http(s) URL"},
+		{"greeting that loops", goodCampaign, set("spec.script.greeting", "Hi {{range 100000000}}{{.Name}}{{end}}"), "spec.script.greeting", "greeting may only hold text and field references"},
+		{"greeting that loops with trim marker", goodCampaign, set("spec.script.greeting", "Hi {{- range 9223372036854775807}}{{end}}"), "spec.script.greeting", "range, with, if, template, define, block, functions and pipelines are not allowed"},
+		{"greeting with with", goodCampaign, set("spec.script.greeting", "{{with .Name}}{{.}}{{end}}"), "spec.script.greeting", "field references"},
+		{"greeting defining a template", goodCampaign, set("spec.script.greeting", `{{define "x"}}a{{end}}{{template "x"}}`), "spec.script.greeting", "field references"},
+		{"greeting with a block", goodCampaign, set("spec.script.greeting", `{{block "x" .}}a{{end}}`), "spec.script.greeting", "field references"},
+		{"greeting calling a function", goodCampaign, set("spec.script.greeting", `{{call .Name}}`), "spec.script.greeting", "field references"},
+		{"greeting with a pipeline", goodCampaign, set("spec.script.greeting", `{{.Name | printf "%0999d"}}`), "spec.script.greeting", "field references"},
+		{"relay webhook over ftp", goodCampaign, set("spec.relay.webhook.url", "ftp://dispatch.example.com"), "spec.relay.webhook.url", "https:// URL"},
+		{"relay webhook over plain http", goodCampaign, set("spec.relay.webhook.url", "http://dispatch.example.com/hook"), "spec.relay.webhook.url", "relay webhook url must be an absolute https:// URL"},
 		{"unknown answering machine action", goodCampaign, set("spec.script.answeringMachine", "Sing"), "spec.script.answeringMachine", "Unsupported value"},
 		{"unknown recording deletion", goodCampaign, set("spec.recordingDeletion", "Never"), "spec.recordingDeletion", "Unsupported value"},
 		{"recordings deleted after a relay that never happens", goodCampaign, func(u *unstructured.Unstructured) {
@@ -461,5 +469,21 @@ func TestSampleCredentialsPassTheWorkersCheck(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no twilio-credentials Secret in the samples")
+	}
+}
+
+// TestPlainGreetingsAreAccepted checks that the greeting rule leaves field
+// references, spaces, trim markers, comments and ordinary punctuation alone.
+func TestPlainGreetingsAreAccepted(t *testing.T) {
+	ns := newNamespace(t, "greeting")
+	for i, g := range []string{
+		"Hi {{ .Name }}, {{- .Company -}} (we call about your parcel) | {{.Date}} {{/* note */}}",
+		"Hello {{.Name}}, this is {{.Company}}.",
+	} {
+		u := object(t, goodCampaign, ns, fmt.Sprintf("greeting-%d", i))
+		set("spec.script.greeting", g)(u)
+		if err := env.Kube.Client.Create(context.Background(), u); err != nil {
+			t.Errorf("greeting %q refused: %v", g, err)
+		}
 	}
 }

@@ -55,6 +55,7 @@ type workerConfig struct {
 	tokenOverlap      time.Duration
 	twilioBaseURL     string
 	twilioTimeout     time.Duration
+	relayAllowPrivate bool
 	httpAddr, opsAddr string
 	lease, queueLease time.Duration
 	unknownGrace      time.Duration
@@ -96,6 +97,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.StringVar(&c.twilioBaseURL, "twilio-base-url", getenv(envTwilioBaseURL), "send Twilio API requests to this server instead of Twilio, e.g. the simulator http://127.0.0.1:8089 (env "+envTwilioBaseURL+")")
 	fs.DurationVar(&c.credsPoll, "credentials-poll", 10*time.Second, "how often the files of --twilio-dir are re-read, so a rotated auth token takes effect without a restart")
 	fs.DurationVar(&c.tokenOverlap, "token-overlap", twilioclient.DefaultOverlap, "how long webhook signatures made with a replaced auth token are still accepted")
+	fs.BoolVar(&c.relayAllowPrivate, "relay-allow-private", false, "let the relay webhook use plain http and reach private, loopback and link-local addresses (tests, a dispatch system inside the cluster)")
 	fs.DurationVar(&c.twilioTimeout, "twilio-timeout", 10*time.Second, "timeout of one Twilio API request; a create-call request that times out is ambiguous and reconciled")
 	fs.StringVar(&c.httpAddr, "http-addr", ":"+strconv.Itoa(controllers.CallbackPort), "address of the Twilio callbacks server")
 	fs.StringVar(&c.opsAddr, "ops-addr", ":"+strconv.Itoa(controllers.OpsPort), "address of /healthz, /readyz, /metrics and /drain")
@@ -193,7 +195,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	}
 
 	if *drainTokenFile != "" {
-		tok, err := readSecretFile(*drainTokenFile)
+		tok, err := twilioclient.ReadSecretFile(*drainTokenFile)
 		if err != nil {
 			bad("drain token from --drain-token-file (env %s): %v", controllers.EnvDrainTokenFile, err)
 		}
@@ -305,8 +307,8 @@ func runWorker(args []string) error {
 	ops.set(startingHandler())
 	callbacks.set(http.NotFoundHandler())
 	servers := []*http.Server{
-		{Addr: cfg.opsAddr, Handler: &ops, ReadHeaderTimeout: 10 * time.Second},
-		{Addr: cfg.httpAddr, Handler: &callbacks, ReadHeaderTimeout: 10 * time.Second},
+		newServer(cfg.opsAddr, &ops, serverTimeouts),
+		newServer(cfg.httpAddr, &callbacks, serverTimeouts),
 	}
 	serveErr := make(chan error, len(servers))
 	for _, s := range servers {
@@ -374,7 +376,7 @@ func runWorker(args []string) error {
 	cb, runCallbacks, err := newCallbacks(callbackDeps{
 		Name: cfg.name, Campaign: cfg.watcher, Store: st, Redis: rdb, Twilio: rc,
 		Tokens: cfg.creds.Tokens, CallbackURL: cfg.callbackURL,
-		Database: cfg.conn.MongoDatabase, Registry: reg, Logger: log,
+		Database: cfg.conn.MongoDatabase, RelayAllowPrivate: cfg.relayAllowPrivate, Registry: reg, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("callbacks: %w", err)
@@ -477,5 +479,23 @@ func openCallLog(ctx context.Context, conn *stores.Settings, log *slog.Logger) (
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// timeouts bound how long a client may hold a connection of the worker's
+// HTTP servers: a slow or stalled client cannot pile up connections.
+type timeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// serverTimeouts suit Twilio's webhooks (Twilio itself gives up after 15 s)
+// and the operator's and Prometheus's requests.
+var serverTimeouts = timeouts{readHeader: 5 * time.Second, read: 15 * time.Second, write: 30 * time.Second, idle: 120 * time.Second}
+
+// newServer is an HTTP server on addr with every timeout set.
+func newServer(addr string, h http.Handler, t timeouts) *http.Server {
+	return &http.Server{
+		Addr: addr, Handler: h,
+		ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle,
 	}
 }

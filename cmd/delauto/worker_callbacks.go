@@ -34,6 +34,9 @@ type callbackDeps struct {
 	CallbackURL string
 	// Database is the call log's database name (the relay's sweep reads it).
 	Database string
+	// RelayAllowPrivate lets the relay webhook use http and private
+	// addresses (--relay-allow-private).
+	RelayAllowPrivate bool
 	// Registry receives the server's metrics (served on /metrics).
 	Registry prometheus.Registerer
 	// Logger is the worker's.
@@ -56,8 +59,9 @@ func newCallbacks(deps callbackDeps) (http.Handler, func(context.Context) error,
 		Logger:    deps.Logger,
 		Relay: relay.Config{
 			// The campaign's relay webhook key, mounted by the operator.
-			Secret:   relay.SecretFromEnv(),
-			Database: deps.Database,
+			Secret:       relay.SecretFromEnv(),
+			Database:     deps.Database,
+			AllowPrivate: deps.RelayAllowPrivate,
 		},
 	})
 	if err != nil {

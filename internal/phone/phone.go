@@ -3,6 +3,7 @@ package phone
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/nyaruka/phonenumbers"
@@ -39,4 +40,13 @@ func Mask(s string) string {
 		keep = 3
 	}
 	return s[:keep] + strings.Repeat("*", len(s)-keep-2) + s[len(s)-2:]
+}
+
+// numberRE finds phone numbers in free text (error texts quote them).
+var numberRE = regexp.MustCompile(`\+?\d[\d\-. ()]{6,}\d`)
+
+// Scrub masks every phone number in s (see Mask), for logs and stored
+// error texts.
+func Scrub(s string) string {
+	return numberRE.ReplaceAllStringFunc(s, Mask)
 }

@@ -1,12 +1,20 @@
 // Package script renders a campaign's greeting template. The operator
 // validates it (a bad template degrades the campaign); the callback server
 // renders it for each call.
+//
+// A greeting is literal text and field references such as {{.Name}} only:
+// actions that loop, branch, define templates or call functions are refused
+// before anything is rendered, and the output is capped while it is written,
+// so no greeting can make a worker spend unbounded time or memory.
 package script
 
 import (
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"time"
 )
 
@@ -39,20 +47,101 @@ func NewData(name, company string, start, end time.Time, loc *time.Location) Dat
 // maxLen bounds a rendered greeting: a call's words must stay short.
 const maxLen = 2000
 
-// Render executes the greeting template with d.
+// errTooLong stops rendering once the output passes maxLen.
+var errTooLong = fmt.Errorf("greeting renders to more than %d characters", maxLen)
+
+// Render executes the greeting template with d. The template may hold only
+// literal text and references to Data's fields.
 func Render(greeting string, d Data) (string, error) {
 	t, err := template.New("greeting").Option("missingkey=error").Parse(greeting)
 	if err != nil {
 		return "", fmt.Errorf("greeting template does not parse: %w", err)
 	}
-	var b strings.Builder
-	if err := t.Execute(&b, d); err != nil {
+	if err := fieldsOnly(t); err != nil {
+		return "", err
+	}
+	w := &cappedWriter{max: maxLen}
+	if err := t.Execute(w, d); err != nil {
+		if errors.Is(err, errTooLong) {
+			return "", errTooLong
+		}
 		return "", fmt.Errorf("greeting template does not render: %w", err)
 	}
-	if b.Len() > maxLen {
-		return "", fmt.Errorf("greeting renders to %d characters, more than %d", b.Len(), maxLen)
+	return w.b.String(), nil
+}
+
+// fieldsOnly refuses every template action but a plain {{.Field}} naming
+// one of Data's fields (and comments).
+func fieldsOnly(t *template.Template) error {
+	if len(t.Templates()) > 1 {
+		return notAllowed("define or block")
 	}
-	return b.String(), nil
+	if t.Tree == nil || t.Tree.Root == nil {
+		return nil
+	}
+	for _, n := range t.Tree.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode, *parse.CommentNode:
+		case *parse.ActionNode:
+			if err := plainField(n); err != nil {
+				return err
+			}
+		case *parse.RangeNode:
+			return notAllowed("range")
+		case *parse.WithNode:
+			return notAllowed("with")
+		case *parse.IfNode:
+			return notAllowed("if")
+		case *parse.TemplateNode:
+			return notAllowed("template or block")
+		default:
+			return notAllowed(n.String())
+		}
+	}
+	return nil
+}
+
+// plainField accepts {{.Field}} with Field one of Data's fields.
+func plainField(a *parse.ActionNode) error {
+	p := a.Pipe
+	if p == nil || len(p.Decl) > 0 || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+		return notAllowed(a.String())
+	}
+	f, ok := p.Cmds[0].Args[0].(*parse.FieldNode)
+	if !ok || len(f.Ident) != 1 {
+		return notAllowed(a.String())
+	}
+	if _, ok := reflect.TypeOf(Data{}).FieldByName(f.Ident[0]); !ok {
+		return fmt.Errorf("greeting template does not render: %s is not a field; use %s", a, fieldList())
+	}
+	return nil
+}
+
+func notAllowed(what string) error {
+	return fmt.Errorf("greeting may only hold text and field references (%s); %s is not allowed", fieldList(), what)
+}
+
+// fieldList names Data's fields as template references.
+func fieldList() string {
+	t := reflect.TypeOf(Data{})
+	names := make([]string, t.NumField())
+	for i := range names {
+		names[i] = "{{." + t.Field(i).Name + "}}"
+	}
+	return strings.Join(names, ", ")
+}
+
+// cappedWriter fails a write that would take the output past max.
+type cappedWriter struct {
+	b   strings.Builder
+	max int
+}
+
+func (w *cappedWriter) Write(p []byte) (int, error) {
+	if w.b.Len()+len(p) > w.max {
+		return 0, errTooLong
+	}
+	return w.b.Write(p)
 }
 
 // Validate reports whether the greeting renders with sample data; the error

@@ -1,6 +1,7 @@
 package script
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func TestValidateNamesTheProblem(t *testing.T) {
 	for tmpl, want := range map[string]string{
 		"Hello {{.Name":          "does not parse",
 		"Hello {{.Nmae}}":        "does not render",
-		"{{range .Name}}{{end}}": "does not render",
+		"{{range .Name}}{{end}}": "is not allowed",
 	} {
 		err := Validate(tmpl)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -35,5 +36,57 @@ func TestValidateNamesTheProblem(t *testing.T) {
 	}
 	if err := Validate("Hi {{.Name}} from {{.Company}}"); err != nil {
 		t.Errorf("a good template: %v", err)
+	}
+}
+
+// TestOnlyFieldReferencesAreAllowed checks that a greeting cannot loop,
+// branch, define templates or call functions: such templates used to render
+// gigabytes or never finish.
+func TestOnlyFieldReferencesAreAllowed(t *testing.T) {
+	d := NewData("Anna", "Spree", time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC), time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC), time.UTC)
+	for _, tmpl := range []string{
+		"{{range 9223372036854775807}}{{end}}",
+		strings.Repeat("x", 900) + "{{range 100000000}}{{.Name}}{{end}}",
+		"{{with .Name}}{{.}}{{end}}",
+		"{{if .Name}}hi{{end}}",
+		`{{define "x"}}a{{end}}{{template "x"}}`,
+		`{{block "x" .}}a{{end}}`,
+		`{{printf "%0999d" 1}}`,
+		`{{.Name | printf "%s"}}`,
+		`{{call .Name}}`,
+		`{{$x := .Name}}{{$x}}`,
+		`{{"literal"}}`,
+		`{{.}}`,
+		`{{len .Name}}`,
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := Render(tmpl, d); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not allowed") || !strings.Contains(err.Error(), "{{.Name}}") {
+				t.Errorf("Render(%.60q) = %v, want a refusal naming the allowed fields", tmpl, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Render(%.60q) did not return", tmpl)
+		}
+	}
+	got, err := Render("{{/* note */}}Hi {{ .Name }}, {{- .Company -}} !", d)
+	if err != nil || got != "Hi Anna,Spree!" {
+		t.Errorf("comments, spaces and trim markers: got %q, %v", got, err)
+	}
+}
+
+// TestOutputIsCappedWhileRendering checks that a long greeting is refused
+// with a clear error, not rendered whole first.
+func TestOutputIsCappedWhileRendering(t *testing.T) {
+	long := strings.Repeat("x", 3000)
+	d := NewData(long, "Spree", time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC), time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC), time.UTC)
+	_, err := Render("Hello {{.Name}}", d)
+	if err == nil || !errors.Is(err, errTooLong) || !strings.Contains(err.Error(), "more than 2000 characters") {
+		t.Errorf("Render of a 3000-character name = %v, want the length refusal", err)
+	}
+	w := &cappedWriter{max: 10}
+	if _, err := w.Write([]byte(strings.Repeat("y", 11))); !errors.Is(err, errTooLong) {
+		t.Errorf("a write past the cap = %v", err)
 	}
 }

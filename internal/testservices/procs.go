@@ -19,24 +19,25 @@ import (
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{}
 	err  error
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads (a log
+// sink shared by goroutines).
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -45,7 +46,7 @@ func (b *syncBuffer) String() string {
 // startProcess starts a server in its own process group; it is killed when the
 // test binary dies.
 func startProcess(name string, cmd *exec.Cmd) (*process, error) {
-	p := &process{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	if cmd.SysProcAttr == nil {

@@ -44,7 +44,9 @@
 // gather, record) gets 200 with <Hangup/>, so the callee never hears
 // Twilio's "application error" and the call ends; a data callback (status,
 // recording, transcription, AMD) gets 404, visible in Twilio's debugger.
-// Nothing is written either way.
+// Nothing is written either way. An attempt of another campaign than the
+// server's (a shared call log, signed with a token the server accepts) is
+// refused with 403 and the reason in the body; nothing is written.
 //
 // # What is durable when the webhook is answered
 //

@@ -39,6 +39,13 @@ func (s *Server) unknown(w http.ResponseWriter, r *request, twimlEndpoint bool) 
 func (s *Server) callInfo(w http.ResponseWriter, r *request, twimlEndpoint bool) (*CallInfo, int, bool) {
 	info, err := s.lookup(r.ctx, r.ref, r.camp)
 	switch {
+	case err == nil && info.Campaign != r.camp.Namespace+"/"+r.camp.Name:
+		// Signed with a token this server accepts, but not its call: this
+		// server answers for its own campaign only.
+		s.log.Warn("webhook for an attempt of another campaign refused", "attempt", r.ref.AttemptID, "path", r.http.URL.Path, "campaign", info.Campaign)
+		s.m.rejected.WithLabelValues("other_campaign").Inc()
+		http.Error(w, "the attempt belongs to another campaign than this callback server's", http.StatusForbidden)
+		return nil, http.StatusForbidden, false
 	case errors.Is(err, errUnknownAttempt):
 		return nil, s.unknown(w, r, twimlEndpoint), false
 	case err != nil && twimlEndpoint:

@@ -180,6 +180,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 			Poll:              20 * time.Millisecond,
 			TranscriptionWait: 2 * time.Second,
 			Database:          h.db,
+			AllowPrivate:      true, // the dispatch endpoint is on 127.0.0.1
 		},
 		JournalRetryInterval: 200 * time.Millisecond,
 	}
@@ -426,6 +427,10 @@ func (r *hookRecorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.reqs = append(r.reqs, hookRequest{header: req.Header.Clone(), body: body, code: code})
 	r.mu.Unlock()
 	w.WriteHeader(code)
+	if code != http.StatusOK {
+		// Like many dispatch systems, a refusal echoes what it got.
+		_, _ = w.Write(body)
+	}
 }
 
 func (r *hookRecorder) requests() []hookRequest {

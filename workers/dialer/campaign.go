@@ -13,6 +13,7 @@ import (
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/internal/schedule"
+	"github.com/delauto/delauto/internal/script"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -84,6 +85,11 @@ func Compile(c *campaignfile.Config, callbackURL string) (*Campaign, error) {
 	case "":
 	default:
 		probs = append(probs, fmt.Sprintf("script.answeringMachine %q is neither HangUp nor Voicemail", c.Spec.Script.AnsweringMachine))
+	}
+	if g := c.Spec.Script.Greeting; g != "" {
+		if err := script.Validate(g); err != nil {
+			probs = append(probs, "script.greeting: "+err.Error())
+		}
 	}
 	if len(c.Spec.Twilio.FromNumbers) == 0 {
 		probs = append(probs, "twilio.fromNumbers is empty")

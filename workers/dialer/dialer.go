@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -706,10 +705,5 @@ func sleep(ctx context.Context, drain <-chan struct{}, d time.Duration) bool {
 	}
 }
 
-// numberRE finds phone numbers in error texts (Twilio's messages quote them).
-var numberRE = regexp.MustCompile(`\+?\d[\d\-. ()]{6,}\d`)
-
 // scrub masks phone numbers in s, for logs.
-func scrub(s string) string {
-	return numberRE.ReplaceAllStringFunc(s, phone.Mask)
-}
+func scrub(s string) string { return phone.Scrub(s) }

@@ -31,7 +31,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -96,8 +95,13 @@ type Config struct {
 	Campaign func() *campaignfile.Config
 	// Twilio sends the SMS (required when the campaign relays by SMS).
 	Twilio *twilio.RestClient
-	// HTTPClient posts the webhook; default a client with a 10 s timeout.
+	// HTTPClient posts the webhook; default NewHTTPClient(AllowPrivate):
+	// a 10 s timeout, no redirects, no private addresses.
 	HTTPClient *http.Client
+	// AllowPrivate lets the webhook reach private, loopback and link-local
+	// addresses and use plain http (tests, a dispatch system inside the
+	// cluster); by default only https to public addresses is sent.
+	AllowPrivate bool
 	// Secret returns the webhook's signing secret; default SecretFromEnv().
 	Secret func() ([]byte, error)
 	// Owner names this sender in notification leases (the pod name).
@@ -133,7 +137,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		c.HTTPClient = NewHTTPClient(c.AllowPrivate)
 	}
 	if c.Secret == nil {
 		c.Secret = SecretFromEnv()
@@ -417,10 +421,17 @@ func notification(a *store.Attempt, ch store.Channel) store.Notification {
 }
 
 func (s *Sender) send(ctx context.Context, a *store.Attempt, camp *campaignfile.Config, ch store.Channel) error {
+	var err error
 	if ch == store.ChannelSMS {
-		return s.sendSMS(a, camp)
+		err = s.sendSMS(a, camp)
+	} else {
+		err = s.sendWebhook(ctx, a, camp)
 	}
-	return s.sendWebhook(ctx, a, camp)
+	if err != nil {
+		// The error is logged and kept in the call log: no phone numbers.
+		return errors.New(phone.Scrub(err.Error()))
+	}
+	return nil
 }
 
 func (s *Sender) sendSMS(a *store.Attempt, camp *campaignfile.Config) error {
@@ -451,6 +462,9 @@ func (s *Sender) sendWebhook(ctx context.Context, a *store.Attempt, camp *campai
 	if len(secret) == 0 {
 		return ErrNoSecret
 	}
+	if err := checkWebhookURL(camp.Spec.Relay.Webhook.URL, s.cfg.AllowPrivate); err != nil {
+		return err
+	}
 	now := s.cfg.Now()
 	body, err := marshalPayload(NewPayload(a, now))
 	if err != nil {
@@ -473,10 +487,14 @@ func (s *Sender) sendWebhook(ctx context.Context, a *store.Attempt, camp *campai
 		return fmt.Errorf("relay webhook: %w", err)
 	}
 	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	// The body is drained for the connection's reuse, never quoted: the
+	// dispatch system may echo the payload (phone numbers, transcripts).
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("relay webhook answered %d: %s", resp.StatusCode, strings.TrimSpace(string(snippet)))
+	switch {
+	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
+		return fmt.Errorf("relay webhook answered %d (redirects are not followed)", resp.StatusCode)
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		return fmt.Errorf("relay webhook answered %d", resp.StatusCode)
 	}
 	return nil
 }

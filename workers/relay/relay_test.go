@@ -164,7 +164,7 @@ type fixture struct {
 
 var dbSeq atomic.Int64
 
-func newFixture(t *testing.T, secret func() ([]byte, error)) *fixture {
+func newFixture(t *testing.T, secret func() ([]byte, error), edit ...func(*Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &fixture{db: fmt.Sprintf("relay%d_%d", dbSeq.Add(1), time.Now().UnixNano()%1e6)}
@@ -202,11 +202,17 @@ func newFixture(t *testing.T, secret func() ([]byte, error)) *fixture {
 		Twilio: v1.TwilioSpec{FromNumbers: []v1.PhoneNumber{fromNumber}},
 		Relay:  v1.RelaySpec{SMS: &yes, Webhook: &v1.RelayWebhook{URL: hook.URL}},
 	}}
-	f.s, err = NewSender(Config{
+	cfg := Config{
 		Store: f.st, Queue: NewQueue(f.rdb, fmt.Sprintf("{relaytest}:%s", f.db)), Campaign: func() *campaignfile.Config { return f.camp },
 		Twilio: rc, Secret: secret, Owner: "test", MaxAttempts: 3, Backoff: time.Millisecond, MaxBackoff: time.Millisecond,
 		Database: f.db, Logger: slog.New(slog.DiscardHandler),
-	})
+		// The dispatch endpoint is an http server on 127.0.0.1.
+		AllowPrivate: true,
+	}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	f.s, err = NewSender(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
