@@ -246,10 +246,15 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 		t.Errorf("the drain token is not mounted for the workers: %+v, env %v", drainVol, env)
 	}
 
+	// The callback Service and the NetworkPolicy are applied after the
+	// Deployments, in the same reconcile.
 	np := &networkingv1.NetworkPolicy{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.NetworkPolicyName("spree")}, np); err != nil {
-		t.Fatalf("worker NetworkPolicy: %v", err)
-	}
+	eventually(t, 10*time.Second, "the callback Service and the worker NetworkPolicy", func() error {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "spree-callbacks"}, &corev1.Service{}); err != nil {
+			return err
+		}
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.NetworkPolicyName("spree")}, np)
+	})
 	if !metav1.IsControlledBy(np, campaign) || np.Spec.PodSelector.MatchLabels[controllers.LabelCampaign] != "spree" || np.Spec.PodSelector.MatchLabels[controllers.LabelComponent] != controllers.ComponentWorker {
 		t.Errorf("NetworkPolicy selects %v, owners %v", np.Spec.PodSelector, np.OwnerReferences)
 	}
