@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/delauto/delauto/internal/periodic"
 )
 
 // Message is one delivery of an attempt to a handler.
@@ -652,17 +654,10 @@ func (c *Consumer) flush(batch []ack) {
 // reclaimLoop takes over entries whose lease expired (their consumer died or
 // their handler failed) and dead-letters those delivered too often.
 func (c *Consumer) reclaimLoop(ctx context.Context, sh *shardState) {
-	t := time.NewTicker(c.opts.ReclaimInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	periodic.Every(ctx, c.opts.ReclaimInterval, func(ctx context.Context) {
 		for c.reclaimOnce(ctx, sh) {
 		}
-	}
+	})
 }
 
 // reclaimOnce runs one XAUTOCLAIM step; it reports whether another step may
