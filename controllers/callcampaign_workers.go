@@ -47,6 +47,7 @@ const (
 	EnvPodName           = "POD_NAME"
 	EnvTwilioBaseURL     = "DELAUTO_TWILIO_BASE_URL"
 	EnvDrainTokenFile    = "DELAUTO_DRAIN_TOKEN_FILE"
+	EnvRelayAllowPrivate = "DELAUTO_RELAY_ALLOW_PRIVATE"
 
 	// TwilioDir holds the files account-sid and auth-token from the
 	// campaign's Twilio Secret.
@@ -98,6 +99,10 @@ type WorkerDefaults struct {
 	// TwilioBaseURL, when set, points the workers at another Twilio API
 	// base URL (the Twilio simulator, for tests and demos). Empty: Twilio.
 	TwilioBaseURL string
+	// RelayAllowPrivate lets the workers' relay webhook use plain http and
+	// private or loopback addresses (tests and demos, or a dispatch system
+	// inside the cluster). Off by default.
+	RelayAllowPrivate bool
 }
 
 // DefaultStoresSecret is the stores Secret's name without --worker-stores-secret.
@@ -252,6 +257,9 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 	}
 	if w.TwilioBaseURL != "" {
 		env = append(env, corev1ac.EnvVar().WithName(EnvTwilioBaseURL).WithValue(w.TwilioBaseURL))
+	}
+	if w.RelayAllowPrivate {
+		env = append(env, corev1ac.EnvVar().WithName(EnvRelayAllowPrivate).WithValue("true"))
 	}
 	volumes := []*corev1ac.VolumeApplyConfiguration{
 		corev1ac.Volume().WithName("twilio").WithSecret(corev1ac.SecretVolumeSource().

@@ -79,6 +79,7 @@ func parseOperatorConfig(args []string, getenv func(string) string) (*operatorCo
 	fs.StringVar(&c.workers.StoresSecret, "worker-stores-secret", controllers.DefaultStoresSecret, "Secret each campaign's namespace must hold with where the workers' stores are and how to log in ("+
 		stores.EnvRedisURL+" or "+stores.EnvRedisAddrs+" and "+stores.EnvRedisPassword+", "+stores.EnvMongoURI+"); the operator never hands the workers its own")
 	fs.StringVar(&c.workers.TwilioBaseURL, "worker-twilio-base-url", "", "for tests and demos only: point every worker at this Twilio API base URL (the Twilio simulator) instead of Twilio; empty (the default) is Twilio")
+	fs.BoolVar(&c.workers.RelayAllowPrivate, "worker-relay-allow-private", false, "for tests, demos and dispatch systems inside the cluster: let every worker's relay webhook use plain http and private or loopback addresses (the workers' --relay-allow-private); off by default")
 	fs.DurationVar(&c.statusInterval, "status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
 	c.conn.RegisterEnv(fs, getenv)
 	c.retention.register(fs)

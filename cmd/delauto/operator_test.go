@@ -4,13 +4,17 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/twiliosim"
 )
 
 func TestOperatorConfig(t *testing.T) {
 	noEnv := func(string) string { return "" }
 	c, err := parseOperatorConfig([]string{"--redis-addrs", "r1:7000,r2:7001", "--redis-password", "pw",
-		"--mongo-uri", "mongodb://m:27017", "--mongo-database", "calls", "--worker-twilio-base-url", "http://127.0.0.1:9999",
+		"--mongo-uri", "mongodb://m:27017", "--mongo-database", "calls", "--worker-twilio-base-url", "http://127.0.0.1:9999", "--worker-relay-allow-private",
 		"--allowed-worker-images", "ghcr.io/delauto/delauto, registry.example.com/team/"}, noEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -25,6 +29,25 @@ func TestOperatorConfig(t *testing.T) {
 	}
 	if c.workers.TwilioBaseURL != "http://127.0.0.1:9999" {
 		t.Errorf("worker Twilio base URL %q", c.workers.TwilioBaseURL)
+	}
+	// What the operator allows its workers' relay, the workers it writes do.
+	workerEnv := map[string]string{}
+	for _, e := range c.workers.Deployment(&v1.CallCampaign{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "c"}}, "shard-0", 1).Spec.Template.Spec.Containers[0].Env {
+		if e.Value != nil {
+			workerEnv[*e.Name] = *e.Value
+		}
+	}
+	workerEnv["TWILIO_ACCOUNT_SID"], workerEnv["TWILIO_AUTH_TOKEN"] = twiliosim.DefaultAccountSID, twiliosim.DefaultAuthToken
+	delete(workerEnv, controllers.EnvCampaign)
+	delete(workerEnv, controllers.EnvCampaignNamespace)
+	delete(workerEnv, controllers.EnvDrainTokenFile)
+	wc, err := parseWorkerConfig([]string{"--campaign-file", writeCampaign(t, t.TempDir(), "shop", nil), "--shards", "shard-0",
+		"--twilio-dir", "", "--redis-url", "redis://r", "--mongo-uri", "mongodb://m"}, func(k string) string { return workerEnv[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !wc.relayAllowPrivate {
+		t.Errorf("--worker-relay-allow-private did not reach the worker (env %v)", workerEnv)
 	}
 	for _, tc := range []struct {
 		args []string

@@ -97,7 +97,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.StringVar(&c.twilioBaseURL, "twilio-base-url", getenv(envTwilioBaseURL), "send Twilio API requests to this server instead of Twilio, e.g. the simulator http://127.0.0.1:8089 (env "+envTwilioBaseURL+")")
 	fs.DurationVar(&c.credsPoll, "credentials-poll", 10*time.Second, "how often the files of --twilio-dir are re-read, so a rotated auth token takes effect without a restart")
 	fs.DurationVar(&c.tokenOverlap, "token-overlap", twilioclient.DefaultOverlap, "how long webhook signatures made with a replaced auth token are still accepted")
-	fs.BoolVar(&c.relayAllowPrivate, "relay-allow-private", false, "let the relay webhook use plain http and reach private, loopback and link-local addresses (tests, a dispatch system inside the cluster)")
+	fs.BoolVar(&c.relayAllowPrivate, "relay-allow-private", getenv(controllers.EnvRelayAllowPrivate) == "true", "let the relay webhook use plain http and reach private, loopback and link-local addresses (tests, a dispatch system inside the cluster; env "+controllers.EnvRelayAllowPrivate+"=true)")
 	fs.DurationVar(&c.twilioTimeout, "twilio-timeout", 10*time.Second, "timeout of one Twilio API request; a create-call request that times out is ambiguous and reconciled")
 	fs.StringVar(&c.httpAddr, "http-addr", ":"+strconv.Itoa(controllers.CallbackPort), "address of the Twilio callbacks server")
 	fs.StringVar(&c.opsAddr, "ops-addr", ":"+strconv.Itoa(controllers.OpsPort), "address of /healthz, /readyz, /metrics and /drain")
