@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -20,103 +21,18 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/localcluster"
 	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/workers/store"
 )
 
 // pod is a worker pod of a Deployment the operator wrote, laid out on this
-// machine the way the kubelet lays it out: each volume a folder, each
-// Secret and ConfigMap key a file with the owner, group and mode the kubelet
-// gives it, and the environment with the downward API filled in.
+// machine the way the kubelet lays it out (localcluster.LayOut): each
+// volume a folder, each Secret and ConfigMap key a file with the owner,
+// group and mode the kubelet gives it, and the environment with the
+// downward API filled in.
 type pod struct {
-	spec corev1.PodSpec
-	env  []string
-	// mounts maps each container mount path to its folder here.
-	mounts map[string]string
-}
-
-// kubeletFileMode is the mode and group the kubelet gives a file of a
-// Secret or ConfigMap volume: the key's mode, else the volume's default
-// mode, else 0644, owned by root; with an fsGroup the group becomes it and
-// gets read access (volumes of Secrets and ConfigMaps are read-only:
-// SetVolumeOwnership adds 0440).
-func kubeletFileMode(item, def *int32, fsGroup *int64) (os.FileMode, int) {
-	mode := os.FileMode(0o644)
-	switch {
-	case item != nil:
-		mode = os.FileMode(*item)
-	case def != nil:
-		mode = os.FileMode(*def)
-	}
-	if fsGroup == nil {
-		return mode, 0
-	}
-	return mode | 0o440, int(*fsGroup)
-}
-
-// layOut materializes the container's volumes under dir. secrets and
-// configMaps hold the objects' data by name.
-func layOut(t *testing.T, spec corev1.PodSpec, dir string, secrets, configMaps map[string]map[string]string) map[string]string {
-	t.Helper()
-	sc := spec.SecurityContext
-	var fsGroup *int64
-	if sc != nil {
-		fsGroup = sc.FSGroup
-	}
-	folders := map[string]string{}
-	for _, v := range spec.Volumes {
-		vd := filepath.Join(dir, v.Name)
-		if err := os.MkdirAll(vd, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		var data map[string]string
-		var items []corev1.KeyToPath
-		var def *int32
-		switch {
-		case v.Secret != nil:
-			data, items, def = secrets[v.Secret.SecretName], v.Secret.Items, v.Secret.DefaultMode
-			if data == nil {
-				t.Fatalf("volume %s: no Secret %s", v.Name, v.Secret.SecretName)
-			}
-		case v.ConfigMap != nil:
-			data, items, def = configMaps[v.ConfigMap.Name], v.ConfigMap.Items, v.ConfigMap.DefaultMode
-			if data == nil {
-				t.Fatalf("volume %s: no ConfigMap %s", v.Name, v.ConfigMap.Name)
-			}
-		case v.EmptyDir != nil:
-			if err := os.Chmod(vd, 0o777); err != nil {
-				t.Fatal(err)
-			}
-			folders[v.Name] = vd
-			continue
-		default:
-			t.Fatalf("volume %s: a kind this test does not lay out", v.Name)
-		}
-		if len(items) == 0 {
-			for k := range data {
-				items = append(items, corev1.KeyToPath{Key: k, Path: k})
-			}
-		}
-		for _, it := range items {
-			val, ok := data[it.Key]
-			if !ok {
-				t.Fatalf("volume %s: no key %s", v.Name, it.Key)
-			}
-			p := filepath.Join(vd, it.Path)
-			mode, gid := kubeletFileMode(it.Mode, def, fsGroup)
-			if err := os.WriteFile(p, []byte(val), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chown(p, 0, gid); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(p, mode); err != nil {
-				t.Fatal(err)
-			}
-		}
-		folders[v.Name] = vd
-	}
-	return folders
+	*localcluster.Container
 }
 
 // newPod lays out the first container of d's pod template.
@@ -130,54 +46,12 @@ func newPod(t *testing.T, d *appsv1.Deployment, podName string, secrets, configM
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: podName, Labels: d.Spec.Template.Labels}, Spec: d.Spec.Template.Spec}
+	c, err := localcluster.LayOut(context.Background(), localcluster.Objects{Secrets: secrets, ConfigMaps: configMaps}, p, "", dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	spec := d.Spec.Template.Spec
-	folders := layOut(t, spec, dir, secrets, configMaps)
-	c := spec.Containers[0]
-	p := &pod{spec: spec, mounts: map[string]string{}}
-	for _, m := range c.VolumeMounts {
-		p.mounts[m.MountPath] = folders[m.Name]
-	}
-	local := func(v string) string {
-		for mp, f := range p.mounts {
-			if v == mp || strings.HasPrefix(v, mp+"/") {
-				return f + strings.TrimPrefix(v, mp)
-			}
-		}
-		return v
-	}
-	for _, e := range c.Env {
-		v := e.Value
-		if e.ValueFrom != nil {
-			switch {
-			case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
-				v = d.Namespace
-			case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
-				v = podName
-			default:
-				t.Fatalf("env %s: a source this test does not fill in: %+v", e.Name, e.ValueFrom)
-			}
-		}
-		p.env = append(p.env, e.Name+"="+local(v))
-	}
-	var fromSecrets []string
-	for _, ef := range c.EnvFrom {
-		if ef.SecretRef == nil || ef.ConfigMapRef != nil {
-			t.Fatalf("envFrom %+v: a source this test does not fill in", ef)
-		}
-		data, ok := secrets[ef.SecretRef.Name]
-		if !ok {
-			t.Fatalf("envFrom: no Secret %s", ef.SecretRef.Name)
-		}
-		for k, v := range data {
-			fromSecrets = append(fromSecrets, ef.Prefix+k+"="+v)
-		}
-	}
-	// The kubelet puts envFrom first; env entries of the same name win.
-	p.env = append(fromSecrets, p.env...)
-	return p
+	return &pod{c}
 }
 
 // start runs the pod's container as its user, group and fsGroup, with the
@@ -202,29 +76,9 @@ func (p *pod) start(t *testing.T, out io.Writer, extra ...string) chan error {
 	if err := os.Chmod(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c := p.spec.Containers[0]
-	cred := &syscall.Credential{Uid: 0, Gid: 0}
-	sc := p.spec.SecurityContext
-	if sc != nil {
-		if sc.RunAsUser != nil {
-			cred.Uid = uint32(*sc.RunAsUser)
-		}
-		if sc.RunAsGroup != nil {
-			cred.Gid = uint32(*sc.RunAsGroup)
-		}
-		if sc.FSGroup != nil {
-			cred.Groups = append(cred.Groups, uint32(*sc.FSGroup))
-		}
-		for _, g := range sc.SupplementalGroups {
-			cred.Groups = append(cred.Groups, uint32(g))
-		}
-	}
-	if cs := c.SecurityContext; cs != nil && cs.RunAsUser != nil {
-		cred.Uid = uint32(*cs.RunAsUser)
-	}
-	cmd := exec.Command(exe, append(append(append([]string(nil), c.Command...), c.Args...), extra...)...)
-	cmd.Env = append([]string{childEnv + "=1", "PATH=/usr/bin:/bin", "HOME=/nonexistent"}, p.env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	cmd := exec.Command(exe, append(append([]string(nil), p.Args...), extra...)...)
+	cmd.Env = append([]string{childEnv + "=1", "PATH=/usr/bin:/bin", "HOME=/nonexistent"}, p.Env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.Cred}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
