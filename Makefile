@@ -15,6 +15,7 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 HELM ?= $(LOCALBIN)/helm
 K8S_BINS := $(LOCALBIN)/kube-apiserver $(LOCALBIN)/etcd $(LOCALBIN)/kubectl
 E2E_BINS := $(LOCALBIN)/kube-controller-manager $(LOCALBIN)/kube-scheduler
+KWOK_BINS := $(LOCALBIN)/kwok $(LOCALBIN)/kwokctl
 FERRETDB ?= $(LOCALBIN)/ferretdb
 
 # envtest finds kube-apiserver and etcd here.
@@ -59,8 +60,11 @@ $(HELM): $(LOCALBIN)/helm-$(HELM_VERSION)
 $(LOCALBIN)/helm-$(HELM_VERSION): | $(LOCALBIN)
 	@hack/install-tool.sh $@ helm.sh/helm/v3/cmd/helm $(HELM_VERSION)
 
+$(KWOK_BINS) &: hack/tools/kwok/go.mod hack/tools/kwok/go.sum hack/tools/kwok/tools.go | $(LOCALBIN)
+	@hack/build-tool.sh hack/tools/kwok "kwok and kwokctl v0.8.0 (fake nodes for the local cluster)" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+
 .PHONY: e2e-tools
-e2e-tools: tools $(E2E_BINS) ## Also build kube-controller-manager and kube-scheduler.
+e2e-tools: tools $(E2E_BINS) $(KWOK_BINS) ## Also build kube-controller-manager, kube-scheduler, kwok and kwokctl (the local cluster).
 
 ##@ Development
 
@@ -78,8 +82,8 @@ fmt: ## gofmt the tree.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## go vet every package.
-	go vet ./...
+vet: ## go vet every package (the end-to-end test too).
+	go vet -tags e2e ./...
 
 .PHONY: lint
 lint: vet $(HELM) ## gofmt check, go vet and helm lint.
@@ -91,9 +95,14 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test, a short fuzz of the webhooks.
+test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test, a short fuzz of the webhooks, the end-to-end run.
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
+	$(MAKE) test-e2e
+
+.PHONY: test-e2e
+test-e2e: e2e-tools redis ## The whole system on a local cluster: chart-installed operator (2 replicas), workers as real processes, 200 Deliveries.
+	go test -tags e2e -count=1 -timeout 30m -v ./hack/e2e
 
 # TEST_FUZZTIME is how long `make test` fuzzes each webhook target.
 TEST_FUZZTIME ?= 10s

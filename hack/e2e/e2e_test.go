@@ -1,0 +1,273 @@
+//go:build e2e
+
+// Package e2e runs the whole system on a local cluster (`make test-e2e`):
+// the chart-installed operator with two replicas, workers started by the
+// pod runner from the Deployments the operator writes, Redis, FerretDB and
+// the Twilio simulator, and checks what a user relies on at the end.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/localcluster"
+	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/workers/relay"
+)
+
+// scenarios maps a recipient number's last digit to the callee's behaviour
+// and the Delivery phase it must end in (one attempt per Delivery).
+var scenarios = []struct {
+	name  string
+	phase v1.DeliveryPhase
+	relay bool // the agent is told: SMS and dispatch webhook
+}{
+	{"press1", v1.DeliveryConfirmed, false},
+	{"say-yes", v1.DeliveryConfirmed, false},
+	{"press2", v1.DeliveryRescheduleRequested, true},
+	{"press3", v1.DeliveryInstructionsRecorded, true},
+	{"press9", v1.DeliveryOptedOut, false},
+	{"no-answer", v1.DeliveryUnreachable, false},
+	{"busy", v1.DeliveryUnreachable, false},
+	{"voicemail", v1.DeliveryUnreachable, false},
+	{"say-reschedule", v1.DeliveryRescheduleRequested, true},
+	{"press1", v1.DeliveryConfirmed, false},
+}
+
+const (
+	deliveries  = 200
+	agentPrefix = "+1628555"
+	recipPrefix = "+1415555"
+	hoursStart  = "00:00"
+	hoursEnd    = "23:59"
+)
+
+func TestWholeSystem(t *testing.T) {
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "delauto-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the logs of every component are kept in %s (pods: pods/logs, control plane: cluster/clusters/delauto/logs, pod runner: pod-runner.log)", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	suffixes := map[string]twiliosim.Scenario{}
+	for i, sc := range scenarios {
+		suffixes[fmt.Sprint(i)] = twiliosim.MustNamed(sc.name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	sys, err := localcluster.StartSystem(ctx, localcluster.SystemOptions{
+		Repo: repo, Bin: filepath.Join(repo, "bin"), Dir: dir, OperatorReplicas: 2,
+		Sim:      twiliosim.Options{TimeScale: 0.02, Suffixes: suffixes, CPS: 50},
+		Progress: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Stop()
+
+	campaigns := []struct{ ns, name string }{{"team-a", "evening"}, {"team-b", "express"}}
+	regions := []string{"north", "south", "west"}
+	for _, c := range campaigns {
+		yaml := sys.Campaign(c.ns, c.name, hoursStart, hoursEnd, 1, regions)
+		if err := sys.Apply(ctx, yaml); err != nil {
+			t.Fatal(err)
+		}
+		if err := sys.RouteCallbacks(c.ns, c.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Deliveries whose window opens within the lead time: due at once.
+	start := time.Now().Add(3 * time.Minute)
+	var b strings.Builder
+	want := map[string]int{} // namespace/name -> scenario
+	for i := range deliveries {
+		c := campaigns[i%len(campaigns)]
+		name := fmt.Sprintf("parcel-%04d", i)
+		want[c.ns+"/"+name] = i % len(scenarios)
+		b.WriteString(localcluster.Delivery(c.ns, c.name, name, regions[i%len(regions)],
+			fmt.Sprintf("%s%04d", recipPrefix, i), fmt.Sprintf("%s%04d", agentPrefix, i), start))
+	}
+	t.Logf("creating %d Deliveries over %d campaigns and %d regions", deliveries, len(campaigns), len(regions))
+	if err := sys.Apply(ctx, b.String()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every Delivery ends in the phase its number's scenario implies.
+	var list v1.DeliveryList
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		if err := sys.Client.List(ctx, &list); err != nil {
+			t.Fatal(err)
+		}
+		done, phases := 0, map[v1.DeliveryPhase]int{}
+		for _, d := range list.Items {
+			phases[d.Status.Phase]++
+			if d.Status.Phase.Finished() {
+				done++
+			}
+		}
+		t.Logf("%d/%d Deliveries finished: %v; %d calls at the simulator", done, len(list.Items), phases, len(sys.Sim.Calls()))
+		if done == deliveries {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d Deliveries finished in time: %v", done, deliveries, phases)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	relayed := map[string]bool{}
+	for _, d := range list.Items {
+		sc := scenarios[want[d.Namespace+"/"+d.Name]]
+		if d.Status.Phase != sc.phase {
+			t.Errorf("%s/%s (%s) ended %s, want %s", d.Namespace, d.Name, sc.name, d.Status.Phase, sc.phase)
+		}
+		if sc.relay {
+			relayed[string(d.Spec.Agent.Phone)] = true
+		}
+	}
+
+	// Exactly one call per attempt and per number; none outside the hours.
+	if dup := sys.Sim.DuplicateAttempts(); len(dup) > 0 {
+		t.Errorf("attempts called more than once: %v", dup)
+	}
+	for i := range deliveries {
+		if n := sys.Sim.CallsTo(fmt.Sprintf("%s%04d", recipPrefix, i)); n != 1 {
+			t.Errorf("recipient %d was called %d times, want 1", i, n)
+		}
+	}
+	for _, c := range sys.Sim.Creates() {
+		if hm := c.Time.UTC().Format("15:04"); hm < hoursStart || hm >= hoursEnd {
+			t.Errorf("a call was placed at %s UTC, outside the calling hours %s-%s", hm, hoursStart, hoursEnd)
+		}
+	}
+
+	// The agents were told: an SMS and a signed dispatch webhook each.
+	waitFor(t, 2*time.Minute, "relay", func() error {
+		sms := map[string]bool{}
+		for _, m := range sys.Sim.Messages() {
+			sms[m.To] = true
+		}
+		for agent := range relayed {
+			if !sms[agent] {
+				return fmt.Errorf("agent %s got no SMS", agent)
+			}
+		}
+		hooks := 0
+		for _, r := range sys.Dispatch.Requests() {
+			if err := relay.Verify([]byte(localcluster.DispatchKey), r.Timestamp, r.Signature, r.Body, time.Now(), time.Hour); err != nil {
+				return fmt.Errorf("a dispatch webhook failed its signature check: %v", err)
+			}
+			hooks++
+		}
+		if hooks < len(relayed) {
+			return fmt.Errorf("%d dispatch webhooks for %d relayed answers", hooks, len(relayed))
+		}
+		return nil
+	})
+
+	// Campaign totals equal the per-Delivery phases.
+	waitFor(t, 2*time.Minute, "campaign totals", func() error {
+		for _, c := range campaigns {
+			var cc v1.CallCampaign
+			if err := sys.Client.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: c.name}, &cc); err != nil {
+				return err
+			}
+			var dl v1.DeliveryList
+			if err := sys.Client.List(ctx, &dl, client.InNamespace(c.ns)); err != nil {
+				return err
+			}
+			count := map[v1.DeliveryPhase]int32{}
+			for _, d := range dl.Items {
+				count[d.Status.Phase]++
+			}
+			tot := cc.Status.Totals
+			got := map[v1.DeliveryPhase]int32{v1.DeliveryConfirmed: tot.Confirmed, v1.DeliveryRescheduleRequested: tot.RescheduleRequested,
+				v1.DeliveryInstructionsRecorded: tot.InstructionsRecorded, v1.DeliveryOptedOut: tot.OptedOut, v1.DeliveryUnreachable: tot.Unreachable}
+			for p, n := range got {
+				if count[p] != n {
+					return fmt.Errorf("campaign %s/%s: totals say %d %s, the Deliveries %d", c.ns, c.name, n, p, count[p])
+				}
+			}
+		}
+		return nil
+	})
+
+	// Every component's log: no "forbidden" (RBAC), no phone number.
+	number := regexp.MustCompile(`\+1(415|628)555\d{4}`)
+	checked := 0
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".log") {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		checked++
+		rel, _ := filepath.Rel(dir, p)
+		// DelAuto's components (not the control plane's start-up) run with
+		// the chart's and the operator's RBAC: a missing verb shows here.
+		ours := strings.HasPrefix(rel, "pods"+string(filepath.Separator)) || rel == "pod-runner.log"
+		if i := bytes.Index(bytes.ToLower(data), []byte("forbidden")); ours && i >= 0 {
+			t.Errorf("%s says forbidden: %s", rel, line(data, i))
+		}
+		if loc := number.FindIndex(data); loc != nil {
+			t.Errorf("%s holds a phone number: %s", rel, line(data, loc[0]))
+		}
+		return nil
+	})
+	if checked < 8 {
+		t.Errorf("only %d logs found under %s; expected the operators', the workers', the control plane's", checked, dir)
+	}
+}
+
+func line(data []byte, i int) string {
+	s := bytes.LastIndexByte(data[:i], '\n') + 1
+	e := bytes.IndexByte(data[i:], '\n')
+	if e < 0 {
+		e = len(data) - i
+	}
+	return string(data[s : i+e])
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: %v", what, err)
+			return
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,362 @@
+package localcluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/testservices"
+	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/workers/relay"
+)
+
+// Image is the image name the chart is installed with and the Runner runs.
+const Image = "delauto.local/delauto"
+
+// SystemOptions describe a whole DelAuto installation on this machine.
+type SystemOptions struct {
+	// Repo is the repository's root: the chart and cmd/delauto are built
+	// from it.
+	Repo string
+	// Bin holds the tools (Binaries, helm).
+	Bin string
+	// Dir is the run's folder: the cluster, each pod's files and every
+	// component's log.
+	Dir string
+	// OperatorReplicas is the chart's operator.replicas (leader election
+	// is on); default 2.
+	OperatorReplicas int
+	// Nodes is the number of fake nodes; default 2.
+	Nodes int
+	// Sim configures the Twilio simulator (its URL is handed to workers).
+	Sim twiliosim.Options
+	// Progress receives a line per step. Nil: discarded.
+	Progress io.Writer
+}
+
+// System is a running installation: Redis, FerretDB, the Twilio simulator,
+// a dispatch system receiving relay webhooks, the local cluster, DelAuto
+// installed by its Helm chart, and the Runner turning its pods into
+// processes.
+type System struct {
+	opts     SystemOptions
+	Cluster  *Cluster
+	Runner   *Runner
+	Sim      *twiliosim.Sim
+	Services *testservices.Env
+	Dispatch *Dispatch
+	// Client reads and writes DelAuto's objects as the cluster admin.
+	Client client.Client
+	// Binary is the delauto binary the pods run.
+	Binary string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *System) step(format string, args ...any) func() {
+	start := time.Now()
+	msg := fmt.Sprintf(format, args...)
+	if s.opts.Progress != nil {
+		fmt.Fprintf(s.opts.Progress, ">> %s ...\n", msg)
+	}
+	return func() {
+		if s.opts.Progress != nil {
+			fmt.Fprintf(s.opts.Progress, ">> %s: done in %s\n", msg, time.Since(start).Round(100*time.Millisecond))
+		}
+	}
+}
+
+// StartSystem builds delauto, starts every service and the cluster, and
+// installs the chart. On error what was started is stopped.
+func StartSystem(ctx context.Context, opts SystemOptions) (_ *System, err error) {
+	if opts.OperatorReplicas == 0 {
+		opts.OperatorReplicas = 2
+	}
+	if opts.Nodes == 0 {
+		opts.Nodes = 2
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("the local cluster runs each pod as its own user, which needs root")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	// Pods run as their own users: they must reach their folders.
+	for d := opts.Dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o005 != 0o005 {
+			if err := os.Chmod(d, fi.Mode().Perm()|0o005); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s := &System{opts: opts, done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+
+	end := s.step("building delauto")
+	s.Binary = filepath.Join(opts.Dir, "delauto")
+	build := exec.CommandContext(ctx, "go", "build", "-o", s.Binary, "./cmd/delauto")
+	build.Dir = opts.Repo
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build ./cmd/delauto: %w\n%s", err, out)
+	}
+	end()
+
+	end = s.step("starting Redis and FerretDB on PostgreSQL")
+	if s.Services, err = testservices.Start(testservices.Want{Redis: true, Mongo: true}); err != nil {
+		return nil, err
+	}
+	end()
+
+	end = s.step("starting the Twilio simulator and a dispatch system")
+	if s.Sim, err = twiliosim.New(opts.Sim); err != nil {
+		return nil, err
+	}
+	if s.Dispatch, err = startDispatch(); err != nil {
+		return nil, err
+	}
+	end()
+
+	end = s.step("starting the cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)")
+	if s.Cluster, err = Start(ctx, Options{Bin: opts.Bin, Dir: filepath.Join(opts.Dir, "cluster")}); err != nil {
+		return nil, err
+	}
+	if err := s.Cluster.AddNodes(ctx, opts.Nodes); err != nil {
+		return nil, err
+	}
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = v1.AddToScheme(scheme)
+	if s.Client, err = client.New(s.Cluster.Config, client.Options{Scheme: scheme}); err != nil {
+		return nil, err
+	}
+	end()
+
+	s.Runner = &Runner{Client: s.Cluster.Client, Server: s.Cluster.Server(), CAFile: s.Cluster.CAFile(),
+		Binary: s.Binary, Image: Image, Dir: filepath.Join(opts.Dir, "pods")}
+	events, err := os.Create(filepath.Join(opts.Dir, "pod-runner.log"))
+	if err != nil {
+		return nil, err
+	}
+	s.Runner.Events = events
+	go func() {
+		defer close(s.done)
+		defer events.Close()
+		_ = s.Runner.Run(s.ctx)
+	}()
+
+	end = s.step("installing the chart (operator replicas %d, leader election)", opts.OperatorReplicas)
+	helm := exec.CommandContext(ctx, filepath.Join(opts.Bin, "helm"), "install", "delauto", filepath.Join(opts.Repo, "charts", "delauto"),
+		"--kubeconfig", s.Cluster.Kubeconfig, "-n", "delauto-system", "--create-namespace",
+		"--set", "image.repository="+Image, "--set", "image.tag=dev",
+		"--set", "stores.redisURL="+s.Services.Redis.URL(), "--set", "stores.mongoURI="+s.Services.Mongo.URI,
+		"--set", fmt.Sprintf("operator.replicas=%d", opts.OperatorReplicas),
+		"--set", "operator.extraArgs={--worker-twilio-base-url="+s.Sim.URL()+",--worker-relay-allow-private,--status-interval=2s}")
+	if out, err := helm.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("helm install: %w\n%s", err, out)
+	}
+	end()
+	return s, nil
+}
+
+// LogsDir is where every component's log is: the pods' (logs/), the control
+// plane's (cluster/.../logs) and the pod runner's.
+func (s *System) LogsDir() string { return s.opts.Dir }
+
+// Stop stops everything StartSystem started: pods get SIGTERM, then the
+// cluster, the simulator and the services end.
+func (s *System) Stop() {
+	s.cancel()
+	if s.Runner != nil {
+		select {
+		case <-s.done:
+		case <-time.After(60 * time.Second):
+		}
+	}
+	if s.Cluster != nil {
+		_ = s.Cluster.Stop()
+	}
+	if s.Sim != nil {
+		s.Sim.Close()
+	}
+	if s.Dispatch != nil {
+		s.Dispatch.Close()
+	}
+	if s.Services != nil {
+		s.Services.Stop()
+	}
+}
+
+// CampaignHost is the callback host of a campaign: its callback Service's
+// cluster name. A campaign's spec.twilio.callbackURL is https://CampaignHost.
+func CampaignHost(namespace, campaign string) string {
+	return controllers.CallbackServiceName(campaign) + "." + namespace + ".svc"
+}
+
+// RouteCallbacks sends the simulator's webhooks for the campaign to its
+// callback Service, as an Ingress in front of the Service would.
+func (s *System) RouteCallbacks(namespace, campaign string) error {
+	host := CampaignHost(namespace, campaign)
+	local, err := s.Runner.ServiceProxy(s.ctx, host, 80)
+	if err != nil {
+		return err
+	}
+	return s.Sim.SetWebhookRoute("https://"+host, local)
+}
+
+// Apply applies YAML with kubectl as the cluster admin.
+func (s *System) Apply(ctx context.Context, yaml string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.opts.Bin, "kubectl"), "--kubeconfig", s.Cluster.Kubeconfig, "apply", "--server-side", "-f", "-")
+	cmd.Stdin = strings.NewReader(yaml)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("kubectl apply: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Dispatch is a dispatch system receiving the relay's webhooks.
+type Dispatch struct {
+	// URL is where it listens (plain http on loopback: workers need
+	// --relay-allow-private, which the system's operator hands them).
+	URL string
+	srv *http.Server
+	mu  sync.Mutex
+	got []DispatchRequest
+}
+
+// DispatchRequest is one webhook received.
+type DispatchRequest struct {
+	Path, Timestamp, Signature string
+	Body                       []byte
+}
+
+func startDispatch() (*Dispatch, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	d := &Dispatch{URL: "http://" + ln.Addr().String()}
+	d.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		d.mu.Lock()
+		d.got = append(d.got, DispatchRequest{Path: r.URL.Path, Timestamp: r.Header.Get(relay.HeaderTimestamp), Signature: r.Header.Get(relay.HeaderSignature), Body: body})
+		d.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go func() { _ = d.srv.Serve(ln) }()
+	return d, nil
+}
+
+// Requests returns the webhooks received so far.
+func (d *Dispatch) Requests() []DispatchRequest {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]DispatchRequest(nil), d.got...)
+}
+
+// Close stops the server.
+func (d *Dispatch) Close() { _ = d.srv.Close() }
+
+// DispatchKey signs the relay webhooks of the campaigns Campaign writes.
+const DispatchKey = "local-dispatch-signing-key"
+
+// Campaign is the YAML of a namespace with what a campaign needs (Twilio
+// credentials of the simulator, the stores Secret, the dispatch signing key)
+// and a CallCampaign: calling hours start-end UTC, one attempt per Delivery
+// (or maxAttempts with 1m back-off), sharded by region, relaying by SMS and
+// signed webhook to the system's dispatch. Apply it, then RouteCallbacks.
+func (s *System) Campaign(namespace, name, start, end string, maxAttempts int, regions []string) string {
+	retry := "{maxAttempts: 1}"
+	if maxAttempts > 1 {
+		retry = fmt.Sprintf("{maxAttempts: %d, backoff: [1m], retryOn: [no-answer, busy]}", maxAttempts)
+	}
+	return fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: twilio-credentials, namespace: %[1]s}
+stringData: {accountSID: %[3]s, authToken: %[4]s}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: delauto-stores, namespace: %[1]s}
+stringData: {REDIS_URL: %[5]q, MONGO_URI: %[6]q}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: dispatch-webhook, namespace: %[1]s}
+stringData: {secret: %[7]s}
+---
+apiVersion: delauto.io/v1alpha1
+kind: CallCampaign
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  deliverySelector:
+    matchLabels: {delauto.io/campaign: %[2]s}
+  schedule:
+    leadTime: 5m
+    callingHours: {start: "%[9]s", end: "%[10]s"}
+    defaultTimeZone: UTC
+  retry: %[12]s
+  script:
+    companyName: Local Parcels
+    answeringMachine: Voicemail
+  twilio:
+    credentialsSecretRef: {name: twilio-credentials}
+    fromNumbers: ["+14155550100"]
+    callsPerSecond: 20
+    callbackURL: https://%[8]s
+  relay:
+    sms: true
+    webhook:
+      url: %[11]s/hooks/delauto
+      secretRef: {name: dispatch-webhook, key: secret}
+  sharding:
+    by: Region
+    regions: [%[13]s]
+  workers:
+    concurrency: 20
+    minReplicas: 1
+    maxReplicas: 4
+`, namespace, name, s.Sim.AccountSID(), s.Sim.AuthToken(), s.Services.Redis.URL(), s.Services.Mongo.URI, DispatchKey,
+		CampaignHost(namespace, name), start, end, s.Dispatch.URL, retry, strings.Join(regions, ", "))
+}
+
+// Delivery is the YAML of one Delivery of campaign whose window opens at
+// start (UTC, two hours long), to recipient and agent numbers.
+func Delivery(namespace, campaign, name, region, recipient, agent string, start time.Time) string {
+	start = start.UTC().Truncate(time.Second)
+	return fmt.Sprintf(`---
+apiVersion: delauto.io/v1alpha1
+kind: Delivery
+metadata: {name: %[1]s, namespace: %[2]s, labels: {delauto.io/campaign: %[3]s}}
+spec:
+  recipient: {name: Recipient %[1]s, phone: "%[4]s", timeZone: UTC, language: en-US}
+  address: {line1: 1 Main St, city: Springfield, postalCode: "12345", country: US}
+  region: %[5]s
+  window: {start: "%[6]s", end: "%[7]s"}
+  agent: {name: Route %[1]s, phone: "%[8]s"}
+`, name, namespace, campaign, recipient, region, start.Format(time.RFC3339), start.Add(2*time.Hour).Format(time.RFC3339), agent)
+}
