@@ -100,6 +100,10 @@ test: tools lint verify-generated ## The full check: tools, lint, generated file
 	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) test-e2e
 
+.PHONY: demo
+demo: e2e-tools redis ## Start the whole system locally, run a few hundred Deliveries with a live table, keep it up until Ctrl-C (DELIVERIES=300).
+	go run ./hack/demo -deliveries $(or $(DELIVERIES),300) $(DEMO_FLAGS)
+
 .PHONY: test-e2e
 test-e2e: e2e-tools redis ## The whole system on a local cluster: chart-installed operator (2 replicas), workers as real processes, 200 Deliveries.
 	go test -tags e2e -count=1 -timeout 30m -v ./hack/e2e
