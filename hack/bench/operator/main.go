@@ -322,7 +322,7 @@ func run(n, campaigns, shards, creators, reconciles int, policy bool, timeout ti
 		requests += d
 		if k.write() {
 			writes += d
-			if k.resource == "deliveries" || k.resource == "events" {
+			if res, _, _ := strings.Cut(k.resource, "/"); res == "deliveries" || res == "events" {
 				deliveryWrites += d
 			}
 		}
