@@ -248,3 +248,19 @@ func TestFinalizerPatchedWithoutTheAdmissionPolicy(t *testing.T) {
 		t.Errorf("the operator's writes for %d Deliveries: %v, want %v (finalizer and status)", n, writes, want)
 	}
 }
+
+// The cache keeps neither managed fields nor kubectl's copy of the spec, and
+// keeps every other annotation.
+func TestCacheTransformTrimsObjects(t *testing.T) {
+	d := newDelivery("ns", "d", "spree")
+	d.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"spec":{}}`, "team": "b17"}
+	d.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	out, err := controllers.CacheTransform()(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*v1.Delivery)
+	if len(got.ManagedFields) != 0 || fmt.Sprint(got.Annotations) != "map[team:b17]" {
+		t.Errorf("managed fields %v, annotations %v", got.ManagedFields, got.Annotations)
+	}
+}
