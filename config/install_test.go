@@ -54,6 +54,8 @@ func TestKustomizeInstallApplies(t *testing.T) {
 		"namespace/delauto-system", "customresourcedefinition.apiextensions.k8s.io/deliveries.delauto.io",
 		"clusterrole.rbac.authorization.k8s.io/delauto-operator", "deployment.apps/delauto-operator",
 		"role.rbac.authorization.k8s.io/delauto-leader-election",
+		"mutatingadmissionpolicy.admissionregistration.k8s.io/delauto-cancel-calls",
+		"mutatingadmissionpolicybinding.admissionregistration.k8s.io/delauto-cancel-calls",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl apply -k config/default did not apply %s:\n%s", want, out)
@@ -98,7 +100,10 @@ func TestHelmChartInstalls(t *testing.T) {
 		t.Fatalf("helm template without stores: want a clear error, got %v\n%s", err, out)
 	}
 
+	// --api-versions: as on a cluster serving MutatingAdmissionPolicy (the
+	// apiserver of the tests does), where the chart installs the finalizer's.
 	rendered, err := helm(t, root, "template", "dl", chart, "--namespace", "delauto", "--include-crds",
+		"--api-versions", "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",
 		"--set", "stores.redisURL=redis://redis:6379", "--set", "stores.mongoURI=mongodb://mongo:27017/delauto")
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, rendered)
@@ -110,7 +115,21 @@ func TestHelmChartInstalls(t *testing.T) {
 	if err != nil {
 		t.Fatalf("applying the rendered chart: %v\n%s", err, out)
 	}
-	for _, want := range []string{"deployment.apps/dl-delauto-operator", "clusterrole.rbac.authorization.k8s.io/dl-delauto-operator", "secret/dl-delauto-stores"} {
+	if !strings.Contains(rendered, "--finalizer-policy=dl-delauto-cancel-calls") {
+		t.Error("the chart does not name its admission policy to the operator")
+	}
+	// Where the cluster does not serve MutatingAdmissionPolicy the chart
+	// installs none and the operator patches the finalizer itself.
+	older, err := helm(t, root, "template", "dl", chart, "--namespace", "delauto",
+		"--set", "stores.redisURL=redis://redis:6379", "--set", "stores.mongoURI=mongodb://mongo:27017/delauto")
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, older)
+	}
+	if strings.Contains(older, "kind: MutatingAdmissionPolicy") || !strings.Contains(older, "--finalizer-policy=\n") {
+		t.Error("without MutatingAdmissionPolicy in the cluster the chart still installs the policy or names it to the operator")
+	}
+	for _, want := range []string{"deployment.apps/dl-delauto-operator", "clusterrole.rbac.authorization.k8s.io/dl-delauto-operator", "secret/dl-delauto-stores",
+		"mutatingadmissionpolicy.admissionregistration.k8s.io/dl-delauto-cancel-calls", "mutatingadmissionpolicybinding.admissionregistration.k8s.io/dl-delauto-cancel-calls"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the chart did not create %s:\n%s", want, out)
 		}

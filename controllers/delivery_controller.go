@@ -3,9 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -46,8 +46,16 @@ type DeliveryReconciler struct {
 	Store *store.Store
 	// Queue schedules attempts in Redis.
 	Queue *queue.Queue
-	// Recorder emits an Event on each phase transition.
+	// Recorder emits the Events a person acts on (see deliveryEvents) and
+	// each campaign's periodic summary of the rest.
 	Recorder events.EventRecorder
+	// PhaseSummaryInterval is how often the summary is written
+	// (DefaultPhaseSummaryInterval when 0).
+	PhaseSummaryInterval time.Duration
+	// FinalizerMode says how new Deliveries are expected to get the
+	// Finalizer: from the admission policy, or from this reconciler's patch.
+	// A Delivery without it is patched either way.
+	FinalizerMode FinalizerMode
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	// Outcomes, when set, receives a request per outcome event (see OutcomeSource).
@@ -59,6 +67,8 @@ type DeliveryReconciler struct {
 	// CallLogRetention is how long a finished attempt stays in the call log
 	// when its campaign sets no retention; 0 keeps it forever.
 	CallLogRetention time.Duration
+
+	summary *phaseSummary
 }
 
 // retention is how long the attempts of campaign c are kept once finished,
@@ -109,25 +119,29 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, r.finalize(ctx, d)
 	}
 	if !controllerutil.ContainsFinalizer(d, Finalizer) {
+		// With the admission policy installed, Deliveries are created with
+		// the finalizer and this write is skipped; without it (or for one
+		// created before the policy), it costs a round trip of its own.
+		if r.FinalizerMode == FinalizerByAdmissionPolicy {
+			ctrl.LoggerFrom(ctx).V(1).Info("the Delivery was created without the finalizer; adding it")
+		}
 		patch := client.MergeFrom(d.DeepCopy())
 		controllerutil.AddFinalizer(d, Finalizer)
 		if err := r.Patch(ctx, d, patch); err != nil {
 			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
 		}
+		r.Metrics.finalizerPatched()
 	}
 
 	s := &deliveryScope{d: d}
 	before := d.Status.DeepCopy()
-	oldPhase := before.Phase
 	defer func() {
 		d.Status.ObservedGeneration = d.Generation
 		s.ready.ObservedGeneration = d.Generation
 		if s.ready.Type != "" {
 			setCondition(&d.Status.Conditions, s.ready)
 		}
-		if d.Status.Phase != oldPhase && d.Status.Phase != "" {
-			r.transitionEvent(d, oldPhase)
-		}
+		r.deliveryEvents(d, before, s)
 		base := d.DeepCopy()
 		base.Status = *before
 		err = joinErr(err, patchStatus(ctx, r.Client, d, base, before, &d.Status))
@@ -195,21 +209,6 @@ func (r *DeliveryReconciler) shardOf(d *v1.Delivery, shard string) queue.Shard {
 	return queue.Shard{Namespace: d.Namespace, Campaign: campaign, Name: shard}
 }
 
-func (r *DeliveryReconciler) transitionEvent(d *v1.Delivery, from v1.DeliveryPhase) {
-	if r.Recorder == nil {
-		return
-	}
-	typ := corev1.EventTypeNormal
-	if d.Status.Phase == v1.DeliveryFailed || d.Status.Phase == v1.DeliveryUnreachable {
-		typ = corev1.EventTypeWarning
-	}
-	note := fmt.Sprintf("phase %s -> %s", orNone(string(from)), d.Status.Phase)
-	if d.Status.NextCallTime != nil && d.Status.Phase == v1.DeliveryScheduled {
-		note += fmt.Sprintf(", attempt %d at %s", d.Status.Attempts+1, d.Status.NextCallTime.UTC().Format(time.RFC3339))
-	}
-	r.Recorder.Eventf(d, nil, typ, string(d.Status.Phase), "Transition", "%s", note)
-}
-
 func orNone(s string) string {
 	if s == "" {
 		return "(new)"
@@ -239,6 +238,19 @@ func (r *DeliveryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return []string{string(o.(*v1.Delivery).Status.Phase)}
 	}); err != nil {
 		return err
+	}
+	instance, _ := os.Hostname()
+	if instance == "" {
+		instance = FieldOwner
+	}
+	r.summary = &phaseSummary{client: mgr.GetClient(), instance: instance, interval: r.PhaseSummaryInterval}
+	if r.summary.interval <= 0 {
+		r.summary.interval = DefaultPhaseSummaryInterval
+	}
+	if r.Recorder != nil {
+		if err := mgr.Add(r.summary); err != nil {
+			return err
+		}
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		// A Delivery's own status and finalizer writes bump no generation and

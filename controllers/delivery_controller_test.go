@@ -3,14 +3,16 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -51,9 +53,15 @@ type operator struct {
 
 func startOperator(t *testing.T) *operator {
 	t.Helper()
+	return startOperatorIn(t, namespace(t), env.Kube.Config, nil)
+}
+
+// startOperatorIn starts the Delivery controller in namespace ns, reaching
+// the apiserver with cfg; mutate, when set, adjusts the reconciler first.
+func startOperatorIn(t *testing.T, ns string, cfg *rest.Config, mutate func(*controllers.DeliveryReconciler)) *operator {
+	t.Helper()
 	ctx := context.Background()
 	clk := &clock{}
-	ns := namespace(t)
 	st, err := store.Open(ctx, store.Config{URI: env.Mongo.URI, Database: "op_" + ns, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +73,7 @@ func startOperator(t *testing.T) *operator {
 	q := queue.New(rdb, queue.Options{})
 	t.Cleanup(func() { st.Close(context.Background()); rdb.Close() })
 
-	mgr := newManager(t, ns)
+	mgr := newManagerAs(t, cfg, ns)
 	src := controllers.NewOutcomeSource(rdb, "op-"+ns, nil)
 	if err := mgr.Add(src); err != nil {
 		t.Fatal(err)
@@ -78,7 +86,11 @@ func startOperator(t *testing.T) *operator {
 		Now:      clk.Now,
 		Outcomes: src.Events,
 
-		CallLogRetention: 24 * time.Hour,
+		CallLogRetention:     24 * time.Hour,
+		PhaseSummaryInterval: 300 * time.Millisecond,
+	}
+	if mutate != nil {
+		mutate(r)
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
@@ -336,20 +348,40 @@ func TestDeliveryPhasesFollowOutcomes(t *testing.T) {
 			}
 		})
 	}
-	// Each transition left an Event.
-	var evs corev1.EventList
-	if err := env.Kube.Client.List(context.Background(), &evs, client.InNamespace(o.ns)); err != nil {
-		t.Fatal(err)
-	}
-	reasons := map[string]bool{}
-	for _, e := range evs.Items {
-		reasons[e.Reason] = true
-	}
-	for _, want := range []string{"Scheduled", "Confirmed", "OptedOut", "Unreachable"} {
-		if !reasons[want] {
-			t.Errorf("no %s Event; events: %v", want, reasons)
+	// The transitions a person acts on left an Event on their Delivery; the
+	// others are counted in the campaign's summary Event.
+	eventually(t, 15*time.Second, "phase Events", func() error {
+		var evs eventsv1.EventList
+		if err := env.Kube.Client.List(context.Background(), &evs, client.InNamespace(o.ns)); err != nil {
+			t.Fatal(err)
 		}
-	}
+		own := map[string]string{}
+		summary := ""
+		for _, e := range evs.Items {
+			switch e.Regarding.Kind {
+			case "Delivery":
+				own[e.Regarding.Name] += e.Reason + " "
+			case "CallCampaign":
+				if e.Reason == controllers.ReasonPhaseSummary {
+					summary += e.Note + "; "
+				}
+			}
+		}
+		if own["optout"] != "OptedOut " || own["hangup"] != "Unreachable " {
+			return fmt.Errorf("Delivery Events %v, want OptedOut on optout and Unreachable on hangup", own)
+		}
+		for _, quiet := range []string{"confirm", "reschedule", "instructions"} {
+			if own[quiet] != "" {
+				t.Errorf("Delivery %s has Events %q; Scheduled and answered Deliveries have none of their own", quiet, own[quiet])
+			}
+		}
+		for _, want := range []string{"Scheduled: ", "Confirmed: 1", "RescheduleRequested: 1"} {
+			if !strings.Contains(summary, want) {
+				return fmt.Errorf("the campaign's summary Events %q do not count %q", summary, want)
+			}
+		}
+		return nil
+	})
 }
 
 func TestDeliveryRetriesThenGivesUp(t *testing.T) {

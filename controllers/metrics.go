@@ -9,6 +9,9 @@ type Metrics struct {
 	decisions *prometheus.CounterVec
 	replans   prometheus.Counter
 	outcomes  prometheus.Counter
+	// finalizerMode is 1 for the way new Deliveries get the finalizer.
+	finalizerMode    *prometheus.GaugeVec
+	finalizerPatches prometheus.Counter
 }
 
 // NewMetrics registers the operator's counters on reg.
@@ -26,8 +29,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "delauto_operator_outcome_events_total",
 			Help: "Outcome events read from the workers' outcome stream.",
 		}),
+		finalizerMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "delauto_operator_finalizer_mode",
+			Help: "1 for how new Deliveries get the cancel-calls finalizer, chosen at start-up: AdmissionPolicy (set at create by the MutatingAdmissionPolicy, no write of the operator) or Patch (one patch per Delivery).",
+		}, []string{"mode"}),
+		finalizerPatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "delauto_operator_finalizer_patches_total",
+			Help: "Deliveries the operator patched to add the finalizer: each one an API write. Growing in AdmissionPolicy mode means the policy does not act.",
+		}),
 	}
-	reg.MustRegister(m.decisions, m.replans, m.outcomes)
+	reg.MustRegister(m.decisions, m.replans, m.outcomes, m.finalizerMode, m.finalizerPatches)
 	return m
 }
 
@@ -46,5 +57,25 @@ func (m *Metrics) replanned() {
 func (m *Metrics) outcome() {
 	if m != nil {
 		m.outcomes.Inc()
+	}
+}
+
+// SetFinalizerMode reports the mode chosen at start-up.
+func (m *Metrics) SetFinalizerMode(mode FinalizerMode) {
+	if m == nil {
+		return
+	}
+	for _, k := range []FinalizerMode{FinalizerByAdmissionPolicy, FinalizerByPatch} {
+		v := 0.0
+		if k == mode {
+			v = 1
+		}
+		m.finalizerMode.WithLabelValues(string(k)).Set(v)
+	}
+}
+
+func (m *Metrics) finalizerPatched() {
+	if m != nil {
+		m.finalizerPatches.Inc()
 	}
 }

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -46,6 +47,7 @@ type operatorConfig struct {
 	concurrency     int
 	logLevel        string
 	statusInterval  time.Duration
+	finalizerPolicy string
 	conn            stores.Settings
 	retention       retentionFlags
 	// workers is what every worker Deployment gets, the operator's own
@@ -81,6 +83,7 @@ func parseOperatorConfig(args []string, getenv func(string) string) (*operatorCo
 	fs.StringVar(&c.workers.TwilioBaseURL, "worker-twilio-base-url", "", "for tests and demos only: point every worker at this Twilio API base URL (the Twilio simulator) instead of Twilio; empty (the default) is Twilio")
 	fs.BoolVar(&c.workers.RelayAllowPrivate, "worker-relay-allow-private", false, "for tests, demos and dispatch systems inside the cluster: let every worker's relay webhook use plain http and private or loopback addresses (the workers' --relay-allow-private); off by default")
 	fs.DurationVar(&c.statusInterval, "status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
+	fs.StringVar(&c.finalizerPolicy, "finalizer-policy", controllers.DefaultFinalizerPolicy, "MutatingAdmissionPolicy (and binding of the same name) that sets the finalizer on new Deliveries; when it is installed the operator writes nothing for the finalizer, else (or when empty) it patches each new Delivery")
 	c.conn.RegisterEnv(fs, getenv)
 	c.retention.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -148,7 +151,7 @@ func runOperator(args []string) error {
 		LeaderElectionID:        "operator.delauto.io",
 		LeaderElectionNamespace: cfg.leaderNamespace,
 		Cache: cache.Options{
-			DefaultTransform: cache.TransformStripManagedFields(),
+			DefaultTransform: controllers.CacheTransform(),
 			ByObject: map[client.Object]cache.ByObject{
 				&appsv1.Deployment{}: {Label: owned},
 				&corev1.Service{}:    {Label: owned},
@@ -181,6 +184,13 @@ func runOperator(args []string) error {
 	if err := mgr.Add(outcomes); err != nil {
 		return err
 	}
+	disc, err := discovery.NewDiscoveryClientForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	finalizerMode, why := controllers.DetectFinalizerMode(ctx, disc, mgr.GetAPIReader(), cfg.finalizerPolicy)
+	metrics.SetFinalizerMode(finalizerMode)
+	ctrl.Log.WithName("operator").Info("finalizer of new Deliveries", "mode", finalizerMode, "why", why)
 	deliveries := &controllers.DeliveryReconciler{
 		Client:                  mgr.GetClient(),
 		Store:                   callLog,
@@ -190,6 +200,7 @@ func runOperator(args []string) error {
 		MaxConcurrentReconciles: cfg.concurrency,
 		Metrics:                 metrics,
 		CallLogRetention:        conn.Retention,
+		FinalizerMode:           finalizerMode,
 	}
 	if err := deliveries.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Delivery controller: %w", err)

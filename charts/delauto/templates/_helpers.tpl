@@ -31,3 +31,10 @@ app.kubernetes.io/component: operator
 {{- define "delauto.storesSecret" -}}
 {{- default (printf "%s-stores" (include "delauto.fullname" .)) .Values.stores.existingSecret -}}
 {{- end -}}
+
+{{- /* The MutatingAdmissionPolicy (and binding) setting the finalizer; empty when not installed. */ -}}
+{{- define "delauto.finalizerPolicy" -}}
+{{- if and .Values.admissionPolicy.enabled (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy") -}}
+{{- printf "%s-cancel-calls" (include "delauto.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}

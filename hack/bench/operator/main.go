@@ -2,14 +2,22 @@
 // Deliveries over several campaigns on a real apiserver (envtest), with a
 // real Redis and FerretDB, runs `delauto operator` as a separate process, and
 // reports how long after the last create every Delivery is Scheduled (its
-// attempt in MongoDB and in its shard's queue), the operator's peak RSS, and
-// the API writes it made per Delivery.
+// attempt in MongoDB and in its shard's queue), what that cost the apiserver
+// (its CPU seconds from /proc, the operator's requests and writes from its
+// apiserver_request_total counters), and the operator's memory: peak RSS,
+// and RSS and live heap growth per Delivery (each read after a forced GC once
+// the operator's caches synced and again once all are Scheduled; two runs
+// of different sizes give the slope).
 //
-// Usage: go run ./hack/bench/operator [-deliveries 10000] [-campaigns 20]
+// Usage: go run ./hack/bench/operator [-deliveries 10000] [-campaigns 20] [-finalizer-policy=true]
 //
 // The last line is:
 //
-//	operator deliveries=<n> schedule_all_s=<x> rss_mb=<x> api_calls_per_delivery=<x>
+//	operator deliveries=<n> schedule_all_s=<x> rss_mb=<x> rss_kb_per_delivery=<x> heap_kb_per_delivery=<x>
+//	  apiserver_cpu_s=<x> apiserver_cpu_ms_per_delivery=<x> apiserver_requests_per_delivery=<x>
+//	  api_writes_per_delivery=<x> finalizer=<mode>
+//
+// (one line).
 package main
 
 import (
@@ -37,10 +45,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/hack/bench/internal/procs"
@@ -60,11 +70,12 @@ func main() {
 	creators := flag.Int("creators", 16, "concurrent creating clients")
 	reconciles := flag.Int("max-concurrent-reconciles", 32, "the operator's --max-concurrent-reconciles (its default)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	policy := flag.Bool("finalizer-policy", true, "install config/admission's MutatingAdmissionPolicy (as config/default and the chart do) so new Deliveries get the finalizer at create; false measures the operator's fallback patch")
 	flag.StringVar(&apiserverProfile, "apiserver-cpuprofile", "", "write a 30 s CPU profile of kube-apiserver, taken 10 s into the creates, to this file")
 	flag.Parse()
 	// The bench's own watch logs nothing worth reading.
 	ctrllog.SetLogger(logr.Discard())
-	if err := run(*n, *campaigns, *shards, *creators, *reconciles, *timeout); err != nil {
+	if err := run(*n, *campaigns, *shards, *creators, *reconciles, *policy, *timeout); err != nil {
 		fmt.Fprintf(os.Stderr, "operator-bench: %v\n", err)
 		os.Exit(1)
 	}
@@ -74,7 +85,7 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) error {
+func run(n, campaigns, shards, creators, reconciles int, policy bool, timeout time.Duration) error {
 	// Interrupting the bench still stops the services it started.
 	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -128,7 +139,14 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 		specs = append(specs, cc)
 	}
 
-	before, err := writeCounts(ctx, env)
+	if policy {
+		logf("installing the finalizer's MutatingAdmissionPolicy %s", policyName)
+		if err := installFinalizerPolicy(ctx, c, root, ns, specs[0].Name); err != nil {
+			return err
+		}
+	}
+
+	before, err := requestCounts(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -137,9 +155,13 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 	if err != nil {
 		return err
 	}
+	pprofAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
 	op := exec.CommandContext(ctx, bin, "operator", "--metrics-bind-address="+metricsAddr, "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:0",
 		"--max-concurrent-reconciles="+strconv.Itoa(reconciles), "--redis-url="+env.Redis.URL(), "--mongo-uri="+env.Mongo.URI,
-		"--mongo-database=bench", "--pprof-bind-address=127.0.0.1:6061")
+		"--mongo-database=bench", "--pprof-bind-address="+pprofAddr, "--finalizer-policy="+policyName)
 	op.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	opLog, err := os.CreateTemp("", "delauto-operator-*.log")
 	if err != nil {
@@ -174,6 +196,18 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 	if !watched.WaitForCacheSync(ctx) {
 		return fmt.Errorf("the bench's Delivery cache did not sync")
 	}
+
+	// Memory is measured from when the operator's caches are synced and its
+	// controllers run (every campaign reconciled once), so the growth is
+	// what the Deliveries cost.
+	if err := waitReconciled(ctx, metricsAddr, "callcampaign", campaigns); err != nil {
+		return fmt.Errorf("%w; operator log: %s", err, opLog.Name())
+	}
+	memBefore, err := memory(ctx, op.Process.Pid, metricsAddr, pprofAddr)
+	if err != nil {
+		return err
+	}
+	logf("operator ready: RSS %.1f MB, live heap %.1f MB", memBefore.rssKB/1024, memBefore.heapBytes/(1<<20))
 
 	logf("creating %d Deliveries over %d campaigns with %d clients", n, campaigns, creators)
 	cpuBefore := procs.CPUSnapshot(benchProcess)
@@ -268,23 +302,42 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 		}
 		time.Sleep(time.Second)
 	}
-	after, err := writeCounts(ctx, env)
+	elapsed := time.Since(start)
+	used := procs.CPUSnapshot(benchProcess).Minus(cpuBefore)
+	after, err := requestCounts(ctx, env)
 	if err != nil {
 		return err
 	}
-	writes := 0.0
-	for k, v := range after {
-		writes += v - before[k]
+	memAfter, err := memory(ctx, op.Process.Pid, metricsAddr, pprofAddr)
+	if err != nil {
+		return err
 	}
-	// The bench's own creates are not the operator's.
-	writes -= float64(n)
-	perDelivery := writes / float64(n)
-	logf("API writes after the operator started, by resource and verb:")
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			logf("  %-40s %8.0f", k, d)
+	var requests, writes, deliveryWrites float64
+	logf("apiserver requests after the operator started, by resource and verb (the bench's %d creates included):", n)
+	for _, k := range slices.SortedFunc(maps.Keys(after), requestKey.Compare) {
+		d := after[k] - before[k]
+		if d <= 0 {
+			continue
 		}
+		requests += d
+		if k.write() {
+			writes += d
+			if res, _, _ := strings.Cut(k.resource, "/"); res == "deliveries" || res == "events" {
+				deliveryWrites += d
+			}
+		}
+		logf("  %-44s %8.0f", k, d)
 	}
+	// The bench's own creates are not the operator's; its watch and these
+	// reads of the metrics are a handful of requests.
+	requests -= float64(n)
+	writes -= float64(n)
+	deliveryWrites -= float64(n)
+	perDelivery := writes / float64(n)
+	logf("operator's API writes: %.0f (%.3f per Delivery), of which on Deliveries and Events %.0f (%.3f per Delivery); requests %.0f (%.3f per Delivery)",
+		writes, perDelivery, deliveryWrites, deliveryWrites/float64(n), requests, requests/float64(n))
+	mode, finalizerPatches := finalizerFigures(ctx, metricsAddr)
+	logf("finalizer mode %s, finalizer patches %.0f", mode, finalizerPatches)
 	if reconciles, err := reconcileCounts(ctx, metricsAddr); err != nil {
 		logf("cannot read the operator's metrics: %v", err)
 	} else {
@@ -293,15 +346,19 @@ func run(n, campaigns, shards, creators, reconciles int, timeout time.Duration) 
 		}
 	}
 	logf("CPU seconds from the first create until all Scheduled, by process (%.1f s of wall time, 2 cores = %.1f CPU seconds):",
-		time.Since(start).Seconds(), 2*time.Since(start).Seconds())
-	used := procs.CPUSnapshot(benchProcess).Minus(cpuBefore)
+		elapsed.Seconds(), 2*elapsed.Seconds())
 	for _, name := range slices.Sorted(maps.Keys(used)) {
 		if used[name] >= 0.5 {
 			logf("  %-24s %8.1f", name, used[name])
 		}
 	}
-	fmt.Printf("operator deliveries=%d schedule_all_s=%.1f rss_mb=%.0f api_calls_per_delivery=%.2f\n",
-		n, scheduleAll.Seconds(), float64(peakRSS.Load())/1024, perDelivery)
+	rssPer := (memAfter.rssKB - memBefore.rssKB) / float64(n)
+	heapPer := (memAfter.heapBytes - memBefore.heapBytes) / 1024 / float64(n)
+	logf("operator memory: RSS %.1f -> %.1f MB, live heap %.1f -> %.1f MB (after a forced GC), peak RSS %.1f MB",
+		memBefore.rssKB/1024, memAfter.rssKB/1024, memBefore.heapBytes/(1<<20), memAfter.heapBytes/(1<<20), float64(peakRSS.Load())/1024)
+	apiCPU := used["kube-apiserver"]
+	fmt.Printf("operator deliveries=%d schedule_all_s=%.1f rss_mb=%.0f rss_kb_per_delivery=%.2f heap_kb_per_delivery=%.2f apiserver_cpu_s=%.1f apiserver_cpu_ms_per_delivery=%.2f apiserver_requests_per_delivery=%.3f api_writes_per_delivery=%.3f finalizer=%s\n",
+		n, scheduleAll.Seconds(), float64(peakRSS.Load())/1024, rssPer, heapPer, apiCPU, 1000*apiCPU/float64(n), requests/float64(n), perDelivery, mode)
 	return nil
 }
 
@@ -320,10 +377,26 @@ func delivery(ns string, i int, campaign string) *v1.Delivery {
 	}
 }
 
-// writeCounts reads the apiserver's request counters of writes (POST, PUT,
-// PATCH, DELETE), keyed "resource/subresource verb".
+// requestKey is one apiserver_request_total series, summed over codes,
+// scopes and versions.
+type requestKey struct{ resource, verb string }
 
-func writeCounts(ctx context.Context, env *testservices.Env) (map[string]float64, error) {
+func (k requestKey) String() string { return k.resource + " " + k.verb }
+
+func (k requestKey) Compare(o requestKey) int { return strings.Compare(k.String(), o.String()) }
+
+// write says whether the request changed something.
+func (k requestKey) write() bool {
+	switch k.verb {
+	case "POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY", "CREATE", "UPDATE":
+		return true
+	}
+	return false
+}
+
+// requestCounts reads the apiserver's request counters of API resources,
+// keyed by "resource/subresource" and verb.
+func requestCounts(ctx context.Context, env *testservices.Env) (map[requestKey]float64, error) {
 	cs, err := kubernetes.NewForConfig(env.Kube.Config)
 	if err != nil {
 		return nil, err
@@ -332,19 +405,16 @@ func writeCounts(ctx context.Context, env *testservices.Env) (map[string]float64
 	if err != nil {
 		return nil, fmt.Errorf("read apiserver metrics: %w", err)
 	}
-	out := map[string]float64{}
+	out := map[requestKey]float64{}
 	for _, m := range samples(raw, "apiserver_request_total") {
-		verb, res := m.labels["verb"], m.labels["resource"]
-		if verb != "POST" && verb != "PUT" && verb != "PATCH" && verb != "DELETE" && verb != "APPLY" {
-			continue
-		}
-		if res != "deliveries" && res != "events" {
-			continue
+		res := m.labels["resource"]
+		if res == "" {
+			continue // /metrics, /healthz, discovery
 		}
 		if s := m.labels["subresource"]; s != "" {
 			res += "/" + s
 		}
-		out[res+" "+verb] += m.value
+		out[requestKey{res, m.labels["verb"]}] += m.value
 	}
 	return out, nil
 }
@@ -355,7 +425,7 @@ type sample struct {
 	value  float64
 }
 
-var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} ([0-9.e+-]+)$`)
+var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ([0-9.e+-]+)$`)
 
 // samples returns the labelled samples of metric name in a text exposition.
 func samples(text []byte, name string) []sample {
@@ -367,6 +437,9 @@ func samples(text []byte, name string) []sample {
 		}
 		labels := map[string]string{}
 		for _, kv := range strings.Split(m[2], ",") {
+			if kv == "" {
+				continue
+			}
 			k, v, _ := strings.Cut(kv, "=")
 			labels[k] = strings.Trim(v, `"`)
 		}
@@ -411,9 +484,13 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// reconcileCounts reads the operator's reconciles by controller and result.
-func reconcileCounts(ctx context.Context, addr string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+// operatorMetrics reads the operator's /metrics.
+func operatorMetrics(ctx context.Context, addr string) ([]byte, error) {
+	return httpGet(ctx, "http://"+addr+"/metrics")
+}
+
+func httpGet(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -426,6 +503,18 @@ func reconcileCounts(ctx context.Context, addr string) (map[string]float64, erro
 	if err != nil {
 		return nil, err
 	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return raw, nil
+}
+
+// reconcileCounts reads the operator's reconciles by controller and result.
+func reconcileCounts(ctx context.Context, addr string) (map[string]float64, error) {
+	raw, err := operatorMetrics(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]float64{}
 	for _, m := range samples(raw, "controller_runtime_reconcile_total") {
 		if m.value > 0 {
@@ -435,24 +524,141 @@ func reconcileCounts(ctx context.Context, addr string) (map[string]float64, erro
 	return out, nil
 }
 
-// sampleRSS keeps the peak resident set size (KiB) of pid.
-func sampleRSS(ctx context.Context, pid int, peak *atomic.Int64) {
+// waitReconciled waits until controller has finished at least n reconciles.
+func waitReconciled(ctx context.Context, addr, controller string, n int) error {
+	var err error
 	for ctx.Err() == nil {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			return
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if strings.HasPrefix(line, "VmHWM:") {
-				f := strings.Fields(line)
-				if len(f) >= 2 {
-					kb, _ := strconv.ParseInt(f[1], 10, 64)
-					if kb > peak.Load() {
-						peak.Store(kb)
-					}
+		var counts map[string]float64
+		if counts, err = reconcileCounts(ctx, addr); err == nil {
+			done := 0.0
+			for k, v := range counts {
+				if strings.HasPrefix(k, controller+" ") {
+					done += v
 				}
 			}
+			if done >= float64(n) {
+				return nil
+			}
+			err = fmt.Errorf("%s reconciles: %.0f of %d", controller, done, n)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	return fmt.Errorf("the operator did not start: %v", err)
+}
+
+// memFigures is the operator's memory at one moment.
+type memFigures struct {
+	rssKB     float64
+	heapBytes float64
+}
+
+// memory forces a garbage collection in the operator (its pprof heap
+// endpoint with gc=1), then reads its live heap (go_memstats_heap_alloc_bytes)
+// and RSS.
+func memory(ctx context.Context, pid int, metricsAddr, pprofAddr string) (memFigures, error) {
+	var m memFigures
+	if _, err := httpGet(ctx, "http://"+pprofAddr+"/debug/pprof/heap?gc=1"); err != nil {
+		return m, fmt.Errorf("force a GC in the operator: %w", err)
+	}
+	raw, err := operatorMetrics(ctx, metricsAddr)
+	if err != nil {
+		return m, err
+	}
+	for _, s := range samples(raw, "go_memstats_heap_alloc_bytes") {
+		m.heapBytes = s.value
+	}
+	m.rssKB = float64(procStatusKB(pid, "VmRSS:"))
+	return m, nil
+}
+
+// finalizerFigures reads how the operator sets the finalizer of new
+// Deliveries and how many it patched.
+func finalizerFigures(ctx context.Context, addr string) (mode string, patches float64) {
+	mode = "unknown"
+	raw, err := operatorMetrics(ctx, addr)
+	if err != nil {
+		return mode, -1
+	}
+	for _, s := range samples(raw, "delauto_operator_finalizer_mode") {
+		if s.value == 1 {
+			mode = s.labels["mode"]
+		}
+	}
+	for _, s := range samples(raw, "delauto_operator_finalizer_patches_total") {
+		patches = s.value
+	}
+	return mode, patches
+}
+
+// policyName is the admission policy's name as config/default installs it
+// (namePrefix delauto-).
+const policyName = "delauto-cancel-calls"
+
+// installFinalizerPolicy creates config/admission's MutatingAdmissionPolicy
+// and binding, named as config/default names them, and waits until the
+// apiserver applies it (a dry-run create of a Delivery comes back with the
+// finalizer).
+func installFinalizerPolicy(ctx context.Context, c client.Client, root, ns, campaign string) error {
+	raw, err := os.ReadFile(filepath.Join(root, "config", "admission", "finalizer_policy.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			return fmt.Errorf("config/admission/finalizer_policy.yaml: %w", err)
+		}
+		u.SetName(policyName)
+		if u.GetKind() == "MutatingAdmissionPolicyBinding" {
+			if err := unstructured.SetNestedField(u.Object, policyName, "spec", "policyName"); err != nil {
+				return err
+			}
+		}
+		if err := c.Create(ctx, u); err != nil {
+			return fmt.Errorf("create %s: %w", u.GetKind(), err)
+		}
+	}
+	for ctx.Err() == nil {
+		d := delivery(ns, 99999, campaign)
+		if err := c.Create(ctx, d, client.DryRunAll); err != nil {
+			return fmt.Errorf("dry-run create of a Delivery: %w", err)
+		}
+		if slices.Contains(d.Finalizers, "delauto.io/cancel-calls") {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("the admission policy did not set the finalizer: %w", ctx.Err())
+}
+
+// sampleRSS keeps the peak resident set size (KiB) of pid.
+func sampleRSS(ctx context.Context, pid int, peak *atomic.Int64) {
+	for ctx.Err() == nil {
+		kb := procStatusKB(pid, "VmHWM:")
+		if kb < 0 {
+			return
+		}
+		if kb > peak.Load() {
+			peak.Store(kb)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// procStatusKB reads one figure (KiB) of /proc/<pid>/status; -1 when the
+// process is gone.
+func procStatusKB(pid int, field string) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, field) {
+			if f := strings.Fields(line); len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb
+			}
+		}
+	}
+	return 0
 }
