@@ -40,12 +40,19 @@ func (s ShardStats) Waiting() int64 { return s.DueNow + s.Ready }
 // the window DueSoon counts. Counts are taken at slightly different moments,
 // so they are consistent to within the pipeline's duration.
 func (q *Queue) Stats(ctx context.Context, shards []Shard, horizon time.Duration) ([]ShardStats, error) {
+	return q.StatsAt(ctx, shards, time.Now(), horizon)
+}
+
+// StatsAt is Stats as seen at now: DueNow counts attempts due by now and
+// DueSoon those due after now and within horizon. The autoscaler passes its
+// own clock, so its decisions can be tested in fake time.
+func (q *Queue) StatsAt(ctx context.Context, shards []Shard, asOf time.Time, horizon time.Duration) ([]ShardStats, error) {
 	type cmds struct {
 		dueNow, later, soon, queued, deadLen *redis.IntCmd
 		groups                               *redis.XInfoGroupsCmd
 		pending                              *redis.XPendingCmd
 	}
-	now := time.Now().UnixMilli()
+	now := asOf.UnixMilli()
 	nowS := strconv.FormatInt(now, 10)
 	pipe := q.rdb.Pipeline()
 	cs := make([]cmds, len(shards))
