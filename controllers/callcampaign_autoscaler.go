@@ -107,6 +107,7 @@ type Autoscaler struct {
 	Log logr.Logger
 
 	mu        sync.Mutex
+	steps     sync.WaitGroup
 	campaigns map[types.NamespacedName]*trackedCampaign
 	events    chan event.GenericEvent
 }
@@ -267,6 +268,10 @@ func (a *Autoscaler) Start(ctx context.Context) error {
 	}
 }
 
+// WaitSteps waits for the steps down in progress (drains, then the scale
+// patch) to end; RunOnce returns before them.
+func (a *Autoscaler) WaitSteps() { a.steps.Wait() }
+
 // NeedLeaderElection: only the leader scales.
 func (a *Autoscaler) NeedLeaderElection() bool { return true }
 
@@ -399,7 +404,11 @@ func (a *Autoscaler) decideShard(ctx context.Context, key types.NamespacedName, 
 		a.mu.Lock()
 		st.stepping = true
 		a.mu.Unlock()
-		go a.stepDown(ctx, key, c, shard, st, dep, current, n, t, now)
+		a.steps.Add(1)
+		go func() {
+			defer a.steps.Done()
+			a.stepDown(ctx, key, c, shard, st, dep, current, n, t, now)
+		}()
 	}
 }
 
