@@ -22,6 +22,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/workers/queue"
 )
 
@@ -417,4 +418,98 @@ func TestAutoscaleToZeroAndWake(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestShardCountDownMovesQueuedAttempts(t *testing.T) {
+	q, ns := startCampaignController(t)
+	ctx := context.Background()
+	create(t, twilioSecret(ns))
+	c := newCampaign(ns, 3)
+	create(t, c)
+	eventually(t, 30*time.Second, "3 worker Deployments", func() error {
+		ds, err := workerDeployments(ns)
+		if err == nil && len(ds) != 3 {
+			err = fmt.Errorf("deployments %s", deploymentNames(ds))
+		}
+		return err
+	})
+	// 300 attempts over the three shards, as the Delivery controller places them.
+	var entries []queue.Entry
+	perShard := map[string]int{}
+	for i := 0; i < 300; i++ {
+		uid := fmt.Sprintf("uid-%03d", i)
+		shard := sharding.For(c.Spec.Sharding, uid, "")
+		perShard[shard]++
+		due := time.Now().Add(time.Duration(i%2) * time.Hour) // half due now, half later
+		entries = append(entries, queue.Entry{Shard: queue.Shard{Namespace: ns, Campaign: "spree", Name: shard}, ID: uid + "-1", Due: due})
+	}
+	if len(perShard) != 3 {
+		t.Fatalf("attempts over %d shards: %v", len(perShard), perShard)
+	}
+	if _, err := q.ScheduleBatch(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	update(t, c, func(c *v1.CallCampaign) { c.Spec.Sharding.Count = 1 })
+	shards := []queue.Shard{{Namespace: ns, Campaign: "spree", Name: "shard-0"}, {Namespace: ns, Campaign: "spree", Name: "shard-1"}, {Namespace: ns, Campaign: "spree", Name: "shard-2"}}
+	eventually(t, 30*time.Second, "the removed shards' queues moved to shard-0", func() error {
+		st, err := q.StatsAt(ctx, shards, time.Now(), time.Minute)
+		if err != nil {
+			return err
+		}
+		if got := st[0].Waiting() + st[0].Scheduled; got != 300 || st[1].Waiting()+st[1].Scheduled+st[2].Waiting()+st[2].Scheduled != 0 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		ds, err := workerDeployments(ns)
+		if err == nil && len(ds) != 1 {
+			err = fmt.Errorf("deployments %s", deploymentNames(ds))
+		}
+		return err
+	})
+	// Every attempt is called once: bring the later half forward and let a
+	// consumer of all three shards handle them.
+	for _, e := range entries {
+		if _, err := q.Reschedule(ctx, shards[0], e.ID, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	cons, err := q.NewConsumer(queue.ConsumerOptions{
+		Shards: []queue.ShardWeight{{Shard: shards[0]}, {Shard: shards[1]}, {Shard: shards[2]}},
+		Name:   "test", Concurrency: 20, Block: 100 * time.Millisecond,
+		Handler: func(_ context.Context, m queue.Message) error {
+			mu.Lock()
+			calls[m.ID]++
+			mu.Unlock()
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cons.Run(cctx) }()
+	eventually(t, 30*time.Second, "every attempt called", func() error {
+		st, err := q.StatsAt(ctx, shards, time.Now(), time.Minute)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		n := len(calls)
+		mu.Unlock()
+		if n != 300 || st[0].Waiting()+st[0].InFlight+st[0].Scheduled != 0 {
+			return fmt.Errorf("%d of 300 called; shard-0 %+v", n, st[0])
+		}
+		return nil
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if calls[e.ID] != 1 {
+			t.Errorf("attempt %s called %d times", e.ID, calls[e.ID])
+		}
+	}
 }

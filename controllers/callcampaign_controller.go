@@ -336,8 +336,27 @@ func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campa
 		return err
 	}
 	keep := map[string]bool{}
+	current := map[string]bool{}
 	for _, sh := range s.shards {
 		keep[WorkerDeploymentName(s.campaign.Name, sh)] = true
+		current[sh] = true
+	}
+	// The queues of removed shards (those with a Deployment, and those the
+	// last status still lists) move to the shards that own their attempts
+	// now, before the old workers go.
+	removed := map[string]bool{}
+	for _, sh := range s.campaign.Status.Shards {
+		if !current[sh.Name] {
+			removed[sh.Name] = true
+		}
+	}
+	for _, d := range list.Items {
+		if sh := d.Labels[LabelShard]; sh != "" && !current[sh] && metav1.IsControlledBy(&d, s.campaign) {
+			removed[sh] = true
+		}
+	}
+	if err := r.moveRemovedShards(ctx, s, removed); err != nil {
+		return err
 	}
 	for i := range list.Items {
 		d := &list.Items[i]
@@ -349,6 +368,36 @@ func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campa
 		}
 		log.FromContext(ctx).Info("removed the worker Deployment of a removed shard", "deployment", d.Name)
 		r.Recorder.Eventf(s.campaign, nil, corev1.EventTypeNormal, "ShardRemoved", "DeleteDeployment", "removed worker Deployment %s", d.Name)
+	}
+	return nil
+}
+
+// moveRemovedShards moves the queued attempts of removed shards to the
+// shards that own them now: a hash shard's attempt goes where its
+// delivery's UID hashes to, a removed region's to the first region, as
+// sharding.For places new deliveries.
+func (r *CallCampaignReconciler) moveRemovedShards(ctx context.Context, s *campaignScope, removed map[string]bool) error {
+	mover, ok := r.Queues.(ShardMover)
+	if !ok {
+		return nil
+	}
+	spec := s.campaign.Spec.Sharding
+	for from := range removed {
+		owner := func(id string) string {
+			uid := id
+			if i := strings.LastIndex(id, "-"); i > 0 {
+				uid = id[:i]
+			}
+			return sharding.For(spec, uid, from)
+		}
+		n, err := mover.MoveQueued(ctx, s.campaign.Namespace, s.campaign.Name, from, owner)
+		if err != nil {
+			return fmt.Errorf("move the queue of removed shard %s: %w", from, err)
+		}
+		if n > 0 {
+			log.FromContext(ctx).Info("moved the queued attempts of a removed shard", "shard", from, "attempts", n)
+			r.Recorder.Eventf(s.campaign, nil, corev1.EventTypeNormal, "ShardQueueMoved", "MoveQueue", "moved %d queued attempts of removed shard %s", n, from)
+		}
 	}
 	return nil
 }

@@ -124,3 +124,37 @@ func missingStream(err error) bool {
 	s := err.Error()
 	return strings.HasPrefix(s, "NOGROUP") || strings.Contains(s, "no such key")
 }
+
+// Queued lists up to limit attempts of s that no worker holds yet: those
+// in the due set with their due time, then those in the ready stream
+// (IDs of the index; due is now for them; some may be in flight by the
+// time the caller acts, which Cancel reports).
+func (q *Queue) Queued(ctx context.Context, s Shard, limit int64) ([]Entry, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	zs, err := q.rdb.ZRangeWithScores(ctx, s.DueKey(), 0, limit-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("queue: queued of %s: %w", s, err)
+	}
+	out := make([]Entry, 0, len(zs))
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		out = append(out, Entry{Shard: s, ID: id, Due: time.UnixMilli(int64(z.Score))})
+	}
+	if int64(len(out)) >= limit {
+		return out, nil
+	}
+	ids, err := q.rdb.HKeys(ctx, s.IndexKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("queue: queued of %s: %w", s, err)
+	}
+	now := time.Now()
+	for _, id := range ids {
+		if int64(len(out)) >= limit {
+			break
+		}
+		out = append(out, Entry{Shard: s, ID: id, Due: now})
+	}
+	return out, nil
+}
