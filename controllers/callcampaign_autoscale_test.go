@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -46,7 +48,14 @@ type scaleWorld struct {
 
 func startScaleWorld(t *testing.T) *scaleWorld {
 	t.Helper()
-	w := &scaleWorld{ns: namespace(t), clk: clocktesting.NewFakeClock(time.Now()), figs: &switchFigures{}}
+	return startScaleWorldAs(t, env.Kube.Config, namespace(t))
+}
+
+// startScaleWorldAs runs the controller and autoscaler reaching the
+// apiserver with cfg, for a campaign in ns.
+func startScaleWorldAs(t *testing.T, cfg *rest.Config, ns string) *scaleWorld {
+	t.Helper()
+	w := &scaleWorld{ns: ns, clk: clocktesting.NewFakeClock(time.Now()), figs: &switchFigures{}}
 	create(t, storesSecret(w.ns), twilioSecret(w.ns))
 	rdb := env.Redis.Client()
 	t.Cleanup(func() { rdb.Close() })
@@ -61,7 +70,7 @@ func startScaleWorld(t *testing.T) *scaleWorld {
 	w.opsPort = l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	w.a = &controllers.Autoscaler{Figures: w.figs, Clock: w.clk, Interval: 50 * time.Millisecond, OpsPort: w.opsPort, DrainTimeout: 5 * time.Second}
-	mgr := newManager(t, w.ns)
+	mgr := newManagerAs(t, cfg, w.ns)
 	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
 	}
@@ -510,6 +519,48 @@ func TestShardCountDownMovesQueuedAttempts(t *testing.T) {
 	for _, e := range entries {
 		if calls[e.ID] != 1 {
 			t.Errorf("attempt %s called %d times", e.ID, calls[e.ID])
+		}
+	}
+}
+
+// The operator scales down with the rules it is installed with: pods get,
+// list and patch (no delete, no watch, no exec), deployments/scale, and
+// the drain Secret read by name.
+func TestAutoscalerScalesDownWithItsGeneratedRBAC(t *testing.T) {
+	rules := operatorRules(t)
+	for _, r := range rules {
+		if slices.Contains(r.Resources, "pods") {
+			for _, v := range r.Verbs {
+				if v != "get" && v != "list" && v != "patch" {
+					t.Errorf("the operator may %s pods", v)
+				}
+			}
+		}
+		for _, sub := range []string{"pods/exec", "pods/proxy", "pods/eviction"} {
+			if slices.Contains(r.Resources, sub) {
+				t.Errorf("the operator is granted %s", sub)
+			}
+		}
+	}
+	ns, cfg := operatorIdentity(t, rules)
+	w := startScaleWorldAs(t, cfg, ns)
+	delay := time.Minute
+	create(t, scaleCampaign(w.ns, 1, 3, 10, 1000, 60*time.Second, delay))
+	token := drainToken(t, w.ns)
+	w.schedule(t, "load", 30, w.clk.Now().Add(-time.Second))
+	w.waitReplicas(t, 3, 30*time.Second)
+	servers := w.startPods(t, 3, token)
+	w.clearQueue(t)
+	w.waitSeen(t, "the empty queue", func(t controllers.ScaleTarget) bool { return t.Needed == 0 })
+	w.clk.Step(2 * delay)
+	w.waitReplicas(t, 1, 30*time.Second)
+	gone := w.removeDrainedPods(t)
+	if len(gone) != 2 {
+		t.Fatalf("pods marked for removal: %v, want 2", gone)
+	}
+	for _, name := range gone {
+		if servers[name].drains == 0 {
+			t.Errorf("pod %s marked without a drain", name)
 		}
 	}
 }
