@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -44,6 +47,7 @@ type scaleWorld struct {
 	figs    *switchFigures
 	opsPort int
 	a       *controllers.Autoscaler
+	reg     *prometheus.Registry
 }
 
 func startScaleWorld(t *testing.T) *scaleWorld {
@@ -69,7 +73,9 @@ func startScaleWorldAs(t *testing.T, cfg *rest.Config, ns string) *scaleWorld {
 	}
 	w.opsPort = l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	w.a = &controllers.Autoscaler{Figures: w.figs, Clock: w.clk, Interval: 50 * time.Millisecond, OpsPort: w.opsPort, DrainTimeout: 5 * time.Second}
+	w.reg = prometheus.NewRegistry()
+	w.a = &controllers.Autoscaler{Figures: w.figs, Clock: w.clk, Interval: 50 * time.Millisecond, OpsPort: w.opsPort, DrainTimeout: 5 * time.Second,
+		Metrics: controllers.NewScaleMetrics(w.reg)}
 	mgr := newManagerAs(t, cfg, w.ns)
 	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
@@ -562,5 +568,75 @@ func TestAutoscalerScalesDownWithItsGeneratedRBAC(t *testing.T) {
 		if servers[name].drains == 0 {
 			t.Errorf("pod %s marked without a drain", name)
 		}
+	}
+}
+
+func TestAutoscaleExternalLeavesReplicasAndExportsGauges(t *testing.T) {
+	w := startScaleWorld(t)
+	reg := w.reg
+	c := scaleCampaign(w.ns, 1, 50, 10, 1000, 60*time.Second, time.Minute)
+	c.Spec.Workers.Autoscaling = v1.AutoscaleExternal
+	create(t, c)
+	w.waitReplicas(t, 1, 30*time.Second)
+	// An HPA sets 7; the operator must leave it, load or not.
+	d := &appsv1.Deployment{}
+	if err := env.Kube.Client.Get(context.Background(), client.ObjectKey{Namespace: w.ns, Name: controllers.WorkerDeploymentName("spree", "shard-0")}, d); err != nil {
+		t.Fatal(err)
+	}
+	sc := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 7}}
+	if err := env.Kube.Client.SubResource("scale").Update(context.Background(), d, client.WithSubResourceBody(sc)); err != nil {
+		t.Fatal(err)
+	}
+	w.schedule(t, "spike", 500, w.clk.Now().Add(-time.Second))
+	w.waitSeen(t, "the spike", func(t controllers.ScaleTarget) bool { return t.Replicas == 50 })
+	update(t, c, func(c *v1.CallCampaign) { c.Labels = map[string]string{"touched": "yes"} }) // a reconcile
+	eventually(t, 30*time.Second, "the gauges", func() error {
+		got, err := testutil.GatherAndCount(reg, "delauto_shard_target_replicas", "delauto_shard_load_calls")
+		if err == nil && got != 2 {
+			err = fmt.Errorf("%d series", got)
+		}
+		return err
+	})
+	want := `
+# HELP delauto_shard_load_calls Calls a shard must serve soon: due now + in flight + due within the look-ahead.
+# TYPE delauto_shard_load_calls gauge
+delauto_shard_load_calls{campaign="spree",namespace="` + w.ns + `",shard="shard-0"} 500
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "delauto_shard_load_calls"); err != nil {
+		t.Error(err)
+	}
+	w.clk.Step(5 * time.Minute)
+	w.waitSeen(t, "the spike", func(t controllers.ScaleTarget) bool { return t.Replicas == 50 })
+	if got := w.replicas(t); got != 7 {
+		t.Fatalf("replicas = %d, want the HPA's 7 left alone", got)
+	}
+}
+
+func TestScaleTargetRules(t *testing.T) {
+	c := scaleCampaign("ns", 2, 20, 10, 2, 30*time.Second, time.Minute)
+	for _, tc := range []struct {
+		name        string
+		in          controllers.ScaleInputs
+		inHours     bool
+		want        int32
+		reason      string
+		rateLimited bool
+	}{
+		{"load", controllers.ScaleInputs{Waiting: 25, InFlight: 10, DueSoon: 5, ActiveShards: 1}, true, 4, controllers.ScaleReasonLoad, false},
+		{"rate ceiling: 2/s x 30 s = 60 calls = 6 pods", controllers.ScaleInputs{Waiting: 1000, ActiveShards: 1}, true, 6, controllers.ScaleReasonRateCeiling, true},
+		{"ceiling shared by active shards", controllers.ScaleInputs{Waiting: 1000, ActiveShards: 3}, true, 2, controllers.ScaleReasonRateCeiling, true},
+		{"recent call duration", controllers.ScaleInputs{Waiting: 1000, ActiveShards: 1, AverageCallDuration: 60 * time.Second}, true, 12, controllers.ScaleReasonRateCeiling, true},
+		{"minimum in hours", controllers.ScaleInputs{ActiveShards: 0}, true, 2, controllers.ScaleReasonMinimum, false},
+		{"zero off hours", controllers.ScaleInputs{ActiveShards: 0}, false, 0, controllers.ScaleReasonOffHours, false},
+		{"a due call off hours", controllers.ScaleInputs{Waiting: 1, ActiveShards: 1}, false, 1, controllers.ScaleReasonLoad, false},
+	} {
+		got := controllers.Target(c, tc.in, tc.inHours)
+		if got.Replicas != tc.want || got.Reason != tc.reason || got.RateLimited != tc.rateLimited {
+			t.Errorf("%s: Target = %d %s limited=%v (%s), want %d %s limited=%v", tc.name, got.Replicas, got.Reason, got.RateLimited, got.Message, tc.want, tc.reason, tc.rateLimited)
+		}
+	}
+	c.Spec.Workers.MaxReplicas = 3
+	if got := controllers.Target(c, controllers.ScaleInputs{Waiting: 50, ActiveShards: 1}, true); got.Replicas != 3 || got.Reason != controllers.ScaleReasonMaximum {
+		t.Errorf("Target past max = %+v", got)
 	}
 }
