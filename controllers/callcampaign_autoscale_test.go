@@ -242,6 +242,13 @@ type opsServer struct {
 	drains   int
 }
 
+// state reports the drains seen and the calls in flight.
+func (o *opsServer) state() (drains int, inFlight int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.drains, o.inFlight
+}
+
 func (o *opsServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/drain" {
 		http.NotFound(rw, r)
@@ -343,7 +350,11 @@ func TestAutoscaleCalmScalesDownInStepsAfterDrain(t *testing.T) {
 	w.waitReplicas(t, 6, 30*time.Second)
 	servers := w.startPods(t, 6, token)
 	// worker-0 and worker-3 are on a call.
-	servers["worker-0"].inFlight, servers["worker-3"].inFlight = 1, 1
+	for _, name := range []string{"worker-0", "worker-3"} {
+		servers[name].mu.Lock()
+		servers[name].inFlight = 1
+		servers[name].mu.Unlock()
+	}
 
 	w.clearQueue(t)
 	w.waitSeen(t, "the empty queue", func(t controllers.ScaleTarget) bool { return t.Needed == 0 })
@@ -365,11 +376,11 @@ func TestAutoscaleCalmScalesDownInStepsAfterDrain(t *testing.T) {
 		t.Fatalf("pods removed: %v, want 4", removed)
 	}
 	for name := range removed {
-		o := servers[name]
-		if o.drains == 0 {
+		drains, inFlight := servers[name].state()
+		if drains == 0 {
 			t.Errorf("pod %s was removed without a drain", name)
 		}
-		if o.inFlight > 0 {
+		if inFlight > 0 {
 			t.Errorf("pod %s was removed with a call in flight", name)
 		}
 	}
@@ -388,7 +399,7 @@ func TestAutoscaleCalmScalesDownInStepsAfterDrain(t *testing.T) {
 	if got := w.removeDrainedPods(t); len(got) != 1 || got[0] != "worker-3" {
 		t.Fatalf("removed %v, want the pod whose call ended", got)
 	}
-	if servers["worker-0"].drains != 0 {
+	if drains, _ := servers["worker-0"].state(); drains != 0 {
 		t.Errorf("the pod on a call was drained")
 	}
 }
@@ -565,7 +576,7 @@ func TestAutoscalerScalesDownWithItsGeneratedRBAC(t *testing.T) {
 		t.Fatalf("pods marked for removal: %v, want 2", gone)
 	}
 	for _, name := range gone {
-		if servers[name].drains == 0 {
+		if drains, _ := servers[name].state(); drains == 0 {
 			t.Errorf("pod %s marked without a drain", name)
 		}
 	}
