@@ -123,6 +123,10 @@ fuzz-callbacks: $(FERRETDB) redis ## Fuzz the Twilio webhook parsing, state tran
 bench-operator: tools ## 10,000 Deliveries over 20 campaigns: time to schedule all, operator RSS, API writes per Delivery.
 	go run ./hack/bench/operator $(BENCH_OPERATOR_FLAGS)
 
+.PHONY: bench-autoscale
+bench-autoscale: tools ## Autoscaler: spike (100, 1,000, 10,000 due) to replicas patched, vs KEDA+HPA defaults; flaps in a replayed day.
+	go run ./hack/bench/autoscale $(BENCH_AUTOSCALE_FLAGS)
+
 .PHONY: bench-queue
 bench-queue: tools ## Queue drain, pickup latency and lateness vs asynq and BullMQ.
 	hack/bench/queue/run.sh

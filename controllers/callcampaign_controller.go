@@ -19,8 +19,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/sharding"
@@ -60,6 +62,9 @@ type CallCampaignReconciler struct {
 	Recorder events.EventRecorder
 	// MaxConcurrentReconciles bounds parallel reconciles.
 	MaxConcurrentReconciles int
+	// Autoscaler decides each shard's replicas; nil runs every shard at
+	// the campaign's minimum (at least one).
+	Autoscaler *Autoscaler
 }
 
 // campaignScope is one reconcile's state, passed between the phases.
@@ -88,9 +93,15 @@ type campaignScope struct {
 func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	campaign := &v1.CallCampaign{}
 	if err := r.Get(ctx, req.NamespacedName, campaign); err != nil {
+		if apierrors.IsNotFound(err) && r.Autoscaler != nil {
+			r.Autoscaler.Forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !campaign.DeletionTimestamp.IsZero() {
+		if r.Autoscaler != nil {
+			r.Autoscaler.Forget(req.NamespacedName)
+		}
 		// Owned Deployments and the Service go with the campaign (owner
 		// references); the call log stays in MongoDB.
 		return ctrl.Result{}, nil
@@ -261,9 +272,14 @@ func (r *CallCampaignReconciler) applyCampaignConfig(ctx context.Context, s *cam
 // applyWorkers server-side applies one worker Deployment per shard.
 func (r *CallCampaignReconciler) applyWorkers(ctx context.Context, s *campaignScope) error {
 	s.deployments = map[string]*appsv1.Deployment{}
+	stopped := s.held || s.degraded != nil || s.campaign.Spec.Suspend
+	if r.Autoscaler != nil {
+		r.Autoscaler.Track(s.campaign, s.shards, stopped)
+	}
 	if s.held {
 		return nil
 	}
+	key := client.ObjectKeyFromObject(s.campaign)
 	for _, shard := range s.shards {
 		current := &appsv1.Deployment{}
 		err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: WorkerDeploymentName(s.campaign.Name, shard)}, current)
@@ -273,11 +289,35 @@ func (r *CallCampaignReconciler) applyWorkers(ctx context.Context, s *campaignSc
 		if apierrors.IsNotFound(err) {
 			current = nil
 		}
-		replicas := DesiredReplicas(s.campaign, shard, s.degraded != nil, current)
-		ac := r.Workers.Deployment(s.campaign, shard, replicas)
-		if err := r.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-			return fmt.Errorf("apply worker Deployment for shard %s: %w", shard, err)
+		var cur *int32
+		if current != nil && r.Autoscaler != nil {
+			cur = current.Spec.Replicas
 		}
+		apply := func(decided int32, ok bool) error {
+			replicas := InitialReplicas(s.campaign, s.degraded != nil, cur)
+			if ok && !stopped {
+				replicas = decided
+			}
+			ac := r.Workers.Deployment(s.campaign, shard, replicas)
+			if s.campaign.Spec.Workers.Autoscaling == v1.AutoscaleExternal && !stopped {
+				// An HPA or KEDA owns replicas; a new Deployment starts at
+				// the API's default (1).
+				ac.Spec.Replicas = nil
+			}
+			if err := r.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+				return fmt.Errorf("apply worker Deployment for shard %s: %w", shard, err)
+			}
+			return nil
+		}
+		if r.Autoscaler != nil {
+			err = r.Autoscaler.WithReplicas(key, shard, apply)
+		} else {
+			err = apply(0, false)
+		}
+		if err != nil {
+			return err
+		}
+		ac := r.Workers.Deployment(s.campaign, shard, 0)
 		applied := &appsv1.Deployment{}
 		if err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: *ac.Name}, applied); err == nil {
 			s.deployments[shard] = applied
@@ -296,8 +336,27 @@ func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campa
 		return err
 	}
 	keep := map[string]bool{}
+	current := map[string]bool{}
 	for _, sh := range s.shards {
 		keep[WorkerDeploymentName(s.campaign.Name, sh)] = true
+		current[sh] = true
+	}
+	// The queues of removed shards (those with a Deployment, and those the
+	// last status still lists) move to the shards that own their attempts
+	// now, before the old workers go.
+	removed := map[string]bool{}
+	for _, sh := range s.campaign.Status.Shards {
+		if !current[sh.Name] {
+			removed[sh.Name] = true
+		}
+	}
+	for _, d := range list.Items {
+		if sh := d.Labels[LabelShard]; sh != "" && !current[sh] && metav1.IsControlledBy(&d, s.campaign) {
+			removed[sh] = true
+		}
+	}
+	if err := r.moveRemovedShards(ctx, s, removed); err != nil {
+		return err
 	}
 	for i := range list.Items {
 		d := &list.Items[i]
@@ -309,6 +368,36 @@ func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campa
 		}
 		log.FromContext(ctx).Info("removed the worker Deployment of a removed shard", "deployment", d.Name)
 		r.Recorder.Eventf(s.campaign, nil, corev1.EventTypeNormal, "ShardRemoved", "DeleteDeployment", "removed worker Deployment %s", d.Name)
+	}
+	return nil
+}
+
+// moveRemovedShards moves the queued attempts of removed shards to the
+// shards that own them now: a hash shard's attempt goes where its
+// delivery's UID hashes to, a removed region's to the first region, as
+// sharding.For places new deliveries.
+func (r *CallCampaignReconciler) moveRemovedShards(ctx context.Context, s *campaignScope, removed map[string]bool) error {
+	mover, ok := r.Queues.(ShardMover)
+	if !ok {
+		return nil
+	}
+	spec := s.campaign.Spec.Sharding
+	for from := range removed {
+		owner := func(id string) string {
+			uid := id
+			if i := strings.LastIndex(id, "-"); i > 0 {
+				uid = id[:i]
+			}
+			return sharding.For(spec, uid, from)
+		}
+		n, err := mover.MoveQueued(ctx, s.campaign.Namespace, s.campaign.Name, from, owner)
+		if err != nil {
+			return fmt.Errorf("move the queue of removed shard %s: %w", from, err)
+		}
+		if n > 0 {
+			log.FromContext(ctx).Info("moved the queued attempts of a removed shard", "shard", from, "attempts", n)
+			r.Recorder.Eventf(s.campaign, nil, corev1.EventTypeNormal, "ShardQueueMoved", "MoveQueue", "moved %d queued attempts of removed shard %s", n, from)
+		}
 	}
 	return nil
 }
@@ -370,14 +459,30 @@ func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StatusInterval <= 0 {
 		r.StatusInterval = 10 * time.Second
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		// The campaign's own status writes must not start another reconcile
 		// (a hot loop while its figures change); the figures are refreshed
 		// every StatusInterval instead.
 		For(&v1.CallCampaign{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
-		Owns(&corev1.ConfigMap{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
+		Owns(&corev1.ConfigMap{})
+	if r.Autoscaler != nil {
+		if r.Autoscaler.Client == nil {
+			r.Autoscaler.Client = mgr.GetClient()
+		}
+		if r.Autoscaler.APIReader == nil {
+			r.Autoscaler.APIReader = mgr.GetAPIReader()
+		}
+		if r.Autoscaler.Log.GetSink() == nil {
+			r.Autoscaler.Log = mgr.GetLogger().WithName("autoscaler")
+		}
+		if err := mgr.Add(r.Autoscaler); err != nil {
+			return err
+		}
+		// The autoscaler's decisions reach the status through a reconcile.
+		b = b.WatchesRawSource(source.Channel(r.Autoscaler.Events(), &handler.EnqueueRequestForObject{}))
+	}
+	return b.WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Complete(r)
 }

@@ -76,8 +76,27 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 	st.Replicas, st.ReadyReplicas, st.Queued = 0, 0, 0
 	shards := make([]v1.ShardStatus, 0, len(s.shards))
 	progressing := false
+	var ceilingHit *ScaleTarget
+	key := client.ObjectKeyFromObject(c)
 	for _, name := range s.shards {
 		ss := v1.ShardStatus{Name: name}
+		if prev := findShard(st.Shards, name); prev != nil {
+			ss.LastScale = prev.LastScale
+		}
+		if r.Autoscaler != nil {
+			if rep, ok := r.Autoscaler.Report(key, name); ok {
+				if rep.Last != nil {
+					ss.LastScale = rep.Last
+				}
+				if rep.Target.RateLimited && ceilingHit == nil {
+					t := rep.Target
+					ceilingHit = &t
+				}
+				if rep.RedisErr != nil && s.queueErr == nil {
+					s.queueErr = rep.RedisErr
+				}
+			}
+		}
 		if d := s.deployments[name]; d != nil {
 			if d.Spec.Replicas != nil {
 				ss.Replicas = *d.Spec.Replicas
@@ -115,7 +134,7 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 	case s.degraded != nil:
 		meta.SetStatusCondition(&st.Conditions, *s.degraded)
 	case s.queueErr != nil:
-		set(v1.ConditionDegraded, metav1.ConditionTrue, "RedisUnreachable", "cannot read the queues: "+s.queueErr.Error())
+		set(v1.ConditionDegraded, metav1.ConditionTrue, "RedisUnreachable", "cannot read the queues, worker replicas held at their current count: "+s.queueErr.Error())
 	case s.storeErr != nil:
 		set(v1.ConditionDegraded, metav1.ConditionTrue, "MongoUnreachable", "cannot reach the call log: "+s.storeErr.Error())
 	default:
@@ -126,13 +145,18 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 	} else {
 		set(v1.ConditionProgressing, metav1.ConditionFalse, "Stable", "every worker Deployment is up to date")
 	}
-	if s.rate != nil {
+	if ceilingHit != nil && !c.Spec.Suspend && s.degraded == nil {
+		set(v1.ConditionRateLimited, metav1.ConditionTrue, "RateCeiling", fmt.Sprintf("workers capped at %d pods per shard, the load asks for %d: %s", ceilingHit.Ceiling, ceilingHit.Needed, ceilingHit.Message))
+	} else if s.rate != nil {
 		if s.rateLimited {
 			set(v1.ConditionRateLimited, metav1.ConditionTrue, "AccountLimit", fmt.Sprintf("calls wait on the account's limit of %d per second", c.Spec.Twilio.CallsPerSecond))
 		} else {
 			set(v1.ConditionRateLimited, metav1.ConditionFalse, "BelowLimit", "calls are not waiting on the account's limit")
 		}
+	} else if r.Autoscaler != nil && !c.Spec.Suspend && s.degraded == nil {
+		set(v1.ConditionRateLimited, metav1.ConditionFalse, "BelowCeiling", "the load asks for no more workers than the account's rate keeps busy")
 	}
+
 	switch {
 	case s.degraded != nil || s.queueErr != nil || s.storeErr != nil:
 		set(v1.ConditionReady, metav1.ConditionFalse, "Degraded", "see the Degraded condition")

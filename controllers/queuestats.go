@@ -46,3 +46,58 @@ type RedisRates struct {
 func (r RedisRates) Read(ctx context.Context, namespace, campaign string) (float64, bool, error) {
 	return callrate.Read(ctx, r.Redis, namespace, campaign, time.Now())
 }
+
+// ShardMover moves the queued attempts of a shard the campaign no longer
+// has to the shards that own them now.
+type ShardMover interface {
+	MoveQueued(ctx context.Context, namespace, campaign, from string, owner func(attemptID string) string) (moved int, err error)
+}
+
+// MoveQueued implements ShardMover. Each attempt is first queued on its new
+// shard (same due time), then cancelled on the old one, so a crash in
+// between leaves it queued twice (the fenced claim in the call log dials
+// it once), never lost. One a worker of the old shard already holds stays
+// with that worker, and its new copy is cancelled.
+func (r RedisQueueStats) MoveQueued(ctx context.Context, namespace, campaign, from string, owner func(attemptID string) string) (int, error) {
+	old := queue.Shard{Namespace: namespace, Campaign: campaign, Name: from}
+	moved := 0
+	for {
+		entries, err := r.Queue.Queued(ctx, old, 1000)
+		if err != nil || len(entries) == 0 {
+			return moved, err
+		}
+		next := make([]queue.Entry, len(entries))
+		refs := make([]queue.Ref, len(entries))
+		for i, e := range entries {
+			next[i] = queue.Entry{Shard: queue.Shard{Namespace: namespace, Campaign: campaign, Name: owner(e.ID)}, ID: e.ID, Due: e.Due}
+			refs[i] = queue.Ref{Shard: old, ID: e.ID}
+		}
+		if _, err := r.Queue.ScheduleBatch(ctx, next); err != nil {
+			return moved, err
+		}
+		res, err := r.Queue.CancelBatch(ctx, refs)
+		if err != nil {
+			return moved, err
+		}
+		var keep []queue.Ref
+		pass := 0
+		for i, rs := range res {
+			switch rs {
+			case queue.Cancelled:
+				pass++
+			case queue.InFlight:
+				keep = append(keep, queue.Ref{Shard: next[i].Shard, ID: next[i].ID})
+			}
+		}
+		if len(keep) > 0 {
+			if _, err := r.Queue.CancelBatch(ctx, keep); err != nil {
+				return moved, err
+			}
+		}
+		moved += pass
+		if pass == 0 {
+			// What is left is in flight with the old shard's workers.
+			return moved, nil
+		}
+	}
+}

@@ -290,7 +290,46 @@ type WorkersSpec struct {
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="scaleDownDelay must be between 0s and 24h"
 	ScaleDownDelay *metav1.Duration `json:"scaleDownDelay,omitempty"`
+	// scaleDownStep is the most worker pods a shard loses in one step down;
+	// steps are scaleDownDelay/4 apart (at least 15s), each after a drain.
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	ScaleDownStep int32 `json:"scaleDownStep,omitempty"`
+	// lookAhead is how far ahead planned calls count as load: a pod's start
+	// time plus a margin, so the fleet is up when calls fall due.
+	// +optional
+	// +kubebuilder:default="90s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('1h')",message="lookAhead must be between 0s and 1h"
+	LookAhead *metav1.Duration `json:"lookAhead,omitempty"`
+	// averageCallDuration is the call length assumed until recent attempts
+	// say otherwise; with the account's callsPerSecond it bounds how many
+	// calls can usefully run at once.
+	// +optional
+	// +kubebuilder:default="60s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('4h')",message="averageCallDuration must be between 1s and 4h"
+	AverageCallDuration *metav1.Duration `json:"averageCallDuration,omitempty"`
+	// autoscaling is who sets the worker Deployments' replicas: Operator
+	// (from the queues, the rate limit and min/max) or External (an HPA or
+	// KEDA; the operator stops applying replicas and exports the per-shard
+	// figures as Prometheus gauges).
+	// +optional
+	// +kubebuilder:default=Operator
+	Autoscaling AutoscalingMode `json:"autoscaling,omitempty"`
 }
+
+// AutoscalingMode is who scales a campaign's worker Deployments.
+// +kubebuilder:validation:Enum=Operator;External
+type AutoscalingMode string
+
+// The autoscaling modes.
+const (
+	// AutoscaleByOperator: the operator decides each shard's replicas.
+	AutoscaleByOperator AutoscalingMode = "Operator"
+	// AutoscaleExternal: an HPA or KEDA sets replicas; the operator leaves them.
+	AutoscaleExternal AutoscalingMode = "External"
+)
 
 // RelayWebhook posts the recipient's answer to the user's dispatch system.
 type RelayWebhook struct {
@@ -420,6 +459,28 @@ type ShardStatus struct {
 	// readyReplicas of the shard's Deployment.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas"`
+	// lastScale is the operator's last change of the shard's replicas.
+	// +optional
+	LastScale *ScaleRecord `json:"lastScale,omitempty"`
+}
+
+// ScaleRecord is one scale decision of a shard: when, from and to how many
+// pods, and why.
+type ScaleRecord struct {
+	// time of the decision.
+	Time metav1.Time `json:"time"`
+	// from is the replicas before.
+	From int32 `json:"from"`
+	// to is the replicas after.
+	To int32 `json:"to"`
+	// reason is a CamelCase word: Load, RateCeiling, Minimum, Maximum, Idle,
+	// OffHours, ScaleDownStep, Wake.
+	Reason string `json:"reason"`
+	// message states the inputs: due now, in flight, due soon, calls per
+	// pod, the rate ceiling.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Message string `json:"message,omitempty"`
 }
 
 // PhaseTotals counts the campaign's Deliveries by phase.

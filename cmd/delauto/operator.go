@@ -212,6 +212,7 @@ func runOperator(args []string) error {
 		Queues:                  controllers.RedisQueueStats{Queue: q},
 		CallLog:                 callLog,
 		Rates:                   controllers.RedisRates{Redis: rdb},
+		Autoscaler:              &controllers.Autoscaler{Figures: controllers.RedisQueueStats{Queue: q}, Metrics: controllers.NewScaleMetrics(ctrlmetrics.Registry)},
 		StatusInterval:          cfg.statusInterval,
 		Recorder:                mgr.GetEventRecorder(controllers.FieldOwner),
 		MaxConcurrentReconciles: cfg.concurrency,

@@ -38,9 +38,9 @@ import (
 type Runner struct {
 	// Client reads pods, Secrets and ConfigMaps and requests tokens.
 	Client kubernetes.Interface
-	// Server and CAFile are the apiserver's URL and CA, written into each
-	// pod's kubeconfig next to its own ServiceAccount token.
-	Server, CAFile string
+	// Server is the apiserver's URL, written into each pod's kubeconfig
+	// with the pod's own ServiceAccount token and CA (kube-root-ca.crt).
+	Server string
 	// Binary is the program each matching container runs.
 	Binary string
 	// Image selects containers: an image equal to it or starting with it
@@ -50,6 +50,9 @@ type Runner struct {
 	Dir string
 	// Events receives one line per start, exit and stop. Nil: discarded.
 	Events io.Writer
+	// Env is added to every process's environment before the pod's own:
+	// what a node gives its containers (SSL_CERT_FILE for a trust store).
+	Env []string
 
 	mu    sync.Mutex
 	procs map[types.UID]*proc
@@ -234,10 +237,10 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, dir, logPath string
 			return nil, nil, err
 		}
 	}
-	env := []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "HOSTNAME=" + pod.Name}
-	if tok := c.Local("/var/run/secrets/kubernetes.io/serviceaccount/token"); tok != "/var/run/secrets/kubernetes.io/serviceaccount/token" {
+	env := append([]string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "HOSTNAME=" + pod.Name}, r.Env...)
+	if tok := c.Local(saDir + "/token"); tok != saDir+"/token" {
 		kc := filepath.Join(dir, "kubeconfig")
-		if err := os.WriteFile(kc, []byte(podKubeconfig(r.Server, r.CAFile, tok, pod.Namespace)), 0o644); err != nil {
+		if err := os.WriteFile(kc, []byte(podKubeconfig(r.Server, c.Local(saDir+"/ca.crt"), tok, pod.Namespace)), 0o644); err != nil {
 			return nil, nil, err
 		}
 		env = append(env, "KUBECONFIG="+kc)
@@ -267,6 +270,9 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, dir, logPath string
 	}()
 	return cmd, exited, nil
 }
+
+// saDir is where a pod's ServiceAccount token, CA and namespace are mounted.
+const saDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 // bindToPodIP makes the process listen on the pod's IP: listen addresses of
 // the form ":port" in flags become "ip:port", and a worker gets its

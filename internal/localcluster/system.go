@@ -2,10 +2,11 @@ package localcluster
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,9 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
@@ -132,7 +135,8 @@ func StartSystem(ctx context.Context, opts SystemOptions) (_ *System, err error)
 	if s.Sim, err = twiliosim.New(opts.Sim); err != nil {
 		return nil, err
 	}
-	if s.Dispatch, err = startDispatch(); err != nil {
+	var dispatchCA string
+	if s.Dispatch, dispatchCA, err = startDispatch(opts.Dir); err != nil {
 		return nil, err
 	}
 	end()
@@ -144,6 +148,7 @@ func StartSystem(ctx context.Context, opts SystemOptions) (_ *System, err error)
 	if err := s.Cluster.AddNodes(ctx, opts.Nodes); err != nil {
 		return nil, err
 	}
+	ctrllog.SetLogger(logr.Discard())
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = v1.AddToScheme(scheme)
@@ -152,8 +157,8 @@ func StartSystem(ctx context.Context, opts SystemOptions) (_ *System, err error)
 	}
 	end()
 
-	s.Runner = &Runner{Client: s.Cluster.Client, Server: s.Cluster.Server(), CAFile: s.Cluster.CAFile(),
-		Binary: s.Binary, Image: Image, Dir: filepath.Join(opts.Dir, "pods")}
+	s.Runner = &Runner{Client: s.Cluster.Client, Server: s.Cluster.Server(),
+		Binary: s.Binary, Image: Image, Dir: filepath.Join(opts.Dir, "pods"), Env: []string{"SSL_CERT_FILE=" + dispatchCA}}
 	events, err := os.Create(filepath.Join(opts.Dir, "pod-runner.log"))
 	if err != nil {
 		return nil, err
@@ -236,10 +241,10 @@ func (s *System) Apply(ctx context.Context, yaml string) error {
 
 // Dispatch is a dispatch system receiving the relay's webhooks.
 type Dispatch struct {
-	// URL is where it listens (plain http on loopback: workers need
+	// URL is where it listens: https on loopback (workers need
 	// --relay-allow-private, which the system's operator hands them).
 	URL string
-	srv *http.Server
+	srv *httptest.Server
 	mu  sync.Mutex
 	got []DispatchRequest
 }
@@ -250,21 +255,27 @@ type DispatchRequest struct {
 	Body                       []byte
 }
 
-func startDispatch() (*Dispatch, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	d := &Dispatch{URL: "http://" + ln.Addr().String()}
-	d.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// startDispatch starts the dispatch system on https with a certificate of
+// its own, written as a PEM file into dir: the pods trust it through the
+// Runner's SSL_CERT_FILE, as a node's trust store would.
+func startDispatch(dir string) (*Dispatch, string, error) {
+	d := &Dispatch{}
+	d.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		d.mu.Lock()
 		d.got = append(d.got, DispatchRequest{Path: r.URL.Path, Timestamp: r.Header.Get(relay.HeaderTimestamp), Signature: r.Header.Get(relay.HeaderSignature), Body: body})
 		d.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
-	})}
-	go func() { _ = d.srv.Serve(ln) }()
-	return d, nil
+	}))
+	d.srv.StartTLS()
+	d.URL = d.srv.URL
+	ca := filepath.Join(dir, "dispatch-ca.pem")
+	pemData := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.srv.Certificate().Raw})
+	if err := os.WriteFile(ca, pemData, 0o644); err != nil {
+		d.srv.Close()
+		return nil, "", err
+	}
+	return d, ca, nil
 }
 
 // Requests returns the webhooks received so far.
@@ -275,7 +286,7 @@ func (d *Dispatch) Requests() []DispatchRequest {
 }
 
 // Close stops the server.
-func (d *Dispatch) Close() { _ = d.srv.Close() }
+func (d *Dispatch) Close() { d.srv.Close() }
 
 // DispatchKey signs the relay webhooks of the campaigns Campaign writes.
 const DispatchKey = "local-dispatch-signing-key"

@@ -40,12 +40,19 @@ func (s ShardStats) Waiting() int64 { return s.DueNow + s.Ready }
 // the window DueSoon counts. Counts are taken at slightly different moments,
 // so they are consistent to within the pipeline's duration.
 func (q *Queue) Stats(ctx context.Context, shards []Shard, horizon time.Duration) ([]ShardStats, error) {
+	return q.StatsAt(ctx, shards, time.Now(), horizon)
+}
+
+// StatsAt is Stats as seen at now: DueNow counts attempts due by now and
+// DueSoon those due after now and within horizon. The autoscaler passes its
+// own clock, so its decisions can be tested in fake time.
+func (q *Queue) StatsAt(ctx context.Context, shards []Shard, asOf time.Time, horizon time.Duration) ([]ShardStats, error) {
 	type cmds struct {
 		dueNow, later, soon, queued, deadLen *redis.IntCmd
 		groups                               *redis.XInfoGroupsCmd
 		pending                              *redis.XPendingCmd
 	}
-	now := time.Now().UnixMilli()
+	now := asOf.UnixMilli()
 	nowS := strconv.FormatInt(now, 10)
 	pipe := q.rdb.Pipeline()
 	cs := make([]cmds, len(shards))
@@ -116,4 +123,38 @@ func missingStream(err error) bool {
 	}
 	s := err.Error()
 	return strings.HasPrefix(s, "NOGROUP") || strings.Contains(s, "no such key")
+}
+
+// Queued lists up to limit attempts of s that no worker holds yet: those
+// in the due set with their due time, then those in the ready stream
+// (IDs of the index; due is now for them; some may be in flight by the
+// time the caller acts, which Cancel reports).
+func (q *Queue) Queued(ctx context.Context, s Shard, limit int64) ([]Entry, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	zs, err := q.rdb.ZRangeWithScores(ctx, s.DueKey(), 0, limit-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("queue: queued of %s: %w", s, err)
+	}
+	out := make([]Entry, 0, len(zs))
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		out = append(out, Entry{Shard: s, ID: id, Due: time.UnixMilli(int64(z.Score))})
+	}
+	if int64(len(out)) >= limit {
+		return out, nil
+	}
+	ids, err := q.rdb.HKeys(ctx, s.IndexKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("queue: queued of %s: %w", s, err)
+	}
+	now := time.Now()
+	for _, id := range ids {
+		if int64(len(out)) >= limit {
+			break
+		}
+		out = append(out, Entry{Shard: s, ID: id, Due: now})
+	}
+	return out, nil
 }
