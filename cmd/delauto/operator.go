@@ -57,6 +57,9 @@ type operatorConfig struct {
 
 // parseOperatorConfig reads the flags (environment variables give the store
 // settings' defaults) and checks them.
+// envPodNamespace is the operator pod's namespace (downward API).
+const envPodNamespace = "POD_NAMESPACE"
+
 func parseOperatorConfig(args []string, getenv func(string) string) (*operatorConfig, error) {
 	c := &operatorConfig{}
 	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
@@ -65,7 +68,7 @@ func parseOperatorConfig(args []string, getenv func(string) string) (*operatorCo
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&c.pprofAddr, "pprof-bind-address", "", "address of Go's /debug/pprof endpoints (empty: off)")
 	fs.BoolVar(&c.leaderElect, "leader-elect", false, "elect a leader so only one operator replica acts")
-	fs.StringVar(&c.leaderNamespace, "leader-election-namespace", "", "namespace of the leader Lease (default: the pod's namespace)")
+	fs.StringVar(&c.leaderNamespace, "leader-election-namespace", getenv(envPodNamespace), "namespace of the leader Lease (default: env "+envPodNamespace+", which the chart sets from the downward API, else the pod's ServiceAccount namespace)")
 	fs.IntVar(&c.concurrency, "max-concurrent-reconciles", 32, "reconciles run at once per controller (the Delivery reconcile waits on the apiserver, MongoDB and Redis, so more than the cores)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: info or debug")
 	fs.StringVar(&c.workers.Image, "worker-image", "", "default image of worker Deployments (campaigns may override)")

@@ -49,6 +49,14 @@ func TestOperatorConfig(t *testing.T) {
 	if !wc.relayAllowPrivate {
 		t.Errorf("--worker-relay-allow-private did not reach the worker (env %v)", workerEnv)
 	}
+	// The Lease lives in the operator's namespace, which the chart gives
+	// it by the downward API (no ServiceAccount file needed).
+	inNS, err := parseOperatorConfig([]string{"--redis-url", "redis://r", "--mongo-uri", "mongodb://m"}, func(k string) string {
+		return map[string]string{"POD_NAMESPACE": "delauto-system"}[k]
+	})
+	if err != nil || inNS.leaderNamespace != "delauto-system" {
+		t.Errorf("leader election namespace %q (%v), want the pod's namespace from POD_NAMESPACE", inNS.leaderNamespace, err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
