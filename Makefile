@@ -91,11 +91,12 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test, a short fuzz of the webhooks.
+test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test, a short fuzz of the webhooks and the answer matcher.
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
+	$(MAKE) fuzz-language FUZZTIME=$(TEST_FUZZTIME)
 
-# TEST_FUZZTIME is how long `make test` fuzzes each webhook target.
+# TEST_FUZZTIME is how long `make test` fuzzes each webhook target and the matcher.
 TEST_FUZZTIME ?= 10s
 FUZZTIME ?= 5m
 .PHONY: fuzz-callbacks
@@ -103,6 +104,10 @@ fuzz-callbacks: $(FERRETDB) redis ## Fuzz the Twilio webhook parsing, state tran
 	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzWebhookForms$$' -fuzztime $(FUZZTIME)
 	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzStatusTransitions$$' -fuzztime $(FUZZTIME)
 	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzWebhookHandler$$' -fuzztime $(FUZZTIME) -parallel 1
+
+.PHONY: fuzz-language
+fuzz-language: ## Fuzz the matcher of spoken menu answers in every built-in language, FUZZTIME (default 5m).
+	go test ./internal/language -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME)
 
 ##@ Benchmarks (commands, not timed tests; results in docs/benchmarks.md)
 

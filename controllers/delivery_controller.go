@@ -125,6 +125,9 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if s.ready.Type != "" {
 			setCondition(&d.Status.Conditions, s.ready)
 		}
+		if s.campaign != nil {
+			r.stampLanguage(d, s.campaign)
+		}
 		if d.Status.Phase != oldPhase && d.Status.Phase != "" {
 			r.transitionEvent(d, oldPhase)
 		}

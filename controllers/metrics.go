@@ -9,6 +9,7 @@ type Metrics struct {
 	decisions *prometheus.CounterVec
 	replans   prometheus.Counter
 	outcomes  prometheus.Counter
+	fallback  *prometheus.CounterVec
 }
 
 // NewMetrics registers the operator's counters on reg.
@@ -27,7 +28,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Outcome events read from the workers' outcome stream.",
 		}),
 	}
-	reg.MustRegister(m.decisions, m.replans, m.outcomes)
+	m.fallback = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "delauto_operator_language_fallbacks_total",
+		Help: "Deliveries whose recipient's language the campaign has no wording for, so calls are held in the campaign's default language; by requested and used base language.",
+	}, []string{"requested", "used"})
+	reg.MustRegister(m.decisions, m.replans, m.outcomes, m.fallback)
 	return m
 }
 
@@ -46,5 +51,11 @@ func (m *Metrics) replanned() {
 func (m *Metrics) outcome() {
 	if m != nil {
 		m.outcomes.Inc()
+	}
+}
+
+func (m *Metrics) languageFallback(requested, used string) {
+	if m != nil {
+		m.fallback.WithLabelValues(requested, used).Inc()
 	}
 }
