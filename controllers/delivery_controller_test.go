@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"sync"
 	"testing"
 	"time"
@@ -47,6 +48,7 @@ type operator struct {
 	rdb   *redis.Client
 	clock *clock
 	ns    string
+	reg   *prometheus.Registry
 }
 
 func startOperator(t *testing.T) *operator {
@@ -70,7 +72,9 @@ func startOperator(t *testing.T) *operator {
 	if err := mgr.Add(src); err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
 	r := &controllers.DeliveryReconciler{
+		Metrics:  controllers.NewMetrics(reg),
 		Client:   mgr.GetClient(),
 		Store:    st,
 		Queue:    q,
@@ -84,7 +88,7 @@ func startOperator(t *testing.T) *operator {
 		t.Fatal(err)
 	}
 	run(t, mgr)
-	return &operator{store: st, queue: q, rdb: rdb, clock: clk, ns: ns}
+	return &operator{store: st, queue: q, rdb: rdb, clock: clk, ns: ns, reg: reg}
 }
 
 // campaign creates a campaign that may call at any hour, with 2 retries.
