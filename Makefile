@@ -95,9 +95,10 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test, a short fuzz of the webhooks, the end-to-end run.
+test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test, a short fuzz of the webhooks and the answer matcher, the end-to-end run.
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
+	$(MAKE) fuzz-language FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) test-e2e
 
 .PHONY: demo
@@ -108,7 +109,7 @@ demo: e2e-tools redis ## Start the whole system locally, run a few hundred Deliv
 test-e2e: e2e-tools redis ## The whole system on a local cluster: chart-installed operator (2 replicas), workers as real processes, 200 Deliveries.
 	go test -tags e2e -count=1 -timeout 30m -v ./hack/e2e
 
-# TEST_FUZZTIME is how long `make test` fuzzes each webhook target.
+# TEST_FUZZTIME is how long `make test` fuzzes each webhook target and the matcher.
 TEST_FUZZTIME ?= 10s
 FUZZTIME ?= 5m
 .PHONY: fuzz-callbacks
@@ -116,6 +117,10 @@ fuzz-callbacks: $(FERRETDB) redis ## Fuzz the Twilio webhook parsing, state tran
 	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzWebhookForms$$' -fuzztime $(FUZZTIME)
 	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzStatusTransitions$$' -fuzztime $(FUZZTIME)
 	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzWebhookHandler$$' -fuzztime $(FUZZTIME) -parallel 1
+
+.PHONY: fuzz-language
+fuzz-language: ## Fuzz the matcher of spoken menu answers in every built-in language, FUZZTIME (default 5m).
+	go test ./internal/language -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME)
 
 ##@ Benchmarks (commands, not timed tests; results in docs/benchmarks.md)
 

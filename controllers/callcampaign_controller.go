@@ -165,13 +165,21 @@ func (r *CallCampaignReconciler) checkCredentials(ctx context.Context, s *campai
 	return nil
 }
 
-// checkScript makes sure the greeting template renders.
+// checkScript makes sure the greeting templates (the default language's
+// and each of script.languages) render.
 func (r *CallCampaignReconciler) checkScript(_ context.Context, s *campaignScope) error {
 	if s.degraded != nil {
 		return nil
 	}
 	if err := ValidateGreeting(s.campaign.Spec.Script.Greeting); err != nil {
 		s.degraded = degradedCondition(s.campaign, "InvalidScriptTemplate", err.Error())
+		return nil
+	}
+	for _, l := range s.campaign.Spec.Script.Languages {
+		if err := ValidateGreeting(l.Greeting); err != nil {
+			s.degraded = degradedCondition(s.campaign, "InvalidScriptTemplate", "script.languages["+l.Code+"].greeting: "+err.Error())
+			return nil
+		}
 	}
 	return nil
 }

@@ -141,6 +141,9 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if s.ready.Type != "" {
 			setCondition(&d.Status.Conditions, s.ready)
 		}
+		if s.campaign != nil {
+			r.stampLanguage(d, s.campaign)
+		}
 		r.deliveryEvents(d, before, s)
 		base := d.DeepCopy()
 		base.Status = *before

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -49,6 +50,7 @@ type operator struct {
 	rdb   *redis.Client
 	clock *clock
 	ns    string
+	reg   *prometheus.Registry
 }
 
 func startOperator(t *testing.T) *operator {
@@ -78,7 +80,9 @@ func startOperatorIn(t *testing.T, ns string, cfg *rest.Config, mutate func(*con
 	if err := mgr.Add(src); err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
 	r := &controllers.DeliveryReconciler{
+		Metrics:  controllers.NewMetrics(reg),
 		Client:   mgr.GetClient(),
 		Store:    st,
 		Queue:    q,
@@ -96,7 +100,7 @@ func startOperatorIn(t *testing.T, ns string, cfg *rest.Config, mutate func(*con
 		t.Fatal(err)
 	}
 	run(t, mgr)
-	return &operator{store: st, queue: q, rdb: rdb, clock: clk, ns: ns}
+	return &operator{store: st, queue: q, rdb: rdb, clock: clk, ns: ns, reg: reg}
 }
 
 // campaign creates a campaign that may call at any hour, with 2 retries.

@@ -12,6 +12,7 @@ type Metrics struct {
 	// finalizerMode is 1 for the way new Deliveries get the finalizer.
 	finalizerMode    *prometheus.GaugeVec
 	finalizerPatches prometheus.Counter
+	fallback         *prometheus.CounterVec
 }
 
 // NewMetrics registers the operator's counters on reg.
@@ -38,7 +39,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Deliveries the operator patched to add the finalizer: each one an API write. Growing in AdmissionPolicy mode means the policy does not act.",
 		}),
 	}
-	reg.MustRegister(m.decisions, m.replans, m.outcomes, m.finalizerMode, m.finalizerPatches)
+	m.fallback = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "delauto_operator_language_fallbacks_total",
+		Help: "Deliveries whose recipient's language the campaign has no wording for, so calls are held in the campaign's default language; by requested and used base language.",
+	}, []string{"requested", "used"})
+	reg.MustRegister(m.decisions, m.replans, m.outcomes, m.finalizerMode, m.finalizerPatches, m.fallback)
 	return m
 }
 
@@ -77,5 +82,11 @@ func (m *Metrics) SetFinalizerMode(mode FinalizerMode) {
 func (m *Metrics) finalizerPatched() {
 	if m != nil {
 		m.finalizerPatches.Inc()
+	}
+}
+
+func (m *Metrics) languageFallback(requested, used string) {
+	if m != nil {
+		m.fallback.WithLabelValues(requested, used).Inc()
 	}
 }

@@ -130,28 +130,181 @@ type MenuPrompts struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=500
 	Voicemail string `json:"voicemail,omitempty"`
+	// noInput opens the repeat of the menu when nothing was heard.
+	// +optional
+	// +kubebuilder:validation:MaxLength=500
+	NoInput string `json:"noInput,omitempty"`
+	// invalid opens the repeat of the menu after an answer that is not an option.
+	// +optional
+	// +kubebuilder:validation:MaxLength=500
+	Invalid string `json:"invalid,omitempty"`
+	// instructionsSaved ends the call after the instructions were recorded.
+	// +optional
+	// +kubebuilder:validation:MaxLength=500
+	InstructionsSaved string `json:"instructionsSaved,omitempty"`
+	// noInstructions ends the call when no instructions were recorded.
+	// +optional
+	// +kubebuilder:validation:MaxLength=500
+	NoInstructions string `json:"noInstructions,omitempty"`
+}
+
+// MenuWords are words and phrases that choose each menu option when spoken.
+// They are matched without case, accents or punctuation, also inside a
+// sentence; the keys (1 confirm, 2 reschedule, 3 instructions, 9 stop,
+// 0 repeat) and their digits always work.
+type MenuWords struct {
+	// confirm confirms the delivery, for example "yes".
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=30
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=60
+	Confirm []string `json:"confirm,omitempty"`
+	// reschedule asks for another delivery time.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=30
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=60
+	Reschedule []string `json:"reschedule,omitempty"`
+	// instructions leaves instructions for the driver.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=30
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=60
+	Instructions []string `json:"instructions,omitempty"`
+	// stop asks not to be called again.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=30
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=60
+	Stop []string `json:"stop,omitempty"`
+	// repeat plays the menu again.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=30
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=60
+	Repeat []string `json:"repeat,omitempty"`
+}
+
+// AgentSMS overrides the agent's SMS. Each message may use {company},
+// {name}, {address}, {when}, {body} (the transcription or the recording's
+// link), {choice} and {ref}.
+type AgentSMS struct {
+	// reschedule tells the agent the recipient wants another time.
+	// +optional
+	// +kubebuilder:validation:MaxLength=300
+	Reschedule string `json:"reschedule,omitempty"`
+	// instructions carries the transcribed instructions ({body}).
+	// +optional
+	// +kubebuilder:validation:MaxLength=300
+	Instructions string `json:"instructions,omitempty"`
+	// instructionsVoice carries the link to recorded instructions that were not transcribed ({body}).
+	// +optional
+	// +kubebuilder:validation:MaxLength=300
+	InstructionsVoice string `json:"instructionsVoice,omitempty"`
+	// instructionsNone says the recipient chose instructions but recorded none.
+	// +optional
+	// +kubebuilder:validation:MaxLength=300
+	InstructionsNone string `json:"instructionsNone,omitempty"`
+}
+
+// ScriptLanguage is the campaign's wording for one language. For a
+// language with built-in wording (de, en, es, fr, it, nl, pl) every field is
+// optional and overrides or (words) adds to the built-in wording; any other
+// language needs it all: sayLanguage, speechLanguage, greeting, every
+// prompt and words for every option.
+// +kubebuilder:validation:XValidation:rule="self.code.matches('^(de|en|es|fr|it|nl|pl)(-|$)') || (has(self.sayLanguage) && has(self.speechLanguage))",messageExpression="'language ' + self.code + ' has no built-in wording (built in: de, en, es, fr, it, nl, pl), so it needs sayLanguage and speechLanguage'"
+// +kubebuilder:validation:XValidation:rule="self.code.matches('^(de|en|es|fr|it|nl|pl)(-|$)') || has(self.greeting)",messageExpression="'language ' + self.code + ' has no built-in wording (built in: de, en, es, fr, it, nl, pl), so it needs a greeting'"
+// +kubebuilder:validation:XValidation:rule="self.code.matches('^(de|en|es|fr|it|nl|pl)(-|$)') || (has(self.prompts) && has(self.prompts.menu) && has(self.prompts.noInput) && has(self.prompts.invalid) && has(self.prompts.confirmed) && has(self.prompts.reschedule) && has(self.prompts.optedOut) && has(self.prompts.instructions) && has(self.prompts.instructionsSaved) && has(self.prompts.noInstructions) && has(self.prompts.goodbye) && has(self.prompts.voicemail))",messageExpression="'language ' + self.code + ' has no built-in wording (built in: de, en, es, fr, it, nl, pl), so it needs every prompt: menu, noInput, invalid, confirmed, reschedule, optedOut, instructions, instructionsSaved, noInstructions, goodbye and voicemail'"
+// +kubebuilder:validation:XValidation:rule="self.code.matches('^(de|en|es|fr|it|nl|pl)(-|$)') || (has(self.words) && has(self.words.confirm) && has(self.words.reschedule) && has(self.words.instructions) && has(self.words.stop) && has(self.words.repeat))",messageExpression="'language ' + self.code + ' has no built-in wording (built in: de, en, es, fr, it, nl, pl), so it needs words for every option: confirm, reschedule, instructions, stop and repeat'"
+type ScriptLanguage struct {
+	// code is the BCP 47 tag of the recipients this wording is for, for
+	// example de or de-AT. A recipient's language matches its exact tag
+	// first, then its base language.
+	// +required
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=35
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$')",message="code must be a BCP 47 tag such as de, pt or de-AT"
+	Code string `json:"code"`
+	// sayLanguage is the language Twilio's <Say> speaks, for example de-DE.
+	// +optional
+	// +kubebuilder:validation:MaxLength=35
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]{2,3}(-[A-Za-z0-9]{2,8})+$')",message="sayLanguage must be a Twilio language code with a region, such as de-DE or pt-BR"
+	SayLanguage string `json:"sayLanguage,omitempty"`
+	// speechLanguage is the speech recognition language of the menu's
+	// <Gather>, for example de-DE.
+	// +optional
+	// +kubebuilder:validation:MaxLength=35
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]{2,3}(-[A-Za-z0-9]{2,8})+$')",message="speechLanguage must be a Twilio language code with a region, such as de-DE or pt-BR"
+	SpeechLanguage string `json:"speechLanguage,omitempty"`
+	// greeting is this language's greeting, a template like script.greeting.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1000
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*[^./[:space:]-]') && !self.matches('[{][{][^}]*[|(]')",message="greeting may only hold text and field references such as {{.Name}}, {{.Company}}, {{.Date}}, {{.WindowStart}} and {{.WindowEnd}}; range, with, if, template, define, block, functions and pipelines are not allowed"
+	Greeting string `json:"greeting,omitempty"`
+	// prompts overrides this language's prompts.
+	// +optional
+	Prompts *MenuPrompts `json:"prompts,omitempty"`
+	// words are added to the words that choose each option in this language.
+	// +optional
+	Words *MenuWords `json:"words,omitempty"`
+	// hints replace the speech hints of the menu in this language.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=50
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=100
+	Hints []string `json:"hints,omitempty"`
+	// sms overrides the agent's SMS when this is the campaign's default language.
+	// +optional
+	SMS *AgentSMS `json:"sms,omitempty"`
 }
 
 // CallScript is what the call says and how long it may last.
+// +kubebuilder:validation:XValidation:rule="!has(self.defaultLanguage) || self.defaultLanguage.matches('^(de|en|es|fr|it|nl|pl)(-|$)') || (has(self.languages) && self.languages.exists(l, l.code == self.defaultLanguage))",messageExpression="'defaultLanguage ' + self.defaultLanguage + ' has no wording: use a built-in language (de, en, es, fr, it, nl, pl) or add an entry with code ' + self.defaultLanguage + ' to languages'"
 type CallScript struct {
 	// companyName is the sender named in the greeting.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=100
 	CompanyName string `json:"companyName"`
-	// greeting is text with field references {{.Name}}, {{.Company}},
-	// {{.WindowStart}}, {{.WindowEnd}} and {{.Date}}, rendered in the
-	// recipient's time zone. Other template actions (range, with, if,
-	// template, define, block, functions, pipelines) are refused.
+	// greeting is the greeting in the campaign's default language: text with
+	// field references {{.Name}}, {{.Company}}, {{.WindowStart}},
+	// {{.WindowEnd}} and {{.Date}}, rendered in the recipient's time zone.
+	// Other template actions (range, with, if, template, define, block,
+	// functions, pipelines) are refused. Empty: the language's built-in
+	// greeting; other languages' greetings are in languages.
 	// +optional
-	// +kubebuilder:default="Hello {{.Name}}, this is {{.Company}}. Your parcel arrives on {{.Date}} between {{.WindowStart}} and {{.WindowEnd}}."
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1000
 	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*[^./[:space:]-]') && !self.matches('[{][{][^}]*[|(]')",message="greeting may only hold text and field references such as {{.Name}}, {{.Company}}, {{.Date}}, {{.WindowStart}} and {{.WindowEnd}}; range, with, if, template, define, block, functions and pipelines are not allowed"
 	Greeting string `json:"greeting,omitempty"`
-	// prompts overrides the default English wording.
+	// prompts overrides the wording of the campaign's default language;
+	// other languages' prompts are in languages.
 	// +optional
 	Prompts *MenuPrompts `json:"prompts,omitempty"`
+	// defaultLanguage is the BCP 47 tag of the language a call is held in
+	// when the recipient has none, or has one with neither built-in wording
+	// nor an entry in languages (the Delivery then says so with the reason
+	// LanguageFallback). The agent's SMS is in it too. Built-in wording:
+	// de, en, es, fr, it, nl and pl.
+	// +optional
+	// +kubebuilder:default=en
+	// +kubebuilder:validation:MaxLength=35
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$')",message="defaultLanguage must be a BCP 47 tag such as en, de or en-GB"
+	DefaultLanguage string `json:"defaultLanguage,omitempty"`
+	// languages overrides the wording per language, or adds languages
+	// without built-in wording. See docs/languages.md.
+	// +optional
+	// +listType=map
+	// +listMapKey=code
+	// +kubebuilder:validation:MaxItems=20
+	Languages []ScriptLanguage `json:"languages,omitempty"`
 	// instructionsMaxLength bounds the recorded instructions.
 	// +optional
 	// +kubebuilder:default="30s"

@@ -116,9 +116,11 @@ type Recipient struct {
 	// +optional
 	TimeZone TimeZone `json:"timeZone,omitempty"`
 
-	// language is the BCP 47 tag the call is held in, for example en or en-GB.
+	// language is the BCP 47 tag of the language the call is held in, for
+	// example de or en-GB. Empty means the campaign's default language; a
+	// language the campaign has no wording for falls back to it too, and the
+	// Delivery's LanguageSupported condition says so.
 	// +optional
-	// +kubebuilder:default=en
 	// +kubebuilder:validation:MaxLength=35
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$')",message="language must be a BCP 47 tag such as en, de or en-GB"
 	Language string `json:"language,omitempty"`
@@ -303,7 +305,9 @@ type DeliveryStatus struct {
 	// finishedTime is when the delivery reached a final phase; retention counts from it.
 	// +optional
 	FinishedTime *metav1.Time `json:"finishedTime,omitempty"`
-	// conditions: Ready (campaign resolved, calls planned) and Degraded, with reasons.
+	// conditions: Ready (campaign resolved, calls planned), Degraded, and
+	// LanguageSupported (False with reason LanguageFallback when the
+	// campaign has no wording in the recipient's language), with reasons.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -311,6 +315,18 @@ type DeliveryStatus struct {
 	// +patchMergeKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
 }
+
+// ConditionLanguageSupported says whether the campaign speaks the
+// recipient's language: True (reason Wording) when it has wording for it or
+// the recipient names none, False (reason LanguageFallback) when the call is
+// held in the campaign's default language instead.
+const ConditionLanguageSupported = "LanguageSupported"
+
+// The reasons of ConditionLanguageSupported.
+const (
+	ReasonWording          = "Wording"
+	ReasonLanguageFallback = "LanguageFallback"
+)
 
 // Delivery is a parcel whose recipient DelAuto phones shortly before delivery.
 // +kubebuilder:object:root=true

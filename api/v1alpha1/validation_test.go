@@ -100,6 +100,41 @@ func newNamespace(t *testing.T, name string) string {
 	return name
 }
 
+// ptLanguage is a complete Portuguese entry of script.languages without
+// the field at path.
+func ptLanguage(without string) map[string]any {
+	words := func(w string) []any { return []any{w} }
+	l := map[string]any{
+		"code": "pt", "sayLanguage": "pt-BR", "speechLanguage": "pt-BR", "greeting": "Olá {{.Name}}",
+		"prompts": map[string]any{"menu": "m", "noInput": "n", "invalid": "i", "confirmed": "c", "reschedule": "r", "optedOut": "o",
+			"instructions": "i", "instructionsSaved": "s", "noInstructions": "n", "goodbye": "g", "voicemail": "v"},
+		"words": map[string]any{"confirm": words("sim"), "reschedule": words("outro dia"), "instructions": words("instruções"),
+			"stop": words("parar"), "repeat": words("repetir")},
+	}
+	unstructured.RemoveNestedField(l, strings.Split(without, ".")...)
+	return l
+}
+
+// TestLanguagesAreAccepted: a campaign in German with overrides, and one
+// adding a complete language without built-in wording.
+func TestLanguagesAreAccepted(t *testing.T) {
+	ns := newNamespace(t, "languages")
+	for i, mutate := range []func(*unstructured.Unstructured){
+		set("spec.script.defaultLanguage", "de"),
+		set("spec.script.languages", []any{map[string]any{"code": "de-AT", "greeting": "Servus {{.Name}}", "words": map[string]any{"confirm": []any{"passt scho"}}}}),
+		func(u *unstructured.Unstructured) {
+			set("spec.script.defaultLanguage", "pt")(u)
+			set("spec.script.languages", []any{ptLanguage("none")})(u)
+		},
+	} {
+		u := object(t, goodCampaign, ns, fmt.Sprintf("lang-%d", i))
+		mutate(u)
+		if err := env.Kube.Client.Create(context.Background(), u); err != nil {
+			t.Errorf("case %d refused: %v", i, err)
+		}
+	}
+}
+
 func TestGoodObjectsAreAccepted(t *testing.T) {
 	ns := newNamespace(t, "good")
 	ctx := context.Background()
@@ -181,6 +216,17 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"relay webhook over plain http", goodCampaign, set("spec.relay.webhook.url", "http://dispatch.example.com/hook"), "spec.relay.webhook.url", "relay webhook url must be an absolute https:// URL"},
 		{"unknown answering machine action", goodCampaign, set("spec.script.answeringMachine", "Sing"), "spec.script.answeringMachine", "Unsupported value"},
 		{"unknown recording deletion", goodCampaign, set("spec.recordingDeletion", "Never"), "spec.recordingDeletion", "Unsupported value"},
+		{"default language without wording", goodCampaign, set("spec.script.defaultLanguage", "pt"), "spec.script", "defaultLanguage pt has no wording: use a built-in language (de, en, es, fr, it, nl, pl) or add an entry with code pt to languages"},
+		{"default language not BCP 47", goodCampaign, set("spec.script.defaultLanguage", "German"), "spec.script.defaultLanguage", "BCP 47"},
+		{"language code not BCP 47", goodCampaign, set("spec.script.languages", []any{map[string]any{"code": "Deutsch"}}), "spec.script.languages[0].code", "BCP 47"},
+		{"language listed twice", goodCampaign, set("spec.script.languages", []any{map[string]any{"code": "de"}, map[string]any{"code": "de"}}), "spec.script.languages[1]", "Duplicate value"},
+		{"new language without Twilio codes", goodCampaign, set("spec.script.languages", []any{ptLanguage("sayLanguage")}), "spec.script.languages[0]", "language pt has no built-in wording (built in: de, en, es, fr, it, nl, pl), so it needs sayLanguage and speechLanguage"},
+		{"new language without greeting", goodCampaign, set("spec.script.languages", []any{ptLanguage("greeting")}), "spec.script.languages[0]", "so it needs a greeting"},
+		{"new language without every prompt", goodCampaign, set("spec.script.languages", []any{ptLanguage("prompts.noInput")}), "spec.script.languages[0]", "so it needs every prompt: menu, noInput, invalid"},
+		{"new language without words for repeat", goodCampaign, set("spec.script.languages", []any{ptLanguage("words.repeat")}), "spec.script.languages[0]", "so it needs words for every option: confirm, reschedule, instructions, stop and repeat"},
+		{"say language without region", goodCampaign, set("spec.script.languages", []any{map[string]any{"code": "de", "sayLanguage": "de"}}), "spec.script.languages[0].sayLanguage", "sayLanguage must be a Twilio language code with a region"},
+		{"language greeting that loops", goodCampaign, set("spec.script.languages", []any{map[string]any{"code": "de", "greeting": "{{range .Name}}x{{end}}"}}), "spec.script.languages[0].greeting", "field references"},
+		{"empty option word", goodCampaign, set("spec.script.languages", []any{map[string]any{"code": "de", "words": map[string]any{"confirm": []any{""}}}}), "spec.script.languages[0].words.confirm[0]", "at least 1 chars long"},
 		{"recordings deleted after a relay that never happens", goodCampaign, func(u *unstructured.Unstructured) {
 			set("spec.recordingDeletion", "AfterRelay")(u)
 			set("spec.relay", map[string]any{"sms": false})(u)
@@ -313,9 +359,8 @@ func TestDefaults(t *testing.T) {
 	check("script.ringTimeout", s.Script.RingTimeout.Duration, 30*time.Second)
 	check("script.instructionsMaxLength", s.Script.InstructionsMaxLength.Duration, 30*time.Second)
 	check("script.answeringMachine", s.Script.AnsweringMachine, v1.MachineHangUp)
-	if s.Script.Greeting == "" || !strings.Contains(s.Script.Greeting, "{{.Name}}") {
-		t.Errorf("script.greeting default = %q, want the default template", s.Script.Greeting)
-	}
+	check("script.greeting", s.Script.Greeting, "") // the language's built-in greeting
+	check("script.defaultLanguage", s.Script.DefaultLanguage, "en")
 	check("twilio.callsPerSecond", s.Twilio.CallsPerSecond, 1)
 	check("twilio.credentialsSecretRef.accountSIDKey", s.Twilio.CredentialsSecretRef.AccountSIDKey, "accountSID")
 	check("twilio.credentialsSecretRef.authTokenKey", s.Twilio.CredentialsSecretRef.AuthTokenKey, "authToken")
@@ -339,7 +384,7 @@ func TestDefaults(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "lang"}, gotD); err != nil {
 		t.Fatal(err)
 	}
-	check("recipient.language", gotD.Spec.Recipient.Language, "en")
+	check("recipient.language", gotD.Spec.Recipient.Language, "") // the campaign's default language
 }
 
 // kubectlOf returns the kubectl binary and the test apiserver's kubeconfig.

@@ -59,6 +59,9 @@ type CallbackRecord struct {
 	StatusCode int
 	// Err is the connection error, if any.
 	Err string
+	// TwiML is the document a voice, action or redirect request got back
+	// (none with Options.Lean).
+	TwiML string
 }
 
 // Message is an SMS sent through the Messages API.

@@ -106,6 +106,9 @@ func (s *Sim) send(ctx context.Context, ob *outbound, attempt int, dup, late boo
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	rec.StatusCode = resp.StatusCode
+	if !s.opts.Lean && (ob.kind == "voice" || ob.kind == "action" || ob.kind == "redirect") {
+		rec.TwiML = string(data)
+	}
 	if err != nil {
 		rec.Err = err.Error()
 	}

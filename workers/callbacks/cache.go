@@ -14,6 +14,7 @@ import (
 
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/script"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -54,33 +55,35 @@ var errUnknownAttempt = errors.New("unknown attempt")
 // depends on.
 func scriptVersion(c *campaignfile.Config) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s", c.Spec.Script.Greeting, c.Spec.Script.CompanyName, c.Spec.Schedule.DefaultTimeZone)
+	sc, _ := json.Marshal(c.Spec.Script)
+	fmt.Fprintf(h, "%s\x00%s", sc, c.Spec.Schedule.DefaultTimeZone)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// defaultGreeting is used when the campaign's template is empty or does not
-// render (the operator refuses such campaigns; this is the last resort).
-const defaultGreeting = "Hello {{.Name}}, this is {{.Company}}. Your parcel arrives on {{.Date}} between {{.WindowStart}} and {{.WindowEnd}}."
-
-// render fills info's greeting for campaign c.
+// render fills info's greeting for campaign c, in the recipient's language.
 func (s *Server) render(info *CallInfo, c *campaignfile.Config) {
 	info.ScriptVersion = s.scriptVersionOf(c)
 	company := c.Spec.Script.CompanyName
+	w := s.wording(info, c)
 	cc := info.Context
 	if cc == nil || cc.WindowStart.IsZero() {
-		info.Greeting = "Hello, this is " + company + " about your parcel delivery."
+		g, err := script.Render(w.GreetingNoWindow, script.Data{Company: company})
+		if err != nil {
+			g = company
+		}
+		info.Greeting = g
 		return
 	}
 	loc := location(cc.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
-	d := script.NewData(cc.RecipientName, company, cc.WindowStart, cc.WindowEnd, loc)
-	tmpl := c.Spec.Script.Greeting
-	if tmpl == "" {
-		tmpl = defaultGreeting
-	}
-	g, err := script.Render(tmpl, d)
+	d := dataFor(w, cc.RecipientName, company, cc.WindowStart, cc.WindowEnd, loc)
+	g, err := script.Render(w.Greeting, d)
 	if err != nil {
-		s.log.Error("campaign greeting does not render; using the default", "campaign", c.Namespace+"/"+c.Name, "error", err)
-		g, _ = script.Render(defaultGreeting, d)
+		s.log.Error("campaign greeting does not render; using the built-in one", "campaign", c.Namespace+"/"+c.Name, "language", w.Code, "error", err)
+		builtin := language.Builtin(language.Base(w.Code))
+		if builtin == nil {
+			builtin = language.Builtin(language.DefaultCode)
+		}
+		g, _ = script.Render(builtin.Greeting, d)
 	}
 	info.Greeting = g
 }

@@ -12,13 +12,19 @@
 //
 // # The conversation
 //
-// The voice webhook answers with the campaign's greeting (rendered in the
-// recipient's time zone) and a <Gather input="dtmf speech"> menu: 1 or "yes"
+// The call is held in the recipient's language (internal/language: the
+// campaign's script.languages over the built-in wording, else the
+// campaign's default language): <Say> speaks it and the menu's <Gather>
+// recognizes it, with its speech hints. The voice webhook answers with the
+// greeting (rendered in the recipient's time zone, with the language's
+// date and time format) and a <Gather input="dtmf speech"> menu: 1 or "yes"
 // confirms, 2 or "reschedule" asks for another time, 3 or "instructions"
 // records instructions (<Record> with a maximum length, transcribed), 9 or
-// "stop" opts out. Nothing heard: the menu once more, then a polite goodbye;
-// an answer that is no option: the same. The campaign's script.prompts
-// override the default English wording. A machine (AnsweredBy machine_* or
+// "stop" opts out, 0 or "repeat" plays the greeting and menu again (twice
+// at most); the words are the language's (see language.Wording.Match).
+// Nothing heard: the menu once more, then a polite goodbye; an answer that
+// is no option: the same. The campaign's script.prompts override the
+// default language's wording. A machine (AnsweredBy machine_* or
 // fax) gets the campaign's answering-machine action: a short voicemail with
 // the callback number, or a hang-up (result machine, retried per the
 // campaign's policy); with asynchronous detection the live call is

@@ -7,10 +7,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -177,49 +177,19 @@ func parseGather(f url.Values) (gatherForm, error) {
 	return g, nil
 }
 
-// choose maps a menu answer to a choice: keys 1, 2, 3 and 9, or the spoken
-// words. Spoken words are matched in order of consequence (stop before
-// reschedule before instructions before yes), so "yes, stop calling" stops.
-func choose(g gatherForm) (v1alpha1.ResponseChoice, bool) {
+// choose maps a menu answer to an option: a key (1, 2, 3, 9, 0) or the
+// spoken words of the call's language (see language.Wording.Match).
+func choose(g gatherForm, w *language.Wording) (language.Option, bool) {
 	if g.Digits != "" {
-		switch g.Digits[0] {
-		case '1':
-			return v1alpha1.ChoiceConfirm, true
-		case '2':
-			return v1alpha1.ChoiceReschedule, true
-		case '3':
-			return v1alpha1.ChoiceInstructions, true
-		case '9':
-			return v1alpha1.ChoiceOptOut, true
-		}
-		return "", false
+		return language.Key(g.Digits)
 	}
-	words := strings.FieldsFunc(strings.ToLower(g.Speech), func(r rune) bool {
-		return !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '\''
-	})
-	has := func(ws ...string) bool {
-		for _, w := range words {
-			for _, x := range ws {
-				if w == x {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	phrase := " " + strings.Join(words, " ") + " "
-	switch {
-	case has("stop", "unsubscribe", "nine", "9") || strings.Contains(phrase, " opt out ") ||
-		strings.Contains(phrase, " don't call ") || strings.Contains(phrase, " do not call "):
-		return v1alpha1.ChoiceOptOut, true
-	case has("reschedule", "another", "later", "change", "two", "2"):
-		return v1alpha1.ChoiceReschedule, true
-	case has("instructions", "instruction", "message", "three", "3"):
-		return v1alpha1.ChoiceInstructions, true
-	case has("yes", "yeah", "yep", "confirm", "confirmed", "sure", "ok", "okay", "one", "1"):
-		return v1alpha1.ChoiceConfirm, true
-	}
-	return "", false
+	return w.Match(g.Speech)
+}
+
+// choices are the recorded answers of the menu's options (Repeat records none).
+var choices = map[language.Option]v1alpha1.ResponseChoice{
+	language.Confirm: v1alpha1.ChoiceConfirm, language.Reschedule: v1alpha1.ChoiceReschedule,
+	language.Instructions: v1alpha1.ChoiceInstructions, language.Stop: v1alpha1.ChoiceOptOut,
 }
 
 // recordingForm is a <Record> action or a recording status callback.

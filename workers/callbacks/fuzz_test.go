@@ -13,8 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -104,8 +104,9 @@ func FuzzWebhookForms(f *testing.F) {
 			if len(g.Digits) > maxDigits || strings.Trim(g.Digits, "0123456789*#") != "" || !utf8.ValidString(g.Speech) {
 				t.Fatalf("gather form %+v", g)
 			}
-			if c, ok := choose(g); ok && !slices.Contains([]v1.ResponseChoice{v1.ChoiceConfirm, v1.ChoiceReschedule, v1.ChoiceInstructions, v1.ChoiceOptOut}, c) {
-				t.Fatalf("choice %q", c)
+			codes := language.Codes()
+			if o, ok := choose(g, language.Builtin(codes[len(g.Speech)%len(codes)])); ok && !slices.Contains(language.Options, o) {
+				t.Fatalf("option %q", o)
 			}
 		case 3, 4:
 			r, err := parseRecording(form, kind%7 == 4)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	openapi "github.com/twilio/twilio-go/rest/api/v2010"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/workers/relay"
 	"github.com/delauto/delauto/workers/store"
@@ -182,8 +184,7 @@ func (s *Server) handleVoice(w http.ResponseWriter, r *request) int {
 		s.m.amd.WithLabelValues("hangup").Inc()
 		return writeTwiML(w, hangupTwiML())
 	}
-	p := promptsFor(r.camp)
-	return writeTwiML(w, s.voiceTwiML(info, p, r.urlFor(callurls.GatherPath), r.urlFor(callurls.GatherPath, "try", "2")))
+	return writeTwiML(w, s.voiceTwiML(info, s.wording(info, r.camp), r.urlFor(callurls.GatherPath), r.urlFor(callurls.GatherPath, "try", "2")))
 }
 
 // recordAnsweredBy journals an AMD verdict (directly to MongoDB if Redis fails).
@@ -195,6 +196,24 @@ func (s *Server) recordAnsweredBy(r *request, answeredBy string) {
 		s.log.Error("answering machine verdict not recorded", "attempt", id, "error", err)
 	}
 }
+
+// countAnswer counts a menu answer by language, option and input.
+func (s *Server) countAnswer(w *language.Wording, g gatherForm, opt language.Option, ok bool) {
+	input := "silence"
+	switch {
+	case g.Digits != "":
+		input = "dtmf"
+	case g.Speech != "":
+		input = "speech"
+	}
+	if !ok {
+		opt = "none"
+	}
+	s.m.answers.WithLabelValues(language.Base(w.Code), string(opt), input).Inc()
+}
+
+// maxRepeats bounds how often one call plays the menu again on request.
+const maxRepeats = 2
 
 // handleGather takes the recipient's menu answer: the choice is written to
 // MongoDB (or the journal) before the TwiML that acknowledges it; an
@@ -209,14 +228,29 @@ func (s *Server) handleGather(w http.ResponseWriter, r *request) int {
 	if !ok {
 		return code
 	}
-	p := promptsFor(r.camp)
-	choice, ok := choose(g)
-	if !ok {
-		if r.http.URL.Query().Get("try") == "" {
-			return writeTwiML(w, s.retryTwiML(info, p, r.urlFor(callurls.GatherPath, "try", "2")))
+	p := s.wording(info, r.camp)
+	q := r.http.URL.Query()
+	opt, ok := choose(g, p)
+	s.countAnswer(p, g, opt, ok)
+	if ok && opt == language.Repeat {
+		// The greeting and menu again, at most maxRepeats times; the
+		// repeat keeps the answer's try.
+		if n, _ := strconv.Atoi(q.Get("rep")); n < maxRepeats {
+			next := []string{"rep", strconv.Itoa(n + 1)}
+			if q.Get("try") != "" {
+				next = append(next, "try", q.Get("try"))
+			}
+			return writeTwiML(w, s.repeatTwiML(info, p, r.urlFor(callurls.GatherPath, next...)))
 		}
-		return writeTwiML(w, s.sayHangupTwiML(info, p.Goodbye))
+		ok = false
 	}
+	if !ok {
+		if q.Get("try") == "" {
+			return writeTwiML(w, s.retryTwiML(p, r.urlFor(callurls.GatherPath, "try", "2")))
+		}
+		return writeTwiML(w, s.sayHangupTwiML(p, p.Goodbye))
+	}
+	choice := choices[opt]
 	id := r.ref.AttemptID
 	if choice == v1.ChoiceOptOut {
 		ns, number := info.Namespace, info.To
@@ -234,13 +268,13 @@ func (s *Server) handleGather(w http.ResponseWriter, r *request) int {
 	}
 	switch choice {
 	case v1.ChoiceConfirm:
-		return writeTwiML(w, s.sayHangupTwiML(info, p.Confirmed))
+		return writeTwiML(w, s.sayHangupTwiML(p, p.Confirmed))
 	case v1.ChoiceReschedule:
-		return writeTwiML(w, s.sayHangupTwiML(info, p.Reschedule))
+		return writeTwiML(w, s.sayHangupTwiML(p, p.Reschedule))
 	case v1.ChoiceOptOut:
-		return writeTwiML(w, s.sayHangupTwiML(info, p.OptedOut))
+		return writeTwiML(w, s.sayHangupTwiML(p, p.OptedOut))
 	default:
-		return writeTwiML(w, s.recordTwiML(info, p, recordMaxLength(r.camp),
+		return writeTwiML(w, s.recordTwiML(p, recordMaxLength(r.camp),
 			r.urlFor(callurls.RecordPath), r.urlFor(callurls.RecordingPath), r.urlFor(callurls.TranscriptionPath)))
 	}
 }
@@ -262,7 +296,8 @@ func (s *Server) handleRecord(w http.ResponseWriter, r *request) int {
 	if rec.Digits == "hangup" {
 		return writeTwiML(w, hangupTwiML()) // the callee is gone; Twilio runs nothing
 	}
-	return writeTwiML(w, s.sayHangupTwiML(info, promptsFor(r.camp).InstructionsSaved))
+	p := s.wording(info, r.camp)
+	return writeTwiML(w, s.sayHangupTwiML(p, p.InstructionsSaved))
 }
 
 func (s *Server) storeRecording(r *request, rec recordingForm) error {

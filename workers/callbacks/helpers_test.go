@@ -62,6 +62,8 @@ type harness struct {
 	hooks *hookRecorder
 	db    string
 	src   *swapCampaign
+	// lang is the recipient's language of new attempts (default en-US).
+	lang string
 }
 
 // swapCampaign is a campaign source whose campaign a test replaces, as the
@@ -236,7 +238,7 @@ func (h *harness) createAttempt(to string) *store.Attempt {
 		Delivery: store.DeliveryRef{UID: uid, Namespace: "shop", Name: "parcel-" + uid[:8]},
 		Campaign: "shop/evening", Shard: "s0", Number: 1, Due: time.Now(), To: to,
 		Context: &store.CallContext{
-			RecipientName: "Anna Schmidt", Language: "en-US", TimeZone: "Europe/Berlin",
+			RecipientName: "Anna Schmidt", Language: cmp.Or(h.lang, "en-US"), TimeZone: "Europe/Berlin",
 			WindowStart: start, WindowEnd: start.Add(2 * time.Hour),
 			Address: "12 Main Street, 10115 Berlin", Region: "berlin", AgentName: "Kim", AgentPhone: agentPhone,
 		},

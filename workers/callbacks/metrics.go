@@ -20,6 +20,7 @@ type metrics struct {
 	writeThrough     *prometheus.CounterVec
 	outcomes         *prometheus.CounterVec
 	amd              *prometheus.CounterVec
+	answers          *prometheus.CounterVec
 	backlog          prometheus.GaugeFunc
 }
 
@@ -57,6 +58,10 @@ func newMetrics(backlog func() float64) *metrics {
 		amd: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "delauto_callbacks_machine_answers_total", Help: "Calls answered by a machine, by action taken (voicemail, hangup, error).",
 		}, []string{"action"}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "delauto_callbacks_menu_answers_total",
+			Help: "Menu answers, by the language of the call's wording, the option understood (confirm, reschedule, instructions, stop, repeat, none) and how it was given (dtmf, speech, silence).",
+		}, []string{"language", "option", "input"}),
 		backlog: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "delauto_callbacks_journal_backlog", Help: "Journal entries not yet written to MongoDB.",
 		}, backlog),
@@ -65,7 +70,7 @@ func newMetrics(backlog func() float64) *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.duration, m.rejected, m.cache, m.journalAppended, m.journalApplied,
-		m.journalCoalesced, m.writeThrough, m.outcomes, m.amd, m.backlog}
+		m.journalCoalesced, m.writeThrough, m.outcomes, m.amd, m.answers, m.backlog}
 }
 
 // stats mirrors the counters a benchmark reads.

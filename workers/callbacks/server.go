@@ -181,6 +181,8 @@ type Server struct {
 
 	base atomic.Pointer[baseURL]
 	sv   atomic.Pointer[svMemo]
+	// words is the campaign's wording resolved per recipient language.
+	words atomic.Pointer[wordsMemo]
 }
 
 // testHooks are seams for tests; all nil in production.

@@ -1,8 +1,11 @@
 package callbacks
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nyaruka/phonenumbers"
@@ -10,80 +13,46 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/script"
 	"github.com/delauto/delauto/workers/store"
 )
 
-// Prompts is the wording of a call. The campaign's script.prompts override
-// the defaults, field by field.
-type Prompts struct {
-	// Menu lists the options after the greeting.
-	Menu string
-	// NoInput opens the one repeat of the menu when nothing was heard.
-	NoInput string
-	// Invalid opens the one repeat of the menu after an answer that is not an option.
-	Invalid string
-	// Confirmed, Reschedule and OptedOut end the call after those choices.
-	Confirmed, Reschedule, OptedOut string
-	// Instructions asks for the instructions before the recording tone.
-	Instructions string
-	// InstructionsSaved ends the call after a recording.
-	InstructionsSaved string
-	// NoInstructions ends the call when nothing was recorded.
-	NoInstructions string
-	// Goodbye ends a call that got no answer.
-	Goodbye string
-	// Voicemail is left on an answering machine ({{.Company}}, {{.Date}},
-	// {{.WindowStart}}, {{.WindowEnd}} are filled in for the default).
-	Voicemail string
+// wording is the campaign's wording for the call's recipient: in their
+// language, else the campaign's default language.
+func (s *Server) wording(info *CallInfo, c *campaignfile.Config) *language.Wording {
+	tag := ""
+	if info != nil && info.Context != nil {
+		tag = info.Context.Language
+	}
+	return s.resolve(c, tag).Wording
 }
 
-// DefaultPrompts is the English wording used where the campaign says nothing.
-var DefaultPrompts = Prompts{
-	Menu: "To confirm, press 1 or say yes. For another day, press 2 or say reschedule. " +
-		"For instructions to the driver, press 3. To stop these calls, press 9 or say stop.",
-	NoInput:           "Sorry, I did not hear an answer.",
-	Invalid:           "Sorry, that is not one of the options.",
-	Confirmed:         "Thank you, your delivery is confirmed. Goodbye.",
-	Reschedule:        "Thank you. The driver will contact you to arrange another time. Goodbye.",
-	OptedOut:          "You will not get these calls again. Your parcel still arrives as planned. Goodbye.",
-	Instructions:      "Please say your instructions for the driver after the tone, then press the pound key.",
-	InstructionsSaved: "Thank you, the driver will get your instructions. Goodbye.",
-	NoInstructions:    "We did not hear any instructions. Your parcel arrives as planned. Goodbye.",
-	Goodbye:           "We did not get an answer. Your parcel arrives as planned. Goodbye.",
-	Voicemail: "Hello, this is {{.Company}} about your parcel delivery on {{.Date}} between {{.WindowStart}} and {{.WindowEnd}}. " +
-		"If that does not suit you, please call us back.",
+// resolve is language.Resolve, memoized per campaign config and language.
+func (s *Server) resolve(c *campaignfile.Config, tag string) language.Resolution {
+	m := s.words.Load()
+	if m == nil || m.from != c {
+		m = &wordsMemo{from: c}
+		s.words.Store(m)
+	}
+	if r, ok := m.byTag.Load(tag); ok {
+		return r.(language.Resolution)
+	}
+	r := language.Resolve(&c.Spec.Script, tag)
+	if m.n.Add(1) <= maxWordsMemo {
+		m.byTag.Store(tag, r)
+	}
+	return r
 }
 
-// promptsFor is the campaign's wording over the defaults.
-func promptsFor(c *campaignfile.Config) Prompts {
-	p := DefaultPrompts
-	o := c.Spec.Script.Prompts
-	if o == nil {
-		return p
-	}
-	for _, f := range []struct {
-		dst *string
-		src string
-	}{{&p.Menu, o.Menu}, {&p.Confirmed, o.Confirmed}, {&p.Reschedule, o.Reschedule}, {&p.Instructions, o.Instructions},
-		{&p.OptedOut, o.OptedOut}, {&p.Goodbye, o.Goodbye}, {&p.Voicemail, o.Voicemail}} {
-		if strings.TrimSpace(f.src) != "" {
-			*f.dst = f.src
-		}
-	}
-	return p
-}
+// maxWordsMemo bounds the languages memoized per campaign config.
+const maxWordsMemo = 64
 
-// speechHints help the recogniser with the menu's words.
-const speechHints = "yes, reschedule, instructions, stop"
-
-// sayLanguage is the language of <Say> and of speech recognition: the
-// recipient's, else American English.
-func sayLanguage(info *CallInfo) string {
-	if info != nil && info.Context != nil && info.Context.Language != "" {
-		return info.Context.Language
-	}
-	return "en-US"
+// wordsMemo holds the resolved wording of one campaign config by language.
+type wordsMemo struct {
+	from  *campaignfile.Config
+	byTag sync.Map // language tag -> language.Resolution
+	n     atomic.Int32
 }
 
 func (s *Server) say(text, lang string) *twiml.VoiceSay {
@@ -103,46 +72,50 @@ func hangupTwiML() string { return render(&twiml.VoiceHangup{}) }
 
 // menuGather is the <Gather> of the menu, with its spoken prompts inside so
 // the recipient can answer while they play.
-func (s *Server) menuGather(action, lang string, prompts ...string) *twiml.VoiceGather {
+func (s *Server) menuGather(action string, w *language.Wording, prompts ...string) *twiml.VoiceGather {
 	var inner []twiml.Element
 	for _, p := range prompts {
 		if p != "" {
-			inner = append(inner, s.say(p, lang))
+			inner = append(inner, s.say(p, w.SayLanguage))
 		}
 	}
 	return &twiml.VoiceGather{
 		Input: "dtmf speech", Action: action, Method: "POST", NumDigits: "1", Timeout: "5",
-		SpeechTimeout: "auto", Language: lang, Hints: speechHints, InnerElements: inner,
+		SpeechTimeout: "auto", Language: w.SpeechLanguage, Hints: w.HintList(), InnerElements: inner,
 	}
 }
 
 // voiceTwiML is the call: greeting and menu, one repeat when nothing is
 // heard, then a polite goodbye.
-func (s *Server) voiceTwiML(info *CallInfo, p Prompts, gatherURL, retryURL string) string {
-	lang := sayLanguage(info)
+func (s *Server) voiceTwiML(info *CallInfo, w *language.Wording, gatherURL, retryURL string) string {
 	return render(
-		s.menuGather(gatherURL, lang, info.Greeting, p.Menu),
-		s.menuGather(retryURL, lang, p.NoInput, p.Menu),
-		s.say(p.Goodbye, lang),
+		s.menuGather(gatherURL, w, info.Greeting, w.Menu),
+		s.menuGather(retryURL, w, w.NoInput, w.Menu),
+		s.say(w.Goodbye, w.SayLanguage),
 		&twiml.VoiceHangup{},
 	)
 }
 
 // retryTwiML answers an answer that is not an option: the menu once more.
-func (s *Server) retryTwiML(info *CallInfo, p Prompts, retryURL string) string {
-	lang := sayLanguage(info)
-	return render(s.menuGather(retryURL, lang, p.Invalid, p.Menu), s.say(p.Goodbye, lang), &twiml.VoiceHangup{})
+func (s *Server) retryTwiML(w *language.Wording, retryURL string) string {
+	return render(s.menuGather(retryURL, w, w.Invalid, w.Menu), s.say(w.Goodbye, w.SayLanguage), &twiml.VoiceHangup{})
+}
+
+// repeatTwiML plays the greeting and menu again when the recipient asked
+// for it; nextURL counts the repeats.
+func (s *Server) repeatTwiML(info *CallInfo, w *language.Wording, nextURL string) string {
+	return render(s.menuGather(nextURL, w, info.Greeting, w.Menu), s.say(w.Goodbye, w.SayLanguage), &twiml.VoiceHangup{})
 }
 
 // sayHangupTwiML says text and hangs up.
-func (s *Server) sayHangupTwiML(info *CallInfo, text string) string {
-	return render(s.say(text, sayLanguage(info)), &twiml.VoiceHangup{})
+func (s *Server) sayHangupTwiML(w *language.Wording, text string) string {
+	return render(s.say(text, w.SayLanguage), &twiml.VoiceHangup{})
 }
 
 // recordTwiML asks for instructions and records them, with transcription.
 // If nothing is recorded Twilio goes on to the goodbye.
-func (s *Server) recordTwiML(info *CallInfo, p Prompts, maxLen time.Duration, actionURL, recordingURL, transcriptionURL string) string {
-	lang := sayLanguage(info)
+func (s *Server) recordTwiML(p *language.Wording, maxLen time.Duration, actionURL, recordingURL, transcriptionURL string) string {
+	lang := p.SayLanguage
 	return render(
 		s.say(p.Instructions, lang),
 		&twiml.VoiceRecord{
@@ -158,30 +131,37 @@ func (s *Server) recordTwiML(info *CallInfo, p Prompts, maxLen time.Duration, ac
 
 // voicemailTwiML is the message left on an answering machine: the
 // campaign's wording, or the default with the delivery window, and the
-// callback number.
+// callback number, in the recipient's language.
 func (s *Server) voicemailTwiML(info *CallInfo, c *campaignfile.Config) string {
-	return render(s.say(voicemailText(info, c), sayLanguage(info)), &twiml.VoiceHangup{})
+	w := s.wording(info, c)
+	return render(s.say(voicemailText(info, c, w), w.SayLanguage), &twiml.VoiceHangup{})
 }
 
-func voicemailText(info *CallInfo, c *campaignfile.Config) string {
-	p := promptsFor(c)
-	text := p.Voicemail
-	if text == DefaultPrompts.Voicemail {
-		company := c.Spec.Script.CompanyName
-		if info.Context != nil && !info.Context.WindowStart.IsZero() {
-			loc := location(info.Context.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
-			d := script.NewData(info.Context.RecipientName, company, info.Context.WindowStart, info.Context.WindowEnd, loc)
-			if t, err := script.Render(text, d); err == nil {
-				text = t
-			}
-		} else {
-			text = "Hello, this is " + company + " about your parcel delivery. If you have questions, please call us back."
-		}
+func voicemailText(info *CallInfo, c *campaignfile.Config, w *language.Wording) string {
+	company := c.Spec.Script.CompanyName
+	text := w.VoicemailNoWindow
+	var d script.Data
+	if info.Context != nil && !info.Context.WindowStart.IsZero() {
+		loc := location(info.Context.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
+		d = dataFor(w, info.Context.RecipientName, company, info.Context.WindowStart, info.Context.WindowEnd, loc)
+		text = w.Voicemail
+	} else {
+		d = script.Data{Company: company}
+	}
+	if t, err := script.Render(text, d); err == nil {
+		text = t
 	}
 	if n := string(c.Spec.Script.CallbackNumber); n != "" && !strings.Contains(text, n) {
-		text += " Our number is " + spokenNumber(n) + "."
+		text += " " + fmt.Sprintf(w.CallbackNumber, spokenNumber(n))
 	}
-	return text + " Goodbye."
+	return text + " " + w.Bye
+}
+
+// dataFor fills a greeting's fields with the day and times as the
+// language says them.
+func dataFor(w *language.Wording, name, company string, start, end time.Time, loc *time.Location) script.Data {
+	s, e := start.In(loc), end.In(loc)
+	return script.Data{Name: name, Company: company, Date: w.Dates.Date(s), WindowStart: w.Dates.Clock(s), WindowEnd: w.Dates.Clock(e)}
 }
 
 // spokenNumber spells a phone number digit by digit in its usual groups, so

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -40,21 +41,26 @@ func location(tz, fallback string) *time.Location {
 	return time.UTC
 }
 
-// window formats a delivery window in loc, e.g. "Wed Dec 2, 9:00 AM-11:00 AM CET".
-func window(start, end time.Time, loc *time.Location) string {
+// window formats a delivery window in loc as w says it, e.g.
+// "Wed Dec 2, 9:00 AM-11:00 AM CET" or "Mittwoch, 2. Dezember, 09:00-11:00 CET".
+func window(start, end time.Time, loc *time.Location, w *language.Wording) string {
 	if start.IsZero() {
 		return ""
 	}
 	s, e := start.In(loc), end.In(loc)
-	return s.Format("Mon Jan 2, 3:04 PM") + "-" + e.Format("3:04 PM MST")
+	return w.Dates.ShortDate(s) + ", " + w.Dates.Clock(s) + "-" + w.Dates.Clock(e) + " " + e.Format("MST")
 }
 
 // SMSText is the agent's SMS about the answer of attempt a, at most
-// MaxSMSLen characters: who, where, when, what they chose and, for
+// MaxSMSLen characters, in the wording w (the campaign's default language;
+// English when nil): who, where, when, what they chose and, for
 // instructions, the transcription (or, without one, the recording's link).
 // company names the sender; defaultTZ applies when the recipient has no time
 // zone. The transcription, then the address, are shortened to fit.
-func SMSText(a *store.Attempt, company, defaultTZ string) string {
+func SMSText(a *store.Attempt, company, defaultTZ string, w *language.Wording) string {
+	if w == nil {
+		w = language.Builtin(language.DefaultCode)
+	}
 	var cc store.CallContext
 	if a.Context != nil {
 		cc = *a.Context
@@ -65,9 +71,9 @@ func SMSText(a *store.Attempt, company, defaultTZ string) string {
 	}
 	name := cc.RecipientName
 	if name == "" {
-		name = "The recipient"
+		name = w.SMS.Someone
 	}
-	when := window(cc.WindowStart, cc.WindowEnd, location(cc.TimeZone, defaultTZ))
+	when := window(cc.WindowStart, cc.WindowEnd, location(cc.TimeZone, defaultTZ), w)
 	if when != "" {
 		when = " (" + when + ")"
 	}
@@ -78,39 +84,26 @@ func SMSText(a *store.Attempt, company, defaultTZ string) string {
 	}
 	addr := cc.Address
 	if addr == "" {
-		addr = "address unknown"
+		addr = w.SMS.NoAddress
 	}
 
-	var build func(addr, body string) string
-	body := ""
+	tmpl, body := w.SMS.Answer, ""
 	switch r.Choice {
 	case v1alpha1.ChoiceReschedule:
-		build = func(addr, _ string) string {
-			return prefix + "RESCHEDULE requested by " + name + ", " + addr + when +
-				". Please contact them to agree a new time." + ref
-		}
+		tmpl = w.SMS.Reschedule
 	case v1alpha1.ChoiceInstructions:
 		switch {
 		case strings.TrimSpace(r.Transcription) != "":
-			body = strings.Join(strings.Fields(r.Transcription), " ")
-			build = func(addr, body string) string {
-				return prefix + "INSTRUCTIONS from " + name + ", " + addr + when + `: "` + body + `"` + ref
-			}
+			tmpl, body = w.SMS.Instructions, strings.Join(strings.Fields(r.Transcription), " ")
 		case r.RecordingURL != "":
-			body = r.RecordingURL
-			build = func(addr, body string) string {
-				return prefix + "INSTRUCTIONS from " + name + ", " + addr + when + ". Voice message: " + body + ref
-			}
+			tmpl, body = w.SMS.InstructionsVoice, r.RecordingURL
 		default:
-			build = func(addr, _ string) string {
-				return prefix + "INSTRUCTIONS: " + name + ", " + addr + when +
-					", chose to leave instructions but none were recorded. Please contact them." + ref
-			}
+			tmpl = w.SMS.InstructionsNone
 		}
-	default:
-		build = func(addr, _ string) string {
-			return prefix + "Answer " + string(r.Choice) + " from " + name + ", " + addr + when + "." + ref
-		}
+	}
+	build := func(addr, body string) string {
+		return strings.NewReplacer("{company}", prefix, "{name}", name, "{address}", addr, "{when}", when,
+			"{body}", body, "{choice}", string(r.Choice), "{ref}", ref).Replace(tmpl)
 	}
 	msg := build(addr, body)
 	if n := utf8.RuneCountInString(msg); n > MaxSMSLen && body != "" && !strings.HasPrefix(body, "http") {

@@ -42,6 +42,7 @@ import (
 
 	"github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/phone"
@@ -445,7 +446,7 @@ func (s *Sender) sendSMS(a *store.Attempt, camp *campaignfile.Config) error {
 	if from == "" {
 		return errors.New("no campaign number to send the relay SMS from")
 	}
-	body := SMSText(a, camp.Spec.Script.CompanyName, string(camp.Spec.Schedule.DefaultTimeZone))
+	body := SMSText(a, camp.Spec.Script.CompanyName, string(camp.Spec.Schedule.DefaultTimeZone), language.ForCampaign(&camp.Spec.Script))
 	p := &openapi.CreateMessageParams{}
 	p.SetTo(a.Context.AgentPhone).SetFrom(from).SetBody(body)
 	if _, err := s.cfg.Twilio.Api.CreateMessage(p); err != nil {

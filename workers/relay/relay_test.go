@@ -67,7 +67,7 @@ func TestSMSText(t *testing.T) {
 		{"unicode", attempt(v1.ChoiceInstructions, strings.Repeat("Bitte beim Nachbarn abgeben, Hausnummer zwölf — danke! ", 10)), []string{"zwölf", "Ref shop/parcel-42"}},
 	}
 	for _, c := range cases {
-		msg := SMSText(c.a, "Example Logistics", "UTC")
+		msg := SMSText(c.a, "Example Logistics", "UTC", nil)
 		if n := utf8.RuneCountInString(msg); n > MaxSMSLen || n < 100 {
 			t.Errorf("%s: %d characters, want 100..%d: %q", c.name, n, MaxSMSLen, msg)
 		}
@@ -79,7 +79,7 @@ func TestSMSText(t *testing.T) {
 	}
 	long := attempt(v1.ChoiceReschedule, "")
 	long.Context.Address = strings.Repeat("Very Long Street Name ", 30)
-	if n := utf8.RuneCountInString(SMSText(long, "Example Logistics", "UTC")); n > MaxSMSLen {
+	if n := utf8.RuneCountInString(SMSText(long, "Example Logistics", "UTC", nil)); n > MaxSMSLen {
 		t.Errorf("long address: %d characters", n)
 	}
 }
