@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,11 @@ import (
 var env *testservices.Env
 
 func TestMain(m *testing.M) {
+	if os.Getenv(lockHelperEnv) != "" {
+		// A helper process of a test (see lockInOtherProcess): it uses the
+		// parent's services.
+		os.Exit(m.Run())
+	}
 	testservices.Main(m, testservices.Want{Mongo: true}, &env)
 }
 

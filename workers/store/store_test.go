@@ -32,6 +32,7 @@ func TestConfigValidate(t *testing.T) {
 		{"pool", func(c *Config) { c.MinPoolSize, c.MaxPoolSize = 10, 5 }, "MinPoolSize 10 is above MaxPoolSize 5"},
 		{"negative timeout", func(c *Config) { c.OperationTimeout = -time.Second }, "OperationTimeout must not be negative"},
 		{"short lock", func(c *Config) { c.LockTTL = time.Millisecond }, "LockTTL 1ms is too short"},
+		{"lock as long as a write", func(c *Config) { c.LockTTL = 10 * time.Second }, "LockTTL 10s is too short"},
 		{"serialize", func(c *Config) { c.Serialize = "sometimes" }, `Serialize "sometimes"`},
 		{"retention", func(c *Config) { c.Retention = -time.Hour }, "Retention must not be negative"},
 	}
