@@ -49,7 +49,7 @@ type operator struct {
 	ns    string
 }
 
-func startOperator(t *testing.T) *operator {
+func startOperator(t *testing.T, edit ...func(*controllers.DeliveryReconciler)) *operator {
 	t.Helper()
 	ctx := context.Background()
 	clk := &clock{}
@@ -79,6 +79,9 @@ func startOperator(t *testing.T) *operator {
 		Outcomes: src.Events,
 
 		CallLogRetention: 24 * time.Hour,
+	}
+	for _, e := range edit {
+		e(r)
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)

@@ -489,3 +489,52 @@ func testPurgeExpired(t *testing.T, openStore opener) {
 		t.Fatalf("open attempt purged: %v", err)
 	}
 }
+
+func TestRequestCancel(t *testing.T) { inBothModes(t, testRequestCancel) }
+
+func testRequestCancel(t *testing.T, openStore opener) {
+	ctx := context.Background()
+	clk := newClock()
+	s := openStore(t, withClock(clk))
+	// Queued: cancelled at once.
+	q := mustCreate(t, s, newAttempt("rc-queued", 1, clk.Now()))
+	if a, err := s.RequestCancel(ctx, q.ID, "delivery cancelled"); err != nil || a.State != StateCancelled {
+		t.Fatalf("cancel of a queued attempt = %+v, %v", a, err)
+	}
+	// Dialing, then released: cancelled, and never claimed again.
+	mustCreate(t, s, newAttempt("rc-dialing", 1, clk.Now()))
+	d := mustClaim(t, s, "rc-dialing-1")
+	if a, err := s.RequestCancel(ctx, d.ID, "delivery deleted"); err != nil || a.State != StateDialing || !a.CancelRequested {
+		t.Fatalf("cancel of a dialing attempt = %+v, %v; want it marked", a, err)
+	}
+	if _, err := s.Claim(ctx, d.ID, "w2", time.Minute); !errors.Is(err, ErrNotClaimable) {
+		t.Fatalf("claim of a held, marked attempt: %v", err)
+	}
+	if a, err := s.Release(ctx, d.ID, d.Fence, clk.Now(), "rate limited"); err != nil || a.State != StateCancelled || a.EndedAt == nil {
+		t.Fatalf("release of a marked attempt = %+v, %v; want cancelled", a, err)
+	}
+	if _, err := s.Claim(ctx, d.ID, "w2", time.Minute); !errors.Is(err, ErrNotClaimable) {
+		t.Fatalf("claim after the release of a marked attempt: %v", err)
+	}
+	// Unknown, reconciled as never dialed: cancelled, not put back.
+	mustCreate(t, s, newAttempt("rc-unknown", 1, clk.Now()))
+	u := mustClaim(t, s, "rc-unknown-1")
+	if _, err := s.MarkUnknown(ctx, u.ID, u.Fence, "timeout"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RequestCancel(ctx, u.ID, "delivery cancelled"); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.Release(ctx, u.ID, u.Fence, clk.Now(), "no call at Twilio"); err != nil || a.State != StateCancelled {
+		t.Fatalf("release of a marked unknown attempt = %+v, %v; want cancelled", a, err)
+	}
+	// Dialed: the call exists and is left to finish.
+	mustCreate(t, s, newAttempt("rc-dialed", 1, clk.Now()))
+	x := mustClaim(t, s, "rc-dialed-1")
+	if _, err := s.MarkDialed(ctx, x.ID, x.Fence, "CA-rc", ""); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.RequestCancel(ctx, x.ID, "delivery cancelled"); err != nil || a.State != StateDialed {
+		t.Fatalf("cancel of a dialed attempt = %+v, %v", a, err)
+	}
+}

@@ -147,6 +147,7 @@ func (s *Store) Claim(ctx context.Context, id, owner string, lease time.Duration
 		{Key: "_id", Value: id},
 		{Key: "state", Value: bson.D{{Key: "$in", Value: claimableStates}}},
 		{Key: "due", Value: bson.D{{Key: "$lte", Value: now.Add(s.cfg.EarlyClaim)}}},
+		notCancelRequested,
 		{Key: "$or", Value: bson.A{
 			bson.D{{Key: "leaseUntil", Value: bson.D{{Key: "$exists", Value: false}}}},
 			bson.D{{Key: "leaseUntil", Value: bson.D{{Key: "$lte", Value: now}}}},
@@ -171,7 +172,13 @@ func (s *Store) Claim(ctx context.Context, id, owner string, lease time.Duration
 	if err != nil {
 		return nil, err
 	}
-	e := &NotClaimableError{ID: id, State: cur.State, Due: cur.Due}
+	if cur.CancelRequested && cur.State.Claimable() {
+		// Called off: it is never claimed again.
+		if c, err := s.MarkCancelled(ctx, id, AnyFence, cur.CancelReason); err == nil {
+			cur = c
+		}
+	}
+	e := &NotClaimableError{ID: id, State: cur.State, Due: cur.Due, CancelRequested: cur.CancelRequested}
 	if cur.State.Claimable() && cur.LeaseUntil != nil && cur.LeaseUntil.After(now) {
 		e.Owner, e.LeaseUntil = cur.Owner, cur.LeaseUntil
 	}
@@ -361,14 +368,16 @@ func (s *Store) MarkFailed(ctx context.Context, id string, fence int64, code int
 // placed (rate limited, outside calling hours, Twilio 429, or an unknown
 // attempt that reconciliation proved was never created): it becomes retry,
 // due at nextDue, unleased. The caller re-publishes it to the dispatch index;
-// the sweeper (DueBefore) finds it otherwise.
+// the sweeper (DueBefore) finds it otherwise. An attempt whose cancel was
+// requested (RequestCancel) becomes cancelled instead, and is returned so.
 func (s *Store) Release(ctx context.Context, id string, fence int64, nextDue time.Time, reason string) (*Attempt, error) {
 	if nextDue.IsZero() {
 		return nil, invalid("release: next due time is required")
 	}
 	now := s.now()
+	held := bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}}
 	a, err := s.modify(ctx, id,
-		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
+		append(held, notCancelRequested),
 		bson.D{
 			{Key: "$set", Value: bson.D{
 				{Key: "state", Value: StateRetry},
@@ -383,7 +392,62 @@ func (s *Store) Release(ctx context.Context, id string, fence int64, nextDue tim
 	if err != nil || a != nil {
 		return a, err
 	}
+	// Called off while held: cancelled, never put back.
+	set, err := s.terminalSet(ctx, id, bson.D{
+		{Key: "state", Value: StateCancelled},
+		{Key: "rank", Value: StateCancelled.rank()},
+		{Key: "reason", Value: "cancel requested, released: " + reason},
+		{Key: "updatedAt", Value: now},
+	}, now)
+	if err != nil {
+		return nil, err
+	}
+	a, err = s.modify(ctx, id, append(held, bson.E{Key: "cancelRequested", Value: true}),
+		bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}, {Key: "result", Value: ""}}}})
+	if err != nil || a != nil {
+		return a, err
+	}
 	return nil, s.explain(ctx, id, "release", fence)
+}
+
+// notCancelRequested selects attempts whose cancel was not requested.
+var notCancelRequested = bson.E{Key: "cancelRequested", Value: bson.D{{Key: "$ne", Value: true}}}
+
+// RequestCancel calls attempt id off for the operator (the delivery was
+// cancelled, deleted or re-planned), whoever holds it: a queued or retry
+// attempt becomes cancelled; a dialing or unknown one is marked
+// CancelRequested, so no claim takes it again and the Release that puts it
+// back cancels it (a call already placed goes on and is followed as usual).
+// An attempt whose call exists or ended is left as it is. It returns the
+// attempt after the change; the caller tells by its state (and
+// CancelRequested) whether a call may still come of it.
+func (s *Store) RequestCancel(ctx context.Context, id, reason string) (*Attempt, error) {
+	for range 5 {
+		a, err := s.MarkCancelled(ctx, id, AnyFence, reason)
+		if err == nil {
+			return a, nil
+		}
+		if !errors.Is(err, ErrInvalidTransition) {
+			return nil, err
+		}
+		// Held by a worker (or reconciliation): mark it. updatedAt is left
+		// alone: it times the reconciler's grace period.
+		a, err = s.modify(ctx, id,
+			bson.D{{Key: "_id", Value: id}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "cancelRequested", Value: true}, {Key: "cancelReason", Value: reason}}}})
+		if err != nil || a != nil {
+			return a, err
+		}
+		cur, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if !cur.State.Claimable() {
+			return cur, nil // a call exists, or it ended
+		}
+		// Put back between the two updates: cancel it now.
+	}
+	return nil, fmt.Errorf("%w: attempt %s kept changing while being cancelled", ErrBusy, id)
 }
 
 // MarkCancelled calls the attempt off before a call is placed. With
