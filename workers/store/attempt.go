@@ -221,6 +221,14 @@ type Attempt struct {
 	CancelRequested bool `bson:"cancelRequested,omitempty"`
 	// CancelReason is why the cancel was requested.
 	CancelReason string `bson:"cancelReason,omitempty"`
+	// LineHold is the salted hash of To while the attempt holds its number:
+	// from its claim until it is put back or ends. A unique index lets one
+	// attempt per number hold it, fleet-wide.
+	LineHold string `bson:"lineHold,omitempty"`
+	// ConflictSID is a call SID Twilio returned for this attempt that was
+	// already recorded on another attempt: the attempt stays unknown, never
+	// released for a new dial by reconciliation.
+	ConflictSID string `bson:"conflictSid,omitempty"`
 
 	// To is the recipient's number (E.164). Never log it unmasked.
 	To string `bson:"to"`

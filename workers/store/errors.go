@@ -46,6 +46,9 @@ type NotClaimableError struct {
 	LeaseUntil *time.Time
 	// CancelRequested: the attempt was called off (RequestCancel).
 	CancelRequested bool
+	// LineBusy: another attempt to the same number holds it (dialing, in
+	// doubt, or its call going on); try again a little later.
+	LineBusy bool
 }
 
 // Error implements error.

@@ -351,6 +351,8 @@ const (
 	idxDeliveryAttempt = "delivery_uid_number_unique"
 	idxCallSIDPartial  = "callSid_unique_partial"
 	idxCallSIDSparse   = "callSid_unique_sparse"
+	idxLinePartial     = "lineHold_unique_partial"
+	idxLineSparse      = "lineHold_unique_sparse"
 	idxDue             = "campaign_shard_state_due_id"
 	// idxDueOld is idxDue before it ended with _id (the sweeper's sort and
 	// cursor); EnsureIndexes drops it.
@@ -413,6 +415,18 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 		}
 	default:
 		return fmt.Errorf("store: create callSid index: %w", err)
+	}
+
+	// One attempt per number holds it (Claim): unique on lineHold, among
+	// the attempts that have one.
+	line := options.Index().SetUnique(true)
+	if f.PartialIndexes {
+		line.SetName(idxLinePartial).SetPartialFilterExpression(bson.D{{Key: "lineHold", Value: bson.D{{Key: "$type", Value: "string"}}}})
+	} else {
+		line.SetName(idxLineSparse).SetSparse(true)
+	}
+	if _, err := s.attempts.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "lineHold", Value: 1}}, Options: line}); err != nil {
+		return fmt.Errorf("store: create lineHold index: %w", err)
 	}
 
 	// TTL on the call log's expiry time.

@@ -128,8 +128,9 @@ func testEnsureIndexesIdempotentAndUnique(t *testing.T, openStore opener) {
 	if !errors.Is(err, ErrDuplicate) {
 		t.Fatalf("same call SID on a second attempt: err = %v, want ErrDuplicate", err)
 	}
-	if got, _ := s.Get(ctx, c.ID); got.State != StateDialing || got.CallSID != "" {
-		t.Fatalf("refused duplicate SID changed the attempt: %+v", got)
+	// Not a success: the attempt is in doubt, the conflict recorded.
+	if got, _ := s.Get(ctx, c.ID); got.State != StateUnknown || got.CallSID != "" || got.ConflictSID != "CA0001" {
+		t.Fatalf("after a refused duplicate SID the attempt is %+v, want unknown with the conflict", got)
 	}
 }
 
