@@ -26,8 +26,8 @@ import (
 	"github.com/delauto/delauto/workers/store"
 )
 
-// Finalizer makes deletion of a Delivery wait until its queued attempts are
-// cancelled.
+// Finalizer makes deletion of a Delivery wait until its attempts are
+// cancelled and none may still place a call (dialing or unknown).
 const Finalizer = "delauto.io/cancel-calls"
 
 // Indexes of Deliveries in the operator's cache.
@@ -69,6 +69,10 @@ type DeliveryReconciler struct {
 	CallLogRetention time.Duration
 
 	summary *phaseSummary
+
+	// beforeReplan, when set (tests), is called just before a queued
+	// attempt is cancelled to be re-planned.
+	beforeReplan func(attemptID string)
 }
 
 // retention is how long the attempts of campaign c are kept once finished,
@@ -116,7 +120,7 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !d.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, d)
+		return r.finalize(ctx, d)
 	}
 	if !controllerutil.ContainsFinalizer(d, Finalizer) {
 		// With the admission policy installed, Deliveries are created with
@@ -168,32 +172,55 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	return ctrl.Result{RequeueAfter: s.requeue}, nil
 }
 
-// finalize cancels queued attempts and lets the Delivery go.
-func (r *DeliveryReconciler) finalize(ctx context.Context, d *v1.Delivery) error {
+// cancelRecheck is how often a deleted Delivery whose attempt a worker
+// still holds is looked at again (the worker's outcome event comes sooner).
+const cancelRecheck = 10 * time.Second
+
+// finalize cancels the Delivery's attempts and lets it go once none may
+// still place a call: an attempt a worker holds (dialing) or whose dial is
+// in doubt (unknown) is marked for cancellation, and the finalizer stays
+// until it was released (then cancelled) or its call is known.
+func (r *DeliveryReconciler) finalize(ctx context.Context, d *v1.Delivery) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(d, Finalizer) {
-		return nil
+		return ctrl.Result{}, nil
 	}
 	attempts, err := r.Store.ForDelivery(ctx, string(d.UID))
 	if err != nil {
-		return fmt.Errorf("read attempts: %w", err)
+		return ctrl.Result{}, fmt.Errorf("read attempts: %w", err)
 	}
-	if err := r.cancelQueued(ctx, d, attempts, "delivery deleted"); err != nil {
-		return err
+	held, err := r.cancelQueued(ctx, d, attempts, "delivery deleted")
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if held > 0 {
+		ctrl.LoggerFrom(ctx).Info("deleted delivery waits for its held attempts to be released or dialed", "held", held)
+		return ctrl.Result{RequeueAfter: cancelRecheck}, nil
 	}
 	patch := client.MergeFrom(d.DeepCopy())
 	controllerutil.RemoveFinalizer(d, Finalizer)
-	return client.IgnoreNotFound(r.Patch(ctx, d, patch))
+	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, d, patch))
 }
 
-// cancelQueued cancels every attempt no worker has claimed: in MongoDB (the
-// worker's claim then fails) and in the Redis queue.
-func (r *DeliveryReconciler) cancelQueued(ctx context.Context, d *v1.Delivery, attempts []store.Attempt, reason string) error {
+// cancelQueued calls off every attempt that has not placed a call: a queued
+// one is cancelled in MongoDB (the worker's claim then fails) and in the
+// Redis queue; one a worker holds (dialing, unknown) is marked so its
+// release cancels it and no claim takes it again. It returns how many
+// attempts are still held, and may still place a call.
+func (r *DeliveryReconciler) cancelQueued(ctx context.Context, d *v1.Delivery, attempts []store.Attempt, reason string) (held int, err error) {
 	for _, a := range attempts {
-		if !a.State.Claimable() {
+		if a.State.Terminal() || a.State.Rank() >= store.StateDialed.Rank() {
+			continue // ended, or its call exists
+		}
+		b, err := r.Store.RequestCancel(ctx, a.ID, reason)
+		if err != nil {
+			return held, fmt.Errorf("cancel attempt %s: %w", a.ID, err)
+		}
+		if b.State == store.StateDialing || b.State == store.StateUnknown {
+			held++
 			continue
 		}
-		if _, err := r.Store.MarkCancelled(ctx, a.ID, store.AnyFence, reason); err != nil && !isNotClaimable(err) {
-			return fmt.Errorf("cancel attempt %s: %w", a.ID, err)
+		if b.State != store.StateCancelled {
+			continue
 		}
 		if _, err := r.Queue.Cancel(ctx, r.shardOf(d, a.Shard), a.ID); err != nil {
 			// The MongoDB state is what counts: a worker that still gets the
@@ -201,7 +228,7 @@ func (r *DeliveryReconciler) cancelQueued(ctx context.Context, d *v1.Delivery, a
 			ctrl.LoggerFrom(ctx).Info("could not remove a cancelled attempt from the queue", "attempt", a.ID, "error", err.Error())
 		}
 	}
-	return nil
+	return held, nil
 }
 
 func (r *DeliveryReconciler) shardOf(d *v1.Delivery, shard string) queue.Shard {

@@ -53,9 +53,13 @@ type operator struct {
 	reg   *prometheus.Registry
 }
 
-func startOperator(t *testing.T) *operator {
+func startOperator(t *testing.T, edit ...func(*controllers.DeliveryReconciler)) *operator {
 	t.Helper()
-	return startOperatorIn(t, namespace(t), env.Kube.Config, nil)
+	return startOperatorIn(t, namespace(t), env.Kube.Config, func(r *controllers.DeliveryReconciler) {
+		for _, e := range edit {
+			e(r)
+		}
+	})
 }
 
 // startOperatorIn starts the Delivery controller in namespace ns, reaching

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
@@ -146,8 +147,14 @@ func (r *DeliveryReconciler) cancelIfAsked(ctx context.Context, s *deliveryScope
 	if !s.d.Spec.Cancelled {
 		return nil
 	}
-	if err := r.cancelQueued(ctx, s.d, s.attempts, "delivery cancelled"); err != nil {
+	held, err := r.cancelQueued(ctx, s.d, s.attempts, "delivery cancelled")
+	if err != nil {
 		return err
+	}
+	if held > 0 {
+		// Marked: released, they end cancelled; dialed, their calls are
+		// followed into the call log.
+		s.requeue = cancelRecheck
 	}
 	s.d.Status.Phase = v1.DeliveryCancelled
 	s.d.Status.NextCallTime = nil
@@ -237,8 +244,26 @@ func (r *DeliveryReconciler) followQueued(ctx context.Context, s *deliveryScope,
 			dec = s.policy.Next(s.input, callsMade(s.attempts), prev.Result, endOf(&prev), r.now())
 		}
 		if dec.Final() || !dec.At.Equal(a.Due) {
-			if err := r.cancelQueued(ctx, d, []store.Attempt{*a}, "re-planned: "+dec.String()); err != nil {
-				return err
+			if r.beforeReplan != nil {
+				r.beforeReplan(a.ID)
+			}
+			b, err := r.Store.RequestCancel(ctx, a.ID, "re-planned: "+dec.String())
+			if err != nil {
+				return fmt.Errorf("cancel attempt %s to re-plan it: %w", a.ID, err)
+			}
+			if b.State != store.StateCancelled {
+				// A worker claimed it first: it may be calling. Follow it;
+				// the next attempt is planned from its outcome (released, it
+				// ends cancelled and is planned again from the new spec).
+				for i := range s.attempts {
+					if s.attempts[i].ID == b.ID {
+						s.attempts[i] = *b
+					}
+				}
+				return r.followAttempt(ctx, s)
+			}
+			if _, err := r.Queue.Cancel(ctx, r.shardOf(d, a.Shard), a.ID); err != nil {
+				ctrl.LoggerFrom(ctx).Info("could not remove a cancelled attempt from the queue", "attempt", a.ID, "error", err.Error())
 			}
 			r.Metrics.replanned()
 			// Planning starts over from the attempts that count.

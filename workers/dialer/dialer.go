@@ -248,6 +248,10 @@ type run struct {
 // is tried again.
 const storeRetry = 5 * time.Second
 
+// lineBusyRetry is how soon an attempt is tried again whose number another
+// attempt holds (dialing, in doubt, or its call going on).
+const lineBusyRetry = 10 * time.Second
+
 // Handle runs one attempt; it is the queue's handler. Its outcome is durable
 // in the call log before it returns (or, when the store stays unavailable,
 // it returns an error and the entry is redelivered).
@@ -295,6 +299,10 @@ func (d *Dialer) settle(r *run, a *store.Attempt, err error) error {
 			d.log.Info("number opted out: attempt cancelled", "attempt", a.ID, "to", phone.Mask(a.To))
 			d.publish(a)
 			return nil
+		case errors.As(err, &nc) && nc.LineBusy:
+			// One attempt per number at a time: put it back a little later.
+			d.m.Checks.WithLabelValues("line_busy").Inc()
+			return queue.Retry(lineBusyRetry, err)
 		case errors.As(err, &nc):
 			d.m.ClaimConflicts.WithLabelValues(string(nc.State)).Inc()
 			if nc.State.Claimable() && nc.LeaseUntil == nil && nc.Due.After(time.Now()) {

@@ -22,10 +22,36 @@ func TestDialsOncePerAttemptWithItsURLs(t *testing.T) {
 	a1 := h.create(attempt{to: "+14155550123"}, true)
 	a2 := h.create(attempt{to: "+14155550123"}, true)
 	a3 := h.create(attempt{to: "+14155550177"}, true)
-	var got []*store.Attempt
-	for _, a := range []*store.Attempt{a1, a2, a3} {
-		got = append(got, h.waitState(a.ID, 20*time.Second, store.StateDialed))
+	// One attempt per number at a time: a1 and a2 call one number, so
+	// whichever is claimed second waits for the first one's call to end.
+	first := map[string]*store.Attempt{}
+	var ended time.Time
+	for len(first) < 2 {
+		var next *store.Attempt
+		deadline := time.Now().Add(60 * time.Second)
+		for next == nil {
+			for _, a := range []*store.Attempt{a1, a2} {
+				if b := h.get(a.ID); first[a.ID] == nil && b.State == store.StateDialed {
+					next = b
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("attempts to one number not dialed one after the other: %d of 2", len(first))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if next.DialedAt.Before(ended) {
+			t.Errorf("attempt %s dialed at %s, before the other call to its number ended (%s)", next.ID, next.DialedAt, ended)
+		}
+		first[next.ID] = next
+		done, _, err := h.st.ApplyCallStatus(context.Background(), store.CallRef{AttemptID: next.ID},
+			store.StatusUpdate{Status: "completed", Seq: 9, CallSID: next.CallSID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ended = *done.EndedAt
 	}
+	got := []*store.Attempt{first[a1.ID], first[a2.ID], h.waitState(a3.ID, 20*time.Second, store.StateDialed)}
 	h.idle(5 * time.Second)
 	if got[0].From != got[1].From {
 		t.Errorf("two attempts to one number used caller IDs %s and %s; want the same", got[0].From, got[1].From)

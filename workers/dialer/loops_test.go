@@ -25,40 +25,63 @@ func (h *harness) reconciler(edit ...func(*ReconcilerOptions)) *Reconciler {
 	return r
 }
 
+// TestReconcilerFindsTheCallOfAnAmbiguousDial: two parcels to one number
+// are due together and the first one's dial is ambiguous (the call was
+// created, the response lost). The second is not dialed while the first is
+// in doubt (the recipient is never rung twice at once, and a call to the
+// number can only be the first one's), the reconciler finds the first one's
+// call, and the second is dialed, once, when that call has ended.
 func TestReconcilerFindsTheCallOfAnAmbiguousDial(t *testing.T) {
 	h := newHarness(t, withTwilioTimeout(time.Second))
 	h.sim.QueueFaults(twiliosim.EndpointCreateCall, twiliosim.FaultHangAfterCreate)
 	h.consume(h.dialer("w1"), "c1", 2)
-	// Another call to the same number, before the claim: not this attempt's.
-	other := h.create(attempt{to: "+14155550123"}, true)
-	h.waitState(other.ID, 20*time.Second, store.StateUnknown)
-	a := h.create(attempt{to: "+14155550123"}, true)
-	h.waitState(a.ID, 20*time.Second, store.StateDialed)
-	// other hung after its call was created: find that call, not a's.
+	x := h.create(attempt{to: "+14155550123"}, true)
+	h.waitState(x.ID, 20*time.Second, store.StateUnknown)
+	y := h.create(attempt{to: "+14155550123"}, true)
+	deadline := time.Now().Add(20 * time.Second)
+	for h.counter("delauto_worker_checks_total", map[string]string{"outcome": "line_busy"}) < 1 {
+		if got := h.get(y.ID); got.State != store.StateQueued && got.State != store.StateRetry {
+			t.Fatalf("the second parcel's attempt is %s while the first one's dial is in doubt: the recipient is rung twice at once, and the reconciler may take one call for the other", got.State)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second parcel's attempt was never tried")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := h.sim.CallsTo("+14155550123"); n != 1 {
+		t.Fatalf("%d calls to the number while the first dial is in doubt, want 1", n)
+	}
 	if err := h.reconciler().RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	got := h.get(other.ID)
+	got := h.get(x.ID)
 	var simSID string
 	for _, c := range h.sim.Calls() {
-		if c.AttemptID == other.ID {
+		if c.AttemptID == x.ID {
 			simSID = c.Sid
 		}
 	}
 	if got.State != store.StateDialed || got.CallSID != simSID || simSID == "" {
 		t.Fatalf("reconciled attempt: %s with SID %q; want dialed with the simulator's %q", got.State, got.CallSID, simSID)
 	}
-	if h.get(a.ID).CallSID == got.CallSID {
-		t.Fatal("two attempts recorded the same call")
-	}
-	if n := h.sim.CallsForAttempt(other.ID); n != 1 {
-		t.Fatalf("%d calls for the ambiguous attempt, want 1", n)
-	}
 	if n := h.counter("delauto_worker_ambiguous_resolved_total", map[string]string{"how": "found"}); n != 1 {
 		t.Errorf("ambiguous_resolved_total{found} = %v", n)
 	}
-	if !slices.Contains(h.outcomeEvents(other.ID), "dialed") {
+	if !slices.Contains(h.outcomeEvents(x.ID), "dialed") {
 		t.Errorf("no outcome event for the reconciled attempt")
+	}
+	// The first call ends: the second parcel's attempt is dialed, once.
+	if _, _, err := h.st.ApplyCallStatus(context.Background(), store.CallRef{AttemptID: x.ID}, store.StatusUpdate{Status: "completed", Seq: 9, CallSID: simSID}); err != nil {
+		t.Fatal(err)
+	}
+	gy := h.waitState(y.ID, 60*time.Second, store.StateDialed, store.StateRinging, store.StateInProgress, store.StateCompleted)
+	if gy.CallSID == "" || gy.CallSID == got.CallSID {
+		t.Fatalf("second attempt's call SID %q (first %q)", gy.CallSID, got.CallSID)
+	}
+	for _, id := range []string{x.ID, y.ID} {
+		if n := h.sim.CallsForAttempt(id); n != 1 {
+			t.Errorf("attempt %s: %d calls, want 1", id, n)
+		}
 	}
 }
 

@@ -256,11 +256,14 @@ type attempt struct {
 	shard string
 }
 
+var toSeq atomic.Int64
+
 // create plans an attempt in the call log (and, with queued, in Redis).
 func (h *harness) create(a attempt, queued bool) *store.Attempt {
 	h.t.Helper()
 	if a.to == "" {
-		a.to = "+14155550123"
+		// A number of its own: one attempt per number may be in flight.
+		a.to = fmt.Sprintf("+1415%07d", 5000000+toSeq.Add(1)%4000000)
 	}
 	if a.due.IsZero() {
 		a.due = time.Now()

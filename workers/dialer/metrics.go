@@ -70,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		TwilioErrors:       counter("twilio_errors_total", "Failed create-call requests by Twilio error code or transport failure.", "code"),
 		ClaimConflicts:     counter("claim_conflicts_total", "Claims refused, by the attempt's state.", "state"),
 		Ambiguous:          counter("ambiguous_total", "Attempts marked unknown, by source (dial, stale_lease).", "source"),
-		AmbiguousResolved:  counter("ambiguous_resolved_total", "Unknown attempts settled, by how (found, absent, callback).", "how"),
+		AmbiguousResolved:  counter("ambiguous_resolved_total", "Unknown attempts settled, by how (found, absent, callback, conflict).", "how"),
 		FinalStatusLookups: counter("final_status_lookups_total", "Calls without a final status callback looked up at Twilio, by outcome (finished, active, missing).", "outcome"),
 		Sweeps:             counter("sweeps_total", "Finished sweeps, by kind (periodic: overdue attempts; restore: whole queues after a new Redis incarnation).", "kind"),
 		LoopErrors:         counter("loop_errors_total", "Failed reconciler and sweeper rounds.", "loop"),

@@ -254,8 +254,17 @@ func isNotFound(err error) bool {
 	return errors.As(err, &te) && te.Status == http.StatusNotFound
 }
 
-// settle looks for the call of one unknown attempt.
+// settle looks for the call of one unknown attempt. Attributing a call by
+// number and time is safe because one attempt per number holds it at a time
+// (store.Claim's line hold): while this attempt is in doubt no other attempt
+// to its number can have placed a call.
 func (r *Reconciler) settle(ctx context.Context, c *Campaign, a *store.Attempt, now time.Time) error {
+	if a.ConflictSID != "" {
+		// Twilio gave it a call already recorded on another attempt: a
+		// person resolves it; never released for a new dial.
+		r.log.Debug("unknown attempt with a conflicting call SID left for a person", "attempt", a.ID, "callSid", a.ConflictSID)
+		return nil
+	}
 	since := a.UpdatedAt
 	if a.ClaimedAt != nil {
 		since = *a.ClaimedAt
@@ -277,6 +286,12 @@ func (r *Reconciler) settle(ctx context.Context, c *Campaign, a *store.Attempt, 
 		case errors.Is(err, store.ErrInvalidTransition), errors.Is(err, store.ErrStaleFence):
 			r.m.AmbiguousResolved.WithLabelValues("callback").Inc()
 			return nil
+		case errors.Is(err, store.ErrDuplicate):
+			// Not a success: the call is another attempt's. The attempt
+			// stays unknown with the conflict recorded (store.MarkDialed).
+			r.m.AmbiguousResolved.WithLabelValues("conflict").Inc()
+			log.Error("ambiguous dial matched a call recorded on another attempt: left unknown for a person", "callSid", sid, "error", err)
+			return nil
 		}
 		return err
 	}
@@ -294,6 +309,12 @@ func (r *Reconciler) settle(ctx context.Context, c *Campaign, a *store.Attempt, 
 		return err
 	}
 	r.m.AmbiguousResolved.WithLabelValues("absent").Inc()
+	if b.State == store.StateCancelled {
+		// Its delivery was called off meanwhile (store.RequestCancel).
+		log.Info("ambiguous dial reconciled: no call was created; the attempt was called off, so it is cancelled")
+		publish(r.opts.Redis, r.log, b)
+		return nil
+	}
 	log.Warn("ambiguous dial reconciled: no call was created; released for a new dial")
 	shard, err := shardOf(c, a)
 	if err == nil {

@@ -17,6 +17,7 @@ import (
 //	unknown ──MarkDialed / ApplyCallStatus──▶ dialed … completed (reconciled: the call exists)
 //	unknown ──Release──▶ retry            (reconciled: no call was created)
 //	queued|retry ──MarkCancelled──▶ cancelled; dialing ──MarkCancelled(fenced)──▶ cancelled
+//	dialing|unknown ──RequestCancel──▶ (marked) ──Release──▶ cancelled; Claim refuses a marked attempt
 //
 // ApplyCallStatus moves any non-terminal state forward (a callback proves a
 // call exists, so even a queued attempt moves past dialing and cannot be
@@ -58,6 +59,10 @@ func (s State) Terminal() bool {
 
 // Claimable reports whether a worker may claim an attempt in this state.
 func (s State) Claimable() bool { return s == StateQueued || s == StateRetry }
+
+// Rank orders the states along a call's life: queued and retry 0, dialing
+// 1, unknown 2, dialed 3, ringing 4, in-progress 5, the terminal states 9.
+func (s State) Rank() int32 { return s.rank() }
 
 // Valid reports whether s is one of the defined states.
 func (s State) Valid() bool { return s.rank() >= 0 }
@@ -210,6 +215,20 @@ type Attempt struct {
 	Releases int32 `bson:"releases"`
 	// Reason is why it was last released, marked unknown or cancelled.
 	Reason string `bson:"reason,omitempty"`
+	// CancelRequested says the attempt was called off while a worker held
+	// it (dialing or unknown): Claim refuses it, and Release cancels it
+	// instead of putting it back. Set by RequestCancel.
+	CancelRequested bool `bson:"cancelRequested,omitempty"`
+	// CancelReason is why the cancel was requested.
+	CancelReason string `bson:"cancelReason,omitempty"`
+	// LineHold is the salted hash of To while the attempt holds its number:
+	// from its claim until it is put back or ends. A unique index lets one
+	// attempt per number hold it, fleet-wide.
+	LineHold string `bson:"lineHold,omitempty"`
+	// ConflictSID is a call SID Twilio returned for this attempt that was
+	// already recorded on another attempt: the attempt stays unknown, never
+	// released for a new dial by reconciliation.
+	ConflictSID string `bson:"conflictSid,omitempty"`
 
 	// To is the recipient's number (E.164). Never log it unmasked.
 	To string `bson:"to"`

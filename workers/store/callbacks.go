@@ -145,6 +145,7 @@ func (s *Store) ApplyCallStatus(ctx context.Context, ref CallRef, u StatusUpdate
 			return nil, false, err
 		}
 		set = append(set, bson.E{Key: "result", Value: result})
+		unset = append(unset, bson.E{Key: "lineHold", Value: ""}) // the call ended: the number is free
 	} else {
 		unset = append(unset, bson.E{Key: "result", Value: ""})
 	}

@@ -309,7 +309,9 @@ func testOptOuts(t *testing.T, openStore opener) {
 		t.Fatalf("malformed number: %v", err)
 	}
 	// A worker that claims an opted-out number cancels instead of dialing.
-	a := mustCreate(t, s, newAttempt("u1", 1, time.Now()))
+	optedOut := newAttempt("u1", 1, time.Now())
+	optedOut.To = num
+	a := mustCreate(t, s, optedOut)
 	dialed := false
 	got, err := s.DialSequence(ctx, a.ID, "w", time.Minute, func(context.Context, *Attempt) (DialResult, error) {
 		dialed = true

@@ -423,17 +423,25 @@ func testCancel(t *testing.T, openStore opener) {
 func TestLocks(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
-	s := openStore(t, withClock(clk), func(c *Config) { c.LockWait = 300 * time.Millisecond; c.LockTTL = 5 * time.Second })
+	s := openStore(t, withClock(clk), func(c *Config) {
+		c.LockWait, c.LockTTL, c.OperationTimeout = 300*time.Millisecond, 5*time.Second, time.Second
+	})
 	a := mustCreate(t, s, newAttempt("u1", 1, clk.Now()))
-	// A live lock held by another writer: ErrBusy after LockWait.
-	if _, err := s.locks.InsertOne(ctx, lockDoc{ID: a.ID, Token: "other", Until: clk.Now().Add(5 * time.Second)}); err != nil {
+	// A live lock held by another writer: ErrBusy after LockWait, however
+	// far this store's own clock runs ahead (expiry is judged on the
+	// server's clock, against the server's stamp).
+	if _, err := s.locks.InsertOne(ctx, lockDoc{ID: a.ID, Token: "other", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	clk.Add(time.Hour)
 	if _, err := s.Claim(ctx, a.ID, "w", time.Minute); !errors.Is(err, ErrBusy) {
 		t.Fatalf("claim while locked: %v, want ErrBusy", err)
 	}
-	// Its holder died: once expired, the lock is broken and the claim goes through.
-	clk.Add(6 * time.Second)
+	// Its holder died: once expired on the server's clock, the lock is
+	// broken and the claim goes through.
+	if _, err := s.locks.UpdateOne(ctx, bson.D{{Key: "_id", Value: a.ID}}, bson.D{{Key: "$set", Value: bson.D{{Key: "at", Value: time.Now().Add(-6 * time.Second)}}}}); err != nil {
+		t.Fatal(err)
+	}
 	c, err := s.Claim(ctx, a.ID, "w", time.Minute)
 	if err != nil || c.Fence != 1 {
 		t.Fatalf("claim after the lock expired: %+v, %v", c, err)
@@ -441,15 +449,18 @@ func TestLocks(t *testing.T) {
 	if n, _ := s.locks.CountDocuments(ctx, bson.D{}); n != 0 {
 		t.Fatalf("%d locks left after the claim, want 0", n)
 	}
-	// Expired locks are purged.
-	if _, err := s.locks.InsertOne(ctx, lockDoc{ID: "x", Token: "t", Until: clk.Now().Add(-time.Second)}); err != nil {
+	// Expired locks are purged, live ones kept, whatever the purger's clock says.
+	if _, err := s.locks.InsertOne(ctx, lockDoc{ID: "x", Token: "t", At: time.Now().Add(-6 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.locks.InsertOne(ctx, lockDoc{ID: "y", Token: "t", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.PurgeExpired(ctx, clk.Now(), 100); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := s.locks.CountDocuments(ctx, bson.D{}); n != 0 {
-		t.Fatalf("expired lock not purged")
+	if n, _ := s.locks.CountDocuments(ctx, bson.D{}); n != 1 {
+		t.Fatalf("%d locks after the purge, want the live one", n)
 	}
 }
 
@@ -476,5 +487,54 @@ func testPurgeExpired(t *testing.T, openStore opener) {
 	}
 	if _, err := s.Get(ctx, open.ID); err != nil {
 		t.Fatalf("open attempt purged: %v", err)
+	}
+}
+
+func TestRequestCancel(t *testing.T) { inBothModes(t, testRequestCancel) }
+
+func testRequestCancel(t *testing.T, openStore opener) {
+	ctx := context.Background()
+	clk := newClock()
+	s := openStore(t, withClock(clk))
+	// Queued: cancelled at once.
+	q := mustCreate(t, s, newAttempt("rc-queued", 1, clk.Now()))
+	if a, err := s.RequestCancel(ctx, q.ID, "delivery cancelled"); err != nil || a.State != StateCancelled {
+		t.Fatalf("cancel of a queued attempt = %+v, %v", a, err)
+	}
+	// Dialing, then released: cancelled, and never claimed again.
+	mustCreate(t, s, newAttempt("rc-dialing", 1, clk.Now()))
+	d := mustClaim(t, s, "rc-dialing-1")
+	if a, err := s.RequestCancel(ctx, d.ID, "delivery deleted"); err != nil || a.State != StateDialing || !a.CancelRequested {
+		t.Fatalf("cancel of a dialing attempt = %+v, %v; want it marked", a, err)
+	}
+	if _, err := s.Claim(ctx, d.ID, "w2", time.Minute); !errors.Is(err, ErrNotClaimable) {
+		t.Fatalf("claim of a held, marked attempt: %v", err)
+	}
+	if a, err := s.Release(ctx, d.ID, d.Fence, clk.Now(), "rate limited"); err != nil || a.State != StateCancelled || a.EndedAt == nil {
+		t.Fatalf("release of a marked attempt = %+v, %v; want cancelled", a, err)
+	}
+	if _, err := s.Claim(ctx, d.ID, "w2", time.Minute); !errors.Is(err, ErrNotClaimable) {
+		t.Fatalf("claim after the release of a marked attempt: %v", err)
+	}
+	// Unknown, reconciled as never dialed: cancelled, not put back.
+	mustCreate(t, s, newAttempt("rc-unknown", 1, clk.Now()))
+	u := mustClaim(t, s, "rc-unknown-1")
+	if _, err := s.MarkUnknown(ctx, u.ID, u.Fence, "timeout"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RequestCancel(ctx, u.ID, "delivery cancelled"); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.Release(ctx, u.ID, u.Fence, clk.Now(), "no call at Twilio"); err != nil || a.State != StateCancelled {
+		t.Fatalf("release of a marked unknown attempt = %+v, %v; want cancelled", a, err)
+	}
+	// Dialed: the call exists and is left to finish.
+	mustCreate(t, s, newAttempt("rc-dialed", 1, clk.Now()))
+	x := mustClaim(t, s, "rc-dialed-1")
+	if _, err := s.MarkDialed(ctx, x.ID, x.Fence, "CA-rc", ""); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := s.RequestCancel(ctx, x.ID, "delivery cancelled"); err != nil || a.State != StateDialed {
+		t.Fatalf("cancel of a dialed attempt = %+v, %v", a, err)
 	}
 }

@@ -44,11 +44,18 @@ type NotClaimableError struct {
 	Owner string
 	// LeaseUntil is when that lease expires.
 	LeaseUntil *time.Time
+	// CancelRequested: the attempt was called off (RequestCancel).
+	CancelRequested bool
+	// LineBusy: another attempt to the same number holds it (dialing, in
+	// doubt, or its call going on); try again a little later.
+	LineBusy bool
 }
 
 // Error implements error.
 func (e *NotClaimableError) Error() string {
 	switch {
+	case e.CancelRequested:
+		return fmt.Sprintf("store: attempt %s not claimable: cancel requested (state %s)", e.ID, e.State)
 	case !e.State.Claimable():
 		return fmt.Sprintf("store: attempt %s not claimable: state %s", e.ID, e.State)
 	case e.LeaseUntil != nil:

@@ -15,13 +15,15 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-// lockDoc is a per-attempt write lock (serialized mode). Inserting it is
-// atomic (unique _id); it is deleted by its holder, or broken by a waiter
-// once Until has passed (its holder died).
+// lockDoc is a per-attempt write lock (serialized mode). Taking it is an
+// atomic insert (unique _id) that stamps At with the server's clock; it is
+// deleted by its holder, or broken by a waiter once the server's clock is
+// LockTTL past At (its holder died). No process's own clock is ever
+// compared with another's: a pod whose clock is off cannot break a live lock.
 type lockDoc struct {
 	ID    string    `bson:"_id"`
 	Token string    `bson:"token"`
-	Until time.Time `bson:"until"`
+	At    time.Time `bson:"at"`
 }
 
 func newToken() string {
@@ -29,6 +31,9 @@ func newToken() string {
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// lockTakeOpts inserts the lock when no lock of that attempt exists.
+var lockTakeOpts = options.UpdateOne().SetUpsert(true)
 
 // lock takes attempt id's write lock when the server needs it and returns
 // its release; on servers with atomic updates it does nothing.
@@ -41,22 +46,22 @@ func (s *Store) lock(ctx context.Context, id string) (func(), error) {
 	backoff := 200 * time.Microsecond
 	lastCheck := time.Now()
 	for {
-		_, err := s.locks.InsertOne(ctx, lockDoc{ID: id, Token: token, Until: s.now().Add(s.cfg.LockTTL)})
+		// An upsert on (_id, our fresh token) never matches a lock held by
+		// another writer: it inserts, which the unique _id refuses while
+		// one exists. $currentDate stamps the server's time.
+		_, err := s.locks.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "token", Value: token}},
+			bson.D{{Key: "$currentDate", Value: bson.D{{Key: "at", Value: true}}}}, lockTakeOpts)
 		if err == nil {
 			return func() { s.unlock(id, token) }, nil
 		}
-		if !mongo.IsDuplicateKeyError(err) {
+		if !isDuplicate(err) {
 			return nil, fmt.Errorf("store: lock attempt %s: %w", id, err)
 		}
 		// Held. Every 100ms look whether its holder died (lock expired).
 		if time.Since(lastCheck) > 100*time.Millisecond {
 			lastCheck = time.Now()
-			var held lockDoc
-			err := s.locks.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&held)
-			if err == nil && held.Until.Before(s.now()) {
-				s.log.Warn("breaking expired attempt lock", "attempt", id, "until", held.Until)
-				_, _ = s.locks.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "token", Value: held.Token}})
-				continue
+			if err := s.breakExpiredLock(ctx, id); err != nil {
+				return nil, err
 			}
 		}
 		if time.Now().After(deadline) {
@@ -71,6 +76,45 @@ func (s *Store) lock(ctx context.Context, id string) (func(), error) {
 		}
 		backoff = min(backoff*2, 20*time.Millisecond)
 	}
+}
+
+// breakExpiredLock deletes attempt id's lock if the server's clock is
+// LockTTL past the time the server stamped when it was taken.
+func (s *Store) breakExpiredLock(ctx context.Context, id string) error {
+	var held lockDoc
+	err := s.locks.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&held)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: read the lock of attempt %s: %w", id, err)
+	}
+	now, err := s.serverNow(ctx)
+	if err != nil {
+		return err
+	}
+	if !held.At.Add(s.cfg.LockTTL).Before(now) {
+		return nil
+	}
+	s.log.Warn("breaking expired attempt lock", "attempt", id, "takenAt", held.At, "serverTime", now, "lockTTL", s.cfg.LockTTL)
+	if _, err := s.locks.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "token", Value: held.Token}}); err != nil {
+		return fmt.Errorf("store: break the expired lock of attempt %s: %w", id, err)
+	}
+	return nil
+}
+
+// serverNow is the database server's clock (hello's localTime).
+func (s *Store) serverNow(ctx context.Context) (time.Time, error) {
+	var hello struct {
+		LocalTime time.Time `bson:"localTime"`
+	}
+	if err := s.db.RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
+		return time.Time{}, fmt.Errorf("store: read the server's clock: %w", err)
+	}
+	if hello.LocalTime.IsZero() {
+		return time.Time{}, errors.New("store: the server's hello reply has no localTime")
+	}
+	return hello.LocalTime, nil
 }
 
 // unlock deletes the lock if it is still ours, even when the caller's

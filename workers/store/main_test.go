@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
+	"os"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,11 @@ import (
 var env *testservices.Env
 
 func TestMain(m *testing.M) {
+	if os.Getenv(lockHelperEnv) != "" {
+		// A helper process of a test (see lockInOtherProcess): it uses the
+		// parent's services.
+		os.Exit(m.Run())
+	}
 	testservices.Main(m, testservices.Want{Mongo: true}, &env)
 }
 
@@ -106,8 +113,16 @@ func newAttempt(uid string, n int32, due time.Time) NewAttempt {
 		Shard:    "s0",
 		Number:   n,
 		Due:      due,
-		To:       "+14155550123",
+		To:       numberFor(uid),
 	}
+}
+
+// numberFor is a recipient number of its own for each delivery uid: one
+// attempt per number may be in flight (see TestOneAttemptPerNumberInFlight).
+func numberFor(uid string) string {
+	h := fnv.New32a()
+	h.Write([]byte(uid))
+	return fmt.Sprintf("+1415%07d", h.Sum32()%10000000)
 }
 
 func mustCreate(t testing.TB, s *Store, n NewAttempt) *Attempt {

@@ -142,11 +142,24 @@ func (s *Store) Claim(ctx context.Context, id, owner string, lease time.Duration
 	if lease <= 0 {
 		return nil, invalid("claim: lease must be positive (got %s)", lease)
 	}
+	// The recipient's number (never changed) names the line the claim
+	// holds: one indexed read by _id.
+	var line struct {
+		To string `bson:"to"`
+	}
+	err := s.attempts.FindOne(ctx, bson.D{{Key: "_id", Value: id}}, toOnly).Decode(&line)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: read attempt %s: %w", id, err)
+	}
 	now := s.now()
 	filter := bson.D{
 		{Key: "_id", Value: id},
 		{Key: "state", Value: bson.D{{Key: "$in", Value: claimableStates}}},
 		{Key: "due", Value: bson.D{{Key: "$lte", Value: now.Add(s.cfg.EarlyClaim)}}},
+		notCancelRequested,
 		{Key: "$or", Value: bson.A{
 			bson.D{{Key: "leaseUntil", Value: bson.D{{Key: "$exists", Value: false}}}},
 			bson.D{{Key: "leaseUntil", Value: bson.D{{Key: "$lte", Value: now}}}},
@@ -160,18 +173,27 @@ func (s *Store) Claim(ctx context.Context, id, owner string, lease time.Duration
 			{Key: "leaseUntil", Value: now.Add(lease)},
 			{Key: "claimedAt", Value: now},
 			{Key: "updatedAt", Value: now},
+			{Key: "lineHold", Value: s.numberHash(line.To)},
 		}},
 		{Key: "$inc", Value: bson.D{{Key: "fence", Value: int64(1)}}},
 	}
 	a, err := s.modify(ctx, id, filter, update)
-	if err != nil || a != nil {
+	lineBusy := errors.Is(err, ErrDuplicate)
+	if (err != nil && !lineBusy) || a != nil {
 		return a, err
 	}
 	cur, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	e := &NotClaimableError{ID: id, State: cur.State, Due: cur.Due}
+	if cur.CancelRequested && cur.State.Claimable() {
+		// Called off: it is never claimed again.
+		if c, err := s.MarkCancelled(ctx, id, AnyFence, cur.CancelReason); err == nil {
+			cur = c
+		}
+	}
+	e := &NotClaimableError{ID: id, State: cur.State, Due: cur.Due, CancelRequested: cur.CancelRequested,
+		LineBusy: lineBusy && cur.State.Claimable()}
 	if cur.State.Claimable() && cur.LeaseUntil != nil && cur.LeaseUntil.After(now) {
 		e.Owner, e.LeaseUntil = cur.Owner, cur.LeaseUntil
 	}
@@ -236,7 +258,10 @@ func (s *Store) terminalSet(ctx context.Context, id string, set bson.D, now time
 	return set, nil
 }
 
-var unsetLease = bson.E{Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}}}
+var (
+	unsetLease = bson.E{Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}, {Key: "lineHold", Value: ""}}}
+	toOnly     = options.FindOne().SetProjection(bson.D{{Key: "to", Value: 1}})
+)
 
 // MarkDialed records that Twilio accepted the call of the claim with this
 // fence: dialing (or unknown, when reconciliation found the call) becomes
@@ -267,6 +292,9 @@ func (s *Store) MarkDialed(ctx context.Context, id string, fence int64, callSID,
 	a, err := s.modify(ctx, id,
 		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
 		bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}, {Key: "result", Value: ""}}}})
+	if errors.Is(err, ErrDuplicate) {
+		return nil, s.callConflict(ctx, id, fence, callSID, err)
+	}
 	if err != nil || a != nil {
 		return a, err
 	}
@@ -295,10 +323,40 @@ func (s *Store) MarkDialed(ctx context.Context, id string, fence int64, callSID,
 	a, err = s.modify(ctx, id,
 		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "callSid", Value: bson.D{{Key: "$exists", Value: false}}}},
 		bson.D{{Key: "$set", Value: set}, {Key: "$min", Value: bson.D{{Key: "dialedAt", Value: now}}}})
+	if errors.Is(err, ErrDuplicate) {
+		return nil, s.callConflict(ctx, id, fence, callSID, err)
+	}
 	if err != nil || a != nil {
 		return a, err
 	}
 	return s.MarkDialed(ctx, id, fence, callSID, from) // raced with a callback setting the SID: judge again
+}
+
+// callConflict handles a call SID that is already recorded on another
+// attempt (the unique index refused it): not a success. The attempt, if
+// still dialing or unknown with this fence, becomes (or stays) unknown with
+// the conflicting SID recorded, so it is neither taken as dialed nor ever
+// released for a new dial by reconciliation: a person resolves it. It
+// returns the duplicate error, naming the other attempt.
+func (s *Store) callConflict(ctx context.Context, id string, fence int64, callSID string, dup error) error {
+	holder := "?"
+	if other, err := s.GetByCallSID(ctx, callSID); err == nil {
+		holder = other.ID
+	}
+	now := s.now()
+	if _, err := s.modify(ctx, id,
+		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
+		bson.D{{Key: "$set", Value: bson.D{
+			{Key: "state", Value: StateUnknown},
+			{Key: "rank", Value: StateUnknown.rank()},
+			{Key: "result", Value: v1alpha1.CallUnknown},
+			{Key: "conflictSid", Value: callSID},
+			{Key: "reason", Value: "call SID " + callSID + " is already recorded on attempt " + holder},
+			{Key: "updatedAt", Value: now},
+		}}, bson.E{Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}}}}); err != nil {
+		return errors.Join(dup, err)
+	}
+	return fmt.Errorf("%w: attempt %s: call SID %s is already recorded on attempt %s", ErrDuplicate, id, callSID, holder)
 }
 
 // MarkUnknown records an ambiguous dial (timeout or 5xx after the request
@@ -315,7 +373,7 @@ func (s *Store) MarkUnknown(ctx context.Context, id string, fence int64, reason 
 			{Key: "result", Value: v1alpha1.CallUnknown},
 			{Key: "reason", Value: reason},
 			{Key: "updatedAt", Value: now},
-		}}, unsetLease})
+		}}, bson.E{Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}}}})
 	if err != nil || a != nil {
 		return a, err
 	}
@@ -361,14 +419,16 @@ func (s *Store) MarkFailed(ctx context.Context, id string, fence int64, code int
 // placed (rate limited, outside calling hours, Twilio 429, or an unknown
 // attempt that reconciliation proved was never created): it becomes retry,
 // due at nextDue, unleased. The caller re-publishes it to the dispatch index;
-// the sweeper (DueBefore) finds it otherwise.
+// the sweeper (DueBefore) finds it otherwise. An attempt whose cancel was
+// requested (RequestCancel) becomes cancelled instead, and is returned so.
 func (s *Store) Release(ctx context.Context, id string, fence int64, nextDue time.Time, reason string) (*Attempt, error) {
 	if nextDue.IsZero() {
 		return nil, invalid("release: next due time is required")
 	}
 	now := s.now()
+	held := bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}}
 	a, err := s.modify(ctx, id,
-		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
+		append(held, notCancelRequested),
 		bson.D{
 			{Key: "$set", Value: bson.D{
 				{Key: "state", Value: StateRetry},
@@ -378,12 +438,67 @@ func (s *Store) Release(ctx context.Context, id string, fence int64, nextDue tim
 				{Key: "updatedAt", Value: now},
 			}},
 			{Key: "$inc", Value: bson.D{{Key: "releases", Value: int32(1)}}},
-			{Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}, {Key: "result", Value: ""}}},
+			{Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}, {Key: "result", Value: ""}, {Key: "lineHold", Value: ""}}},
 		})
 	if err != nil || a != nil {
 		return a, err
 	}
+	// Called off while held: cancelled, never put back.
+	set, err := s.terminalSet(ctx, id, bson.D{
+		{Key: "state", Value: StateCancelled},
+		{Key: "rank", Value: StateCancelled.rank()},
+		{Key: "reason", Value: "cancel requested, released: " + reason},
+		{Key: "updatedAt", Value: now},
+	}, now)
+	if err != nil {
+		return nil, err
+	}
+	a, err = s.modify(ctx, id, append(held, bson.E{Key: "cancelRequested", Value: true}),
+		bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "leaseUntil", Value: ""}, {Key: "result", Value: ""}, {Key: "lineHold", Value: ""}}}})
+	if err != nil || a != nil {
+		return a, err
+	}
 	return nil, s.explain(ctx, id, "release", fence)
+}
+
+// notCancelRequested selects attempts whose cancel was not requested.
+var notCancelRequested = bson.E{Key: "cancelRequested", Value: bson.D{{Key: "$ne", Value: true}}}
+
+// RequestCancel calls attempt id off for the operator (the delivery was
+// cancelled, deleted or re-planned), whoever holds it: a queued or retry
+// attempt becomes cancelled; a dialing or unknown one is marked
+// CancelRequested, so no claim takes it again and the Release that puts it
+// back cancels it (a call already placed goes on and is followed as usual).
+// An attempt whose call exists or ended is left as it is. It returns the
+// attempt after the change; the caller tells by its state (and
+// CancelRequested) whether a call may still come of it.
+func (s *Store) RequestCancel(ctx context.Context, id, reason string) (*Attempt, error) {
+	for range 5 {
+		a, err := s.MarkCancelled(ctx, id, AnyFence, reason)
+		if err == nil {
+			return a, nil
+		}
+		if !errors.Is(err, ErrInvalidTransition) {
+			return nil, err
+		}
+		// Held by a worker (or reconciliation): mark it. updatedAt is left
+		// alone: it times the reconciler's grace period.
+		a, err = s.modify(ctx, id,
+			bson.D{{Key: "_id", Value: id}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "cancelRequested", Value: true}, {Key: "cancelReason", Value: reason}}}})
+		if err != nil || a != nil {
+			return a, err
+		}
+		cur, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if !cur.State.Claimable() {
+			return cur, nil // a call exists, or it ended
+		}
+		// Put back between the two updates: cancel it now.
+	}
+	return nil, fmt.Errorf("%w: attempt %s kept changing while being cancelled", ErrBusy, id)
 }
 
 // MarkCancelled calls the attempt off before a call is placed. With

@@ -14,7 +14,7 @@ import (
 var notPending = bson.E{Key: "recordings", Value: bson.D{{Key: "$ne", Value: RecordingsPending}}}
 
 // PurgeExpired deletes up to limit attempts whose ExpireAt is before t,
-// earliest first, and the attempt locks that expired before t: the periodic
+// earliest first, and the attempt locks that expired (on the server's clock): the periodic
 // cleanup where the server has no TTL indexes (harmless where it has). An
 // attempt whose recordings are still held at Twilio is kept until they are
 // deleted (DeleteRecordingsDone). It returns how many attempts it deleted;
@@ -48,7 +48,15 @@ func (s *Store) PurgeExpired(ctx context.Context, before time.Time, limit int) (
 		}
 		deleted = res.DeletedCount
 	}
-	if _, err := s.locks.DeleteMany(ctx, bson.D{{Key: "until", Value: bson.D{{Key: "$lt", Value: before}}}}); err != nil {
+	if s.Features().AtomicUpdates {
+		return deleted, nil // no locks
+	}
+	// Locks expire on the server's clock, like breakExpiredLock judges them.
+	now, err := s.serverNow(ctx)
+	if err != nil {
+		return deleted, err
+	}
+	if _, err := s.locks.DeleteMany(ctx, bson.D{{Key: "at", Value: bson.D{{Key: "$lt", Value: now.Add(-s.cfg.LockTTL)}}}}); err != nil {
 		return deleted, fmt.Errorf("store: purge expired locks: %w", err)
 	}
 	return deleted, nil

@@ -92,8 +92,11 @@ type Config struct {
 	EarlyClaim time.Duration
 	// Serialize overrides the detected serialization mode.
 	Serialize Serialization
-	// LockTTL is how long a per-attempt lock lives if its holder dies;
-	// default 10s. Writes hold it for one round trip.
+	// LockTTL is how long a per-attempt lock lives if its holder dies,
+	// counted on the server's clock from when the server took it; default
+	// 6 x OperationTimeout (60s). Writes hold it for one round trip, bounded
+	// by OperationTimeout; it must be at least 3 x OperationTimeout, so a
+	// slow write never outlives its lock.
 	LockTTL time.Duration
 	// LockWait is how long a writer waits for a held lock before ErrBusy;
 	// default 5s.
@@ -124,7 +127,7 @@ func (c *Config) defaults() {
 		c.EarlyClaim = 5 * time.Second
 	}
 	if c.LockTTL == 0 {
-		c.LockTTL = 10 * time.Second
+		c.LockTTL = lockTTLFactor * 2 * c.OperationTimeout
 	}
 	if c.LockWait == 0 {
 		c.LockWait = 5 * time.Second
@@ -136,6 +139,10 @@ func (c *Config) defaults() {
 		c.Now = time.Now
 	}
 }
+
+// lockTTLFactor is how many times the longest write (OperationTimeout) a
+// per-attempt lock must outlive at least.
+const lockTTLFactor = 3
 
 var dbNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,63}$`)
 
@@ -172,8 +179,9 @@ func (c Config) Validate() error {
 	if c.EarlyClaim < 0 {
 		errs = append(errs, fmt.Sprintf("EarlyClaim must not be negative (got %s)", c.EarlyClaim))
 	}
-	if c.LockTTL > 0 && c.LockTTL < time.Second {
-		errs = append(errs, fmt.Sprintf("LockTTL %s is too short: a slow write could outlive its lock (use 1s or more)", c.LockTTL))
+	if c.LockTTL > 0 && c.LockTTL < lockTTLFactor*c.OperationTimeout {
+		errs = append(errs, fmt.Sprintf("LockTTL %s is too short: a slow write could outlive its lock (use %d x OperationTimeout, %s, or more)",
+			c.LockTTL, lockTTLFactor, lockTTLFactor*c.OperationTimeout))
 	}
 	switch c.Serialize {
 	case SerializeAuto, SerializeAlways, SerializeNever:
@@ -343,6 +351,8 @@ const (
 	idxDeliveryAttempt = "delivery_uid_number_unique"
 	idxCallSIDPartial  = "callSid_unique_partial"
 	idxCallSIDSparse   = "callSid_unique_sparse"
+	idxLinePartial     = "lineHold_unique_partial"
+	idxLineSparse      = "lineHold_unique_sparse"
 	idxDue             = "campaign_shard_state_due_id"
 	// idxDueOld is idxDue before it ended with _id (the sweeper's sort and
 	// cursor); EnsureIndexes drops it.
@@ -352,8 +362,8 @@ const (
 	idxStateUpdated    = "state_updated"
 	idxExpireTTL       = "expireAt_ttl"
 	idxExpire          = "expireAt"
-	idxLockTTL         = "until_ttl"
-	idxLock            = "until"
+	idxLockTTL         = "at_ttl"
+	idxLock            = "at"
 )
 
 // EnsureIndexes creates the collections' indexes; running it again changes
@@ -407,8 +417,20 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 		return fmt.Errorf("store: create callSid index: %w", err)
 	}
 
+	// One attempt per number holds it (Claim): unique on lineHold, among
+	// the attempts that have one.
+	line := options.Index().SetUnique(true)
+	if f.PartialIndexes {
+		line.SetName(idxLinePartial).SetPartialFilterExpression(bson.D{{Key: "lineHold", Value: bson.D{{Key: "$type", Value: "string"}}}})
+	} else {
+		line.SetName(idxLineSparse).SetSparse(true)
+	}
+	if _, err := s.attempts.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "lineHold", Value: 1}}, Options: line}); err != nil {
+		return fmt.Errorf("store: create lineHold index: %w", err)
+	}
+
 	// TTL on the call log's expiry time.
-	ttl, err := s.ensureTTL(ctx, s.attempts, "expireAt", idxExpireTTL, idxExpire)
+	ttl, err := s.ensureTTL(ctx, s.attempts, "expireAt", 0, idxExpireTTL, idxExpire)
 	if err != nil {
 		return err
 	}
@@ -417,7 +439,7 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 		s.logOnce("ttl", slog.LevelWarn, "server refuses TTL indexes: expired attempts and locks are removed by PurgeExpired instead")
 	}
 	if !f.AtomicUpdates {
-		if _, err := s.ensureTTL(ctx, s.locks, "until", idxLockTTL, idxLock); err != nil {
+		if _, err := s.ensureTTL(ctx, s.locks, "at", s.cfg.LockTTL, idxLockTTL, idxLock); err != nil {
 			return err
 		}
 	}
@@ -427,12 +449,13 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 	return nil
 }
 
-// ensureTTL creates a TTL index on field, or a plain one where TTL indexes
-// are refused; it reports whether the TTL index exists.
-func (s *Store) ensureTTL(ctx context.Context, c *mongo.Collection, field, ttlName, plainName string) (bool, error) {
+// ensureTTL creates a TTL index on field (documents go after after), or a
+// plain one where TTL indexes are refused; it reports whether the TTL index
+// exists.
+func (s *Store) ensureTTL(ctx context.Context, c *mongo.Collection, field string, after time.Duration, ttlName, plainName string) (bool, error) {
 	_, err := c.Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys:    bson.D{{Key: field, Value: 1}},
-		Options: options.Index().SetName(ttlName).SetExpireAfterSeconds(0),
+		Options: options.Index().SetName(ttlName).SetExpireAfterSeconds(int32(after / time.Second)),
 	})
 	if err == nil {
 		return true, nil

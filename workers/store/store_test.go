@@ -32,6 +32,7 @@ func TestConfigValidate(t *testing.T) {
 		{"pool", func(c *Config) { c.MinPoolSize, c.MaxPoolSize = 10, 5 }, "MinPoolSize 10 is above MaxPoolSize 5"},
 		{"negative timeout", func(c *Config) { c.OperationTimeout = -time.Second }, "OperationTimeout must not be negative"},
 		{"short lock", func(c *Config) { c.LockTTL = time.Millisecond }, "LockTTL 1ms is too short"},
+		{"lock as long as a write", func(c *Config) { c.LockTTL = 10 * time.Second }, "LockTTL 10s is too short"},
 		{"serialize", func(c *Config) { c.Serialize = "sometimes" }, `Serialize "sometimes"`},
 		{"retention", func(c *Config) { c.Retention = -time.Hour }, "Retention must not be negative"},
 	}
@@ -127,8 +128,9 @@ func testEnsureIndexesIdempotentAndUnique(t *testing.T, openStore opener) {
 	if !errors.Is(err, ErrDuplicate) {
 		t.Fatalf("same call SID on a second attempt: err = %v, want ErrDuplicate", err)
 	}
-	if got, _ := s.Get(ctx, c.ID); got.State != StateDialing || got.CallSID != "" {
-		t.Fatalf("refused duplicate SID changed the attempt: %+v", got)
+	// Not a success: the attempt is in doubt, the conflict recorded.
+	if got, _ := s.Get(ctx, c.ID); got.State != StateUnknown || got.CallSID != "" || got.ConflictSID != "CA0001" {
+		t.Fatalf("after a refused duplicate SID the attempt is %+v, want unknown with the conflict", got)
 	}
 }
 

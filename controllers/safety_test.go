@@ -1,0 +1,202 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/outcome"
+	"github.com/delauto/delauto/workers/store"
+)
+
+// TestReplanLosingToAClaimFollowsTheClaimedAttempt: the window changes just
+// as a worker claims the attempt, between the operator's read of the call
+// log and its cancel. The operator must not plan attempt 2 while attempt 1
+// may be calling; it follows attempt 1 and plans attempt 2 from its outcome.
+func TestReplanLosingToAClaimFollowsTheClaimedAttempt(t *testing.T) {
+	ctx := context.Background()
+	var (
+		mu      sync.Mutex
+		st      *store.Store
+		claimed *store.Attempt
+	)
+	o := startOperator(t, func(r *controllers.DeliveryReconciler) {
+		controllers.SetBeforeReplan(r, func(id string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if claimed != nil {
+				return
+			}
+			a, err := st.Claim(ctx, id, "worker-1", time.Minute)
+			if err != nil {
+				t.Errorf("worker claim of %s: %v", id, err)
+				return
+			}
+			claimed = a
+		})
+	})
+	mu.Lock()
+	st = o.store
+	mu.Unlock()
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "race").Name, v1.DeliveryScheduled)
+
+	newStart := o.clock.Now().Add(24 * time.Hour).Truncate(time.Second)
+	update(t, d, func(d *v1.Delivery) {
+		d.Spec.Window = v1.DeliveryWindow{Start: metav1.NewTime(newStart), End: metav1.NewTime(newStart.Add(2 * time.Hour))}
+	})
+	eventually(t, 15*time.Second, "the window change observed", func() error {
+		d = o.get(t, "race")
+		if d.Status.ObservedGeneration != d.Generation {
+			return fmt.Errorf("observed generation %d of %d", d.Status.ObservedGeneration, d.Generation)
+		}
+		return nil
+	})
+	mu.Lock()
+	c := claimed
+	mu.Unlock()
+	if c == nil {
+		t.Fatal("the re-plan never reached the cancel of attempt 1")
+	}
+	as := o.attempts(t, d)
+	if len(as) != 1 {
+		t.Fatalf("%d attempts while attempt 1 is dialing (states %v): a second call can be placed", len(as), states(as))
+	}
+	if as[0].State != store.StateDialing {
+		t.Fatalf("attempt 1 is %s, want still dialing (the worker holds it)", as[0].State)
+	}
+	if d.Status.Phase != v1.DeliveryCalling {
+		t.Fatalf("phase %s while attempt 1 is dialing, want Calling", d.Status.Phase)
+	}
+
+	// Attempt 1's call ends unanswered: attempt 2 is planned from that
+	// outcome.
+	sid := nextSID()
+	if _, err := o.store.MarkDialed(ctx, c.ID, c.Fence, sid, "+493012345670"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := o.store.ApplyCallStatus(ctx, store.CallRef{AttemptID: c.ID}, store.StatusUpdate{Status: "no-answer", Seq: 3, CallSID: sid}); err != nil {
+		t.Fatal(err)
+	}
+	if err := outcome.Publish(ctx, o.rdb, outcome.Event{AttemptID: c.ID, Namespace: d.Namespace, Name: d.Name, State: "no-answer"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "attempt 2 planned after attempt 1's outcome", func() error {
+		as := o.attempts(t, d)
+		if len(as) != 2 {
+			return fmt.Errorf("%d attempts (%v)", len(as), states(as))
+		}
+		if as[0].State != store.StateCompleted || as[1].State != store.StateQueued || as[1].Number != 2 {
+			return fmt.Errorf("attempts %v", states(as))
+		}
+		if as[1].Due.Before(*as[0].EndedAt) {
+			return fmt.Errorf("attempt 2 due %s, before attempt 1 ended (%s)", as[1].Due, as[0].EndedAt)
+		}
+		return nil
+	})
+}
+
+func states(as []store.Attempt) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = fmt.Sprintf("%d:%s", a.Number, a.State)
+	}
+	return out
+}
+
+// TestCancelledDeliveryWhileDialingIsNeverCalledLater: the Delivery is
+// cancelled while a worker holds its attempt; the worker then puts the
+// attempt back (rate limited, draining). The attempt must end cancelled,
+// and no later claim may take it.
+func TestCancelledDeliveryWhileDialingIsNeverCalledLater(t *testing.T) {
+	ctx := context.Background()
+	o := startOperator(t)
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "cancel-dialing").Name, v1.DeliveryScheduled)
+	a := o.attempts(t, d)[0]
+	c, err := o.store.Claim(ctx, a.ID, "worker-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	update(t, d, func(d *v1.Delivery) { d.Spec.Cancelled = true })
+	o.waitPhase(t, d.Name, v1.DeliveryCancelled)
+
+	released, err := o.store.Release(ctx, a.ID, c.Fence, o.clock.Now(), "draining")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if released.State != store.StateCancelled {
+		t.Errorf("the released attempt of a cancelled Delivery is %s, want cancelled", released.State)
+	}
+	if again, err := o.store.Claim(ctx, a.ID, "worker-2", time.Minute); err == nil {
+		t.Fatalf("a worker claimed the attempt of a cancelled Delivery again (fence %d): it would call", again.Fence)
+	} else if !errors.Is(err, store.ErrNotClaimable) {
+		t.Fatal(err)
+	}
+}
+
+// TestDeletedDeliveryWhileDialingIsNeverCalledLater: the Delivery is
+// deleted while a worker holds its attempt. Its finalizer stays while the
+// attempt may still call; the worker puts the attempt back; it ends
+// cancelled, no later claim takes it, and then the Delivery goes.
+func TestDeletedDeliveryWhileDialingIsNeverCalledLater(t *testing.T) {
+	ctx := context.Background()
+	o := startOperator(t)
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "delete-dialing").Name, v1.DeliveryScheduled)
+	a := o.attempts(t, d)[0]
+	c, err := o.store.Claim(ctx, a.ID, "worker-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Kube.Client.Delete(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	gone := func() bool {
+		err := env.Kube.Client.Get(ctx, client.ObjectKeyFromObject(d), &v1.Delivery{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+		return apierrors.IsNotFound(err)
+	}
+	eventually(t, 15*time.Second, "the deletion handled", func() error {
+		if gone() {
+			return nil
+		}
+		if cur, err := o.store.Get(ctx, a.ID); err != nil || !cur.CancelRequested {
+			return fmt.Errorf("attempt %s not marked for cancellation yet (%v)", a.ID, err)
+		}
+		return nil
+	})
+	if gone() {
+		t.Fatalf("the Delivery was let go while its attempt %s was dialing", a.ID)
+	}
+
+	released, err := o.store.Release(ctx, a.ID, c.Fence, o.clock.Now(), "rate limited")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if released.State != store.StateCancelled {
+		t.Errorf("the released attempt of a deleted Delivery is %s, want cancelled", released.State)
+	}
+	if again, err := o.store.Claim(ctx, a.ID, "worker-2", time.Minute); err == nil {
+		t.Fatalf("a worker claimed the attempt of a deleted Delivery again (fence %d): it would call", again.Fence)
+	} else if !errors.Is(err, store.ErrNotClaimable) {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the Delivery goes once no attempt may call", func() error {
+		if !gone() {
+			return errors.New("still there")
+		}
+		return nil
+	})
+}
