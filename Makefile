@@ -16,6 +16,7 @@ HELM ?= $(LOCALBIN)/helm
 K8S_BINS := $(LOCALBIN)/kube-apiserver $(LOCALBIN)/etcd $(LOCALBIN)/kubectl
 E2E_BINS := $(LOCALBIN)/kube-controller-manager $(LOCALBIN)/kube-scheduler
 FERRETDB ?= $(LOCALBIN)/ferretdb
+PROM_BINS := $(LOCALBIN)/promtool $(LOCALBIN)/prometheus $(LOCALBIN)/promql-names
 
 # envtest finds kube-apiserver and etcd here.
 export KUBEBUILDER_ASSETS ?= $(LOCALBIN)
@@ -31,7 +32,7 @@ help: ## Show this help.
 ##@ Tools
 
 .PHONY: tools
-tools: $(K8S_BINS) $(FERRETDB) $(CONTROLLER_GEN) $(HELM) redis ## Build every local tool into bin/ (reused when built).
+tools: $(K8S_BINS) $(FERRETDB) $(PROM_BINS) $(CONTROLLER_GEN) $(HELM) redis ## Build every local tool into bin/ (reused when built).
 
 .PHONY: redis
 redis: ## Install Debian's redis-server when missing.
@@ -48,6 +49,12 @@ $(E2E_BINS) &: hack/tools/k8s/go.mod hack/tools/k8s/go.sum | $(LOCALBIN)
 
 $(FERRETDB): hack/tools/ferretdb/go.mod hack/tools/ferretdb/go.sum hack/tools/ferretdb/main.go | $(LOCALBIN)
 	@hack/build-tool.sh hack/tools/ferretdb "FerretDB v1.24.2" .
+
+$(PROM_BINS) &: hack/tools/prometheus/go.mod hack/tools/prometheus/go.sum hack/tools/prometheus/promql-names/main.go | $(LOCALBIN)
+	@hack/build-tool.sh hack/tools/prometheus "promtool and prometheus (Prometheus v0.316.0; cold: about 15 minutes on 2 cores)" github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/prometheus/cmd/prometheus ./promql-names
+
+.PHONY: prometheus-tools
+prometheus-tools: $(PROM_BINS) ## Build promtool, prometheus and promql-names into bin/.
 
 $(CONTROLLER_GEN): $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 	@ln -sf controller-gen-$(CONTROLLER_TOOLS_VERSION) $@
@@ -91,9 +98,14 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test, a short fuzz of the webhooks.
+test: tools lint verify-generated check-rules ## The full check: tools, lint, generated files current, alert rules, every test, a short fuzz of the webhooks.
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
+
+.PHONY: check-rules
+check-rules: $(PROM_BINS) ## promtool check and unit-test the chart's alert rules.
+	$(LOCALBIN)/promtool check rules charts/delauto/files/prometheus-rules.yaml
+	$(LOCALBIN)/promtool test rules charts/delauto/tests/prometheus-rules-test.yaml
 
 # TEST_FUZZTIME is how long `make test` fuzzes each webhook target.
 TEST_FUZZTIME ?= 10s

@@ -79,6 +79,13 @@ func parseOperatorConfig(args []string, getenv func(string) string) (*operatorCo
 	fs.StringVar(&c.workers.StoresSecret, "worker-stores-secret", controllers.DefaultStoresSecret, "Secret each campaign's namespace must hold with where the workers' stores are and how to log in ("+
 		stores.EnvRedisURL+" or "+stores.EnvRedisAddrs+" and "+stores.EnvRedisPassword+", "+stores.EnvMongoURI+"); the operator never hands the workers its own")
 	fs.StringVar(&c.workers.TwilioBaseURL, "worker-twilio-base-url", "", "for tests and demos only: point every worker at this Twilio API base URL (the Twilio simulator) instead of Twilio; empty (the default) is Twilio")
+	fs.Func("worker-ops-peers", "who besides the operator may reach the workers' ops port (metrics, probes, drain), as a JSON list of NetworkPolicy peers, e.g. "+
+		`[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}},"podSelector":{"matchLabels":{"app.kubernetes.io/name":"prometheus"}}}]`+
+		"; default: pods labelled app.kubernetes.io/name=prometheus in any namespace", func(v string) error {
+		peers, err := controllers.ParseOpsPeers(v)
+		c.workers.OpsPeers = peers
+		return err
+	})
 	fs.DurationVar(&c.statusInterval, "status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
 	c.conn.RegisterEnv(fs, getenv)
 	c.retention.register(fs)
@@ -171,6 +178,7 @@ func runOperator(args []string) error {
 	defer callLog.Close(context.Background())
 	q := queue.New(rdb, queue.Options{})
 	metrics := controllers.NewMetrics(ctrlmetrics.Registry)
+	ctrlmetrics.Registry.MustRegister(&controllers.CampaignCollector{Reader: mgr.GetCache()})
 
 	if err := controllers.IndexDeliveryPhases(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
