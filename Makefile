@@ -51,7 +51,7 @@ $(FERRETDB): hack/tools/ferretdb/go.mod hack/tools/ferretdb/go.sum hack/tools/fe
 	@hack/build-tool.sh hack/tools/ferretdb "FerretDB v1.24.2" .
 
 $(PROM_BINS) &: hack/tools/prometheus/go.mod hack/tools/prometheus/go.sum hack/tools/prometheus/promql-names/main.go | $(LOCALBIN)
-	@hack/build-tool.sh hack/tools/prometheus "promtool and prometheus (Prometheus v0.316.0; cold: about 15 minutes on 2 cores)" github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/prometheus/cmd/prometheus ./promql-names
+	@hack/build-tool.sh hack/tools/prometheus "promtool, prometheus and promql-names (Prometheus v0.316.0; a cold build compiles every service-discovery SDK and takes long)" github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/prometheus/cmd/prometheus ./promql-names
 
 .PHONY: prometheus-tools
 prometheus-tools: $(PROM_BINS) ## Build promtool, prometheus and promql-names into bin/.
