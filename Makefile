@@ -17,6 +17,7 @@ K8S_BINS := $(LOCALBIN)/kube-apiserver $(LOCALBIN)/etcd $(LOCALBIN)/kubectl
 E2E_BINS := $(LOCALBIN)/kube-controller-manager $(LOCALBIN)/kube-scheduler
 KWOK_BINS := $(LOCALBIN)/kwok $(LOCALBIN)/kwokctl
 FERRETDB ?= $(LOCALBIN)/ferretdb
+PROM_BINS := $(LOCALBIN)/promtool $(LOCALBIN)/prometheus $(LOCALBIN)/promql-names
 
 # envtest finds kube-apiserver and etcd here.
 export KUBEBUILDER_ASSETS ?= $(LOCALBIN)
@@ -32,7 +33,7 @@ help: ## Show this help.
 ##@ Tools
 
 .PHONY: tools
-tools: $(K8S_BINS) $(FERRETDB) $(CONTROLLER_GEN) $(HELM) redis ## Build every local tool into bin/ (reused when built).
+tools: $(K8S_BINS) $(FERRETDB) $(PROM_BINS) $(CONTROLLER_GEN) $(HELM) redis ## Build every local tool into bin/ (reused when built).
 
 .PHONY: redis
 redis: ## Install Debian's redis-server when missing.
@@ -49,6 +50,12 @@ $(E2E_BINS) &: hack/tools/k8s/go.mod hack/tools/k8s/go.sum | $(LOCALBIN)
 
 $(FERRETDB): hack/tools/ferretdb/go.mod hack/tools/ferretdb/go.sum hack/tools/ferretdb/main.go | $(LOCALBIN)
 	@hack/build-tool.sh hack/tools/ferretdb "FerretDB v1.24.2" .
+
+$(PROM_BINS) &: hack/tools/prometheus/go.mod hack/tools/prometheus/go.sum hack/tools/prometheus/promql-names/main.go | $(LOCALBIN)
+	@hack/build-tool.sh hack/tools/prometheus "promtool, prometheus and promql-names (Prometheus v0.316.0; a cold build compiles every service-discovery SDK and takes long)" github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/prometheus/cmd/prometheus ./promql-names
+
+.PHONY: prometheus-tools
+prometheus-tools: $(PROM_BINS) ## Build promtool, prometheus and promql-names into bin/.
 
 $(CONTROLLER_GEN): $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 	@ln -sf controller-gen-$(CONTROLLER_TOOLS_VERSION) $@
@@ -95,11 +102,17 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: tools lint verify-generated ## The full check: tools, lint, generated files current, every test, a short fuzz of the webhooks and the answer matcher, the end-to-end run.
+test: tools lint verify-generated check-rules ## The full check: tools, lint, generated files current, alert rules, every test, a short fuzz of the webhooks and the answer matcher, the end-to-end run.
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) fuzz-language FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) test-e2e
+
+.PHONY: check-rules
+check-rules: $(PROM_BINS) ## promtool check and unit-test the chart's alert rules.
+	$(LOCALBIN)/promtool check rules charts/delauto/files/prometheus-rules.yaml
+	$(LOCALBIN)/promtool test rules charts/delauto/tests/prometheus-rules-test.yaml
+
 
 .PHONY: demo
 demo: e2e-tools redis ## Start the whole system locally, run a few hundred Deliveries with a live table, keep it up until Ctrl-C (DELIVERIES=300).

@@ -15,7 +15,7 @@ import (
 var env *testservices.Env
 
 func TestMain(m *testing.M) {
-	testservices.Main(m, testservices.Want{Kube: true}, &env)
+	testservices.Main(m, testservices.Want{Kube: true, Redis: true, Mongo: true}, &env)
 }
 
 // tools returns kubectl with a kubeconfig for the test apiserver, and the

@@ -3,11 +3,15 @@ package controllers
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	netv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -92,10 +96,11 @@ type WorkerDefaults struct {
 	// that are no credentials (the call log's database, pool size, timeout
 	// and retention), so both sides use the same call log.
 	Stores stores.Settings
-	// OpsPeers select the pods (in any namespace) that may reach the
-	// workers' ops port: the operator's and Prometheus'. Empty is
-	// DefaultOpsPeers.
-	OpsPeers []map[string]string
+	// OpsPeers are who may reach the workers' ops port (/metrics, /healthz,
+	// /readyz, /drain) besides the operator's own pods, which always may:
+	// NetworkPolicy peers, typically Prometheus' pods in the monitoring
+	// namespace. Empty is DefaultOpsPeers.
+	OpsPeers []netv1.NetworkPolicyPeer
 	// TwilioBaseURL, when set, points the workers at another Twilio API
 	// base URL (the Twilio simulator, for tests and demos). Empty: Twilio.
 	TwilioBaseURL string
@@ -354,11 +359,74 @@ func callbackService(c *v1.CallCampaign) *corev1ac.ServiceApplyConfiguration {
 			WithPorts(corev1ac.ServicePort().WithName("http").WithPort(80).WithTargetPort(intstr.FromString("http"))))
 }
 
-// DefaultOpsPeers are the pod labels allowed to reach the workers' ops
-// port without WorkerDefaults.OpsPeers: the operator's pods and Prometheus'.
-var DefaultOpsPeers = []map[string]string{
-	{LabelName: "delauto", LabelComponent: "operator"},
-	{LabelName: "prometheus"},
+// OperatorOpsPeer is the operator's pods (in any namespace): they always
+// reach the workers' ops port, to drain workers before a scale-down.
+var OperatorOpsPeer = netv1.NetworkPolicyPeer{
+	NamespaceSelector: &metav1.LabelSelector{},
+	PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelName: "delauto", LabelComponent: "operator"}},
+}
+
+// DefaultOpsPeers are who, besides the operator, may reach the workers' ops
+// port without WorkerDefaults.OpsPeers: pods labelled
+// app.kubernetes.io/name=prometheus in any namespace.
+var DefaultOpsPeers = []netv1.NetworkPolicyPeer{{
+	NamespaceSelector: &metav1.LabelSelector{},
+	PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelName: "prometheus"}},
+}}
+
+// ParseOpsPeers reads a JSON list of NetworkPolicy peers (podSelector,
+// namespaceSelector, ipBlock), as the operator's --worker-ops-peers takes it.
+// An empty string is no list (DefaultOpsPeers apply); a peer without any
+// selector, which would let every pod in, is refused.
+func ParseOpsPeers(s string) ([]netv1.NetworkPolicyPeer, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.DisallowUnknownFields()
+	var peers []netv1.NetworkPolicyPeer
+	if err := dec.Decode(&peers); err != nil {
+		return nil, fmt.Errorf("a JSON list of NetworkPolicy peers, like "+
+			`[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}},"podSelector":{"matchLabels":{"app.kubernetes.io/name":"prometheus"}}}]: %w`, err)
+	}
+	for i, p := range peers {
+		if p.PodSelector == nil && p.NamespaceSelector == nil && p.IPBlock == nil {
+			return nil, fmt.Errorf("peer %d names no podSelector, namespaceSelector or ipBlock", i)
+		}
+		for _, sel := range []*metav1.LabelSelector{p.PodSelector, p.NamespaceSelector} {
+			if sel == nil {
+				continue
+			}
+			if _, err := metav1.LabelSelectorAsSelector(sel); err != nil {
+				return nil, fmt.Errorf("peer %d: %w", i, err)
+			}
+		}
+	}
+	return peers, nil
+}
+
+func peerApply(p netv1.NetworkPolicyPeer) *netv1ac.NetworkPolicyPeerApplyConfiguration {
+	sel := func(s *metav1.LabelSelector) *metav1ac.LabelSelectorApplyConfiguration {
+		a := metav1ac.LabelSelector()
+		if len(s.MatchLabels) > 0 {
+			a.WithMatchLabels(s.MatchLabels)
+		}
+		for _, r := range s.MatchExpressions {
+			a.WithMatchExpressions(metav1ac.LabelSelectorRequirement().WithKey(r.Key).WithOperator(r.Operator).WithValues(r.Values...))
+		}
+		return a
+	}
+	a := netv1ac.NetworkPolicyPeer()
+	if p.PodSelector != nil {
+		a.WithPodSelector(sel(p.PodSelector))
+	}
+	if p.NamespaceSelector != nil {
+		a.WithNamespaceSelector(sel(p.NamespaceSelector))
+	}
+	if p.IPBlock != nil {
+		a.WithIPBlock(netv1ac.IPBlock().WithCIDR(p.IPBlock.CIDR).WithExcept(p.IPBlock.Except...))
+	}
+	return a
 }
 
 // NetworkPolicyName is the name of the campaign's worker NetworkPolicy.
@@ -366,17 +434,15 @@ func NetworkPolicyName(campaign string) string { return boundedName(campaign + "
 
 // NetworkPolicy is the desired NetworkPolicy of the campaign's workers: the
 // callbacks port is open to all (Twilio comes through the ingress), the ops
-// port only to the OpsPeers' pods.
+// port only to the operator's pods and the OpsPeers.
 func (w WorkerDefaults) NetworkPolicy(c *v1.CallCampaign) *netv1ac.NetworkPolicyApplyConfiguration {
 	peers := w.OpsPeers
 	if len(peers) == 0 {
 		peers = DefaultOpsPeers
 	}
-	var ops []*netv1ac.NetworkPolicyPeerApplyConfiguration
+	ops := []*netv1ac.NetworkPolicyPeerApplyConfiguration{peerApply(OperatorOpsPeer)}
 	for _, p := range peers {
-		ops = append(ops, netv1ac.NetworkPolicyPeer().
-			WithNamespaceSelector(metav1ac.LabelSelector()).
-			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(p)))
+		ops = append(ops, peerApply(p))
 	}
 	port := func(p int) *netv1ac.NetworkPolicyPortApplyConfiguration {
 		return netv1ac.NetworkPolicyPort().WithProtocol(corev1.ProtocolTCP).WithPort(intstr.FromInt(p))

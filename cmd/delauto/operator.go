@@ -85,6 +85,13 @@ func parseOperatorConfig(args []string, getenv func(string) string) (*operatorCo
 		stores.EnvRedisURL+" or "+stores.EnvRedisAddrs+" and "+stores.EnvRedisPassword+", "+stores.EnvMongoURI+"); the operator never hands the workers its own")
 	fs.StringVar(&c.workers.TwilioBaseURL, "worker-twilio-base-url", "", "for tests and demos only: point every worker at this Twilio API base URL (the Twilio simulator) instead of Twilio; empty (the default) is Twilio")
 	fs.BoolVar(&c.workers.RelayAllowPrivate, "worker-relay-allow-private", false, "for tests, demos and dispatch systems inside the cluster: let every worker's relay webhook use plain http and private or loopback addresses (the workers' --relay-allow-private); off by default")
+	fs.Func("worker-ops-peers", "who besides the operator may reach the workers' ops port (metrics, probes, drain), as a JSON list of NetworkPolicy peers, e.g. "+
+		`[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}},"podSelector":{"matchLabels":{"app.kubernetes.io/name":"prometheus"}}}]`+
+		"; default: pods labelled app.kubernetes.io/name=prometheus in any namespace", func(v string) error {
+		peers, err := controllers.ParseOpsPeers(v)
+		c.workers.OpsPeers = peers
+		return err
+	})
 	fs.DurationVar(&c.statusInterval, "status-interval", 10*time.Second, "how often campaign status (queue figures, totals) is refreshed")
 	fs.StringVar(&c.finalizerPolicy, "finalizer-policy", controllers.DefaultFinalizerPolicy, "MutatingAdmissionPolicy (and binding of the same name) that sets the finalizer on new Deliveries; when it is installed the operator writes nothing for the finalizer, else (or when empty) it patches each new Delivery")
 	c.conn.RegisterEnv(fs, getenv)
@@ -178,6 +185,7 @@ func runOperator(args []string) error {
 	defer callLog.Close(context.Background())
 	q := queue.New(rdb, queue.Options{})
 	metrics := controllers.NewMetrics(ctrlmetrics.Registry)
+	ctrlmetrics.Registry.MustRegister(&controllers.CampaignCollector{Reader: mgr.GetCache()})
 
 	if err := controllers.IndexDeliveryPhases(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
