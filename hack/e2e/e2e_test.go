@@ -130,6 +130,20 @@ func TestWholeSystem(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			byNumber := map[string][]twiliosim.Call{}
+			for _, c := range sys.Sim.Calls() {
+				byNumber[c.To] = append(byNumber[c.To], c)
+			}
+			for _, d := range list.Items {
+				if !d.Status.Phase.Finished() {
+					var calls []string
+					for _, c := range byNumber[string(d.Spec.Recipient.Phone)] {
+						calls = append(calls, fmt.Sprintf("%s attempt %s %s created %s ended %s", c.Sid, c.AttemptID, c.Status, c.Created.Format("15:04:05.000"), c.Ended.Format("15:04:05.000")))
+					}
+					t.Logf("unfinished %s/%s: phase %s, attempts %d, next call %v, conditions %+v; calls at the simulator: %v",
+						d.Namespace, d.Name, d.Status.Phase, d.Status.Attempts, d.Status.NextCallTime, d.Status.Conditions, calls)
+				}
+			}
 			t.Fatalf("only %d of %d Deliveries finished in time: %v", done, deliveries, phases)
 		}
 		time.Sleep(5 * time.Second)
