@@ -394,12 +394,18 @@ func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) err
 		return fmt.Errorf("create attempt %d: %w", number, err)
 	}
 	if !created && s.fresh && a.State != store.StateQueued {
-		// Planned and taken up before this Delivery's status said so: read
-		// the call log and follow what happened.
+		// Planned and taken up before this Delivery's status said so (this
+		// reconcile saw a status older than the one that planned it): read
+		// the call log, follow what happened, and when that call already
+		// ended plan from its outcome now. Nothing else would: the recheck
+		// the planning reconcile asked for was folded into this one.
 		if err := r.readAttempts(ctx, s); err != nil {
 			return err
 		}
-		return r.followAttempt(ctx, s)
+		if err := r.followAttempt(ctx, s); err != nil {
+			return err
+		}
+		return r.planNext(ctx, s)
 	}
 	if _, err := r.Queue.Schedule(ctx, r.shardOf(d, s.shard), a.ID, a.Due); err != nil {
 		s.ready = readyCondition(metav1.ConditionFalse, "QueueUnavailable", "cannot schedule in Redis: "+err.Error())
