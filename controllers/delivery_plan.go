@@ -27,6 +27,9 @@ import (
 const (
 	scheduledRecheck = 2 * time.Minute
 	callingRecheck   = time.Minute
+	// staleRecheck is how soon a Delivery is looked at again after a
+	// reconcile saw a status older than its call log.
+	staleRecheck = 5 * time.Second
 )
 
 func setCondition(conds *[]metav1.Condition, c metav1.Condition) { meta.SetStatusCondition(conds, c) }
@@ -396,16 +399,19 @@ func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) err
 	if !created && s.fresh && a.State != store.StateQueued {
 		// Planned and taken up before this Delivery's status said so (this
 		// reconcile saw a status older than the one that planned it): read
-		// the call log, follow what happened, and when that call already
-		// ended plan from its outcome now. Nothing else would: the recheck
-		// the planning reconcile asked for was folded into this one.
+		// the call log and follow what happened. Look again soon: the
+		// recheck the planning reconcile asked for was folded into this
+		// one, and a call that just ended may still be recording its answer.
 		if err := r.readAttempts(ctx, s); err != nil {
 			return err
 		}
 		if err := r.followAttempt(ctx, s); err != nil {
 			return err
 		}
-		return r.planNext(ctx, s)
+		if !d.Status.Phase.Finished() && (s.requeue == 0 || s.requeue > staleRecheck) {
+			s.requeue = staleRecheck
+		}
+		return nil
 	}
 	if _, err := r.Queue.Schedule(ctx, r.shardOf(d, s.shard), a.ID, a.Due); err != nil {
 		s.ready = readyCondition(metav1.ConditionFalse, "QueueUnavailable", "cannot schedule in Redis: "+err.Error())

@@ -31,9 +31,10 @@ func main() {
 		os.Exit(2)
 	}
 	out := make([]result, 0, len(exprs))
+	p := parser.NewParser(parser.Options{})
 	for _, e := range exprs {
 		r := result{Expr: e, Metrics: []string{}}
-		expr, err := parser.ParseExpr(e)
+		expr, err := p.ParseExpr(e)
 		if err != nil {
 			r.Error = err.Error()
 			out = append(out, r)
