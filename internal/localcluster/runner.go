@@ -383,7 +383,7 @@ func (r *Runner) DialService(ctx context.Context, host string, port int) (net.Co
 		if p.Namespace != svc.Namespace || len(svc.Spec.Selector) == 0 || !sel.Matches(labels.Set(p.Labels)) {
 			continue
 		}
-		if tp := targetPort(p, target); tp > 0 {
+		if tp := targetPort(p, target); tp > 0 && ready(ctx, p) {
 			addrs = append(addrs, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(tp)))
 		}
 	}
@@ -401,6 +401,36 @@ func (r *Runner) DialService(ctx context.Context, host string, port int) (net.Co
 		last = err
 	}
 	return nil, last
+}
+
+// ready runs the pod's HTTP readiness probe, as the kubelet would before
+// the pod joins its Services' endpoints. A pod without one is ready.
+func ready(ctx context.Context, pod *corev1.Pod) bool {
+	c := pod.Spec.Containers[0]
+	probe := c.ReadinessProbe
+	if probe == nil || probe.HTTPGet == nil {
+		return true
+	}
+	port := probe.HTTPGet.Port.IntValue()
+	if port == 0 {
+		for _, cp := range c.Ports {
+			if cp.Name == probe.HTTPGet.Port.String() {
+				port = int(cp.ContainerPort)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(port))+probe.HTTPGet.Path, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode >= 200 && resp.StatusCode < 400
 }
 
 // targetPort is the container port of pod that sp targets.
