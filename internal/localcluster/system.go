@@ -180,6 +180,13 @@ func StartSystem(ctx context.Context, opts SystemOptions) (_ *System, err error)
 	if out, err := helm.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("helm install: %w\n%s", err, out)
 	}
+	// The chart installs the CRDs with everything else: objects of their
+	// kinds can be created once the apiserver serves them.
+	wait := exec.CommandContext(ctx, filepath.Join(opts.Bin, "kubectl"), "--kubeconfig", s.Cluster.Kubeconfig, "wait",
+		"--for=condition=Established", "--timeout=2m", "crd/deliveries.delauto.io", "crd/callcampaigns.delauto.io")
+	if out, err := wait.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("waiting for the CRDs: %w\n%s", err, out)
+	}
 	end()
 	return s, nil
 }
