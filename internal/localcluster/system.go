@@ -236,14 +236,24 @@ func (s *System) RouteCallbacks(namespace, campaign string) error {
 	return s.Sim.SetWebhookRoute("https://"+host, local)
 }
 
-// Apply applies YAML with kubectl as the cluster admin.
+// Apply applies YAML with kubectl as the cluster admin (server-side, so a
+// repeat is harmless). Right after the chart installed the CRDs, the
+// apiserver may answer ServiceUnavailable for their kinds for a while
+// (admission policies learn new types late): that is retried for a minute.
 func (s *System) Apply(ctx context.Context, yaml string) error {
-	cmd := exec.CommandContext(ctx, filepath.Join(s.opts.Bin, "kubectl"), "--kubeconfig", s.Cluster.Kubeconfig, "apply", "--server-side", "-f", "-")
-	cmd.Stdin = strings.NewReader(yaml)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("kubectl apply: %w\n%s", err, out)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		cmd := exec.CommandContext(ctx, filepath.Join(s.opts.Bin, "kubectl"), "--kubeconfig", s.Cluster.Kubeconfig, "apply", "--server-side", "-f", "-")
+		cmd.Stdin = strings.NewReader(yaml)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if !strings.Contains(string(out), "ServiceUnavailable") || time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("kubectl apply: %w\n%s", err, out)
+		}
+		time.Sleep(2 * time.Second)
 	}
-	return nil
 }
 
 // Dispatch is a dispatch system receiving the relay's webhooks.
