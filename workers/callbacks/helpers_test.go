@@ -320,7 +320,7 @@ func (h *harness) call(sc twiliosim.Scenario, o dialOpts) (*store.Attempt, twili
 // waitAttempt polls the attempt until ok holds.
 func (h *harness) waitAttempt(id, what string, ok func(*store.Attempt) bool) *store.Attempt {
 	h.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute) // generous: CI runs packages side by side on 2 cores
 	for {
 		a, err := h.st.Get(context.Background(), id)
 		if err == nil && ok(a) {
