@@ -14,7 +14,7 @@ import (
 )
 
 // lockHelperEnv makes the test binary a helper process that takes an
-// attempt's lock (TestLockHelperProcess); the other lockHelper* variables
+// attempt's lock (lockHelperMain); the other lockHelper* variables
 // say where and with which clock.
 const (
 	lockHelperEnv  = "DELAUTO_LOCK_HELPER"
@@ -24,16 +24,18 @@ const (
 	lockHelperSkew = "DELAUTO_LOCK_HELPER_SKEW"
 )
 
-// TestLockHelperProcess is the other process of TestLockAcrossProcessesWithSkewedClocks:
-// with its clock skewed, it tries to take the attempt's lock and prints
-// "lock: taken" or "lock: busy".
-func TestLockHelperProcess(t *testing.T) {
-	if os.Getenv(lockHelperEnv) == "" {
-		t.Skip("helper process only")
+// lockHelperMain is the other process of TestLockAcrossProcessesWithSkewedClocks
+// (TestMain runs it when lockHelperEnv is set): with its clock skewed, it
+// tries to take the attempt's lock, prints "lock: taken" or "lock: busy",
+// and returns the process's exit code.
+func lockHelperMain() int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "lock helper:", err)
+		return 1
 	}
 	skew, err := time.ParseDuration(os.Getenv(lockHelperSkew))
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	ctx := context.Background()
 	s, err := Open(ctx, Config{
@@ -43,7 +45,7 @@ func TestLockHelperProcess(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	defer s.Close(ctx)
 	unlock, err := s.lock(ctx, os.Getenv(lockHelperID))
@@ -54,15 +56,16 @@ func TestLockHelperProcess(t *testing.T) {
 	case errors.Is(err, ErrBusy):
 		fmt.Println("lock: busy")
 	default:
-		t.Fatal(err)
+		return fail(err)
 	}
+	return 0
 }
 
-// lockInOtherProcess runs TestLockHelperProcess in a new process of this
+// lockInOtherProcess runs lockHelperMain in a new process of this
 // test binary, its clock skewed by skew, and returns what it printed.
 func lockInOtherProcess(t *testing.T, s *Store, id string, skew time.Duration) string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHelperProcess$", "-test.count=1")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), lockHelperEnv+"=1", lockHelperURI+"="+env.Mongo.URI,
 		lockHelperDB+"="+s.cfg.Database, lockHelperID+"="+id, lockHelperSkew+"="+skew.String())
 	out, err := cmd.CombinedOutput()

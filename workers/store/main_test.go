@@ -21,8 +21,8 @@ var env *testservices.Env
 func TestMain(m *testing.M) {
 	if os.Getenv(lockHelperEnv) != "" {
 		// A helper process of a test (see lockInOtherProcess): it uses the
-		// parent's services.
-		os.Exit(m.Run())
+		// parent's services and runs no tests.
+		os.Exit(lockHelperMain())
 	}
 	testservices.Main(m, testservices.Want{Mongo: true}, &env)
 }
