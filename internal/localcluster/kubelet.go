@@ -195,20 +195,7 @@ func layOutVolume(ctx context.Context, src Source, pod *corev1.Pod, v corev1.Vol
 	case v.EmptyDir != nil:
 		return os.Chmod(vd, 0o777)
 	case v.DownwardAPI != nil:
-		data := map[string]string{}
-		var items []corev1.KeyToPath
-		for _, it := range v.DownwardAPI.Items {
-			if it.FieldRef == nil {
-				return fmt.Errorf("downward API item %s: only field references are laid out", it.Path)
-			}
-			val, err := fieldValue(pod, it.FieldRef.FieldPath)
-			if err != nil {
-				return err
-			}
-			data[it.Path] = val
-			items = append(items, corev1.KeyToPath{Key: it.Path, Path: it.Path, Mode: it.Mode})
-		}
-		return writeKeys(vd, data, items, v.DownwardAPI.DefaultMode, fsGroup)
+		return writeDownwardAPI(vd, pod, v.DownwardAPI.Items, v.DownwardAPI.DefaultMode, fsGroup)
 	case v.Projected != nil:
 		for _, s := range v.Projected.Sources {
 			if err := layOutProjection(ctx, src, pod, s, vd, v.Projected.DefaultMode, fsGroup); err != nil {
@@ -252,22 +239,27 @@ func layOutProjection(ctx context.Context, src Source, pod *corev1.Pod, s corev1
 		}
 		return writeKeys(vd, bytesToStrings(data), s.Secret.Items, def, fsGroup)
 	case s.DownwardAPI != nil:
-		data := map[string]string{}
-		var items []corev1.KeyToPath
-		for _, it := range s.DownwardAPI.Items {
-			if it.FieldRef == nil {
-				return fmt.Errorf("downward API item %s: only field references are laid out", it.Path)
-			}
-			val, err := fieldValue(pod, it.FieldRef.FieldPath)
-			if err != nil {
-				return err
-			}
-			data[it.Path] = val
-			items = append(items, corev1.KeyToPath{Key: it.Path, Path: it.Path, Mode: it.Mode})
-		}
-		return writeKeys(vd, data, items, def, fsGroup)
+		return writeDownwardAPI(vd, pod, s.DownwardAPI.Items, def, fsGroup)
 	}
 	return fmt.Errorf("a kind of projection the local cluster does not lay out")
+}
+
+// writeDownwardAPI writes the pod's fields the items name.
+func writeDownwardAPI(vd string, pod *corev1.Pod, files []corev1.DownwardAPIVolumeFile, def *int32, fsGroup *int64) error {
+	data := map[string]string{}
+	var items []corev1.KeyToPath
+	for _, it := range files {
+		if it.FieldRef == nil {
+			return fmt.Errorf("downward API item %s: only field references are laid out", it.Path)
+		}
+		val, err := fieldValue(pod, it.FieldRef.FieldPath)
+		if err != nil {
+			return err
+		}
+		data[it.Path] = val
+		items = append(items, corev1.KeyToPath{Key: it.Path, Path: it.Path, Mode: it.Mode})
+	}
+	return writeKeys(vd, data, items, def, fsGroup)
 }
 
 // writeKeys writes the selected keys of data (all without items) into vd as
