@@ -46,3 +46,8 @@ type RedisRates struct {
 func (r RedisRates) Read(ctx context.Context, namespace, campaign string) (float64, bool, error) {
 	return callrate.Read(ctx, r.Redis, namespace, campaign, time.Now())
 }
+
+// DialError implements DialErrorReader.
+func (r RedisRates) DialError(ctx context.Context, namespace, campaign string) (*callrate.DialError, error) {
+	return callrate.ReadDialError(ctx, r.Redis, namespace, campaign)
+}
