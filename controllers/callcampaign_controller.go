@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/internal/stores"
 )
@@ -86,6 +87,9 @@ type campaignScope struct {
 	rate        *float64
 	rateLimited bool
 	queue       map[string]ShardQueueStats
+	// dialErr is the configuration error Twilio recently answered the
+	// campaign's dials with, if any.
+	dialErr *callrate.DialError
 }
 
 // Reconcile applies the campaign's worker Deployments and Service and
@@ -441,6 +445,11 @@ func (r *CallCampaignReconciler) readQueues(ctx context.Context, s *campaignScop
 	if r.Rates != nil {
 		if cps, limited, err := r.Rates.Read(ctx, s.campaign.Namespace, s.campaign.Name); err == nil {
 			s.rate, s.rateLimited = &cps, limited
+		}
+		if der, ok := r.Rates.(DialErrorReader); ok {
+			if e, err := der.DialError(ctx, s.campaign.Namespace, s.campaign.Name); err == nil {
+				s.dialErr = e
+			}
 		}
 	}
 	return nil

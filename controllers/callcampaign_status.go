@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/script"
 )
 
@@ -32,6 +33,14 @@ type ShardQueueStats struct {
 // dials wait on the account's limiter.
 type RateReader interface {
 	Read(ctx context.Context, namespace, campaign string) (callsPerSecond float64, limited bool, err error)
+}
+
+// DialErrorReader reads the latest configuration error Twilio answered the
+// campaign's dials with (caller ID not verified or invalid, no geographic
+// permission, credentials), flagged by the workers; nil when none is recent.
+// A RateReader that is also a DialErrorReader (RedisRates) is asked.
+type DialErrorReader interface {
+	DialError(ctx context.Context, namespace, campaign string) (*callrate.DialError, error)
 }
 
 // QueueStats reads the queue figures of a campaign's shards (from Redis).
@@ -137,6 +146,12 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 		set(v1.ConditionDegraded, metav1.ConditionTrue, "RedisUnreachable", "cannot read the queues, worker replicas held at their current count: "+s.queueErr.Error())
 	case s.storeErr != nil:
 		set(v1.ConditionDegraded, metav1.ConditionTrue, "MongoUnreachable", "cannot reach the call log: "+s.storeErr.Error())
+	case s.dialErr != nil:
+		// The campaign's configuration, not the recipients: the attempts
+		// wait (tried again every minute) and the workers keep running.
+		set(v1.ConditionDegraded, metav1.ConditionTrue, "TwilioRefusedCalls", fmt.Sprintf(
+			"Twilio refused the campaign's calls with error %d at %s (%s): check the caller IDs (twilio.fromNumbers) and the account's voice geographic permissions and credentials; attempts wait and are retried",
+			s.dialErr.Code, s.dialErr.At.UTC().Format(time.RFC3339), s.dialErr.Message))
 	default:
 		set(v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected", "credentials, script and queues are in order")
 	}
@@ -158,7 +173,7 @@ func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignS
 	}
 
 	switch {
-	case s.degraded != nil || s.queueErr != nil || s.storeErr != nil:
+	case s.degraded != nil || s.queueErr != nil || s.storeErr != nil || s.dialErr != nil:
 		set(v1.ConditionReady, metav1.ConditionFalse, "Degraded", "see the Degraded condition")
 	case c.Spec.Suspend:
 		set(v1.ConditionReady, metav1.ConditionFalse, "Suspended", "the campaign is suspended: workers drained, queued calls kept")

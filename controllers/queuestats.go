@@ -101,3 +101,8 @@ func (r RedisQueueStats) MoveQueued(ctx context.Context, namespace, campaign, fr
 		}
 	}
 }
+
+// DialError implements DialErrorReader.
+func (r RedisRates) DialError(ctx context.Context, namespace, campaign string) (*callrate.DialError, error) {
+	return callrate.ReadDialError(ctx, r.Redis, namespace, campaign)
+}

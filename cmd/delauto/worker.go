@@ -58,6 +58,7 @@ type workerConfig struct {
 	relayAllowPrivate bool
 	httpAddr, opsAddr string
 	lease, queueLease time.Duration
+	clockSkew         time.Duration
 	unknownGrace      time.Duration
 	finalStatusMargin time.Duration
 	staleAfter        time.Duration
@@ -103,6 +104,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.StringVar(&c.opsAddr, "ops-addr", ":"+strconv.Itoa(controllers.OpsPort), "address of /healthz, /readyz, /metrics and /drain")
 	fs.DurationVar(&c.lease, "lease", 30*time.Second, "claim lease in MongoDB, renewed every third of it while an attempt is held")
 	fs.DurationVar(&c.queueLease, "queue-lease", 15*time.Second, "how long a queue entry may go unextended before another worker takes it over")
+	fs.DurationVar(&c.clockSkew, "max-clock-skew", time.Second, "the most the clocks of the campaign's workers may differ (leases are written on one pod's clock and judged on another's)")
 	fs.DurationVar(&c.unknownGrace, "unknown-grace", 2*time.Minute, "how long an ambiguous dial's call must stay absent from Twilio's call list before a new dial is allowed")
 	fs.DurationVar(&c.finalStatusMargin, "final-status-margin", 2*time.Minute, "how long past a call's ring timeout and time limit a call without a final status callback waits before its status is fetched from Twilio")
 	fs.DurationVar(&c.staleAfter, "stale-after", 5*time.Second, "how long past its lease a dialing claim is taken as abandoned by its worker and reconciled")
@@ -237,15 +239,20 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 		name string
 		v    time.Duration
 	}{{"--queue-lease", c.queueLease}, {"--unknown-grace", c.unknownGrace}, {"--final-status-margin", c.finalStatusMargin}, {"--stale-after", c.staleAfter}, {"--reconcile-interval", c.reconcileInterval},
-		{"--sweep-interval", c.sweepInterval}, {"--sweep-watch-interval", c.sweepWatch}, {"--sweep-overdue", c.sweepOverdue}} {
+		{"--sweep-interval", c.sweepInterval}, {"--sweep-watch-interval", c.sweepWatch}, {"--sweep-overdue", c.sweepOverdue}, {"--max-clock-skew", c.clockSkew}} {
 		if d.v <= 0 {
 			bad("%s must be positive, got %s", d.name, d.v)
 		}
 	}
 	if c.lease < 3*time.Second {
 		bad("--lease %s is too short: use 3s or more", c.lease)
-	} else if c.lease <= c.twilioTimeout {
-		bad("--lease %s must be longer than --twilio-timeout %s, so a claim outlives its create-call request", c.lease, c.twilioTimeout)
+	} else if c.twilioTimeout > 0 && c.staleAfter > 0 && c.unknownGrace > 0 && c.queueLease > 0 && c.clockSkew > 0 {
+		// The relations that keep an attempt to one call (dialer.Timing).
+		_, err := dialer.Timing{Lease: c.lease, QueueLease: c.queueLease, TwilioTimeout: c.twilioTimeout,
+			StaleAfter: c.staleAfter, UnknownGrace: c.unknownGrace, ClockSkew: c.clockSkew}.Derive()
+		for _, e := range unjoin(err) {
+			bad("--lease, --twilio-timeout, --stale-after, --unknown-grace, --max-clock-skew: %v", e)
+		}
 	}
 	if c.drainTimeout < 0 {
 		bad("--drain-timeout must not be negative")
@@ -267,6 +274,17 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return c, nil
+}
+
+// unjoin splits an errors.Join error into its errors.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // runWorker is `delauto worker`.
@@ -385,7 +403,7 @@ func runWorker(args []string) error {
 		Name: cfg.name, Shards: cfg.shards, Concurrency: cfg.concurrency,
 		Store: st, Redis: rdb, Twilio: rc.Api, AccountSID: accountSID, Campaign: cfg.watcher,
 		CallbackURL: cfg.callbackURL, Callbacks: cb, Registry: reg, Logger: log,
-		Lease: cfg.lease, QueueLease: cfg.queueLease, UnknownGrace: cfg.unknownGrace, FinalStatusMargin: cfg.finalStatusMargin, StaleAfter: cfg.staleAfter,
+		Lease: cfg.lease, QueueLease: cfg.queueLease, TwilioTimeout: cfg.twilioTimeout, ClockSkew: cfg.clockSkew, UnknownGrace: cfg.unknownGrace, FinalStatusMargin: cfg.finalStatusMargin, StaleAfter: cfg.staleAfter,
 		ReconcileInterval: cfg.reconcileInterval, SweepInterval: cfg.sweepInterval, SweepWatchInterval: cfg.sweepWatch, SweepOverdue: cfg.sweepOverdue,
 		DrainTimeout: cfg.drainTimeout, DrainToken: cfg.drainToken,
 	})

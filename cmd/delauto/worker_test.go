@@ -101,11 +101,15 @@ func TestWorkerConfigErrorsAreClear(t *testing.T) {
 			"--concurrency (env DELAUTO_CONCURRENCY) 0 must be between 1 and 1000",
 			`--shards: queue shard "shop/evening/shard 1": shard name "shard 1" must not contain`,
 			`--shards lists "shard-0" twice`,
-			"--lease 5s must be longer than --twilio-timeout 10s",
+			"lease-covers-request: lease 5s must exceed 1.5 x (Twilio timeout 10s + a tenth of the lease), at least 18s",
 			"--twilio-base-url (env DELAUTO_TWILIO_BASE_URL)",
 			`--callback-url (env DELAUTO_CALLBACK_URL): callback URL "calls.example.com" must be an absolute http(s) URL`,
 			"--http-addr and --ops-addr are both :8080",
 			`--log-level "loud"`}},
+		// The timing rules that keep an attempt to one call (dialer.Timing).
+		{"grace shorter than a late call", append([]string{"--campaign-file", good, "--shards", "shard-0",
+			"--twilio-timeout", "4s", "--lease", "8s", "--stale-after", "1s", "--unknown-grace", "3s"}, base...), creds, []string{
+			"grace: stale-after 1s + unknown grace 3s must be at least Twilio timeout 4s + clock skew 1s"}},
 		{"concurrency from the environment", append([]string{"--campaign-file", good, "--shards", "shard-0"}, base...),
 			map[string]string{"DELAUTO_CONCURRENCY": "many", "TWILIO_ACCOUNT_SID": twiliosim.DefaultAccountSID, "TWILIO_AUTH_TOKEN": twiliosim.DefaultAuthToken},
 			[]string{`--concurrency (env DELAUTO_CONCURRENCY) "many" is not a number`}},
@@ -371,8 +375,8 @@ func TestWorkerProcessDrainsOnSIGTERM(t *testing.T) {
 // and each has exactly one call in the simulator's log.
 func TestWorkerKilledMidDialLosesNothingAndCallsOnce(t *testing.T) {
 	f := newFixture(t, func(s *v1.CallCampaignSpec) { s.Twilio.CallsPerSecond = 4 })
-	timing := []string{"--twilio-timeout", "4s", "--lease", "5s", "--queue-lease", "2s", "--stale-after", "1s",
-		"--reconcile-interval", "500ms", "--unknown-grace", "3s", "--sweep-interval", "1s", "--sweep-overdue", "3s", "--concurrency", "8"}
+	timing := []string{"--twilio-timeout", "4s", "--lease", "8s", "--queue-lease", "2s", "--stale-after", "1s",
+		"--reconcile-interval", "500ms", "--unknown-grace", "4s", "--sweep-interval", "1s", "--sweep-overdue", "3s", "--concurrency", "8"}
 	// The first three create requests make their calls and never answer.
 	f.sim.QueueFaults(twiliosim.EndpointCreateCall, twiliosim.FaultHangAfterCreate, twiliosim.FaultHangAfterCreate, twiliosim.FaultHangAfterCreate)
 	victim := f.start("victim", timing...)

@@ -1,12 +1,15 @@
-// Package callrate counts a campaign's placed calls per second in Redis and
-// flags when its dials wait on the account's rate limit, so the operator can
-// report calls per second and the RateLimited condition without asking every
-// worker. Counters are per second with a short TTL; all keys share one hash
+// Package callrate counts a campaign's placed calls per second in Redis,
+// flags when its dials wait on the account's rate limit, and keeps the last
+// configuration error Twilio gave its dials, so the operator can report
+// calls per second, the RateLimited condition and a Degraded condition with
+// Twilio's error code without asking every worker. Counters are per second with a short TTL; all keys share one hash
 // tag per campaign (one Redis Cluster slot).
 package callrate
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -26,6 +29,53 @@ func secondKey(namespace, campaign string, sec int64) string {
 }
 
 func limitedKey(namespace, campaign string) string { return tag(namespace, campaign) + ":limited" }
+
+func dialErrorKey(namespace, campaign string) string { return tag(namespace, campaign) + ":dialerror" }
+
+// DialErrorTTL is how long a dial error flag lasts after the last dial that
+// hit the error: attempts put back for it are tried again every minute, so
+// the flag stays while the error lasts and goes a few minutes after it was
+// fixed.
+const DialErrorTTL = 5 * time.Minute
+
+// DialError is a configuration error Twilio answered a dial of the campaign
+// with (caller ID not verified or invalid, no geographic permission,
+// credentials): the campaign's fault, not the recipient's.
+type DialError struct {
+	// Code is Twilio's error code (0 when it gave none).
+	Code int `json:"code"`
+	// Message is Twilio's message, phone numbers masked.
+	Message string `json:"message"`
+	// At is when a dial last hit it.
+	At time.Time `json:"at"`
+}
+
+// MarkDialError records e as the campaign's latest dial configuration
+// error, for DialErrorTTL.
+func MarkDialError(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string, e DialError) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return rdb.Set(ctx, dialErrorKey(namespace, campaign), b, DialErrorTTL).Err()
+}
+
+// ReadDialError returns the campaign's latest dial configuration error
+// within DialErrorTTL, or nil.
+func ReadDialError(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string) (*DialError, error) {
+	b, err := rdb.Get(ctx, dialErrorKey(namespace, campaign)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read dial error: %w", err)
+	}
+	var e DialError
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("read dial error: %w", err)
+	}
+	return &e, nil
+}
 
 // Record counts one placed call at time t.
 func Record(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string, t time.Time) error {

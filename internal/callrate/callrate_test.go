@@ -87,3 +87,26 @@ func TestRecordNAddsUp(t *testing.T) {
 		t.Fatalf("Read = %v, %v; want 2.6 calls/s", cps, err)
 	}
 }
+
+func TestDialErrorFlag(t *testing.T) {
+	ctx := context.Background()
+	rdb := env.Redis.Client()
+	defer rdb.Close()
+	if e, err := ReadDialError(ctx, rdb, "ns", "dial"); err != nil || e != nil {
+		t.Fatalf("no error marked: %+v, %v", e, err)
+	}
+	at := time.Unix(1_800_000_000, 0).UTC()
+	if err := MarkDialError(ctx, rdb, "ns", "dial", DialError{Code: 21210, Message: "caller ID not verified", At: at}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := ReadDialError(ctx, rdb, "ns", "dial")
+	if err != nil || e == nil || e.Code != 21210 || e.Message != "caller ID not verified" || !e.At.Equal(at) {
+		t.Fatalf("read %+v, %v", e, err)
+	}
+	if ttl := rdb.TTL(ctx, dialErrorKey("ns", "dial")).Val(); ttl <= 0 || ttl > DialErrorTTL {
+		t.Errorf("flag TTL %s, want up to %s", ttl, DialErrorTTL)
+	}
+	if e, _ := ReadDialError(ctx, rdb, "ns", "other"); e != nil {
+		t.Errorf("another campaign shows %+v", e)
+	}
+}

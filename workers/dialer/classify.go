@@ -20,9 +20,11 @@ const (
 	// rejected: a 4xx Twilio gives for a number that cannot be called; the
 	// attempt fails for good.
 	rejected
-	// refused: any other 4xx (bad credentials, a parameter Twilio refuses):
-	// no call was made, and the cause is the campaign's or the worker's
-	// configuration, not the recipient: retry later.
+	// refused: any other 4xx (bad credentials, a parameter Twilio refuses,
+	// the codes in CampaignConfigCodes): no call was made, and the cause is
+	// the campaign's or the worker's configuration, not the recipient: the
+	// attempt is put back, and the campaign is flagged for the operator
+	// (Degraded, with the code).
 	refused
 	// notSent: the request never reached Twilio (connection refused, DNS).
 	notSent
@@ -32,20 +34,30 @@ const (
 )
 
 // RejectedCodes are the Twilio error codes that make an attempt fail for
-// good: the number cannot be called (invalid, unreachable, not permitted,
-// blocked) or the caller ID is unusable for it.
+// good: the recipient's number cannot be called (invalid, unreachable,
+// blocked, no voice).
 var RejectedCodes = map[int]bool{
 	13223: true, // Dial: invalid phone number format
 	13224: true, // Dial: invalid phone number
-	21210: true, // From is not a verified or purchased number of the account
 	21211: true, // invalid To number
-	21212: true, // invalid From number
 	21214: true, // To number cannot be reached
-	21215: true, // geographic permission: calls to this country or region are not enabled
 	21216: true, // the account may not call this number (blocked)
 	21217: true, // the number does not appear to be valid
 	21401: true, // invalid phone number
 	21407: true, // this phone number type does not support voice
+}
+
+// CampaignConfigCodes are Twilio error codes about the campaign's own
+// configuration (its caller IDs, its account's permissions), never the
+// recipient's number: the attempt waits and is tried again, and the
+// campaign turns Degraded with the code until the operator fixes it. Like
+// every 4xx not in RejectedCodes they are refused; they are listed so that
+// no one moves them back into RejectedCodes, where they would fail
+// deliveries for good.
+var CampaignConfigCodes = map[int]bool{
+	21210: true, // From is not a verified or purchased number of the account
+	21212: true, // invalid From number
+	21215: true, // geographic permission: calls to this country or region are not enabled
 }
 
 // decodeStatusRE finds the HTTP status twilio-go reports when an error
@@ -66,6 +78,8 @@ func classify(err error) (kind failure, code int, label string) {
 			return rateLimited, code, label
 		case te.Status >= 500:
 			return ambiguous, code, label
+		case CampaignConfigCodes[te.Code]:
+			return refused, code, label
 		case RejectedCodes[te.Code]:
 			return rejected, code, label
 		case te.Status >= 400:

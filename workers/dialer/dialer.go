@@ -17,6 +17,7 @@ import (
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/phone"
+	"github.com/delauto/delauto/internal/schedule"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/ratelimit"
 	"github.com/delauto/delauto/workers/store"
@@ -57,6 +58,14 @@ type Options struct {
 	// Lease is how long a claim lasts without renewal; it is renewed every
 	// Lease/3 while the attempt is held. Default 30s.
 	Lease time.Duration
+	// TwilioTimeout is the Twilio client's timeout for one request (the
+	// client is built with it): a create-call request is sent only while
+	// the claim's last confirmed lease covers it whole. Default 10s.
+	TwilioTimeout time.Duration
+	// MaxWait is the longest wait for a rate-limit slot; when the next slot
+	// is further away, nothing is booked and the attempt is put back for
+	// about then. Default: derived (Timing.Derive), below the lease.
+	MaxWait time.Duration
 	// RateLimitRetries is how many times a create-call request answered 429
 	// is tried again while the attempt is held, before it is released.
 	// Default 4; negative: none.
@@ -73,6 +82,9 @@ type Options struct {
 	// is retried before the claim is left to expire and the reconciler takes
 	// over. Default 2m.
 	RecordTimeout time.Duration
+	// Now is the clock of the calling-hours and delivery-window checks
+	// (tests); default time.Now. Leases and the rate limit keep real time.
+	Now func() time.Time
 	// Metrics; default unregistered metrics.
 	Metrics *Metrics
 	// Logger; default slog.Default().
@@ -92,6 +104,9 @@ type Dialer struct {
 	curErr  error
 	limiter *ratelimit.Limiter
 	limCPS  float64
+	margin  time.Duration // Timing.Margin: lease kept free by the guard
+
+	dialErrAt atomic.Int64 // Unix second a dial error was last flagged
 
 	drain     atomic.Pointer[chan struct{}]
 	inflight  atomic.Int64
@@ -115,12 +130,14 @@ func New(opts Options) (*Dialer, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("dialer: missing %v", missing)
 	}
-	if opts.Lease == 0 {
-		opts.Lease = 30 * time.Second
-	}
-	if opts.Lease < 3*time.Millisecond {
+	if opts.Lease < 0 || (opts.Lease > 0 && opts.Lease < 3*time.Millisecond) {
 		return nil, fmt.Errorf("dialer: lease %s is too short", opts.Lease)
 	}
+	tm, err := Timing{Lease: opts.Lease, TwilioTimeout: opts.TwilioTimeout, MaxWait: opts.MaxWait}.Derive()
+	if err != nil {
+		return nil, fmt.Errorf("dialer: %w", err)
+	}
+	opts.Lease, opts.TwilioTimeout, opts.MaxWait = tm.Lease, tm.TwilioTimeout, tm.MaxWait
 	if opts.RateLimitRetries == 0 {
 		opts.RateLimitRetries = 4
 	}
@@ -138,13 +155,16 @@ func New(opts Options) (*Dialer, error) {
 	case opts.RateHeadroom >= 0.5:
 		return nil, fmt.Errorf("dialer: rate headroom %v must be below 0.5", opts.RateHeadroom)
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	d := &Dialer{opts: opts, log: opts.Logger.With("component", "dialer"), m: opts.Metrics}
+	d := &Dialer{opts: opts, log: opts.Logger.With("component", "dialer"), m: opts.Metrics, margin: tm.Margin()}
 	ch := make(chan struct{})
 	d.drain.Store(&ch)
 	if _, err := d.Campaign(); err != nil {
@@ -190,7 +210,8 @@ func (d *Dialer) limiterFor(c *Campaign) (*ratelimit.Limiter, error) {
 	if d.limiter != nil && d.limCPS == c.CallsPerSecond {
 		return d.limiter, nil
 	}
-	l, err := ratelimit.New(d.opts.Redis, d.opts.AccountSID, c.CallsPerSecond*(1-d.opts.RateHeadroom), ratelimit.Options{Metrics: d.m.Limiter})
+	l, err := ratelimit.New(d.opts.Redis, d.opts.AccountSID, c.CallsPerSecond*(1-d.opts.RateHeadroom),
+		ratelimit.Options{MaxWait: d.opts.MaxWait, Metrics: d.m.Limiter})
 	if err != nil {
 		return nil, err
 	}
@@ -369,7 +390,11 @@ func (d *Dialer) recorded(r *run, a *store.Attempt) error {
 		} else {
 			d.m.Dials.WithLabelValues("released").Inc()
 		}
-		if r.check != "draining" {
+		switch r.check {
+		case "draining", "slot_too_far":
+			// Routine, and back within seconds: not worth an event each.
+			log.Debug("attempt put back", "reason", scrub(de.Error()), "due", de.RetryAt)
+		default:
 			log.Info("attempt put back", "reason", scrub(de.Error()), "due", de.RetryAt)
 			d.publish(a)
 		}
@@ -439,46 +464,51 @@ func (d *Dialer) retryRecord(r *run, err error) error {
 
 // dial checks the calling hours, waits for a slot on the account's rate
 // limit and places the call, retrying 429s while it holds the attempt.
+// Immediately before each create-call request (after the slot, after every
+// 429) it checks again, in mayDial, everything that time can change: the
+// calling hours and the delivery window, the drain, the handler's context,
+// and that the claim's last confirmed lease covers the whole request.
 func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 	c, ctx := r.c, r.ctx
-	now := time.Now()
 	in, err := c.input(a)
 	if err != nil {
 		d.log.Warn("recipient time zone unknown; using the campaign's default", "attempt", a.ID, "error", err)
 	}
-	dec := c.Policy.Earliest(in, int(a.Number), now, now)
-	if !dec.Call() {
-		r.check = "window_ended"
-		return store.DialResult{}, &store.DialError{Kind: store.DialCancelled, Err: errors.New(dec.String())}
-	}
-	if dec.At.After(now.Add(time.Second)) {
-		r.check = "outside_hours"
-		return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: dec.At,
-			Err: fmt.Errorf("outside calling hours: %s", dec.Message)}
+	// A first look before taking a slot: an attempt that came due outside
+	// the hours goes back at once.
+	if err := d.checkHours(r, a, in); err != nil {
+		return store.DialResult{}, err
 	}
 	from := c.fromFor(a)
 	params, err := d.params(c, a, from)
 	if err != nil {
 		r.check = "config"
-		return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: now.Add(time.Minute), Err: err}
+		return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(time.Minute), Err: err}
 	}
-	keep := d.keep(ctx, a)
+	keep := d.keep(ctx, a, r.start)
 	defer keep.stop()
 	backoff := d.opts.RateLimitBackoff
 	for try := 0; ; try++ {
 		if err := d.waitSlot(ctx, r.drain, keep, c); err != nil {
 			at := time.Now()
+			var far *ratelimit.WaitTooLongError
 			switch {
 			case errors.Is(err, ErrDraining):
 				r.check = "draining"
+			case errors.As(err, &far):
+				// Come back while the booked slots still reach at least half
+				// of MaxWait ahead (so none goes unused), spread so that
+				// attempts put back together do not return together.
+				r.check = "slot_too_far"
+				at = at.Add(far.Wait - far.MaxWait + jitter(far.MaxWait/2))
 			case ctx.Err() == nil && !keep.isLost():
 				r.check = "limiter_unavailable" // Redis: try again a little later
 				at = at.Add(storeRetry)
 			}
 			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: at, Err: err}
 		}
-		if keep.isLost() {
-			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now(), Err: errors.New("claim lost before dialing")}
+		if err := d.mayDial(r, a, in, keep); err != nil {
+			return store.DialResult{}, err
 		}
 		if try == 0 {
 			d.m.PickupToDial.Observe(time.Since(r.start).Seconds())
@@ -509,8 +539,9 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 		case rejected:
 			return store.DialResult{}, &store.DialError{Kind: store.DialRejected, Code: int32(code), Err: err}
 		case refused:
-			d.log.Error("Twilio refused the request (check the account and the campaign); retrying in a minute",
+			d.log.Error("Twilio refused the request: the campaign's or the account's configuration (caller ID, permissions, credentials); the attempt waits and is retried in a minute",
 				"attempt", a.ID, "code", code, "error", scrub(err.Error()))
+			d.flagDialError(c, code, label, err)
 			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(time.Minute), Code: int32(code), Err: err}
 		case notSent:
 			return store.DialResult{}, &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(storeRetry), Err: err}
@@ -518,6 +549,56 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 			return store.DialResult{}, &store.DialError{Kind: store.DialAmbiguous, Code: int32(code), Err: err}
 		}
 	}
+}
+
+// checkHours puts the attempt back (to the next allowed time) outside the
+// recipient's calling hours, and cancels it when no calling hours are left
+// before its delivery window ends; nil when it may be called now.
+func (d *Dialer) checkHours(r *run, a *store.Attempt, in schedule.Input) error {
+	now := d.opts.Now()
+	dec := r.c.Policy.Earliest(in, int(a.Number), now, now)
+	if !dec.Call() {
+		r.check = "window_ended"
+		return &store.DialError{Kind: store.DialCancelled, Err: errors.New(dec.String())}
+	}
+	if dec.At.After(now.Add(time.Second)) {
+		r.check = "outside_hours"
+		return &store.DialError{Kind: store.DialRetry, RetryAt: dec.At, Err: fmt.Errorf("outside calling hours: %s", dec.Message)}
+	}
+	return nil
+}
+
+// errLeaseUnconfirmed is why an attempt whose claim could not be renewed
+// is put back instead of dialed.
+var errLeaseUnconfirmed = errors.New("the claim's confirmed lease does not cover a create-call request (renewals failed: is MongoDB reachable?)")
+
+// mayDial is the last check before a create-call request, after every
+// wait: nil when the call may be placed now, else the attempt's outcome.
+// It costs no store round trip.
+func (d *Dialer) mayDial(r *run, a *store.Attempt, in schedule.Input, keep *keeper) error {
+	retry := func(check string, at time.Time, err error) error {
+		r.check = check
+		return &store.DialError{Kind: store.DialRetry, RetryAt: at, Err: err}
+	}
+	now := time.Now()
+	select {
+	case <-r.drain:
+		return retry("draining", now, ErrDraining)
+	default:
+	}
+	if err := r.ctx.Err(); err != nil {
+		// Aborted, or the queue entry went to another consumer.
+		return retry("cancelled", now, fmt.Errorf("handler cancelled before dialing: %w", err))
+	}
+	if keep.isLost() {
+		return retry("claim_lost", now, errors.New("claim lost before dialing"))
+	}
+	if !keep.covers(now, d.opts.TwilioTimeout+d.margin) {
+		d.log.Warn("not dialing: the claim's lease is not confirmed for the whole request", "attempt", a.ID, "fence", a.Fence,
+			"confirmedUntil", keep.confirmedUntil(), "twilioTimeout", d.opts.TwilioTimeout)
+		return retry("lease_unconfirmed", now.Add(storeRetry), errLeaseUnconfirmed)
+	}
+	return d.checkHours(r, a, in)
 }
 
 // params are the create-call parameters of a claimed attempt.
@@ -546,8 +627,9 @@ func (d *Dialer) params(c *Campaign, a *store.Attempt, from string) (*twilioapi.
 }
 
 // waitSlot waits for the account limiter's next slot; a drain, a lost
-// claim or the handler's end give the slot back and return an error. A wait
-// flags the campaign as rate limited for the operator (callrate).
+// claim or the handler's end give the slot back and return an error. A slot
+// further away than MaxWait is not booked (a *ratelimit.WaitTooLongError).
+// A wait flags the campaign as rate limited for the operator (callrate).
 func (d *Dialer) waitSlot(ctx context.Context, drain <-chan struct{}, keep *keeper, c *Campaign) error {
 	lim, err := d.limiterFor(c)
 	if err != nil {
@@ -555,6 +637,9 @@ func (d *Dialer) waitSlot(ctx context.Context, drain <-chan struct{}, keep *keep
 	}
 	res, err := lim.Reserve(ctx)
 	if err != nil {
+		if errors.Is(err, ratelimit.ErrWaitTooLong) {
+			d.markLimited(c)
+		}
 		return err
 	}
 	wait := d.m.Limiter.Wait.WithLabelValues(d.opts.AccountSID)
@@ -594,6 +679,25 @@ func (d *Dialer) markLimited(c *Campaign) {
 	defer cancel()
 	if err := callrate.MarkLimited(ctx, d.opts.Redis, c.Namespace, c.Name); err != nil {
 		d.log.Debug("cannot flag the campaign as rate limited", "error", err)
+	}
+}
+
+// flagDialError records a configuration error Twilio gave a dial of the
+// campaign, at most once a second, so that the operator shows the campaign
+// Degraded with the code (callrate.ReadDialError).
+func (d *Dialer) flagDialError(c *Campaign, code int, label string, err error) {
+	now := time.Now().Unix()
+	if last := d.dialErrAt.Load(); last == now || !d.dialErrAt.CompareAndSwap(last, now) {
+		return
+	}
+	msg := scrub(err.Error())
+	if code == 0 {
+		msg = label + ": " + msg
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := callrate.MarkDialError(ctx, d.opts.Redis, c.Namespace, c.Name, callrate.DialError{Code: code, Message: msg, At: time.Now().UTC()}); err != nil {
+		d.log.Warn("cannot flag the campaign's dial error for the operator", "code", code, "error", err)
 	}
 }
 
@@ -643,18 +747,46 @@ func (d *Dialer) flushCallsLocked() {
 	}()
 }
 
-// keeper renews a claim's lease while the attempt is held.
+// keeper renews a claim's lease while the attempt is held, and keeps the
+// end of the last lease the store confirmed: computed from the time the
+// claim or renewal request was made, on this process's clock, so it never
+// lies after the lease's end in the store.
 type keeper struct {
 	lost     chan struct{}
 	lostFlag atomic.Bool
 	done     chan struct{}
+	until    atomic.Int64 // UnixNano: end of the last confirmed lease
 }
 
 func (k *keeper) isLost() bool { return k.lostFlag.Load() }
 func (k *keeper) stop()        { close(k.done) }
 
-func (d *Dialer) keep(ctx context.Context, a *store.Attempt) *keeper {
+// covers reports whether the confirmed lease lasts beyond now+d.
+func (k *keeper) covers(now time.Time, d time.Duration) bool {
+	return now.Add(d).UnixNano() < k.until.Load()
+}
+
+func (k *keeper) confirmedUntil() time.Time { return time.Unix(0, k.until.Load()) }
+
+// confirm records a lease the store granted at the request made at sent.
+func (k *keeper) confirm(a *store.Attempt, sent time.Time, lease time.Duration) {
+	until := sent.Add(lease)
+	if a != nil && a.LeaseUntil != nil && a.LeaseUntil.Before(until) {
+		until = *a.LeaseUntil
+	}
+	for {
+		cur := k.until.Load()
+		if until.UnixNano() <= cur || k.until.CompareAndSwap(cur, until.UnixNano()) {
+			return
+		}
+	}
+}
+
+// keep starts renewing the claim a, which was requested at claimed (or
+// later).
+func (d *Dialer) keep(ctx context.Context, a *store.Attempt, claimed time.Time) *keeper {
 	k := &keeper{lost: make(chan struct{}), done: make(chan struct{})}
+	k.confirm(a, claimed, d.opts.Lease)
 	go func() {
 		t := time.NewTicker(d.opts.Lease / 3)
 		defer t.Stop()
@@ -664,16 +796,20 @@ func (d *Dialer) keep(ctx context.Context, a *store.Attempt) *keeper {
 				return
 			case <-t.C:
 			}
-			_, err := d.opts.Store.Renew(context.WithoutCancel(ctx), a.ID, a.Fence, d.opts.Lease)
+			sent := time.Now()
+			b, err := d.opts.Store.Renew(context.WithoutCancel(ctx), a.ID, a.Fence, d.opts.Lease)
 			switch {
 			case err == nil:
+				k.confirm(b, sent, d.opts.Lease)
 			case errors.Is(err, store.ErrStaleFence), errors.Is(err, store.ErrInvalidTransition):
 				d.log.Warn("claim lost while holding the attempt", "attempt", a.ID, "fence", a.Fence, "error", err)
 				k.lostFlag.Store(true)
 				close(k.lost)
 				return
 			default:
-				d.log.Warn("cannot renew the claim's lease", "attempt", a.ID, "error", err)
+				// No dial once the confirmed lease no longer covers a
+				// request (mayDial).
+				d.log.Warn("cannot renew the claim's lease", "attempt", a.ID, "error", err, "confirmedUntil", k.confirmedUntil())
 			}
 		}
 	}()

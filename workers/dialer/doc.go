@@ -18,7 +18,13 @@
 //  3. Rate limit: a slot on the Twilio account's GCRA limiter in Redis
 //     (reserve, wait; a drain or the handler's end gives it back), at the
 //     campaign's calls per second less a small headroom (RateHeadroom, 5%)
-//     so request jitter never puts more than the limit into one second.
+//     so request jitter never puts more than the limit into one second. A
+//     slot further away than MaxWait (derived by Timing, below the lease) is
+//     not booked; the attempt is put back. Immediately before the request,
+//     after every wait, mayDial checks again the calling hours and the
+//     delivery window, a drain, the handler's context, and that the claim's
+//     last confirmed lease covers the whole request (now + TwilioTimeout +
+//     a tenth of the lease); otherwise no request is sent.
 //  4. Dial with twilio-go: To; From, one of the campaign's numbers chosen by
 //     a hash of the recipient's number (every attempt to a number shows the
 //     same caller ID); Url, StatusCallback (events initiated, ringing,
@@ -31,16 +37,23 @@
 //     the store is unavailable, the write is retried (RecordTimeout); after
 //     that the claim's lease runs out and the Reconciler takes over.
 //
-// While an attempt is held its lease is renewed every Lease/3.
+// While an attempt is held its lease is renewed every Lease/3; a renewal
+// that fails leaves the last confirmed lease end in force, and mayDial
+// refuses to dial once it no longer covers a request. Timing holds the
+// relations between the lease, the Twilio timeout, MaxWait and the
+// reconciler's periods, and refuses combinations that allow a second call.
 //
 // # Outcomes of a failed create-call request
 //
 //   - 429 / 20429: never processed. Retried with backoff and jitter while
 //     the attempt is held, then released (state retry) and queued again.
-//   - 4xx with a code in RejectedCodes (21211, 21214, 21215, 21216, 21217,
-//     21210, 21212, ...): permanent; the attempt fails with the code.
-//   - Other 4xx (credentials, parameters): no call was made and the fault is
-//     configuration; released and retried in a minute, logged as an error.
+//   - 4xx with a code in RejectedCodes (21211, 21214, 21216, 21217, ...):
+//     the number cannot be called; the attempt fails with the code.
+//   - Other 4xx, among them CampaignConfigCodes (21210, 21212, 21215) and
+//     credentials: no call was made and the fault is the campaign's
+//     configuration; released and retried in a minute, logged as an error,
+//     and flagged for the operator (callrate.MarkDialError), which shows
+//     the campaign Degraded with the code.
 //   - Connection refused or a DNS failure: the request was never sent;
 //     released and retried shortly.
 //   - 5xx, a proxy's error page, a timeout, a reset connection, an
@@ -57,6 +70,7 @@
 // claims whose lease ran out (a worker killed mid-dial), and settles unknown
 // attempts from Twilio's call list: found, dialed with its SID; provably
 // absent after a grace period, released for a new dial. The Sweeper
-// republishes attempts due in MongoDB but missing from Redis, so losing
-// Redis delays calls and never loses them.
+// republishes attempts due in MongoDB but missing from Redis (each pass
+// covers the whole overdue range), so losing Redis delays calls and never
+// loses them.
 package dialer

@@ -71,6 +71,8 @@ func noonZone() string {
 type harness struct {
 	t        *testing.T
 	st       *store.Store
+	db       string        // the call log's database
+	timeout  time.Duration // the Twilio client's request timeout
 	rdb      *redis.Client
 	q        *queue.Queue
 	shard    queue.Shard
@@ -135,12 +137,13 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	name = strings.Trim(name, "-")
 	n := seq.Add(1)
 	log := testLogger(t)
-	st, err := store.Open(ctx, store.Config{URI: env.Mongo.URI, Database: fmt.Sprintf("dialer%d_%s", n, strings.ReplaceAll(name, "-", "_")), Logger: log})
+	db := fmt.Sprintf("dialer%d_%s", n, strings.ReplaceAll(name, "-", "_"))
+	st, err := store.Open(ctx, store.Config{URI: env.Mongo.URI, Database: db, Logger: log})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = st.Client().Database(fmt.Sprintf("dialer%d_%s", n, strings.ReplaceAll(name, "-", "_"))).Drop(context.Background())
+		_ = st.Client().Database(db).Drop(context.Background())
 		_ = st.Close(context.Background())
 	})
 	rdb := env.Redis.Client()
@@ -194,7 +197,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 		cfg.spec(&spec)
 	}
 	h := &harness{
-		t: t, st: st, rdb: rdb, q: queue.New(rdb, queue.Options{Metrics: qm, Logger: log}),
+		t: t, st: st, db: db, timeout: cfg.twilioTimeout, rdb: rdb, q: queue.New(rdb, queue.Options{Metrics: qm, Logger: log}),
 		shard: queue.Shard{Namespace: ns, Campaign: "evening", Name: "shard-0"},
 		sim:   sim, twilio: rc.Api, callback: cb, reg: reg, metrics: m, log: log,
 		campaign: &campaignfile.Config{Namespace: ns, Name: "evening", Spec: spec},
@@ -207,7 +210,7 @@ func (h *harness) dialer(owner string, edit ...func(*Options)) *Dialer {
 	h.t.Helper()
 	o := Options{
 		Store: h.st, Redis: h.rdb, Twilio: h.twilio, AccountSID: h.sim.AccountSID(),
-		Campaign: Static{h.campaign}, Owner: owner, Lease: 10 * time.Second,
+		Campaign: Static{h.campaign}, Owner: owner, Lease: 10 * time.Second, TwilioTimeout: h.timeout,
 		RateLimitBackoff: 20 * time.Millisecond, RecordTimeout: 5 * time.Second,
 		Metrics: h.metrics, Logger: h.log,
 	}

@@ -126,7 +126,9 @@ func TestAccountRateLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h.consume(h.dialer("w1"), "c1", 50)
+	// A lease long enough for every one of the 50 handlers to wait for its
+	// slot (5 s at most; the longest wait is derived from the lease).
+	h.consume(h.dialer("w1", func(o *Options) { o.Lease = 30 * time.Second }), "c1", 50)
 	for _, id := range ids {
 		h.waitState(id, 60*time.Second, store.StateDialed)
 	}

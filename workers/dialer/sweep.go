@@ -36,7 +36,8 @@ type SweeperOptions struct {
 	// Overdue is how late an attempt must be before it is republished, so
 	// fresh attempts on their way through Redis are left alone. Default 30s.
 	Overdue time.Duration
-	// Batch is the most attempts read per shard and step. Default 500.
+	// Batch is the sweep's unit of work: a sweep reads restoreBatch (10)
+	// batches per page. Default 500.
 	Batch int
 	// Metrics; default unregistered metrics.
 	Metrics *Metrics
@@ -101,7 +102,8 @@ func NewSweeper(opts SweeperOptions) (*Sweeper, error) {
 // start too: Redis may have restarted while no worker ran), it restores
 // each shard whose queue is not marked complete in it (RestoreShard, then
 // queue.MarkComplete), so one replica's restore serves the others. It also
-// runs RunOnce at the start and every Interval.
+// runs RunOnce at the start and every Interval; a restore of every shard
+// stands in for the pass due then.
 func (s *Sweeper) Run(ctx context.Context) {
 	var known string   // the incarnation this sweeper's shards are complete in
 	next := time.Now() // the next periodic sweep
@@ -124,7 +126,7 @@ func (s *Sweeper) Run(ctx context.Context) {
 			if known != "" {
 				s.log.Warn("Redis is a new incarnation (restarted or failed over): restoring the queues")
 			}
-			n, err := s.restoreIn(ctx, id)
+			n, all, err := s.restoreIn(ctx, id)
 			if err != nil {
 				s.failed(ctx, err)
 				retryAt, backoff = time.Now().Add(backoff), min(2*backoff, 5*time.Minute)
@@ -134,6 +136,11 @@ func (s *Sweeper) Run(ctx context.Context) {
 				s.log.Info("queues restored from the call log", "attempts", n)
 			}
 			known, backoff = id, s.opts.WatchInterval
+			if all {
+				// Every shard's whole queue was just republished: a periodic
+				// pass now would only race the attempts being dialed.
+				next = s.nextPeriodic()
+			}
 		default:
 			incarnationFailing = false
 		}
@@ -145,9 +152,14 @@ func (s *Sweeper) Run(ctx context.Context) {
 		} else {
 			s.m.Sweeps.WithLabelValues("periodic").Inc()
 		}
-		d := s.opts.Interval
-		next = time.Now().Add(d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10)
+		next = s.nextPeriodic()
 	}
+}
+
+// nextPeriodic is when the periodic pass after one now runs: Interval ±10%.
+func (s *Sweeper) nextPeriodic() time.Time {
+	d := s.opts.Interval
+	return time.Now().Add(d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10)
 }
 
 func (s *Sweeper) failed(ctx context.Context, err error) {
@@ -158,28 +170,30 @@ func (s *Sweeper) failed(ctx context.Context, err error) {
 }
 
 // restoreIn restores the shards whose queues are not marked complete in
-// incarnation id and marks them; it returns how many attempts were missing.
-func (s *Sweeper) restoreIn(ctx context.Context, id string) (int, error) {
-	total := 0
+// incarnation id and marks them; it returns how many attempts were missing
+// and whether it restored every shard (none was complete already).
+func (s *Sweeper) restoreIn(ctx context.Context, id string) (int, bool, error) {
+	total, all := 0, true
 	for _, sh := range s.opts.Shards {
 		done, err := s.opts.Queue.CompleteIn(ctx, sh)
 		if err != nil {
-			return total, err
+			return total, false, err
 		}
 		if done == id {
+			all = false
 			continue
 		}
 		n, err := s.RestoreShard(ctx, sh)
 		total += n
 		if err != nil {
-			return total, err
+			return total, false, err
 		}
 		if err := s.opts.Queue.MarkComplete(ctx, sh, id); err != nil {
-			return total, err
+			return total, false, err
 		}
 		s.m.Sweeps.WithLabelValues("restore").Inc()
 	}
-	return total, nil
+	return total, all, nil
 }
 
 // RestoreShard republishes every queued or retry attempt of shard sh,
@@ -233,15 +247,19 @@ func (s *Sweeper) republish(ctx context.Context, sh queue.Shard, as []store.Atte
 
 // RunOnce republishes the attempts of the shards due more than Overdue ago
 // that Redis lost, page by page, and returns how many it queued again. A
-// shard's pass stops at the first page with nothing missing: the rest is
-// older work still waiting in Redis.
+// shard's pass covers its whole overdue range: entries Redis lost may lie
+// behind any number of overdue attempts still waiting in Redis (a backlog),
+// so a page with nothing missing says nothing about the next one. Pages are
+// restoreBatch sweep batches, as for RestoreShard: on a server that sorts
+// in memory (FerretDB) every page costs a read of the shard's queue.
 func (s *Sweeper) RunOnce(ctx context.Context) (int, error) {
 	before := time.Now().Add(-s.opts.Overdue)
+	size := restoreBatch * s.opts.Batch
 	total := 0
 	for _, sh := range s.opts.Shards {
 		var c store.DueCursor
 		for {
-			due, err := s.opts.Store.DueBefore(ctx, s.opts.Campaign, sh.Name, before, c, s.opts.Batch)
+			due, err := s.opts.Store.DueBefore(ctx, s.opts.Campaign, sh.Name, before, c, size)
 			if err != nil {
 				return total, err
 			}
@@ -250,7 +268,7 @@ func (s *Sweeper) RunOnce(ctx context.Context) (int, error) {
 			if err != nil {
 				return total, err
 			}
-			if len(due) < s.opts.Batch || added == 0 {
+			if len(due) < size {
 				break
 			}
 			c = c.After(&due[len(due)-1])

@@ -139,15 +139,32 @@ type Options struct {
 	// Default 1: calls are spaced evenly, as Twilio's calls-per-second limit
 	// expects.
 	Burst int
-	// MaxWait refuses (books nothing, returns ErrWaitTooLong) a slot further
-	// away than this. Default 0: no maximum.
+	// MaxWait refuses (books nothing, returns a *WaitTooLongError, which is
+	// ErrWaitTooLong) a slot further away than this. Default 0: no maximum.
 	MaxWait time.Duration
 	// Metrics; default unregistered metrics.
 	Metrics *Metrics
 }
 
-// ErrWaitTooLong is returned when the next slot is further away than MaxWait.
+// ErrWaitTooLong is returned (as a *WaitTooLongError) when the next slot is
+// further away than MaxWait.
 var ErrWaitTooLong = errors.New("ratelimit: next slot is further away than the maximum wait")
+
+// WaitTooLongError is a refused reservation: the next slot was Wait away,
+// beyond MaxWait; nothing was booked. errors.Is(err, ErrWaitTooLong).
+type WaitTooLongError struct {
+	// Wait is how far away the next slot was.
+	Wait time.Duration
+	// MaxWait is the limiter's maximum.
+	MaxWait time.Duration
+}
+
+func (e *WaitTooLongError) Error() string {
+	return fmt.Sprintf("%v (%s, maximum %s)", ErrWaitTooLong, e.Wait, e.MaxWait)
+}
+
+// Is reports ErrWaitTooLong.
+func (e *WaitTooLongError) Is(target error) bool { return target == ErrWaitTooLong }
 
 // Limiter is one account's shared rate limit. It is safe for concurrent use.
 type Limiter struct {
@@ -212,7 +229,7 @@ func (l *Limiter) Reserve(ctx context.Context) (*Reservation, error) {
 		return nil, fmt.Errorf("ratelimit: reserve on %s: unexpected reply %v", l.account, vals)
 	}
 	if vals[0] < 0 {
-		return nil, fmt.Errorf("%w (%s)", ErrWaitTooLong, time.Duration(vals[1])*time.Microsecond)
+		return nil, &WaitTooLongError{Wait: time.Duration(vals[1]) * time.Microsecond, MaxWait: time.Duration(l.maxWait) * time.Microsecond}
 	}
 	d := time.Duration(vals[0]) * time.Microsecond
 	return &Reservation{l: l, Delay: d, At: time.Now().Add(d), Slot: time.UnixMicro(vals[2] + vals[0]), tat: vals[1]}, nil

@@ -180,8 +180,14 @@ func TestBurstAndMaxWait(t *testing.T) {
 	}
 	// The next slot is 400ms away, beyond MaxWait: refused, nothing booked.
 	for i := 0; i < 2; i++ {
-		if _, err := l.Reserve(ctx); !errors.Is(err, ratelimit.ErrWaitTooLong) {
+		_, err := l.Reserve(ctx)
+		if !errors.Is(err, ratelimit.ErrWaitTooLong) {
 			t.Fatalf("reserve beyond MaxWait: %v, want ErrWaitTooLong", err)
+		}
+		// The refusal says how far the slot was, so the caller can come back then.
+		var tl *ratelimit.WaitTooLongError
+		if !errors.As(err, &tl) || tl.Wait < 350*time.Millisecond || tl.Wait > 450*time.Millisecond || tl.MaxWait != 300*time.Millisecond {
+			t.Fatalf("refusal %#v, want the slot about 400ms away and the maximum 300ms", tl)
 		}
 	}
 }

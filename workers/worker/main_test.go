@@ -147,7 +147,7 @@ func newWorld(t *testing.T) *world {
 // workerOpts are the defaults of a test worker: quick health checks and loops.
 func (w *world) workerOpts(name string, st *store.Store) Options {
 	w.t.Helper()
-	hc, err := twilioclient.HTTPClient(w.simURL, 5*time.Second)
+	hc, err := twilioclient.HTTPClient(w.simURL, testTwilioTimeout)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -161,12 +161,17 @@ func (w *world) workerOpts(name string, st *store.Store) Options {
 	return Options{
 		Name: name, Shards: []queue.Shard{w.shard}, Concurrency: 8,
 		Store: st, Redis: w.rdb, Twilio: rc.Api, AccountSID: w.sim.AccountSID(), Campaign: dialer.Static{Config: w.campaign},
-		Logger: w.log.With("worker", name), Lease: 6 * time.Second, QueueLease: 3 * time.Second, RecordTimeout: time.Minute,
+		Logger: w.log.With("worker", name), Lease: 6 * time.Second, QueueLease: 3 * time.Second, TwilioTimeout: testTwilioTimeout, RecordTimeout: time.Minute,
 		HealthInterval: 200 * time.Millisecond, ReconcileInterval: 500 * time.Millisecond, StaleAfter: 500 * time.Millisecond,
 		UnknownGrace: 3 * time.Second, SweepInterval: 500 * time.Millisecond, SweepOverdue: time.Second,
 		DrainToken: testDrainToken,
 	}
 }
+
+// testTwilioTimeout is the test workers' Twilio request timeout: with
+// their 6 s lease, 3 s unknown grace and 0.5 s stale-after, at most what
+// dialer.Timing allows.
+const testTwilioTimeout = 2 * time.Second
 
 // testDrainToken is the drain token of the test workers; do sends it.
 const testDrainToken = "drain-token-of-the-operator"

@@ -89,6 +89,15 @@ type Options struct {
 	// QueueLease is how long a queue entry may go unextended before another
 	// worker takes it over. Default 15s.
 	QueueLease time.Duration
+	// TwilioTimeout is the timeout of the Twilio client's requests (the
+	// client given in Twilio is built with it). Default 10s.
+	TwilioTimeout time.Duration
+	// ClockSkew is the most the clocks of the campaign's workers may
+	// differ. Default 1s.
+	ClockSkew time.Duration
+	// The lease, queue lease, Twilio timeout, StaleAfter, UnknownGrace and
+	// ClockSkew must keep to dialer.Timing's rules (New refuses them
+	// otherwise); the longest rate-limit wait is derived from them.
 	// RateLimitRetries and RateLimitBackoff: see dialer.Options.
 	RateLimitRetries int
 	RateLimitBackoff time.Duration
@@ -137,6 +146,8 @@ type Worker struct {
 	gauges struct{ ready, draining, consuming, redisUp, mongoUp prometheus.Gauge }
 
 	changed  chan struct{}
+	drainMu  sync.Mutex // orders Drain, Resume and the store-outage drain
+	outage   bool       // a store outage drains the dialer (drainMu)
 	draining atomic.Bool
 	redisOK  atomic.Bool
 	mongoOK  atomic.Bool
@@ -176,11 +187,14 @@ func New(opts Options) (*Worker, error) {
 			*d = v
 		}
 	}
-	def(&opts.Lease, 30*time.Second)
-	def(&opts.QueueLease, 15*time.Second)
+	tm, err := dialer.Timing{Lease: opts.Lease, QueueLease: opts.QueueLease, TwilioTimeout: opts.TwilioTimeout,
+		StaleAfter: opts.StaleAfter, UnknownGrace: opts.UnknownGrace, ClockSkew: opts.ClockSkew}.Derive()
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	opts.Lease, opts.QueueLease, opts.TwilioTimeout = tm.Lease, tm.QueueLease, tm.TwilioTimeout
+	opts.StaleAfter, opts.UnknownGrace, opts.ClockSkew = tm.StaleAfter, tm.UnknownGrace, tm.ClockSkew
 	def(&opts.ReconcileInterval, 5*time.Second)
-	def(&opts.StaleAfter, 5*time.Second)
-	def(&opts.UnknownGrace, 2*time.Minute)
 	def(&opts.FinalStatusMargin, 2*time.Minute)
 	def(&opts.SweepInterval, 5*time.Minute)
 	def(&opts.SweepWatchInterval, 5*time.Second)
@@ -191,7 +205,6 @@ func New(opts Options) (*Worker, error) {
 	}
 	w := &Worker{opts: opts, log: opts.Logger.With("component", "worker", "worker", opts.Name), reg: opts.Registry,
 		changed: make(chan struct{}, 1)}
-	var err error
 	if w.m, err = dialer.NewMetrics(w.reg); err != nil {
 		return nil, err
 	}
@@ -203,7 +216,7 @@ func New(opts Options) (*Worker, error) {
 	w.d, err = dialer.New(dialer.Options{
 		Store: opts.Store, Redis: opts.Redis, Twilio: opts.Twilio, AccountSID: opts.AccountSID,
 		Campaign: opts.Campaign, CallbackURL: opts.CallbackURL, Owner: opts.Name, Lease: opts.Lease,
-		RateLimitRetries: opts.RateLimitRetries, RateLimitBackoff: opts.RateLimitBackoff, RecordTimeout: opts.RecordTimeout,
+		TwilioTimeout: opts.TwilioTimeout, MaxWait: tm.MaxWait, RateLimitRetries: opts.RateLimitRetries, RateLimitBackoff: opts.RateLimitBackoff, RecordTimeout: opts.RecordTimeout,
 		Metrics: w.m, Logger: opts.Logger,
 	})
 	if err != nil {
@@ -260,6 +273,8 @@ func (w *Worker) notify() {
 // Drain stops taking attempts (see the package doc); the worker keeps
 // serving callbacks and the operations endpoints.
 func (w *Worker) Drain() {
+	w.drainMu.Lock()
+	defer w.drainMu.Unlock()
 	if w.draining.CompareAndSwap(false, true) {
 		w.log.Info("draining: no new attempts; finishing the calls in flight")
 		w.d.Drain()
@@ -271,9 +286,13 @@ func (w *Worker) Drain() {
 
 // Resume ends a drain.
 func (w *Worker) Resume() {
+	w.drainMu.Lock()
+	defer w.drainMu.Unlock()
 	if w.draining.CompareAndSwap(true, false) {
 		w.log.Info("drain ended: taking attempts again")
-		w.d.Resume()
+		if !w.outage {
+			w.d.Resume()
+		}
 		w.gauges.draining.Set(0)
 		w.gauges.ready.Set(b2f(w.Ready() == nil))
 		w.notify()
@@ -437,11 +456,35 @@ watch:
 		}
 	}
 	w.log.Info("not taking attempts; finishing those in flight", "reason", why)
+	// Attempts waiting for a rate-limit slot go back for other workers when
+	// the worker stops, and when a store is unreachable: their claims
+	// cannot be renewed (MongoDB) and other workers' reconcilers may take
+	// them over, so they must not be dialed when their slots come. Calls
+	// being placed finish. A suspension lets them go on.
+	w.healthMu.Lock()
+	outage := why != "stopping" && w.healthE != nil
+	w.healthMu.Unlock()
+	if outage {
+		w.drainMu.Lock()
+		w.outage = true
+		w.d.Drain()
+		w.drainMu.Unlock()
+	}
 	if why == "stopping" {
-		w.d.Drain() // attempts waiting for a rate-limit slot go back for other workers
+		w.d.Drain()
 	}
 	cancel()
 	<-done
+	if outage {
+		// Nothing is in flight any more: the next consumer's attempts go
+		// ahead (unless a drain was asked for meanwhile).
+		w.drainMu.Lock()
+		w.outage = false
+		if !w.draining.Load() {
+			w.d.Resume()
+		}
+		w.drainMu.Unlock()
+	}
 	w.mu.Lock()
 	w.consumer = nil
 	w.mu.Unlock()
