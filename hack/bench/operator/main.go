@@ -44,6 +44,7 @@ import (
 	"github.com/go-logr/logr"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
@@ -620,7 +621,13 @@ func installFinalizerPolicy(ctx context.Context, c client.Client, root, ns, camp
 	}
 	for ctx.Err() == nil {
 		d := delivery(ns, 99999, campaign)
-		if err := c.Create(ctx, d, client.DryRunAll); err != nil {
+		err := c.Create(ctx, d, client.DryRunAll)
+		if meta.IsNoMatchError(err) {
+			// The CRD was just installed and is not served yet.
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("dry-run create of a Delivery: %w", err)
 		}
 		if slices.Contains(d.Finalizers, "delauto.io/cancel-calls") {
