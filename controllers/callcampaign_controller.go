@@ -17,7 +17,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -500,6 +499,6 @@ func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// The autoscaler's decisions reach the status through a reconcile.
 		b = b.WatchesRawSource(source.Channel(r.Autoscaler.Events(), &handler.EnqueueRequestForObject{}))
 	}
-	return b.WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
+	return b.WithOptions(controllerOptions(r.MaxConcurrentReconciles)).
 		Complete(r)
 }

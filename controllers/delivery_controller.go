@@ -12,7 +12,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -289,7 +288,7 @@ func (r *DeliveryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Only spec changes of a campaign matter here; its status changes
 		// every few seconds and must not re-plan every Delivery.
 		Watches(&v1.CallCampaign{}, handler.EnqueueRequestsFromMapFunc(r.deliveriesOfCampaign), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)})
+		WithOptions(controllerOptions(r.MaxConcurrentReconciles))
 	if r.Outcomes != nil {
 		b = b.WatchesRawSource(source.Channel(r.Outcomes, &handler.EnqueueRequestForObject{}))
 	}
