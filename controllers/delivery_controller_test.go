@@ -618,3 +618,69 @@ func TestOptedOutNumberIsNotPlanned(t *testing.T) {
 	}
 	_ = ptr.To(1)
 }
+
+// A retry planned after the campaign lost shards goes to a shard it still
+// has: one no worker reads would never be called.
+func TestRetryAfterShardCountShrinksIsQueuedOnACurrentShard(t *testing.T) {
+	o := startOperator(t)
+	c := o.campaign(t, func(c *v1.CallCampaign) { c.Spec.Sharding = v1.ShardingSpec{By: v1.ShardByHash, Count: 3} })
+	// A Delivery on a shard the shrink removes (its UID hashes to shard-1
+	// or shard-2; two in three do).
+	var d *v1.Delivery
+	for i := 0; d == nil; i++ {
+		if i == 30 {
+			t.Fatal("30 Deliveries all hashed to shard-0")
+		}
+		name := fmt.Sprintf("parcel-%d", i)
+		o.delivery(t, name)
+		if got := o.waitPhase(t, name, v1.DeliveryScheduled); got.Status.Shard != "shard-0" {
+			d = got
+		}
+	}
+	old := d.Status.Shard
+
+	// Attempt 1 is being called when the campaign goes down to one shard.
+	ctx := context.Background()
+	first := o.attempts(t, d)[0]
+	claimed, err := o.store.Claim(ctx, first.ID, "worker-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid := nextSID()
+	if _, err := o.store.MarkDialed(ctx, first.ID, claimed.Fence, sid, "+493012345670"); err != nil {
+		t.Fatal(err)
+	}
+	update(t, c, func(c *v1.CallCampaign) { c.Spec.Sharding.Count = 1 })
+	eventually(t, 15*time.Second, "status.shard names a shard the campaign has", func() error {
+		if got := o.get(t, d.Name).Status.Shard; got != "shard-0" {
+			return fmt.Errorf("status.shard = %s after the campaign went down to shard-0 alone", got)
+		}
+		return nil
+	})
+
+	// It goes unanswered: attempt 2 is planned on shard-0.
+	if _, _, err := o.store.ApplyCallStatus(ctx, store.CallRef{AttemptID: first.ID}, store.StatusUpdate{Status: "no-answer", Seq: 3, CallSID: sid}); err != nil {
+		t.Fatal(err)
+	}
+	if err := outcome.Publish(ctx, o.rdb, outcome.Event{AttemptID: first.ID, Namespace: d.Namespace, Name: d.Name, State: "no-answer"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "attempt 2 queued on shard-0", func() error {
+		d = o.get(t, d.Name)
+		as := o.attempts(t, d)
+		if len(as) != 2 || d.Status.Phase != v1.DeliveryScheduled {
+			return fmt.Errorf("phase %s, %d attempts", d.Status.Phase, len(as))
+		}
+		if as[1].Shard != "shard-0" {
+			return fmt.Errorf("attempt 2 is planned on %s, which the campaign no longer has", as[1].Shard)
+		}
+		if _, ok := o.queued(t, d, as[1].ID); !ok {
+			return fmt.Errorf("attempt 2 is not in shard-0's queue")
+		}
+		return nil
+	})
+	gone := queue.Shard{Namespace: o.ns, Campaign: "spree", Name: old}
+	if err := o.rdb.ZScore(ctx, gone.DueKey(), o.attempts(t, d)[1].ID).Err(); err != redis.Nil {
+		t.Errorf("attempt 2 is in the queue of removed shard %s too (%v)", old, err)
+	}
+}

@@ -114,7 +114,11 @@ func (r *DeliveryReconciler) resolveCampaign(ctx context.Context, s *deliverySco
 		return nil
 	}
 	s.campaign, s.policy, s.input = campaign, policy, input
-	if d.Status.Campaign != campaign.Name || d.Status.Shard == "" {
+	if d.Status.Campaign != campaign.Name || d.Status.Shard == "" || !sharding.Has(campaign.Spec.Sharding, d.Status.Shard) {
+		// New, moved to another campaign, or on a shard the campaign no
+		// longer has (its count or regions changed; no worker reads that
+		// queue): the next attempts go where the Delivery belongs now, as
+		// the campaign moves the queued ones of a removed shard.
 		d.Status.Shard = sharding.For(campaign.Spec.Sharding, string(d.UID), d.Spec.Region)
 	}
 	d.Status.Campaign = campaign.Name
@@ -284,8 +288,14 @@ func (r *DeliveryReconciler) followQueued(ctx context.Context, s *deliveryScope,
 	}
 	if d.Status.Phase != v1.DeliveryScheduled || d.Status.NextCallTime == nil || !d.Status.NextCallTime.Time.Equal(sec(a.Due).Time) {
 		// First sight of this attempt since it was created (or the operator
-		// stopped in between): make sure it is queued. Idempotent.
-		if _, err := r.Queue.Schedule(ctx, r.shardOf(d, a.Shard), a.ID, a.Due); err != nil {
+		// stopped in between): make sure it is queued. Idempotent. One
+		// planned on a shard the campaign no longer has is queued on the
+		// Delivery's shard now (a worker's claim does not look at the shard).
+		shard := a.Shard
+		if !sharding.Has(s.campaign.Spec.Sharding, shard) {
+			shard = s.shard
+		}
+		if _, err := r.Queue.Schedule(ctx, r.shardOf(d, shard), a.ID, a.Due); err != nil {
 			s.ready = readyCondition(metav1.ConditionFalse, "QueueUnavailable", "cannot schedule in Redis: "+err.Error())
 			return fmt.Errorf("schedule attempt %s: %w", a.ID, err)
 		}
