@@ -27,6 +27,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/workers/queue"
 )
@@ -74,8 +75,8 @@ func startScaleWorldAs(t *testing.T, cfg *rest.Config, ns string) *scaleWorld {
 	w.opsPort = l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	w.reg = prometheus.NewRegistry()
-	w.a = &controllers.Autoscaler{Figures: w.figs, Clock: w.clk, Interval: 50 * time.Millisecond, OpsPort: w.opsPort, DrainTimeout: 5 * time.Second,
-		Metrics: controllers.NewScaleMetrics(w.reg)}
+	w.a = &controllers.Autoscaler{Figures: w.figs, Durations: controllers.RedisRates{Redis: rdb}, Clock: w.clk, Interval: 50 * time.Millisecond,
+		OpsPort: w.opsPort, DrainTimeout: 5 * time.Second, Metrics: controllers.NewScaleMetrics(w.reg)}
 	mgr := newManagerAs(t, cfg, w.ns)
 	if err := controllers.IndexDeliveryPhases(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
@@ -204,7 +205,8 @@ func TestAutoscaleRateCeiling(t *testing.T) {
 			return err
 		}
 		for _, c := range c.Status.Conditions {
-			if c.Type == v1.ConditionRateLimited && !(strings.Contains(c.Message, "capped at 3 pods") && strings.Contains(c.Message, "asks for 500") && strings.Contains(c.Message, "rate 1/s x 30s")) {
+			if c.Type == v1.ConditionRateLimited && !(strings.Contains(c.Message, "capped at 3 pods") && strings.Contains(c.Message, "asks for 500") &&
+				strings.Contains(c.Message, "rate 1/s x 30s avg call (averageCallDuration, not measured: 0 calls ended")) {
 				return fmt.Errorf("message %q lacks the numbers", c.Message)
 			}
 		}
@@ -212,6 +214,41 @@ func TestAutoscaleRateCeiling(t *testing.T) {
 	})
 	if got := w.replicas(t); got != 3 {
 		t.Fatalf("replicas = %d past the rate ceiling of 3", got)
+	}
+}
+
+func TestAutoscaleRateCeilingFollowsMeasuredCallDuration(t *testing.T) {
+	w := startScaleWorld(t)
+	// Twenty calls of 10 s ended in the last minutes: at 2 calls/s that is
+	// 20 calls at once, 2 pods of 10, where the campaign's 60 s setting
+	// would allow 12.
+	rdb := env.Redis.Client()
+	defer rdb.Close()
+	for i := range 20 {
+		if err := callrate.RecordDuration(context.Background(), rdb, w.ns, "spree", w.clk.Now().Add(-time.Duration(i)*10*time.Second), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.spike(t, 2, 60*time.Second)
+	w.waitReplicas(t, 2, 30*time.Second)
+	const measured = "rate 2/s x 10s avg call (measured over 20 calls ended in the last 10m)"
+	eventually(t, 30*time.Second, "RateLimited with the measured duration", func() error {
+		c := getCampaign(t, client.ObjectKey{Namespace: w.ns, Name: "spree"})
+		if err := hasCondition(c.Status.Conditions, v1.ConditionRateLimited, metav1.ConditionTrue, "RateCeiling"); err != nil {
+			return err
+		}
+		for _, c := range c.Status.Conditions {
+			if c.Type == v1.ConditionRateLimited && !(strings.Contains(c.Message, "capped at 2 pods") && strings.Contains(c.Message, measured)) {
+				return fmt.Errorf("message %q lacks the measured duration", c.Message)
+			}
+		}
+		if len(c.Status.Shards) != 1 || c.Status.Shards[0].LastScale == nil || !strings.Contains(c.Status.Shards[0].LastScale.Message, measured) {
+			return fmt.Errorf("lastScale %+v lacks the measured duration", c.Status.Shards)
+		}
+		return nil
+	})
+	if got := w.replicas(t); got != 2 {
+		t.Fatalf("replicas = %d past the measured rate ceiling of 2", got)
 	}
 }
 
@@ -636,7 +673,7 @@ func TestScaleTargetRules(t *testing.T) {
 		{"load", controllers.ScaleInputs{Waiting: 25, InFlight: 10, DueSoon: 5, ActiveShards: 1}, true, 4, controllers.ScaleReasonLoad, false},
 		{"rate ceiling: 2/s x 30 s = 60 calls = 6 pods", controllers.ScaleInputs{Waiting: 1000, ActiveShards: 1}, true, 6, controllers.ScaleReasonRateCeiling, true},
 		{"ceiling shared by active shards", controllers.ScaleInputs{Waiting: 1000, ActiveShards: 3}, true, 2, controllers.ScaleReasonRateCeiling, true},
-		{"recent call duration", controllers.ScaleInputs{Waiting: 1000, ActiveShards: 1, AverageCallDuration: 60 * time.Second}, true, 12, controllers.ScaleReasonRateCeiling, true},
+		{"recent call duration", controllers.ScaleInputs{Waiting: 1000, ActiveShards: 1, AverageCallDuration: 60 * time.Second, EndedCalls: 40}, true, 12, controllers.ScaleReasonRateCeiling, true},
 		{"minimum in hours", controllers.ScaleInputs{ActiveShards: 0}, true, 2, controllers.ScaleReasonMinimum, false},
 		{"zero off hours", controllers.ScaleInputs{ActiveShards: 0}, false, 0, controllers.ScaleReasonOffHours, false},
 		{"a due call off hours", controllers.ScaleInputs{Waiting: 1, ActiveShards: 1}, false, 1, controllers.ScaleReasonLoad, false},

@@ -43,10 +43,11 @@ type ScaleFigures interface {
 	ShardFigures(ctx context.Context, namespace, campaign string, shards []string, now time.Time, horizon time.Duration) (map[string]ScaleInputs, error)
 }
 
-// CallDurations reads a campaign's recent average call duration; zero when
-// there are no recent calls (the campaign's averageCallDuration is used).
+// CallDurations reads a campaign's average call duration over the calls
+// that ended recently (before now) and how many ended; the average is zero
+// when too few did (the campaign's averageCallDuration is used).
 type CallDurations interface {
-	AverageCallDuration(ctx context.Context, namespace, campaign string) (time.Duration, error)
+	AverageCallDuration(ctx context.Context, namespace, campaign string, now time.Time) (avg time.Duration, calls int64, err error)
 }
 
 // ShardFigures implements ScaleFigures on the workers' queues.
@@ -85,7 +86,8 @@ type Autoscaler struct {
 	APIReader client.Reader
 	// Figures reads the queue figures.
 	Figures ScaleFigures
-	// Durations reads recent call durations; nil uses the campaign's averageCallDuration.
+	// Durations reads the average length of recent calls (RedisRates); nil
+	// uses the campaign's averageCallDuration.
 	Durations CallDurations
 	// Clock is the decisions' time; nil is the real clock.
 	Clock clock.PassiveClock
@@ -326,9 +328,13 @@ func (a *Autoscaler) decideCampaign(ctx context.Context, key types.NamespacedNam
 		return
 	}
 	var avg time.Duration
+	var measured int64
 	if a.Durations != nil {
-		if d, err := a.Durations.AverageCallDuration(ctx, c.Namespace, c.Name); err == nil {
-			avg = d
+		d, n, err := a.Durations.AverageCallDuration(ctx, c.Namespace, c.Name, now)
+		if err != nil {
+			a.Log.V(1).Info("recent call durations unreadable; the campaign's averageCallDuration holds", "campaign", key, "error", err.Error())
+		} else {
+			avg, measured = d, n
 		}
 	}
 	active := 0
@@ -341,7 +347,7 @@ func (a *Autoscaler) decideCampaign(ctx context.Context, key types.NamespacedNam
 	external := c.Spec.Workers.Autoscaling == v1.AutoscaleExternal
 	for _, shard := range shards {
 		in := figs[shard]
-		in.Now, in.ActiveShards, in.AverageCallDuration = now, active, avg
+		in.Now, in.ActiveShards, in.AverageCallDuration, in.EndedCalls = now, active, avg, measured
 		t := Target(c, in, inHours)
 		a.Metrics.figures(c.Namespace, c.Name, shard, in, t)
 		if external {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/schedule"
 )
 
@@ -42,9 +43,13 @@ type ScaleInputs struct {
 	// ActiveShards is how many of the campaign's shards have load; they
 	// share the account's rate.
 	ActiveShards int
-	// AverageCallDuration is the recent average call length; zero uses the
-	// campaign's averageCallDuration.
+	// AverageCallDuration is the average length of the calls that ended
+	// within callrate.DurationWindow; zero (fewer than
+	// callrate.MinDurationCalls ended) uses the campaign's
+	// averageCallDuration.
 	AverageCallDuration time.Duration
+	// EndedCalls is how many calls ended within the window.
+	EndedCalls int64
 }
 
 // ScaleTarget is what a shard's figures call for, before the scale-down
@@ -122,21 +127,26 @@ func inCallingHours(c *v1.CallCampaign, now time.Time) bool {
 // flight and due within the look-ahead over the calls a pod handles, cut
 // to the pods the account's rate keeps busy (calls per second x average
 // call duration, shared by the shards with load), within min and max. The
+// average is the measured one of recent calls when there is one, else the
+// campaign's averageCallDuration; the message says which. The
 // minimum drops to zero outside calling hours; with a minimum of zero an
 // idle shard runs no pod and any due attempt wakes it with one or more.
 func Target(c *v1.CallCampaign, in ScaleInputs, inHours bool) ScaleTarget {
 	s := settingsOf(c)
 	avg := s.avg
+	window := fmt.Sprintf("%.0fm", callrate.DurationWindow.Minutes())
+	source := fmt.Sprintf("averageCallDuration, not measured: %d calls ended in the last %s, %d needed", in.EndedCalls, window, callrate.MinDurationCalls)
 	if in.AverageCallDuration > 0 {
 		avg = in.AverageCallDuration
+		source = fmt.Sprintf("measured over %d calls ended in the last %s", in.EndedCalls, window)
 	}
 	calls := max(0, in.Waiting) + max(0, in.InFlight) + max(0, in.DueSoon)
 	t := ScaleTarget{Needed: int32(min(math.MaxInt32, ceilDiv(calls, int64(s.perPod))))}
 	shards := max(1, in.ActiveShards)
 	concurrent := float64(s.cps) * avg.Seconds() / float64(shards)
 	t.Ceiling = int32(max(1, min(math.MaxInt32, math.Ceil(concurrent/float64(s.perPod)))))
-	inputs := fmt.Sprintf("due %d + in flight %d + due within %s %d = %d calls / %d per pod = %d pods; rate %d/s x %s avg call / %d shards = %.0f calls at once = %d pods",
-		in.Waiting, in.InFlight, s.lookAhead, in.DueSoon, calls, s.perPod, t.Needed, s.cps, avg.Round(time.Second), shards, concurrent, t.Ceiling)
+	inputs := fmt.Sprintf("due %d + in flight %d + due within %s %d = %d calls / %d per pod = %d pods; rate %d/s x %s avg call (%s) / %d shards = %.0f calls at once = %d pods",
+		in.Waiting, in.InFlight, s.lookAhead, in.DueSoon, calls, s.perPod, t.Needed, s.cps, avg.Round(time.Second), source, shards, concurrent, t.Ceiling)
 	want, reason := t.Needed, ScaleReasonLoad
 	if want > t.Ceiling {
 		want, reason, t.RateLimited = t.Ceiling, ScaleReasonRateCeiling, true

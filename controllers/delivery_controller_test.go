@@ -618,3 +618,105 @@ func TestOptedOutNumberIsNotPlanned(t *testing.T) {
 	}
 	_ = ptr.To(1)
 }
+
+func threeShards(c *v1.CallCampaign) { c.Spec.Sharding = v1.ShardingSpec{By: v1.ShardByHash, Count: 3} }
+
+// deliveryOffShard0 creates Deliveries of a three-shard campaign until one
+// is scheduled on a shard that going down to one shard removes (its UID
+// hashes to shard-1 or shard-2; two in three do), and returns it.
+func (o *operator) deliveryOffShard0(t *testing.T, mutate ...func(*v1.Delivery)) *v1.Delivery {
+	t.Helper()
+	for i := range 30 {
+		name := fmt.Sprintf("parcel-%d", i)
+		o.delivery(t, name, mutate...)
+		if d := o.waitPhase(t, name, v1.DeliveryScheduled); d.Status.Shard != "shard-0" {
+			return d
+		}
+	}
+	t.Fatal("30 Deliveries all hashed to shard-0")
+	return nil
+}
+
+// A retry planned after the campaign lost shards goes to a shard it still
+// has: one no worker reads would never be called.
+func TestRetryAfterShardCountShrinksIsQueuedOnACurrentShard(t *testing.T) {
+	o := startOperator(t)
+	c := o.campaign(t, threeShards)
+	d := o.deliveryOffShard0(t)
+	old := d.Status.Shard
+
+	// Attempt 1 is being called when the campaign goes down to one shard.
+	ctx := context.Background()
+	first := o.attempts(t, d)[0]
+	claimed, err := o.store.Claim(ctx, first.ID, "worker-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid := nextSID()
+	if _, err := o.store.MarkDialed(ctx, first.ID, claimed.Fence, sid, "+493012345670"); err != nil {
+		t.Fatal(err)
+	}
+	update(t, c, func(c *v1.CallCampaign) { c.Spec.Sharding.Count = 1 })
+	eventually(t, 15*time.Second, "status.shard names a shard the campaign has", func() error {
+		if got := o.get(t, d.Name).Status.Shard; got != "shard-0" {
+			return fmt.Errorf("status.shard = %s after the campaign went down to shard-0 alone", got)
+		}
+		return nil
+	})
+
+	// It goes unanswered: attempt 2 is planned on shard-0.
+	if _, _, err := o.store.ApplyCallStatus(ctx, store.CallRef{AttemptID: first.ID}, store.StatusUpdate{Status: "no-answer", Seq: 3, CallSID: sid}); err != nil {
+		t.Fatal(err)
+	}
+	if err := outcome.Publish(ctx, o.rdb, outcome.Event{AttemptID: first.ID, Namespace: d.Namespace, Name: d.Name, State: "no-answer"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "attempt 2 queued on shard-0", func() error {
+		d = o.get(t, d.Name)
+		as := o.attempts(t, d)
+		if len(as) != 2 || d.Status.Phase != v1.DeliveryScheduled {
+			return fmt.Errorf("phase %s, %d attempts", d.Status.Phase, len(as))
+		}
+		if as[1].Shard != "shard-0" {
+			return fmt.Errorf("attempt 2 is planned on %s, which the campaign no longer has", as[1].Shard)
+		}
+		if _, ok := o.queued(t, d, as[1].ID); !ok {
+			return fmt.Errorf("attempt 2 is not in shard-0's queue")
+		}
+		return nil
+	})
+	gone := queue.Shard{Namespace: o.ns, Campaign: "spree", Name: old}
+	if err := o.rdb.ZScore(ctx, gone.DueKey(), o.attempts(t, d)[1].ID).Err(); err != redis.Nil {
+		t.Errorf("attempt 2 is in the queue of removed shard %s too (%v)", old, err)
+	}
+}
+
+// An attempt planned on a shard the campaign then loses moves, in the call
+// log too, to a shard it has: the sweeper and the dialer's reconciler of
+// that shard's workers queue it again should Redis lose it.
+func TestQueuedAttemptOfARemovedShardMovesToACurrentShard(t *testing.T) {
+	o := startOperator(t)
+	c := o.campaign(t, threeShards)
+	d := o.deliveryOffShard0(t, func(d *v1.Delivery) {
+		start := o.clock.Now().Add(3 * time.Hour) // the call is due in two hours
+		d.Spec.Window = v1.DeliveryWindow{Start: metav1.NewTime(start), End: metav1.NewTime(start.Add(2 * time.Hour))}
+	})
+	first := o.attempts(t, d)[0]
+	update(t, c, func(c *v1.CallCampaign) { c.Spec.Sharding.Count = 1 })
+	eventually(t, 15*time.Second, "attempt 1 moved to shard-0", func() error {
+		as := o.attempts(t, d)
+		if len(as) != 1 {
+			return fmt.Errorf("attempts %v", states(as))
+		}
+		if as[0].Shard != "shard-0" || as[0].State != store.StateQueued {
+			return fmt.Errorf("attempt 1 %s on %s", as[0].State, as[0].Shard)
+		}
+		if d = o.get(t, d.Name); d.Status.Shard != "shard-0" {
+			return fmt.Errorf("status.shard = %s", d.Status.Shard)
+		}
+		if due, ok := o.queued(t, d, first.ID); !ok || due.UnixMilli() != first.Due.UnixMilli() {
+			return fmt.Errorf("queued on shard-0: %v, due %s, want %s", ok, due, first.Due)
+		}
+		return nil
+	})
+}

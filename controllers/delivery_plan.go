@@ -114,7 +114,11 @@ func (r *DeliveryReconciler) resolveCampaign(ctx context.Context, s *deliverySco
 		return nil
 	}
 	s.campaign, s.policy, s.input = campaign, policy, input
-	if d.Status.Campaign != campaign.Name || d.Status.Shard == "" {
+	if d.Status.Campaign != campaign.Name || d.Status.Shard == "" || !sharding.Has(campaign.Spec.Sharding, d.Status.Shard) {
+		// New, moved to another campaign, or on a shard the campaign no
+		// longer has (its count or regions changed; no worker reads that
+		// queue): the next attempts go where the Delivery belongs now, as
+		// the campaign moves the queued ones of a removed shard.
 		d.Status.Shard = sharding.For(campaign.Spec.Sharding, string(d.UID), d.Spec.Region)
 	}
 	d.Status.Campaign = campaign.Name
@@ -258,12 +262,7 @@ func (r *DeliveryReconciler) followQueued(ctx context.Context, s *deliveryScope,
 				// A worker claimed it first: it may be calling. Follow it;
 				// the next attempt is planned from its outcome (released, it
 				// ends cancelled and is planned again from the new spec).
-				for i := range s.attempts {
-					if s.attempts[i].ID == b.ID {
-						s.attempts[i] = *b
-					}
-				}
-				return r.followAttempt(ctx, s)
+				return r.followTaken(ctx, s, b)
 			}
 			if _, err := r.Queue.Cancel(ctx, r.shardOf(d, a.Shard), a.ID); err != nil {
 				ctrl.LoggerFrom(ctx).Info("could not remove a cancelled attempt from the queue", "attempt", a.ID, "error", err.Error())
@@ -282,9 +281,24 @@ func (r *DeliveryReconciler) followQueued(ctx context.Context, s *deliveryScope,
 			return nil
 		}
 	}
-	if d.Status.Phase != v1.DeliveryScheduled || d.Status.NextCallTime == nil || !d.Status.NextCallTime.Time.Equal(sec(a.Due).Time) {
-		// First sight of this attempt since it was created (or the operator
-		// stopped in between): make sure it is queued. Idempotent.
+	// First sight of this attempt since it was created (or the operator
+	// stopped in between): make sure it is queued. Idempotent.
+	requeue := d.Status.Phase != v1.DeliveryScheduled || d.Status.NextCallTime == nil || !d.Status.NextCallTime.Time.Equal(sec(a.Due).Time)
+	if !sharding.Has(s.campaign.Spec.Sharding, a.Shard) {
+		// Planned on a shard the campaign no longer has: it moves to the
+		// Delivery's shard in the call log (where the sweeper and the
+		// dialer's reconciler look) and is queued there.
+		b, err := r.Store.MoveToShard(ctx, a.ID, s.shard)
+		if err != nil {
+			s.ready = readyCondition(metav1.ConditionFalse, "StoreUnavailable", "cannot move the attempt off a removed shard: "+err.Error())
+			return fmt.Errorf("move attempt %s to shard %s: %w", a.ID, s.shard, err)
+		}
+		if !b.State.Claimable() {
+			return r.followTaken(ctx, s, b)
+		}
+		a.Shard, requeue = b.Shard, true
+	}
+	if requeue {
 		if _, err := r.Queue.Schedule(ctx, r.shardOf(d, a.Shard), a.ID, a.Due); err != nil {
 			s.ready = readyCondition(metav1.ConditionFalse, "QueueUnavailable", "cannot schedule in Redis: "+err.Error())
 			return fmt.Errorf("schedule attempt %s: %w", a.ID, err)
@@ -292,6 +306,17 @@ func (r *DeliveryReconciler) followQueued(ctx context.Context, s *deliveryScope,
 	}
 	r.scheduled(s, a.Number, a.Due)
 	return nil
+}
+
+// followTaken follows attempt b, which a worker took up (or the operator
+// cancelled) while this reconcile was changing it.
+func (r *DeliveryReconciler) followTaken(ctx context.Context, s *deliveryScope, b *store.Attempt) error {
+	for i := range s.attempts {
+		if s.attempts[i].ID == b.ID {
+			s.attempts[i] = *b
+		}
+	}
+	return r.followAttempt(ctx, s)
 }
 
 // scheduled records a planned attempt in the status.

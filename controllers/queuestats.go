@@ -47,6 +47,12 @@ func (r RedisRates) Read(ctx context.Context, namespace, campaign string) (float
 	return callrate.Read(ctx, r.Redis, namespace, campaign, time.Now())
 }
 
+// AverageCallDuration implements CallDurations from the durations the
+// workers' callback servers record for each answered call.
+func (r RedisRates) AverageCallDuration(ctx context.Context, namespace, campaign string, now time.Time) (time.Duration, int64, error) {
+	return callrate.AverageDuration(ctx, r.Redis, namespace, campaign, now)
+}
+
 // ShardMover moves the queued attempts of a shard the campaign no longer
 // has to the shards that own them now.
 type ShardMover interface {

@@ -456,9 +456,10 @@ type WorkersSpec struct {
 	// +kubebuilder:default="90s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('1h')",message="lookAhead must be between 0s and 1h"
 	LookAhead *metav1.Duration `json:"lookAhead,omitempty"`
-	// averageCallDuration is the call length assumed until recent attempts
-	// say otherwise; with the account's callsPerSecond it bounds how many
-	// calls can usefully run at once.
+	// averageCallDuration is the call length assumed while fewer than 5 of
+	// the campaign's calls were answered and ended in the last 10 minutes;
+	// from then on their measured average is used. With the account's
+	// callsPerSecond it bounds how many calls can usefully run at once.
 	// +optional
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('4h')",message="averageCallDuration must be between 1s and 4h"

@@ -216,6 +216,10 @@ func runOperator(args []string) error {
 	if err := deliveries.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Delivery controller: %w", err)
 	}
+	// The autoscaler sizes the fleet by the queues and by the length of
+	// recent calls, which the workers' callback servers record in Redis.
+	autoscaler := &controllers.Autoscaler{Figures: controllers.RedisQueueStats{Queue: q}, Durations: controllers.RedisRates{Redis: rdb},
+		Metrics: controllers.NewScaleMetrics(ctrlmetrics.Registry)}
 	campaigns := &controllers.CallCampaignReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
@@ -223,7 +227,7 @@ func runOperator(args []string) error {
 		Queues:                  controllers.RedisQueueStats{Queue: q},
 		CallLog:                 callLog,
 		Rates:                   controllers.RedisRates{Redis: rdb},
-		Autoscaler:              &controllers.Autoscaler{Figures: controllers.RedisQueueStats{Queue: q}, Metrics: controllers.NewScaleMetrics(ctrlmetrics.Registry)},
+		Autoscaler:              autoscaler,
 		StatusInterval:          cfg.statusInterval,
 		Recorder:                mgr.GetEventRecorder(controllers.FieldOwner),
 		MaxConcurrentReconciles: cfg.concurrency,

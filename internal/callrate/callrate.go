@@ -1,9 +1,12 @@
 // Package callrate counts a campaign's placed calls per second in Redis,
-// flags when its dials wait on the account's rate limit, and keeps the last
-// configuration error Twilio gave its dials, so the operator can report
-// calls per second, the RateLimited condition and a Degraded condition with
-// Twilio's error code without asking every worker. Counters are per second with a short TTL; all keys share one hash
-// tag per campaign (one Redis Cluster slot).
+// flags when its dials wait on the account's rate limit, keeps the last
+// configuration error Twilio gave its dials, and sums the durations of its
+// recent calls, so the operator can report calls per second, the
+// RateLimited condition and a Degraded condition with Twilio's error code,
+// and size the worker fleet by the measured call length, without asking
+// every worker. Counters are per second (call durations per minute) with a
+// short TTL; all keys share one hash tag per campaign (one Redis Cluster
+// slot).
 package callrate
 
 import (
@@ -124,4 +127,79 @@ func Read(ctx context.Context, rdb redis.UniversalClient, namespace, campaign st
 		}
 	}
 	return float64(total) / Window, limited.Val() > 0, nil
+}
+
+// DurationWindow is how far back AverageDuration looks: the current minute
+// and the minutes before it, DurationWindow in all.
+const DurationWindow = 10 * time.Minute
+
+// MinDurationCalls is the fewest ended calls AverageDuration averages; with
+// fewer it reports no average and the campaign's setting holds.
+const MinDurationCalls = 5
+
+const durationBuckets = int64(DurationWindow / time.Minute)
+
+// durationTTL keeps a minute's bucket until it left the window.
+const durationTTL = DurationWindow + 2*time.Minute
+
+func durationKey(namespace, campaign string, minute int64) string {
+	return tag(namespace, campaign) + ":dur:" + strconv.FormatInt(minute, 10)
+}
+
+// RecordDuration adds one ended call of length d at t to its minute's
+// bucket (a hash of the milliseconds summed and the calls counted): one
+// pipelined write. A call of no length is not counted.
+func RecordDuration(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string, t time.Time, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	k := durationKey(namespace, campaign, t.Unix()/60)
+	pipe := rdb.Pipeline()
+	pipe.HIncrBy(ctx, k, "ms", d.Milliseconds())
+	pipe.HIncrBy(ctx, k, "n", 1)
+	pipe.Expire(ctx, k, durationTTL)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// Durations returns the summed length and the number of the campaign's
+// calls that ended within DurationWindow before now (now's minute and the
+// ones before it): one pipelined read of one hash per minute.
+func Durations(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string, now time.Time) (time.Duration, int64, error) {
+	minute := now.Unix() / 60
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, durationBuckets)
+	for i := range cmds {
+		cmds[i] = pipe.HMGet(ctx, durationKey(namespace, campaign, minute-int64(i)), "ms", "n")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, 0, fmt.Errorf("read call durations: %w", err)
+	}
+	var ms, n int64
+	for _, c := range cmds {
+		v := c.Val()
+		if len(v) != 2 {
+			continue
+		}
+		if s, ok := v[0].(string); ok {
+			x, _ := strconv.ParseInt(s, 10, 64)
+			ms += x
+		}
+		if s, ok := v[1].(string); ok {
+			x, _ := strconv.ParseInt(s, 10, 64)
+			n += x
+		}
+	}
+	return time.Duration(ms) * time.Millisecond, n, nil
+}
+
+// AverageDuration returns the average length of the campaign's calls that
+// ended within DurationWindow before now and how many ended; the average
+// is zero when fewer than MinDurationCalls did.
+func AverageDuration(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string, now time.Time) (time.Duration, int64, error) {
+	sum, n, err := Durations(ctx, rdb, namespace, campaign, now)
+	if err != nil || n < MinDurationCalls {
+		return 0, n, err
+	}
+	return (sum / time.Duration(n)).Round(time.Millisecond), n, nil
 }

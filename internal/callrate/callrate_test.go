@@ -2,6 +2,7 @@ package callrate
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -108,5 +109,75 @@ func TestDialErrorFlag(t *testing.T) {
 	}
 	if e, _ := ReadDialError(ctx, rdb, "ns", "other"); e != nil {
 		t.Errorf("another campaign shows %+v", e)
+	}
+}
+
+func TestCallDurationsAverageOverTheWindow(t *testing.T) {
+	ctx := context.Background()
+	rdb := env.Redis.Client()
+	defer rdb.Close()
+	now := time.Unix(1_800_000_030, 0) // 30 s into a minute
+	camp := fmt.Sprintf("dur-%d", time.Now().UnixNano())
+	record := func(at time.Time, d time.Duration) {
+		t.Helper()
+		if err := RecordDuration(ctx, rdb, "ns", camp, at, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Inside the window: now's minute and the nine before it.
+	record(now, 20*time.Second)
+	record(now.Add(-30*time.Second), 40*time.Second) // the minute's first second
+	record(now.Add(-5*time.Minute), 30*time.Second)
+	record(now.Add(-9*time.Minute-30*time.Second), 10*time.Second)
+	// Outside: the tenth minute before, and a call of no length.
+	record(now.Add(-9*time.Minute-31*time.Second), 10*time.Minute)
+	record(now, 0)
+	sum, n, err := Durations(ctx, rdb, "ns", camp, now)
+	if err != nil || sum != 100*time.Second || n != 4 {
+		t.Fatalf("Durations = %s over %d calls, %v; want 1m40s over 4", sum, n, err)
+	}
+	if avg, n, err := AverageDuration(ctx, rdb, "ns", camp, now); err != nil || avg != 0 || n != 4 {
+		t.Fatalf("AverageDuration of 4 calls = %s, %d, %v; want none (fewer than %d)", avg, n, err, MinDurationCalls)
+	}
+	record(now.Add(-2*time.Minute), 50*time.Second)
+	if avg, n, err := AverageDuration(ctx, rdb, "ns", camp, now); err != nil || avg != 30*time.Second || n != 5 {
+		t.Fatalf("AverageDuration = %s over %d calls, %v; want 30s over 5", avg, n, err)
+	}
+	// Ten minutes on, only what ended in the last ten minutes counts.
+	if _, n, _ := Durations(ctx, rdb, "ns", camp, now.Add(10*time.Minute)); n != 0 {
+		t.Errorf("%d calls still counted ten minutes later", n)
+	}
+	if _, n, _ := Durations(ctx, rdb, "ns", "other", now); n != 0 {
+		t.Errorf("another campaign shows %d calls", n)
+	}
+	// Every bucket expires once it has left the window.
+	keys, err := rdb.Keys(ctx, tag("ns", camp)+":dur:*").Result()
+	if err != nil || len(keys) != 5 {
+		t.Fatalf("buckets %v, %v; want 5", keys, err)
+	}
+	for _, k := range keys {
+		if ttl := rdb.TTL(ctx, k).Val(); ttl <= DurationWindow || ttl > durationTTL {
+			t.Errorf("bucket %s expires in %s, want after the %s window, by %s", k, ttl, DurationWindow, durationTTL)
+		}
+	}
+}
+
+func TestCallDurationsClusterSafe(t *testing.T) {
+	ctx := context.Background()
+	rdb := env.RedisCluster.Client()
+	defer rdb.Close()
+	now := time.Now()
+	camp := fmt.Sprintf("dur-%d", now.UnixNano())
+	for i := range MinDurationCalls {
+		if err := RecordDuration(ctx, rdb, "ns", camp, now.Add(-time.Duration(i)*time.Minute), 12*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	avg, n, err := AverageDuration(ctx, rdb, "ns", camp, now)
+	if err != nil {
+		t.Fatalf("AverageDuration on a cluster (CROSSSLOT?): %v", err)
+	}
+	if avg != 12*time.Second || n != MinDurationCalls {
+		t.Errorf("AverageDuration = %s over %d calls, want 12s over %d", avg, n, MinDurationCalls)
 	}
 }

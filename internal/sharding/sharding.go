@@ -4,6 +4,7 @@ package sharding
 
 import (
 	"hash/fnv"
+	"slices"
 	"strconv"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
@@ -47,4 +48,11 @@ func For(s v1.ShardingSpec, uid, region string) string {
 	h := fnv.New32a()
 	h.Write([]byte(uid))
 	return "shard-" + strconv.Itoa(int(h.Sum32()%n))
+}
+
+// Has reports whether name is one of the campaign's shards (Names): a
+// delivery or attempt recorded on another shard was placed before the
+// shard count or the regions changed, and no worker reads that shard.
+func Has(s v1.ShardingSpec, name string) bool {
+	return slices.Contains(Names(s), name)
 }

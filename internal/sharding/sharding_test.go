@@ -50,3 +50,24 @@ func TestForHashIsStableAndSpreads(t *testing.T) {
 		}
 	}
 }
+
+func TestHas(t *testing.T) {
+	hash := v1.ShardingSpec{By: v1.ShardByHash, Count: 2}
+	regions := v1.ShardingSpec{By: v1.ShardByRegion, Regions: []string{"north", "south"}}
+	for _, tc := range []struct {
+		spec v1.ShardingSpec
+		name string
+		want bool
+	}{
+		{hash, "shard-1", true},
+		{hash, "shard-2", false}, // the count went down from 3
+		{hash, "north", false},
+		{regions, "south", true},
+		{regions, "east", false}, // a region removed
+		{regions, "shard-0", false},
+	} {
+		if got := Has(tc.spec, tc.name); got != tc.want {
+			t.Errorf("Has(%v, %s) = %v, want %v", tc.spec, tc.name, got, tc.want)
+		}
+	}
+}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	openapi "github.com/twilio/twilio-go/rest/api/v2010"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/outcome"
@@ -417,10 +419,28 @@ func (s *Server) applyStatus(ctx context.Context, id string, u store.StatusUpdat
 	if err != nil {
 		return false, err
 	}
+	if applied && u.Status == "completed" && u.DurationSec > 0 {
+		s.recordDuration(ctx, a, u.DurationSec)
+	}
 	if terminalStatus(u.Status) && a.State.Terminal() {
 		return applied, followUp(s.publish(ctx, a))
 	}
 	return applied, nil
+}
+
+// recordDuration adds an answered call's length to its campaign's recent
+// call durations, which the operator's autoscaler sizes the fleet by. It
+// runs once per call: only when the completed status was applied (a
+// repeated callback is not). A failure costs one sample and is logged;
+// it never fails the callback.
+func (s *Server) recordDuration(ctx context.Context, a *store.Attempt, sec int32) {
+	ns, name, ok := strings.Cut(a.Campaign, "/")
+	if !ok {
+		return
+	}
+	if err := callrate.RecordDuration(ctx, s.rdb, ns, name, s.cfg.Now(), time.Duration(sec)*time.Second); err != nil {
+		s.log.Warn("call duration not recorded for the autoscaler", "attempt", a.ID, "campaign", a.Campaign, "durationSec", sec, "error", err)
+	}
 }
 
 func (s *Server) applyAnsweredBy(ctx context.Context, id, answeredBy string) (bool, error) {

@@ -538,3 +538,23 @@ func testRequestCancel(t *testing.T, openStore opener) {
 		t.Fatalf("cancel of a dialed attempt = %+v, %v", a, err)
 	}
 }
+
+func TestMoveToShard(t *testing.T) { inBothModes(t, testMoveToShard) }
+
+func testMoveToShard(t *testing.T, openStore opener) {
+	ctx := context.Background()
+	s := openStore(t)
+	a := mustCreate(t, s, newAttempt("u1", 1, time.Now()))
+	m, err := s.MoveToShard(ctx, a.ID, "shard-9")
+	if err != nil || m.Shard != "shard-9" || m.State != StateQueued || m.Fence != a.Fence {
+		t.Fatalf("move a queued attempt = %+v, %v", m, err)
+	}
+	// A claimed attempt stays with the shard whose worker holds it.
+	b := mustClaim(t, s, mustCreate(t, s, newAttempt("u2", 1, time.Now())).ID)
+	if x, err := s.MoveToShard(ctx, b.ID, "shard-9"); err != nil || x.Shard != b.Shard || x.State != StateDialing {
+		t.Fatalf("move a dialing attempt = %+v, %v; want it unchanged on %s", x, err, b.Shard)
+	}
+	if _, err := s.MoveToShard(ctx, a.ID, ""); !errors.Is(err, ErrInvalidInput) {
+		t.Fatalf("move to no shard: %v", err)
+	}
+}

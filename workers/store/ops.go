@@ -501,6 +501,24 @@ func (s *Store) RequestCancel(ctx context.Context, id, reason string) (*Attempt,
 	return nil, fmt.Errorf("%w: attempt %s kept changing while being cancelled", ErrBusy, id)
 }
 
+// MoveToShard records that a queued or retry attempt is served by shard now
+// (its campaign's shard count or regions changed and its shard was
+// removed), so the sweeper and the dialer's reconciler queue it there. An
+// attempt already taken up, or already on shard, is left as it is. It
+// returns the attempt as it is afterwards.
+func (s *Store) MoveToShard(ctx context.Context, id, shard string) (*Attempt, error) {
+	if id == "" || shard == "" {
+		return nil, invalid("move to shard: attempt id and shard are required")
+	}
+	filter := bson.D{{Key: "_id", Value: id}, {Key: "state", Value: bson.D{{Key: "$in", Value: claimableStates}}},
+		{Key: "shard", Value: bson.D{{Key: "$ne", Value: shard}}}}
+	a, err := s.modify(ctx, id, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "shard", Value: shard}, {Key: "updatedAt", Value: s.now()}}}})
+	if err != nil || a != nil {
+		return a, err
+	}
+	return s.Get(ctx, id)
+}
+
 // MarkCancelled calls the attempt off before a call is placed. With
 // AnyFence (the operator: delivery cancelled, window passed) it applies to a
 // queued or retry attempt; with a claim's fence (a worker that found the
