@@ -394,7 +394,7 @@ func runWorker(args []string) error {
 	cb, runCallbacks, err := newCallbacks(callbackDeps{
 		Name: cfg.name, Campaign: cfg.watcher, Store: st, Redis: rdb, Twilio: rc,
 		Tokens: cfg.creds.Tokens, CallbackURL: cfg.callbackURL,
-		Database: cfg.conn.MongoDatabase, RelayAllowPrivate: cfg.relayAllowPrivate, Registry: reg, Logger: log,
+		RelayAllowPrivate: cfg.relayAllowPrivate, Registry: reg, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("callbacks: %w", err)

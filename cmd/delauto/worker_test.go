@@ -212,7 +212,7 @@ func newFixture(t *testing.T, edit func(*v1.CallCampaignSpec)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = f.st.Client().Database(f.db).Drop(context.Background())
+		_ = env.Mongo.DropDatabase(f.db)
 		_ = f.st.Close(context.Background())
 	})
 	rdb := env.Redis.Client()

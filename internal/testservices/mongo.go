@@ -245,3 +245,15 @@ func (m *Mongo) Stop() {
 	m.postgres.stop(10 * time.Second)
 	os.RemoveAll(m.dir)
 }
+
+// DropDatabase drops database name (a test's call log), connecting for it.
+func (m *Mongo) DropDatabase(name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := m.Client()
+	if err != nil {
+		return err
+	}
+	defer c.Disconnect(context.Background())
+	return c.Database(name).Drop(ctx)
+}

@@ -46,6 +46,11 @@ func TestOtherCampaignsAttemptIsRefused(t *testing.T) {
 		callurls.AMDPath:           twimlForm(sid, map[string]string{"AnsweredBy": "human"}),
 		callurls.StatusPath:        statusForm(sid, "completed", 3),
 	}
+	mc, err := env.Mongo.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Disconnect(ctx)
 	for _, cached := range []bool{false, true} {
 		if cached {
 			// As if this worker had primed it (a shared Redis).
@@ -68,7 +73,7 @@ func TestOtherCampaignsAttemptIsRefused(t *testing.T) {
 			}
 		}
 		h.untouched(a)
-		if n, _ := h.st.Client().Database(h.db).Collection("optouts").CountDocuments(ctx, map[string]any{}); n != 0 {
+		if n, _ := mc.Database(h.db).Collection(store.OptOutsCollection).CountDocuments(ctx, map[string]any{}); n != 0 {
 			t.Errorf("%d opt-outs written", n)
 		}
 	}

@@ -138,7 +138,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.st = st
 	t.Cleanup(func() {
-		_ = st.Client().Database(h.db).Drop(context.Background())
+		_ = env.Mongo.DropDatabase(h.db)
 		_ = st.Close(context.Background())
 	})
 
@@ -181,7 +181,6 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 			MaxBackoff:        200 * time.Millisecond,
 			Poll:              20 * time.Millisecond,
 			TranscriptionWait: 2 * time.Second,
-			Database:          h.db,
 			AllowPrivate:      true, // the dispatch endpoint is on 127.0.0.1
 		},
 		JournalRetryInterval: 200 * time.Millisecond,

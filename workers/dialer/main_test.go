@@ -143,7 +143,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = st.Client().Database(db).Drop(context.Background())
+		_ = env.Mongo.DropDatabase(db)
 		_ = st.Close(context.Background())
 	})
 	rdb := env.Redis.Client()

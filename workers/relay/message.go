@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,9 +22,10 @@ import (
 // confirmation does not (the Delivery's status shows it; a text per
 // confirmed parcel would bury the two that matter), nor does an opt-out
 // (the operator stops calling, the parcel still comes).
-func Needed(c v1alpha1.ResponseChoice) bool {
-	return c == v1alpha1.ChoiceReschedule || c == v1alpha1.ChoiceInstructions
-}
+func Needed(c v1alpha1.ResponseChoice) bool { return slices.Contains(relayedChoices, c) }
+
+// relayedChoices are the choices Needed reports.
+var relayedChoices = []v1alpha1.ResponseChoice{v1alpha1.ChoiceReschedule, v1alpha1.ChoiceInstructions}
 
 // MaxSMSLen bounds the relay SMS, in characters: two SMS segments.
 const MaxSMSLen = 320

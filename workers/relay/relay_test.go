@@ -173,7 +173,7 @@ func newFixture(t *testing.T, secret func() ([]byte, error), edit ...func(*Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = f.st.Client().Database(f.db).Drop(ctx); _ = f.st.Close(ctx) })
+	t.Cleanup(func() { _ = env.Mongo.DropDatabase(f.db); _ = f.st.Close(ctx) })
 	f.rdb = env.Redis.Client()
 	t.Cleanup(func() { f.rdb.Close() })
 	f.sim, err = twiliosim.New(twiliosim.Options{Numbers: []string{fromNumber}})
@@ -205,7 +205,7 @@ func newFixture(t *testing.T, secret func() ([]byte, error), edit ...func(*Confi
 	cfg := Config{
 		Store: f.st, Queue: NewQueue(f.rdb, fmt.Sprintf("{relaytest}:%s", f.db)), Campaign: func() *campaignfile.Config { return f.camp },
 		Twilio: rc, Secret: secret, Owner: "test", MaxAttempts: 3, Backoff: time.Millisecond, MaxBackoff: time.Millisecond,
-		Database: f.db, Logger: slog.New(slog.DiscardHandler),
+		Logger: slog.New(slog.DiscardHandler),
 		// The dispatch endpoint is an http server on 127.0.0.1.
 		AllowPrivate: true,
 	}

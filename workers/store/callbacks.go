@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/delauto/delauto/api/v1alpha1"
 )
@@ -411,4 +412,81 @@ func (a *Attempt) notification(ch Channel) Notification {
 		return a.Notify.SMS
 	}
 	return a.Notify.Webhook
+}
+
+// PendingNotificationQuery selects the answers of one campaign whose agent
+// notification is still to be sent.
+type PendingNotificationQuery struct {
+	// Campaign is the campaign, namespace/name (required).
+	Campaign string
+	// Choices are the answers that are relayed (required).
+	Choices []v1alpha1.ResponseChoice
+	// Channels are the channels the campaign relays through; ChannelSMS
+	// counts only for attempts with an agent phone.
+	Channels []Channel
+	// MaxAttempts is the tries per channel: a failed channel with fewer is
+	// still to be sent, one with as many was given up.
+	MaxAttempts int32
+	// Since is the earliest last update of the attempts looked at.
+	Since time.Time
+	// Limit is the most ids returned (required).
+	Limit int
+}
+
+// PendingNotifications returns the ids of the attempts q selects with a
+// notification channel still to be sent: pending, failed below the attempt
+// limit, or sending with a lease that has run out (its sender went away).
+// The relay sender's sweep finds lost work with it; BeginNotification still
+// decides who sends.
+func (s *Store) PendingNotifications(ctx context.Context, q PendingNotificationQuery) ([]string, error) {
+	if q.Campaign == "" || len(q.Choices) == 0 {
+		return nil, invalid("campaign and choices are required")
+	}
+	if q.Limit <= 0 {
+		return nil, invalid("limit must be positive (got %d)", q.Limit)
+	}
+	now := s.now()
+	open := func(ch Channel) bson.D {
+		p := "notify." + string(ch) + "."
+		return bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: p + "state", Value: NotifyPending}},
+			bson.D{{Key: p + "state", Value: NotifyFailed}, {Key: p + "attempts", Value: bson.D{{Key: "$lt", Value: q.MaxAttempts}}}},
+			bson.D{{Key: p + "state", Value: NotifySending}, {Key: p + "leaseUntil", Value: bson.D{{Key: "$lte", Value: now}}}},
+		}}}
+	}
+	var or bson.A
+	for _, ch := range q.Channels {
+		switch ch {
+		case ChannelSMS:
+			or = append(or, bson.D{{Key: "context.agentPhone", Value: bson.D{{Key: "$exists", Value: true}, {Key: "$ne", Value: ""}}},
+				{Key: "$and", Value: bson.A{open(ch)}}})
+		case ChannelWebhook:
+			or = append(or, open(ch))
+		default:
+			return nil, invalid("notification channel %q must be sms or webhook", ch)
+		}
+	}
+	if len(or) == 0 {
+		return nil, nil
+	}
+	cur, err := s.attempts.Find(ctx, bson.D{
+		{Key: "campaign", Value: q.Campaign},
+		{Key: "response.choice", Value: bson.D{{Key: "$in", Value: q.Choices}}},
+		{Key: "updatedAt", Value: bson.D{{Key: "$gte", Value: q.Since.UTC()}}},
+		{Key: "$or", Value: or},
+	}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}).SetLimit(int64(q.Limit)))
+	if err != nil {
+		return nil, fmt.Errorf("store: find pending notifications: %w", err)
+	}
+	var docs []struct {
+		ID string `bson:"_id"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("store: read pending notifications: %w", err)
+	}
+	ids := make([]string, len(docs))
+	for i, d := range docs {
+		ids[i] = d.ID
+	}
+	return ids, nil
 }

@@ -105,7 +105,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = w.direct.Client().Database(w.db).Drop(context.Background())
+		_ = env.Mongo.DropDatabase(w.db)
 		_ = w.direct.Close(context.Background())
 	})
 	w.rdb = env.Redis.Client()

@@ -33,6 +33,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
@@ -108,6 +110,13 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	ctx := context.Background()
 	tag := randomHex(4)
 
+	// Direct access for the checks and the clean-up.
+	mc, err := mongo.Connect(options.Client().ApplyURI(mongoURI))
+	if err != nil {
+		return err
+	}
+	defer mc.Disconnect(context.Background())
+
 	// The store ceiling's call log and the worker's, each of N attempts.
 	dbs := []string{"bench_store_" + tag, "bench_worker_" + tag}
 	var sts []*store.Store
@@ -117,7 +126,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 		if err != nil {
 			return err
 		}
-		defer func() { _ = st.Client().Database(db).Drop(ctx); _ = st.Close(ctx) }()
+		defer func() { _ = mc.Database(db).Drop(ctx); _ = st.Close(ctx) }()
 		ns := "bench-" + tag
 		if i == 0 {
 			ns = "ceiling-" + tag
@@ -272,7 +281,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	// not the store's per-operation timeout.
 	checkCtx, cancelCheck := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancelCheck()
-	dialed, err := sts[1].Client().Database(dbs[1]).Collection(store.AttemptsCollection).
+	dialed, err := mc.Database(dbs[1]).Collection(store.AttemptsCollection).
 		CountDocuments(checkCtx, bson.D{{Key: "state", Value: store.StateDialed}, {Key: "callSid", Value: bson.D{{Key: "$exists", Value: true}}}})
 	if err != nil {
 		return fmt.Errorf("count the dialed attempts: %w", err)
