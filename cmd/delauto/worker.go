@@ -372,7 +372,7 @@ func runWorker(args []string) error {
 	}
 	go cfg.watcher.Run(ctx, cfg.campaignPoll)
 
-	hc, err := dialer.HTTPClient(cfg.twilioBaseURL, cfg.twilioTimeout, cfg.concurrency)
+	hc, err := twilioclient.PooledHTTPClient(cfg.twilioBaseURL, cfg.twilioTimeout, cfg.concurrency)
 	if err != nil {
 		return err
 	}

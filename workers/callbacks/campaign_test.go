@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -21,7 +22,7 @@ import (
 func TestOtherCampaignsAttemptIsRefused(t *testing.T) {
 	h := newHarness(t, harnessOpts{noRun: true})
 	ctx := context.Background()
-	uid := newUID()
+	uid := testservices.UUID()
 	start := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
 	a, _, err := h.st.CreateAttempt(ctx, store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: uid, Namespace: "rival", Name: "parcel-" + uid[:8]},

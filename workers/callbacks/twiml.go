@@ -14,6 +14,7 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/language"
+	"github.com/delauto/delauto/internal/schedule"
 	"github.com/delauto/delauto/internal/script"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -142,7 +143,7 @@ func voicemailText(info *CallInfo, c *campaignfile.Config, w *language.Wording) 
 	text := w.VoicemailNoWindow
 	var d script.Data
 	if info.Context != nil && !info.Context.WindowStart.IsZero() {
-		loc := location(info.Context.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
+		loc := schedule.FirstLocation(info.Context.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
 		d = dataFor(w, info.Context.RecipientName, company, info.Context.WindowStart, info.Context.WindowEnd, loc)
 		text = w.Voicemail
 	} else {

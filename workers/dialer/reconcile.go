@@ -15,6 +15,7 @@ import (
 	"github.com/twilio/twilio-go/client"
 	twilioapi "github.com/twilio/twilio-go/rest/api/v2010"
 
+	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
@@ -30,8 +31,11 @@ type ReconcilerOptions struct {
 	Campaign Source
 	// CallbackURL overrides the campaign's (only checked when compiling it).
 	CallbackURL string
-	// Interval is the time between rounds (with ±20% jitter). Default 5s.
+	// Interval is the time between rounds (with ±10% jitter). Default 5s.
 	Interval time.Duration
+	// Ready, when set, skips rounds while it returns an error (the
+	// worker's readiness: Redis and MongoDB reachable, not draining).
+	Ready func() error
 	// StaleAfter is how long past its lease a dialing claim is taken as
 	// abandoned (its worker died mid-dial). Default 5s.
 	StaleAfter time.Duration
@@ -120,13 +124,18 @@ func NewReconciler(opts ReconcilerOptions) (*Reconciler, error) {
 	return &Reconciler{opts: opts, log: opts.Logger.With("component", "reconciler"), m: opts.Metrics}, nil
 }
 
-// Run reconciles every Interval until ctx ends.
+// Run reconciles every Interval (±10%) until ctx ends, skipping rounds
+// while Ready reports a problem. A failed round is logged and counted; the
+// next one tries again.
 func (r *Reconciler) Run(ctx context.Context) {
 	for {
 		d := r.opts.Interval
 		d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
-		if !sleep(ctx, nil, d) {
+		if !periodic.Sleep(ctx, d) {
 			return
+		}
+		if r.opts.Ready != nil && r.opts.Ready() != nil {
+			continue
 		}
 		if err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
 			r.m.LoopErrors.WithLabelValues("reconciler").Inc()

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -110,7 +111,7 @@ func (s *Sweeper) Run(ctx context.Context) {
 	var retryAt time.Time
 	backoff := s.opts.WatchInterval
 	incarnationFailing := false
-	for sleep(ctx, nil, min(s.opts.WatchInterval, s.opts.Interval)) {
+	for periodic.Sleep(ctx, min(s.opts.WatchInterval, s.opts.Interval)) {
 		if s.opts.Ready != nil && s.opts.Ready() != nil {
 			continue
 		}

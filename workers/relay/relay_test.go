@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -222,9 +221,7 @@ func newFixture(t *testing.T, secret func() ([]byte, error), edit ...func(*Confi
 func (f *fixture) answered(t *testing.T, choice v1.ResponseChoice) *store.Attempt {
 	t.Helper()
 	ctx := context.Background()
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	uid := fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	uid := testservices.UUID()
 	a, _, err := f.st.CreateAttempt(ctx, store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: uid, Namespace: "shop", Name: "parcel"}, Campaign: "shop/evening", Shard: "s0",
 		Number: 1, Due: time.Now(), To: "+14155550123",

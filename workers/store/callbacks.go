@@ -236,7 +236,7 @@ func (s *Store) RecordResponse(ctx context.Context, id string, ans Answer) (*Att
 	if !ans.At.IsZero() {
 		at = ans.At.UTC().Truncate(time.Millisecond)
 	}
-	a, err := s.modify(ctx, id,
+	return s.modifyOrGet(ctx, id,
 		bson.D{{Key: "_id", Value: id}, {Key: "$or", Value: bson.A{
 			bson.D{{Key: "response.choice", Value: bson.D{{Key: "$ne", Value: ans.Choice}}}},
 			bson.D{{Key: "response.digits", Value: bson.D{{Key: "$ne", Value: ans.Digits}}}},
@@ -249,14 +249,6 @@ func (s *Store) RecordResponse(ctx context.Context, id string, ans Answer) (*Att
 			{Key: "response.at", Value: at},
 			{Key: "updatedAt", Value: now},
 		}}})
-	if err != nil {
-		return nil, false, err
-	}
-	if a == nil {
-		cur, err := s.Get(ctx, id)
-		return cur, false, err
-	}
-	return a, true, nil
 }
 
 // Recording is a recording-status callback.
@@ -278,7 +270,7 @@ func (s *Store) RecordRecording(ctx context.Context, id string, r Recording) (*A
 		return nil, false, invalid("recording SID and URL are required")
 	}
 	now := s.now()
-	a, err := s.modify(ctx, id,
+	return s.modifyOrGet(ctx, id,
 		bson.D{{Key: "_id", Value: id}, {Key: "response.recordingSid", Value: bson.D{{Key: "$ne", Value: r.SID}}}},
 		bson.D{{Key: "$set", Value: bson.D{
 			{Key: "response.recordingSid", Value: r.SID},
@@ -287,14 +279,6 @@ func (s *Store) RecordRecording(ctx context.Context, id string, r Recording) (*A
 			{Key: "recordings", Value: RecordingsPending},
 			{Key: "updatedAt", Value: now},
 		}}, {Key: "$addToSet", Value: bson.D{{Key: "recordingSids", Value: r.SID}}}})
-	if err != nil {
-		return nil, false, err
-	}
-	if a == nil {
-		cur, err := s.Get(ctx, id)
-		return cur, false, err
-	}
-	return a, true, nil
 }
 
 // RecordTranscription records the transcription of recording recordingSID.
@@ -306,7 +290,7 @@ func (s *Store) RecordTranscription(ctx context.Context, id, recordingSID, statu
 		return nil, false, invalid("recording SID is required")
 	}
 	now := s.now()
-	a, err := s.modify(ctx, id,
+	return s.modifyOrGet(ctx, id,
 		bson.D{
 			{Key: "_id", Value: id},
 			{Key: "$and", Value: bson.A{
@@ -327,14 +311,6 @@ func (s *Store) RecordTranscription(ctx context.Context, id, recordingSID, statu
 			{Key: "response.transcriptionStatus", Value: status},
 			{Key: "updatedAt", Value: now},
 		}}})
-	if err != nil {
-		return nil, false, err
-	}
-	if a == nil {
-		cur, err := s.Get(ctx, id)
-		return cur, false, err
-	}
-	return a, true, nil
 }
 
 // BeginNotification takes the sending lease of one notification channel of
@@ -405,6 +381,20 @@ func (s *Store) FinishNotification(ctx context.Context, id string, ch Channel, o
 		return cur, nil
 	}
 	return nil, fmt.Errorf("%w: %s notification of attempt %s is no longer held by %q", ErrStaleFence, ch, id, owner)
+}
+
+// modifyOrGet applies update to attempt id where filter matches, and
+// reports whether it did; either way it returns the attempt as it is now.
+func (s *Store) modifyOrGet(ctx context.Context, id string, filter, update bson.D) (*Attempt, bool, error) {
+	a, err := s.modify(ctx, id, filter, update)
+	if err != nil {
+		return nil, false, err
+	}
+	if a == nil {
+		cur, err := s.Get(ctx, id)
+		return cur, false, err
+	}
+	return a, true, nil
 }
 
 func (a *Attempt) notification(ch Channel) Notification {

@@ -44,7 +44,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -55,6 +54,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
@@ -231,7 +231,7 @@ func New(opts Options) (*Worker, error) {
 	w.recon, err = dialer.NewReconciler(dialer.ReconcilerOptions{
 		Store: opts.Store, Queue: w.q, Redis: opts.Redis, Twilio: opts.Twilio, Campaign: opts.Campaign,
 		CallbackURL: opts.CallbackURL, Interval: opts.ReconcileInterval, StaleAfter: opts.StaleAfter,
-		Grace: opts.UnknownGrace, FinalStatusMargin: opts.FinalStatusMargin, Metrics: w.m, Logger: opts.Logger,
+		Grace: opts.UnknownGrace, FinalStatusMargin: opts.FinalStatusMargin, Ready: w.Ready, Metrics: w.m, Logger: opts.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -351,7 +351,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); w.monitor(loops) }()
 	go func() {
 		defer wg.Done()
-		w.loop(loops, "reconciler", w.opts.ReconcileInterval, func(ctx context.Context) error { return w.recon.RunOnce(ctx) })
+		w.recon.Run(loops)
 	}()
 	go func() {
 		defer wg.Done()
@@ -417,7 +417,7 @@ func (w *Worker) consume(ctx context.Context) {
 	})
 	if err != nil {
 		w.log.Error("cannot create the queue consumer", "error", err)
-		sleep(ctx, 5*time.Second)
+		periodic.Sleep(ctx, 5*time.Second)
 		return
 	}
 	cctx, cancel := context.WithCancel(ctx)
@@ -548,23 +548,6 @@ func (w *Worker) checkHealth(ctx context.Context) {
 	}
 }
 
-// loop runs fn every interval (±10%) while the worker is ready.
-func (w *Worker) loop(ctx context.Context, name string, interval time.Duration, fn func(context.Context) error) {
-	for {
-		d := interval + time.Duration(rand.Int64N(int64(interval)/5+1)) - interval/10
-		if !sleep(ctx, d) {
-			return
-		}
-		if w.Ready() != nil {
-			continue
-		}
-		if err := fn(ctx); err != nil && ctx.Err() == nil {
-			w.m.LoopErrors.WithLabelValues(name).Inc()
-			w.log.Warn(name+" round failed", "error", err)
-		}
-	}
-}
-
 // OpsHandler serves /healthz, /readyz, /metrics and /drain.
 func (w *Worker) OpsHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -624,15 +607,4 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

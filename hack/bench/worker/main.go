@@ -169,7 +169,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	if err := q.MarkComplete(ctx, shard, incarnation); err != nil {
 		return err
 	}
-	hc, err := dialer.HTTPClient(sim.URL(), 10*time.Second, c)
+	hc, err := twilioclient.PooledHTTPClient(sim.URL(), 10*time.Second, c)
 	if err != nil {
 		return err
 	}
