@@ -27,22 +27,11 @@ import (
 	"github.com/delauto/delauto/workers/store"
 )
 
-// CampaignSource gives the campaign in force; *campaignfile.Watcher is one.
-type CampaignSource interface {
-	Current() *campaignfile.Config
-}
-
-// StaticCampaign is a CampaignSource that never changes.
-type StaticCampaign struct{ C *campaignfile.Config }
-
-// Current returns the campaign.
-func (s StaticCampaign) Current() *campaignfile.Config { return s.C }
-
 // Config configures the callback server.
 type Config struct {
 	// Campaign is the campaign this worker serves (required): script,
 	// callback URL, relay settings.
-	Campaign CampaignSource
+	Campaign campaignfile.Source
 	// Store is the call log (required).
 	Store *store.Store
 	// Redis holds the call context cache, the write-behind journal, the
@@ -246,7 +235,7 @@ func New(cfg Config) (*Server, error) {
 	s.queue = relay.NewQueue(cfg.Redis, "")
 	rc := cfg.Relay
 	rc.Store, rc.Queue, rc.Twilio = cfg.Store, s.queue, cfg.Twilio
-	rc.Campaign = cfg.Campaign.Current
+	rc.Campaign = cfg.Campaign
 	if rc.Owner == "" {
 		rc.Owner = cfg.Consumer
 	}

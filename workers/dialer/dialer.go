@@ -15,6 +15,7 @@ import (
 
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/internal/schedule"
@@ -50,7 +51,7 @@ type Options struct {
 	// worker calling from it (required).
 	AccountSID string
 	// Campaign is the campaign in force (required).
-	Campaign Source
+	Campaign campaignfile.Source
 	// CallbackURL overrides the campaign's public callback base URL.
 	CallbackURL string
 	// Owner names this worker in claims (required).

@@ -181,7 +181,7 @@ func (h *harness) dialer(owner string, edit ...func(*Options)) *Dialer {
 	h.t.Helper()
 	o := Options{
 		Store: h.st, Redis: h.rdb, Twilio: h.twilio, AccountSID: h.sim.AccountSID(),
-		Campaign: Static{h.campaign}, Owner: owner, Lease: 10 * time.Second, TwilioTimeout: h.timeout,
+		Campaign: campaignfile.Static{Config: h.campaign}, Owner: owner, Lease: 10 * time.Second, TwilioTimeout: h.timeout,
 		RateLimitBackoff: 20 * time.Millisecond, RecordTimeout: 5 * time.Second,
 		Metrics: h.metrics, Logger: h.log,
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/twilio/twilio-go/client"
 	twilioapi "github.com/twilio/twilio-go/rest/api/v2010"
 
+	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/workers/queue"
@@ -28,7 +29,7 @@ type ReconcilerOptions struct {
 	Queue    *queue.Queue
 	Redis    redis.UniversalClient
 	Twilio   TwilioCalls
-	Campaign Source
+	Campaign campaignfile.Source
 	// CallbackURL overrides the campaign's (only checked when compiling it).
 	CallbackURL string
 	// Interval is the time between rounds (with ±10% jitter). Default 5s.

@@ -90,9 +90,9 @@ type Config struct {
 	Store *store.Store
 	// Queue is the work list (required).
 	Queue *Queue
-	// Campaign returns the campaign in force (required): relay settings,
-	// from numbers, company name.
-	Campaign func() *campaignfile.Config
+	// Campaign is the campaign in force (required): relay settings, from
+	// numbers, company name.
+	Campaign campaignfile.Source
 	// Twilio sends the SMS (required when the campaign relays by SMS).
 	Twilio *twilio.RestClient
 	// HTTPClient posts the webhook; default NewHTTPClient(AllowPrivate):
@@ -311,7 +311,7 @@ func (s *Sender) Process(ctx context.Context, id string) (time.Time, error) {
 	if a.Response == nil || !Needed(a.Response.Choice) {
 		return time.Time{}, nil
 	}
-	camp := s.cfg.Campaign()
+	camp := s.cfg.Campaign.Current()
 	if camp == nil {
 		return now.Add(s.cfg.Backoff), errors.New("no campaign loaded")
 	}
@@ -387,11 +387,7 @@ func (s *Sender) waitForTranscription(a *store.Attempt, camp *campaignfile.Confi
 	if r.Choice != v1alpha1.ChoiceInstructions || r.TranscriptionStatus != "" || r.At == nil {
 		return time.Time{}
 	}
-	limit := 60 * time.Second
-	if tl := camp.Spec.Script.TimeLimit; tl != nil && tl.Duration > 0 {
-		limit = tl.Duration
-	}
-	deadline := r.At.Add(limit + s.cfg.TranscriptionWait)
+	deadline := r.At.Add(campaignfile.Settings(&camp.Spec).TimeLimit + s.cfg.TranscriptionWait)
 	if now.Before(deadline) {
 		return deadline
 	}
@@ -522,7 +518,7 @@ func (s *Sender) sweepLoop(ctx context.Context) {
 // send (pending, failed below the attempt limit, or stuck sending) in the
 // call log and enqueues them.
 func (s *Sender) Sweep(ctx context.Context) (int, error) {
-	camp := s.cfg.Campaign()
+	camp := s.cfg.Campaign.Current()
 	if camp == nil {
 		return 0, errors.New("no campaign loaded")
 	}

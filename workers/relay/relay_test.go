@@ -202,7 +202,7 @@ func newFixture(t *testing.T, secret func() ([]byte, error), edit ...func(*Confi
 		Relay:  v1.RelaySpec{SMS: &yes, Webhook: &v1.RelayWebhook{URL: hook.URL}},
 	}}
 	cfg := Config{
-		Store: f.st, Queue: NewQueue(f.rdb, fmt.Sprintf("{relaytest}:%s", f.db)), Campaign: func() *campaignfile.Config { return f.camp },
+		Store: f.st, Queue: NewQueue(f.rdb, fmt.Sprintf("{relaytest}:%s", f.db)), Campaign: campaignfile.Static{Config: f.camp},
 		Twilio: rc, Secret: secret, Owner: "test", MaxAttempts: 3, Backoff: time.Millisecond, MaxBackoff: time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler),
 		// The dispatch endpoint is an http server on 127.0.0.1.

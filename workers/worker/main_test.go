@@ -25,7 +25,6 @@ import (
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/internal/twiliosim"
-	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -133,7 +132,7 @@ func (w *world) workerOpts(name string, st *store.Store) Options {
 	}
 	return Options{
 		Name: name, Shards: []queue.Shard{w.shard}, Concurrency: 8,
-		Store: st, Redis: w.rdb, Twilio: rc.Api, AccountSID: w.sim.AccountSID(), Campaign: dialer.Static{Config: w.campaign},
+		Store: st, Redis: w.rdb, Twilio: rc.Api, AccountSID: w.sim.AccountSID(), Campaign: campaignfile.Static{Config: w.campaign},
 		Logger: w.log.With("worker", name), Lease: 6 * time.Second, QueueLease: 3 * time.Second, TwilioTimeout: testTwilioTimeout, RecordTimeout: time.Minute,
 		HealthInterval: 200 * time.Millisecond, ReconcileInterval: 500 * time.Millisecond, StaleAfter: 500 * time.Millisecond,
 		UnknownGrace: 3 * time.Second, SweepInterval: 500 * time.Millisecond, SweepOverdue: time.Second,

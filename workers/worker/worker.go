@@ -54,6 +54,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
@@ -74,7 +75,7 @@ type Options struct {
 	Redis      redis.UniversalClient
 	Twilio     dialer.TwilioCalls
 	AccountSID string
-	Campaign   dialer.Source
+	Campaign   campaignfile.Source
 	// CallbackURL overrides the campaign's public callback base URL.
 	CallbackURL string
 	// Callbacks serves Twilio's webhooks; nil answers 404.

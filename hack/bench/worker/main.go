@@ -43,7 +43,6 @@ import (
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/internal/twiliosim"
-	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 	"github.com/delauto/delauto/workers/worker"
@@ -186,7 +185,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Options{
 		Name: "bench-worker", Shards: []queue.Shard{shard}, Concurrency: c,
-		Store: sts[1], Redis: rdb, Twilio: rc.Api, AccountSID: sim.AccountSID(), Campaign: dialer.Static{Config: campaign},
+		Store: sts[1], Redis: rdb, Twilio: rc.Api, AccountSID: sim.AccountSID(), Campaign: campaignfile.Static{Config: campaign},
 		Registry: reg, Logger: logger,
 		// The sweeper runs its query as usual but must not queue the
 		// attempts of later rounds, which are due in the call log already.
