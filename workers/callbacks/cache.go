@@ -99,7 +99,8 @@ func (s *Server) infoFor(a *store.Attempt, c *campaignfile.Config) *CallInfo {
 }
 
 // Prime caches the call context of attempt a, so the call's first webhook
-// finds it. The worker calls it after claiming the attempt, before dialing.
+// finds it (benchmarks and tests warm the cache with it; in the worker the
+// first webhook of each call reads MongoDB and fills the cache).
 func (s *Server) Prime(ctx context.Context, a *store.Attempt) error {
 	c := s.cfg.Campaign.Current()
 	if c == nil {

@@ -6,9 +6,10 @@
 // port (8080), behind the campaign's callback Service and public URL
 // (CallCampaign spec.twilio.callbackURL): New builds the Server, Handler is
 // mounted on the port, Run runs the background loops (journal drainer and
-// relay sender) beside the dialer, RegisterMetrics exposes the metrics, and
-// the dialer calls Prime after claiming an attempt so the call's webhooks
-// find its context cached.
+// relay sender) beside the dialer, and RegisterMetrics exposes the metrics.
+// The first webhook of a call reads its context from MongoDB and caches it
+// for the others (see Call context cache); Prime fills the cache ahead of a
+// call, for benchmarks and tests.
 //
 // # The conversation
 //

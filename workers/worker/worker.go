@@ -5,33 +5,46 @@
 //
 // # Lifecycle
 //
-// Run consumes while Redis and MongoDB are reachable, the campaign is not
-// suspended and no drain was asked for. When a store becomes unreachable,
-// the campaign is suspended or a drain starts, it stops reading, lets the
-// attempts in flight finish (a call being placed is recorded, retrying the
-// store until it is back; attempts still waiting for a rate-limit slot are
-// put back for other workers) and acknowledges them; it starts reading again
-// when all is well. Nothing in flight is dropped: an attempt whose outcome
-// could not be written stays pending in Redis and leased in MongoDB, and the
-// reconciler settles it. When Run's context ends, it drains the same way
-// and returns; Abort cancels the attempts still in flight.
+// Run takes attempts from the queue while Redis and MongoDB are reachable,
+// the campaign is not suspended and no drain is in force. When one of
+// those changes it stops reading, and what it holds goes on as follows:
 //
-// # Operations endpoints (OpsHandler, port 8081 "ops")
+//   - a drain (Drain, POST /drain) or the end of Run's context (SIGTERM):
+//     attempts still waiting for a rate-limit slot are put back for other
+//     workers, calls being placed are placed and recorded (retrying the
+//     store until it is back); after DrainTimeout, if set, what is still in
+//     flight is cancelled;
+//   - a store outage: the same, since claims can no longer be renewed and
+//     other workers' reconcilers may take them over; taking attempts
+//     resumes once the stores answer and nothing is in flight;
+//   - a suspension: the attempts in flight go on as they are.
+//
+// Nothing in flight is dropped: an attempt whose outcome could not be
+// written stays pending in Redis and leased in MongoDB, and the reconciler
+// settles it. Run returns once its context has ended and the attempts in
+// flight are done; Abort (a second signal) cancels them, and their calls,
+// if placed, are reconciled later.
+//
+// # Operations endpoints (OpsHandler, port 8082 "ops")
 //
 //	GET  /healthz  200 while the process runs (liveness)
 //	GET  /readyz   200 when Redis and MongoDB answer and no drain is in force, else 503 with the reason
 //	GET  /metrics  Prometheus metrics
-//	POST /drain    start draining (idempotent): stop taking attempts, finish the
-//	               calls in flight, keep serving callbacks; answers 202 with the state
+//	POST /drain    start draining (idempotent): stop taking attempts, put back those
+//	               waiting for a slot, finish the calls being placed, keep serving
+//	               callbacks; answers 202 with the state
 //	GET  /drain    the drain state: {"draining":bool,"drained":bool,"inFlight":n}
 //	DELETE /drain  end a drain (the worker takes attempts again)
 //
 // Every /drain request needs "Authorization: Bearer <token>" with the
 // operator's drain token (Options.DrainToken): 401 without, 403 otherwise.
 //
-// The operator drains a worker before scaling it down: POST /drain, then
-// poll GET /drain until "drained" is true (or the pod's grace period ends),
-// then delete the pod. SIGTERM does the same and exits.
+// The operator's autoscaler scales a shard down through /drain: it picks
+// pods with no attempt in flight, POSTs /drain, polls GET /drain until the
+// pod is drained with nothing in flight (30 s at most; otherwise it ends the
+// drain with DELETE /drain and keeps the pod), gives the drained pods the
+// lowest pod-deletion-cost and then lowers the Deployment's replicas, so
+// the ReplicaSet removes those pods.
 //
 // Twilio's callbacks are served on port 8080 "http" by CallbackHandler: the
 // handler given in Options.Callbacks, or 404 when there is none.
