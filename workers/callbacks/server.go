@@ -23,6 +23,7 @@ import (
 
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/workers/relay"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -107,45 +108,27 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 64 << 10
-	}
-	if c.ContextTTL <= 0 {
-		c.ContextTTL = 2 * time.Hour
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 2 * time.Second
-	}
-	if c.UpdateTimeout <= 0 {
-		c.UpdateTimeout = 5 * time.Second
-	}
+	defaults.Positive(&c.MaxBodyBytes, 64<<10)
+	defaults.Positive(&c.ContextTTL, 2*time.Hour)
+	defaults.Positive(&c.WriteTimeout, 2*time.Second)
+	defaults.Positive(&c.UpdateTimeout, 5*time.Second)
 	if c.Consumer == "" {
 		c.Consumer, _ = os.Hostname()
 		if c.Consumer == "" {
 			c.Consumer = "callbacks"
 		}
 	}
-	if c.JournalBatch <= 0 {
-		c.JournalBatch = 512
-	}
+	defaults.Positive(&c.JournalBatch, 512)
 	if c.JournalConcurrency <= 0 {
 		c.JournalConcurrency = 8
 		if c.Store != nil && !c.Store.Features().AtomicUpdates {
 			c.JournalConcurrency = 2
 		}
 	}
-	if c.JournalRetryInterval <= 0 {
-		c.JournalRetryInterval = 5 * time.Second
-	}
-	if c.JournalClaimIdle <= 0 {
-		c.JournalClaimIdle = 30 * time.Second
-	}
-	if c.JournalKey == "" {
-		c.JournalKey = JournalKey
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	defaults.Positive(&c.JournalRetryInterval, 5*time.Second)
+	defaults.Positive(&c.JournalClaimIdle, 30*time.Second)
+	defaults.Zero(&c.JournalKey, JournalKey)
+	defaults.Zero(&c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -236,12 +219,8 @@ func New(cfg Config) (*Server, error) {
 	rc := cfg.Relay
 	rc.Store, rc.Queue, rc.Twilio = cfg.Store, s.queue, cfg.Twilio
 	rc.Campaign = cfg.Campaign
-	if rc.Owner == "" {
-		rc.Owner = cfg.Consumer
-	}
-	if rc.Logger == nil {
-		rc.Logger = cfg.Logger
-	}
+	defaults.Zero(&rc.Owner, cfg.Consumer)
+	defaults.Zero(&rc.Logger, cfg.Logger)
 	if rc.Now == nil {
 		rc.Now = cfg.Now
 	}

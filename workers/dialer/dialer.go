@@ -16,6 +16,7 @@ import (
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/internal/schedule"
@@ -142,12 +143,8 @@ func New(opts Options) (*Dialer, error) {
 	if opts.RateLimitRetries == 0 {
 		opts.RateLimitRetries = 4
 	}
-	if opts.RateLimitBackoff <= 0 {
-		opts.RateLimitBackoff = 500 * time.Millisecond
-	}
-	if opts.RecordTimeout <= 0 {
-		opts.RecordTimeout = 2 * time.Minute
-	}
+	defaults.Positive(&opts.RateLimitBackoff, 500*time.Millisecond)
+	defaults.Positive(&opts.RecordTimeout, 2*time.Minute)
 	switch {
 	case opts.RateHeadroom == 0:
 		opts.RateHeadroom = 0.05
@@ -162,9 +159,7 @@ func New(opts Options) (*Dialer, error) {
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	defaults.Zero(&opts.Logger, slog.Default())
 	d := &Dialer{opts: opts, log: opts.Logger.With("component", "dialer"), m: opts.Metrics, margin: tm.Margin()}
 	ch := make(chan struct{})
 	d.drain.Store(&ch)

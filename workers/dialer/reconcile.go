@@ -16,6 +16,7 @@ import (
 	twilioapi "github.com/twilio/twilio-go/rest/api/v2010"
 
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/workers/queue"
@@ -95,33 +96,19 @@ func NewReconciler(opts ReconcilerOptions) (*Reconciler, error) {
 	if opts.Store == nil || opts.Queue == nil || opts.Twilio == nil || opts.Campaign == nil {
 		return nil, errors.New("reconciler: Store, Queue, Twilio and Campaign are required")
 	}
-	if opts.Interval <= 0 {
-		opts.Interval = 5 * time.Second
-	}
-	if opts.StaleAfter <= 0 {
-		opts.StaleAfter = 5 * time.Second
-	}
-	if opts.Grace <= 0 {
-		opts.Grace = 2 * time.Minute
-	}
-	if opts.ClockSkew <= 0 {
-		opts.ClockSkew = 5 * time.Second
-	}
-	if opts.FinalStatusMargin <= 0 {
-		opts.FinalStatusMargin = 2 * time.Minute
-	}
-	if opts.Batch <= 0 {
-		opts.Batch = 100
-	}
+	defaults.Positive(&opts.Interval, 5*time.Second)
+	defaults.Positive(&opts.StaleAfter, 5*time.Second)
+	defaults.Positive(&opts.Grace, 2*time.Minute)
+	defaults.Positive(&opts.ClockSkew, 5*time.Second)
+	defaults.Positive(&opts.FinalStatusMargin, 2*time.Minute)
+	defaults.Positive(&opts.Batch, 100)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	defaults.Zero(&opts.Logger, slog.Default())
 	return &Reconciler{opts: opts, log: opts.Logger.With("component", "reconciler"), m: opts.Metrics}, nil
 }
 

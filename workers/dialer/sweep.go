@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
@@ -77,24 +78,14 @@ func NewSweeper(opts SweeperOptions) (*Sweeper, error) {
 			return nil, err
 		}
 	}
-	if opts.Interval <= 0 {
-		opts.Interval = 5 * time.Minute
-	}
-	if opts.WatchInterval <= 0 {
-		opts.WatchInterval = 5 * time.Second
-	}
-	if opts.Overdue <= 0 {
-		opts.Overdue = 30 * time.Second
-	}
-	if opts.Batch <= 0 {
-		opts.Batch = 500
-	}
+	defaults.Positive(&opts.Interval, 5*time.Minute)
+	defaults.Positive(&opts.WatchInterval, 5*time.Second)
+	defaults.Positive(&opts.Overdue, 30*time.Second)
+	defaults.Positive(&opts.Batch, 500)
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	defaults.Zero(&opts.Logger, slog.Default())
 	return &Sweeper{opts: opts, log: opts.Logger.With("component", "sweeper"), m: opts.Metrics}, nil
 }
 

@@ -41,6 +41,7 @@ import (
 
 	"github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/periodic"
@@ -146,36 +147,18 @@ func (c *Config) defaults() {
 			c.Owner = "relay"
 		}
 	}
-	if c.Lease <= 0 {
-		c.Lease = 30 * time.Second
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 8
-	}
-	if c.Backoff <= 0 {
-		c.Backoff = 5 * time.Second
-	}
-	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 10 * time.Minute
-	}
-	if c.TranscriptionWait <= 0 {
-		c.TranscriptionWait = 2 * time.Minute
-	}
-	if c.Poll <= 0 {
-		c.Poll = 200 * time.Millisecond
-	}
-	if c.Concurrency <= 0 {
-		c.Concurrency = 4
-	}
+	defaults.Positive(&c.Lease, 30*time.Second)
+	defaults.Positive(&c.MaxAttempts, 8)
+	defaults.Positive(&c.Backoff, 5*time.Second)
+	defaults.Positive(&c.MaxBackoff, 10*time.Minute)
+	defaults.Positive(&c.TranscriptionWait, 2*time.Minute)
+	defaults.Positive(&c.Poll, 200*time.Millisecond)
+	defaults.Positive(&c.Concurrency, 4)
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 5 * time.Minute
 	}
-	if c.SweepWindow <= 0 {
-		c.SweepWindow = 24 * time.Hour
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	defaults.Positive(&c.SweepWindow, 24*time.Hour)
+	defaults.Zero(&c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -68,6 +68,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
@@ -187,20 +188,11 @@ func New(opts Options) (*Worker, error) {
 			return nil, err
 		}
 	}
-	if opts.Concurrency <= 0 {
-		opts.Concurrency = 50
-	}
+	defaults.Positive(&opts.Concurrency, 50)
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
+	defaults.Zero(&opts.Logger, slog.Default())
 	tm, err := dialer.Timing{Lease: opts.Lease, QueueLease: opts.QueueLease, TwilioTimeout: opts.TwilioTimeout,
 		StaleAfter: opts.StaleAfter, UnknownGrace: opts.UnknownGrace, ClockSkew: opts.ClockSkew}.Derive()
 	if err != nil {
@@ -208,12 +200,12 @@ func New(opts Options) (*Worker, error) {
 	}
 	opts.Lease, opts.QueueLease, opts.TwilioTimeout = tm.Lease, tm.QueueLease, tm.TwilioTimeout
 	opts.StaleAfter, opts.UnknownGrace, opts.ClockSkew = tm.StaleAfter, tm.UnknownGrace, tm.ClockSkew
-	def(&opts.ReconcileInterval, 5*time.Second)
-	def(&opts.FinalStatusMargin, 2*time.Minute)
-	def(&opts.SweepInterval, 5*time.Minute)
-	def(&opts.SweepWatchInterval, 5*time.Second)
-	def(&opts.SweepOverdue, 30*time.Second)
-	def(&opts.HealthInterval, time.Second)
+	defaults.Positive(&opts.ReconcileInterval, 5*time.Second)
+	defaults.Positive(&opts.FinalStatusMargin, 2*time.Minute)
+	defaults.Positive(&opts.SweepInterval, 5*time.Minute)
+	defaults.Positive(&opts.SweepWatchInterval, 5*time.Second)
+	defaults.Positive(&opts.SweepOverdue, 30*time.Second)
+	defaults.Positive(&opts.HealthInterval, time.Second)
 	if opts.Store == nil || opts.Redis == nil {
 		return nil, errors.New("worker: Store and Redis are required")
 	}
