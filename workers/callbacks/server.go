@@ -83,7 +83,7 @@ type Config struct {
 	// JournalBatch is how many journal entries are read at once; default 512.
 	JournalBatch int
 	// JournalConcurrency is how many attempts are written to MongoDB at
-	// once by the drainer. Default 8 on MongoDB; 2 where the store
+	// once by the journal writer. Default 8 on MongoDB; 2 where the store
 	// serializes writes (FerretDB 1.x), where each write is three (lock,
 	// update, unlock) and more writers mostly take CPU from the webhooks
 	// when the database shares their hosts.
@@ -281,13 +281,13 @@ func (s *Server) scriptVersionOf(c *campaignfile.Config) string {
 // the public URL's path prefix if the proxy keeps it).
 func (s *Server) Handler() http.Handler { return s }
 
-// Run runs the background work until ctx ends: the journal drainer (writes
+// Run runs the background work until ctx ends: the journal writer (writes
 // status callbacks to MongoDB) and the relay sender (tells agents). It
 // returns when both have stopped.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _ = s.drain(ctx) }()
+	go func() { defer wg.Done(); _ = s.writeJournal(ctx) }()
 	go func() { defer wg.Done(); _ = s.relay.Run(ctx) }()
 	wg.Wait()
 	return ctx.Err()

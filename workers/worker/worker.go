@@ -162,7 +162,7 @@ type Worker struct {
 
 	changed  chan struct{}
 	drainMu  sync.Mutex // orders Drain, Resume and the store-outage drain
-	outage   bool       // a store outage drains the dialer (drainMu)
+	outage   bool       // a store outage makes the dialer yield (drainMu)
 	draining atomic.Bool
 	redisOK  atomic.Bool
 	mongoOK  atomic.Bool
@@ -283,7 +283,7 @@ func (w *Worker) Drain() {
 	defer w.drainMu.Unlock()
 	if w.draining.CompareAndSwap(false, true) {
 		w.log.Info("draining: no new attempts; finishing the calls in flight")
-		w.d.Drain()
+		w.d.Yield()
 		w.gauges.draining.Set(1)
 		w.gauges.ready.Set(0)
 		w.notify()
@@ -473,11 +473,11 @@ watch:
 	if outage {
 		w.drainMu.Lock()
 		w.outage = true
-		w.d.Drain()
+		w.d.Yield()
 		w.drainMu.Unlock()
 	}
 	if why == "stopping" {
-		w.d.Drain()
+		w.d.Yield()
 	}
 	cancel()
 	<-done
