@@ -513,7 +513,7 @@ func registeredMetrics(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := callbacks.New(callbacks.Config{Campaign: callbacks.StaticCampaign{C: camp}, Store: st, Redis: rdb,
+	srv, err := callbacks.New(callbacks.Config{Campaign: campaignfile.Static{Config: camp}, Store: st, Redis: rdb,
 		AuthTokens: []string{token}, Twilio: rc, Consumer: "chart-test",
 		Relay: relay.Config{Secret: func() ([]byte, error) { return []byte("secret"), nil }}})
 	if err != nil {
@@ -526,7 +526,7 @@ func registeredMetrics(t *testing.T) map[string]bool {
 	// so a gather lists them all.
 	wreg := prometheus.NewRegistry()
 	if _, err := worker.New(worker.Options{Name: "chart-test", Shards: []queue.Shard{{Namespace: "team-a", Campaign: "spree", Name: "0"}},
-		Store: st, Redis: rdb, Twilio: rc.Api, AccountSID: sid, Campaign: dialer.Static{Config: camp}, Registry: wreg}); err != nil {
+		Store: st, Redis: rdb, Twilio: rc.Api, AccountSID: sid, Campaign: campaignfile.Static{Config: camp}, Registry: wreg}); err != nil {
 		t.Fatalf("worker.New: %v", err)
 	}
 	families, err := wreg.Gather()

@@ -26,7 +26,6 @@ type ShardQueueStats struct {
 	InFlight int64
 	// OldestPending is how long the oldest in-flight attempt has been held.
 	OldestPending time.Duration
-	// CallsPerSecond is the shard's recent dial rate.
 }
 
 // RateReader reads a campaign's recent calls per second and whether its

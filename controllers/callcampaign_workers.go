@@ -214,12 +214,7 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 	if concurrency < 1 {
 		concurrency = 50
 	}
-	grace := int64(workerExtraGrace)
-	if tl := c.Spec.Script.TimeLimit; tl != nil {
-		grace += int64(tl.Seconds())
-	} else {
-		grace += 60
-	}
+	grace := int64(workerExtraGrace) + int64(campaignfile.Settings(&c.Spec).TimeLimit.Seconds())
 	labels := workerLabels(c.Name, shard)
 	selector := map[string]string{LabelCampaign: c.Name, LabelShard: shard, LabelComponent: ComponentWorker}
 	cred := c.Spec.Twilio.CredentialsSecretRef

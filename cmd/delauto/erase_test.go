@@ -42,7 +42,7 @@ func TestEraseCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = st.Client().Database(db).Drop(ctx); _ = st.Close(ctx) })
+	t.Cleanup(func() { _ = env.Mongo.DropDatabase(db); _ = st.Close(ctx) })
 	sim, err := twiliosim.New(twiliosim.Options{Instant: true, Numbers: []string{"+14155550100"}})
 	if err != nil {
 		t.Fatal(err)

@@ -29,7 +29,6 @@ import (
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/workers/queue"
-	"github.com/delauto/delauto/workers/store"
 )
 
 // managedByLabel marks the objects the operator owns (worker Deployments and
@@ -178,7 +177,9 @@ func runOperator(args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	callLog, err := openStoreRetrying(ctx, &conn)
+	callLog, err := conn.StoreRetrying(ctx, func(err error, in time.Duration) {
+		ctrl.Log.WithName("operator").Error(err, "the call log is unreachable; retrying", "in", in.String())
+	})
 	if err != nil {
 		return err
 	}
@@ -249,25 +250,4 @@ func runOperator(args []string) error {
 	}
 	ctrl.Log.WithName("operator").Info("starting", "leaderElect", cfg.leaderElect, "maxConcurrentReconciles", cfg.concurrency)
 	return mgr.Start(ctx)
-}
-
-// openStoreRetrying opens the call log, retrying with backoff while MongoDB
-// is unreachable: an outage at start-up delays the operator, it does not
-// crash-loop it.
-func openStoreRetrying(ctx context.Context, conn *stores.Settings) (*store.Store, error) {
-	logger := ctrl.Log.WithName("operator")
-	backoff := time.Second
-	for {
-		st, err := conn.Store(ctx)
-		if err == nil {
-			return st, nil
-		}
-		logger.Error(err, "the call log is unreachable; retrying", "in", backoff.String())
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-	}
 }

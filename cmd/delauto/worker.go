@@ -26,7 +26,6 @@ import (
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
-	"github.com/delauto/delauto/workers/store"
 	"github.com/delauto/delauto/workers/worker"
 )
 
@@ -358,7 +357,9 @@ func runWorker(args []string) error {
 		// covers the ones planned before they did.
 		cfg.conn.Retention = r.Duration
 	}
-	st, err := openCallLog(ctx, &cfg.conn, log)
+	st, err := cfg.conn.StoreRetrying(ctx, func(err error, in time.Duration) {
+		log.Error("the call log is unreachable; retrying", "error", err, "in", in.String())
+	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before the store came up: nothing in flight
@@ -372,7 +373,7 @@ func runWorker(args []string) error {
 	}
 	go cfg.watcher.Run(ctx, cfg.campaignPoll)
 
-	hc, err := dialer.HTTPClient(cfg.twilioBaseURL, cfg.twilioTimeout, cfg.concurrency)
+	hc, err := twilioclient.PooledHTTPClient(cfg.twilioBaseURL, cfg.twilioTimeout, cfg.concurrency)
 	if err != nil {
 		return err
 	}
@@ -394,7 +395,7 @@ func runWorker(args []string) error {
 	cb, runCallbacks, err := newCallbacks(callbackDeps{
 		Name: cfg.name, Campaign: cfg.watcher, Store: st, Redis: rdb, Twilio: rc,
 		Tokens: cfg.creds.Tokens, CallbackURL: cfg.callbackURL,
-		Database: cfg.conn.MongoDatabase, RelayAllowPrivate: cfg.relayAllowPrivate, Registry: reg, Logger: log,
+		RelayAllowPrivate: cfg.relayAllowPrivate, Registry: reg, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("callbacks: %w", err)
@@ -478,26 +479,6 @@ func startingHandler() http.Handler {
 		http.Error(w, "not ready: starting (connecting to the stores)", http.StatusServiceUnavailable)
 	})
 	return mux
-}
-
-// openCallLog opens the call log, retrying with backoff while MongoDB
-// is unreachable: an outage at start-up delays the worker (not ready), it
-// does not crash-loop it.
-func openCallLog(ctx context.Context, conn *stores.Settings, log *slog.Logger) (*store.Store, error) {
-	backoff := time.Second
-	for {
-		st, err := conn.Store(ctx)
-		if err == nil {
-			return st, nil
-		}
-		log.Error("the call log is unreachable; retrying", "error", err, "in", backoff.String())
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-	}
 }
 
 // timeouts bound how long a client may hold a connection of the worker's

@@ -32,8 +32,6 @@ type callbackDeps struct {
 	// CallbackURL overrides the campaign's public callback base URL (empty:
 	// the campaign's).
 	CallbackURL string
-	// Database is the call log's database name (the relay's sweep reads it).
-	Database string
 	// RelayAllowPrivate lets the relay webhook use http and private
 	// addresses (--relay-allow-private).
 	RelayAllowPrivate bool
@@ -60,7 +58,6 @@ func newCallbacks(deps callbackDeps) (http.Handler, func(context.Context) error,
 		Relay: relay.Config{
 			// The campaign's relay webhook key, mounted by the operator.
 			Secret:       relay.SecretFromEnv(),
-			Database:     deps.Database,
 			AllowPrivate: deps.RelayAllowPrivate,
 		},
 	})

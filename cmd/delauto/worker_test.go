@@ -26,33 +26,16 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
 
-// noonZone is a fixed-offset zone where it is about noon now.
-func noonZone() string {
-	off := 12 - time.Now().UTC().Hour()
-	switch {
-	case off > 12:
-		off -= 24
-	case off < -12:
-		off += 24
-	}
-	switch {
-	case off > 0:
-		return fmt.Sprintf("Etc/GMT-%d", off)
-	case off < 0:
-		return fmt.Sprintf("Etc/GMT+%d", -off)
-	}
-	return "UTC"
-}
-
 func writeCampaign(t *testing.T, dir, ns string, edit func(*v1.CallCampaignSpec)) string {
 	t.Helper()
 	spec := v1.CallCampaignSpec{
-		Schedule: v1.ScheduleSpec{CallingHours: v1.CallingHours{Start: "06:00", End: "18:00"}, DefaultTimeZone: v1.TimeZone(noonZone())},
+		Schedule: v1.ScheduleSpec{CallingHours: v1.CallingHours{Start: "06:00", End: "18:00"}, DefaultTimeZone: v1.TimeZone(testservices.NoonZone())},
 		Script:   v1.CallScript{CompanyName: "Parcels", TimeLimit: &metav1.Duration{Duration: time.Minute}},
 		Twilio: v1.TwilioSpec{FromNumbers: []v1.PhoneNumber{"+14155550100"}, CallsPerSecond: 100,
 			CallbackURL: "https://calls.example.com"},
@@ -212,7 +195,7 @@ func newFixture(t *testing.T, edit func(*v1.CallCampaignSpec)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = f.st.Client().Database(f.db).Drop(context.Background())
+		_ = env.Mongo.DropDatabase(f.db)
 		_ = f.st.Close(context.Background())
 	})
 	rdb := env.Redis.Client()

@@ -1,6 +1,7 @@
 // Package campaignfile is how a worker knows its campaign: the operator
 // writes the campaign as JSON into a ConfigMap mounted in every worker pod,
-// and the worker loads it and follows its changes.
+// and the worker loads it and follows its changes (Watcher, a Source). Its
+// call settings in force, defaults included, are worked out by Settings.
 package campaignfile
 
 import (
@@ -11,6 +12,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/periodic"
@@ -51,6 +54,62 @@ func parse(data []byte, path string) (*Config, error) {
 		return nil, fmt.Errorf("campaign file %s: the campaign has no from numbers", path)
 	}
 	return &c, nil
+}
+
+// Source gives the campaign in force; a Watcher is one. A new pointer means
+// the campaign changed.
+type Source interface {
+	Current() *Config
+}
+
+// Static is a Source that never changes.
+type Static struct{ Config *Config }
+
+// Current returns the campaign.
+func (s Static) Current() *Config { return s.Config }
+
+// The defaults the CRD gives a campaign's call settings; a campaign that
+// lacks one (a file written by hand or before the field had a default) is
+// called with them too.
+const (
+	DefaultRingTimeout           = 30 * time.Second
+	DefaultTimeLimit             = 60 * time.Second
+	DefaultInstructionsMaxLength = 30 * time.Second
+	DefaultCallsPerSecond        = 1
+)
+
+// CallSettings are the call settings in force of a campaign.
+type CallSettings struct {
+	// RingTimeout is how long a call rings before it counts as no-answer.
+	RingTimeout time.Duration
+	// TimeLimit is the longest a call lasts.
+	TimeLimit time.Duration
+	// InstructionsMaxLength bounds recorded instructions (before the time
+	// limit cuts them further).
+	InstructionsMaxLength time.Duration
+	// CallsPerSecond is the Twilio account's call-creation rate.
+	CallsPerSecond int32
+}
+
+// Settings returns spec's call settings, with the defaults where spec has
+// none: the one place they are worked out, for the operator and the workers.
+func Settings(spec *v1.CallCampaignSpec) CallSettings {
+	or := func(d *metav1.Duration, def time.Duration) time.Duration {
+		if d != nil && d.Duration > 0 {
+			return d.Duration
+		}
+		return def
+	}
+	s := CallSettings{
+		RingTimeout:           or(spec.Script.RingTimeout, DefaultRingTimeout),
+		TimeLimit:             or(spec.Script.TimeLimit, DefaultTimeLimit),
+		InstructionsMaxLength: or(spec.Script.InstructionsMaxLength, DefaultInstructionsMaxLength),
+		CallsPerSecond:        spec.Twilio.CallsPerSecond,
+	}
+	if s.CallsPerSecond <= 0 {
+		s.CallsPerSecond = DefaultCallsPerSecond
+	}
+	return s
 }
 
 // Watcher holds the current campaign and reloads it when the file changes.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 )
 
@@ -84,4 +86,22 @@ func waitFor(t *testing.T, f func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("condition not reached")
+}
+
+// TestSettingsFillTheCRDDefaults: a campaign without call settings is
+// called with the CRD's defaults, and one with settings with its own.
+func TestSettingsFillTheCRDDefaults(t *testing.T) {
+	want := CallSettings{RingTimeout: 30 * time.Second, TimeLimit: 60 * time.Second, InstructionsMaxLength: 30 * time.Second, CallsPerSecond: 1}
+	if got := Settings(&v1.CallCampaignSpec{}); got != want {
+		t.Errorf("no settings: %+v, want the defaults %+v", got, want)
+	}
+	d := func(s time.Duration) *metav1.Duration { return &metav1.Duration{Duration: s} }
+	spec := v1.CallCampaignSpec{
+		Script: v1.CallScript{RingTimeout: d(20 * time.Second), TimeLimit: d(2 * time.Minute), InstructionsMaxLength: d(45 * time.Second)},
+		Twilio: v1.TwilioSpec{CallsPerSecond: 7},
+	}
+	want = CallSettings{RingTimeout: 20 * time.Second, TimeLimit: 2 * time.Minute, InstructionsMaxLength: 45 * time.Second, CallsPerSecond: 7}
+	if got := Settings(&spec); got != want {
+		t.Errorf("settings %+v, want the campaign's %+v", got, want)
+	}
 }

@@ -22,3 +22,15 @@ func Every(ctx context.Context, interval time.Duration, fn func(context.Context)
 		fn(ctx)
 	}
 }
+
+// Sleep waits d; it reports false, at once, when ctx ends first.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

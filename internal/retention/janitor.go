@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -77,27 +78,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 func (j *Janitor) defaults() {
-	if j.Interval <= 0 {
-		j.Interval = time.Minute
-	}
-	if j.Batch <= 0 {
-		j.Batch = 500
-	}
-	if j.MaxBatches <= 0 {
-		j.MaxBatches = 20
-	}
-	if j.RecordingLead <= 0 {
-		j.RecordingLead = time.Hour
-	}
-	if j.Tries <= 0 {
-		j.Tries = 3
-	}
-	if j.Pause <= 0 {
-		j.Pause = 500 * time.Millisecond
-	}
-	if j.MaxBackoff <= 0 {
-		j.MaxBackoff = 6 * time.Hour
-	}
+	defaults.Positive(&j.Interval, time.Minute)
+	defaults.Positive(&j.Batch, 500)
+	defaults.Positive(&j.MaxBatches, 20)
+	defaults.Positive(&j.RecordingLead, time.Hour)
+	defaults.Positive(&j.Tries, 3)
+	defaults.Positive(&j.Pause, 500*time.Millisecond)
+	defaults.Positive(&j.MaxBackoff, 6*time.Hour)
 	if j.Now == nil {
 		j.Now = time.Now
 	}

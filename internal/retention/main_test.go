@@ -49,7 +49,7 @@ func openStore(t *testing.T, clk *clock) *store.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = s.Client().Database(db).Drop(context.Background())
+		_ = env.Mongo.DropDatabase(db)
 		_ = s.Close(context.Background())
 	})
 	return s

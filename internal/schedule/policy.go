@@ -249,6 +249,18 @@ func LoadLocation(name string) (*time.Location, error) {
 	return l, nil
 }
 
+// FirstLocation is the first of names that LoadLocation loads, else UTC:
+// the recipient's time zone, else the campaign's default, for the times a
+// call or a message speaks of.
+func FirstLocation(names ...string) *time.Location {
+	for _, n := range names {
+		if l, err := LoadLocation(n); err == nil {
+			return l
+		}
+	}
+	return time.UTC
+}
+
 // parseClock parses HH:MM on a 24-hour clock into the time since midnight.
 func parseClock(s string, def time.Duration) (time.Duration, error) {
 	if s == "" {

@@ -222,3 +222,27 @@ func (s *Settings) Store(ctx context.Context) (*store.Store, error) {
 	}
 	return st, nil
 }
+
+// StoreRetrying opens the call log as Store does, retrying with backoff (1 s,
+// doubling up to 30 s) while MongoDB is unreachable: an outage at start-up
+// delays the operator or a worker (not ready), it does not crash-loop it.
+// retrying, if set, hears of each failure and the wait before the next try.
+// It fails only when ctx ends.
+func (s *Settings) StoreRetrying(ctx context.Context, retrying func(err error, in time.Duration)) (*store.Store, error) {
+	backoff := time.Second
+	for {
+		st, err := s.Store(ctx)
+		if err == nil {
+			return st, nil
+		}
+		if retrying != nil {
+			retrying(err, backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}

@@ -67,12 +67,11 @@ func postgresCredential() (*syscall.Credential, error) {
 }
 
 // idLookupIndexSQL gives every table FerretDB creates for a collection a GIN
-// index on the document's _id. FerretDB 1.24 pushes an _id filter down as
-// jsonb containment (_jsonb->'_id' @> '"x"'), which its own btree index on
-// _jsonb->'_id' cannot serve, so without this every find, update or
-// findAndModify by _id scans the whole table and the call log's speed falls
-// with its size. MongoDB always finds a document by _id through its index;
-// this keeps the local MongoDB-wire server's costs of the same shape.
+// index on the document's _id, so finds and updates by _id do not scan the
+// call log (why: docs/operations.md, "Running on FerretDB 1.x", which gives
+// production the same SQL; TestOperationsDocGivesTheIndexSQL keeps the two
+// equal). MongoDB always finds a document by _id through its index; this
+// keeps the local MongoDB-wire server's costs of the same shape.
 const idLookupIndexSQL = `
 CREATE FUNCTION delauto_index_id_lookups() RETURNS event_trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -244,4 +243,16 @@ func (m *Mongo) Stop() {
 	m.ferret.stop(5 * time.Second)
 	m.postgres.stop(10 * time.Second)
 	os.RemoveAll(m.dir)
+}
+
+// DropDatabase drops database name (a test's call log), connecting for it.
+func (m *Mongo) DropDatabase(name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := m.Client()
+	if err != nil {
+		return err
+	}
+	defer c.Disconnect(context.Background())
+	return c.Database(name).Drop(ctx)
 }

@@ -3,6 +3,7 @@ package testservices
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,18 @@ func TestMongoRoundTrip(t *testing.T) {
 	}
 	if got.N != 1 {
 		t.Fatalf("n = %d, want 1", got.N)
+	}
+}
+
+// TestOperationsDocGivesTheIndexSQL: the SQL that docs/operations.md tells
+// FerretDB users to run is the SQL the tests run.
+func TestOperationsDocGivesTheIndexSQL(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), "```sql\n"+strings.TrimLeft(idLookupIndexSQL, "\n")+"```") {
+		t.Error("docs/operations.md does not give idLookupIndexSQL verbatim in its FerretDB section")
 	}
 }
 

@@ -86,14 +86,26 @@ func New(accountSID, authToken string, httpClient *http.Client) (*twilio.RestCli
 // request is sent to that server instead of Twilio (see RedirectTransport).
 // timeout bounds each request (DefaultTimeout when zero); redirects are
 // returned to twilio-go rather than followed, as twilio-go's default does.
+// It keeps net/http's default of two idle connections to the API; a caller
+// placing many requests at once uses PooledHTTPClient.
 func HTTPClient(baseURL string, timeout time.Duration) (*http.Client, error) {
+	return PooledHTTPClient(baseURL, timeout, 0)
+}
+
+// PooledHTTPClient is HTTPClient keeping up to conns idle connections to
+// the API (at least net/http's default two), so a worker placing conns calls
+// at once does not open a new TLS connection for most of them.
+func PooledHTTPClient(baseURL string, timeout time.Duration, conns int) (*http.Client, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	var rt http.RoundTripper = http.DefaultTransport.(*http.Transport).Clone()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = max(conns, http.DefaultMaxIdleConnsPerHost)
+	tr.MaxIdleConns = max(conns, tr.MaxIdleConns)
+	var rt http.RoundTripper = tr
 	if baseURL != "" {
 		var err error
-		if rt, err = RedirectTransport(baseURL, rt); err != nil {
+		if rt, err = RedirectTransport(baseURL, tr); err != nil {
 			return nil, err
 		}
 	}

@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/language"
+	"github.com/delauto/delauto/internal/schedule"
 	"github.com/delauto/delauto/internal/script"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -74,7 +74,7 @@ func (s *Server) render(info *CallInfo, c *campaignfile.Config) {
 		info.Greeting = g
 		return
 	}
-	loc := location(cc.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
+	loc := schedule.FirstLocation(cc.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
 	d := dataFor(w, cc.RecipientName, company, cc.WindowStart, cc.WindowEnd, loc)
 	g, err := script.Render(w.Greeting, d)
 	if err != nil {
@@ -88,19 +88,6 @@ func (s *Server) render(info *CallInfo, c *campaignfile.Config) {
 	info.Greeting = g
 }
 
-// location is the recipient's time zone, else the campaign's default, else UTC.
-func location(tz, fallback string) *time.Location {
-	for _, n := range []string{tz, fallback} {
-		if n == "" {
-			continue
-		}
-		if loc, err := time.LoadLocation(n); err == nil {
-			return loc
-		}
-	}
-	return time.UTC
-}
-
 // infoFor builds the CallInfo of attempt a for campaign c.
 func (s *Server) infoFor(a *store.Attempt, c *campaignfile.Config) *CallInfo {
 	info := &CallInfo{
@@ -112,7 +99,8 @@ func (s *Server) infoFor(a *store.Attempt, c *campaignfile.Config) *CallInfo {
 }
 
 // Prime caches the call context of attempt a, so the call's first webhook
-// finds it. The worker calls it after claiming the attempt, before dialing.
+// finds it (benchmarks and tests warm the cache with it; in the worker the
+// first webhook of each call reads MongoDB and fills the cache).
 func (s *Server) Prime(ctx context.Context, a *store.Attempt) error {
 	c := s.cfg.Campaign.Current()
 	if c == nil {

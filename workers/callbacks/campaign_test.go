@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -21,7 +22,7 @@ import (
 func TestOtherCampaignsAttemptIsRefused(t *testing.T) {
 	h := newHarness(t, harnessOpts{noRun: true})
 	ctx := context.Background()
-	uid := newUID()
+	uid := testservices.UUID()
 	start := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
 	a, _, err := h.st.CreateAttempt(ctx, store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: uid, Namespace: "rival", Name: "parcel-" + uid[:8]},
@@ -46,6 +47,11 @@ func TestOtherCampaignsAttemptIsRefused(t *testing.T) {
 		callurls.AMDPath:           twimlForm(sid, map[string]string{"AnsweredBy": "human"}),
 		callurls.StatusPath:        statusForm(sid, "completed", 3),
 	}
+	mc, err := env.Mongo.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Disconnect(ctx)
 	for _, cached := range []bool{false, true} {
 		if cached {
 			// As if this worker had primed it (a shared Redis).
@@ -68,7 +74,7 @@ func TestOtherCampaignsAttemptIsRefused(t *testing.T) {
 			}
 		}
 		h.untouched(a)
-		if n, _ := h.st.Client().Database(h.db).Collection("optouts").CountDocuments(ctx, map[string]any{}); n != 0 {
+		if n, _ := mc.Database(h.db).Collection(store.OptOutsCollection).CountDocuments(ctx, map[string]any{}); n != 0 {
 			t.Errorf("%d opt-outs written", n)
 		}
 	}

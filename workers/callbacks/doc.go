@@ -5,10 +5,11 @@
 // It is served by the worker process (`delauto worker`) on its callback
 // port (8080), behind the campaign's callback Service and public URL
 // (CallCampaign spec.twilio.callbackURL): New builds the Server, Handler is
-// mounted on the port, Run runs the background loops (journal drainer and
-// relay sender) beside the dialer, RegisterMetrics exposes the metrics, and
-// the dialer calls Prime after claiming an attempt so the call's webhooks
-// find its context cached.
+// mounted on the port, Run runs the background loops (journal writer and
+// relay sender) beside the dialer, and RegisterMetrics exposes the metrics.
+// The first webhook of a call reads its context from MongoDB and caches it
+// for the others (see Call context cache); Prime fills the cache ahead of a
+// call, for benchmarks and tests.
 //
 // # The conversation
 //
@@ -58,7 +59,7 @@
 //
 //   - Status callbacks (the bulk: four or more per call) are appended to a
 //     Redis stream, the write-behind journal (JournalKey), and answered
-//     204. The drainer (Run) writes them to MongoDB in batches, coalescing
+//     204. The journal writer (Run) writes them to MongoDB in batches, coalescing
 //     each call's callbacks in a batch to one write (its final status, else
 //     its highest sequence number; intermediate status times are not kept
 //     then), and publishes the outcome event after a final status is in MongoDB.

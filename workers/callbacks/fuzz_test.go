@@ -15,6 +15,7 @@ import (
 
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/language"
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -258,7 +259,7 @@ func FuzzWebhookHandler(f *testing.F) {
 		f.Add(uint8(i), good, "CallSid="+seedSID+"&CallStatus=ringing&SequenceNumber=1", true, "POST")
 		f.Add(uint8(i), good, "CallSid="+seedSID+"&CallStatus=ringing&SequenceNumber=1", false, "POST")
 	}
-	f.Add(uint8(0), refQuery(newUID()+"-1", 1), "CallSid="+seedSID+"&CallStatus=completed&SequenceNumber=3", true, "POST")
+	f.Add(uint8(0), refQuery(testservices.UUID()+"-1", 1), "CallSid="+seedSID+"&CallStatus=completed&SequenceNumber=3", true, "POST")
 	f.Add(uint8(0), "attempt=../../etc&fence=1", "CallSid="+seedSID+"&CallStatus=completed&SequenceNumber=3", true, "POST")
 	f.Add(uint8(2), good, "CallSid="+seedSID+"&Digits=7", true, "POST")
 	f.Add(uint8(2), good, "CallSid="+seedSID+"&SpeechResult=%E2%80%AE", true, "POST")

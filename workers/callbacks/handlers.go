@@ -56,7 +56,7 @@ func (s *Server) callInfo(w http.ResponseWriter, r *request, twimlEndpoint bool)
 		s.log.Error("call context unavailable (Redis and MongoDB)", "attempt", r.ref.AttemptID, "error", err)
 		return nil, s.fail(w, "store_unavailable", http.StatusServiceUnavailable), false
 	case err != nil:
-		// A data callback is journaled anyway; the drainer checks the
+		// A data callback is journaled anyway; the journal writer checks the
 		// attempt when it writes.
 		s.log.Warn("call context unavailable; journaling unverified", "attempt", r.ref.AttemptID, "error", err)
 	}
@@ -70,7 +70,7 @@ func (s *Server) badForm(w http.ResponseWriter, r *request, err error) int {
 
 // followUpError is a failure after the write itself succeeded: publishing
 // the outcome event or waking the relay. The write is durable; only the
-// follow-up needs another go (the journal's drainer retries it).
+// follow-up needs another go (the journal writer retries it).
 type followUpError struct{ err error }
 
 func (e *followUpError) Error() string { return "after the write: " + e.err.Error() }
@@ -89,7 +89,7 @@ func permanent(err error) bool {
 }
 
 // writeOrJournal makes a write durable before the webhook is answered:
-// directly in MongoDB within WriteTimeout, else in the journal (the drainer
+// directly in MongoDB within WriteTimeout, else in the journal (the journal writer
 // writes it later). It fails only when neither took it.
 func (s *Server) writeOrJournal(ctx context.Context, e entry, direct func(context.Context) (bool, error)) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
@@ -144,7 +144,7 @@ func (s *Server) journalOrWrite(ctx context.Context, e entry, direct func(contex
 }
 
 // handleStatus takes a call status callback: into the journal, answered
-// 204. The drainer writes it to MongoDB and, for a final status, publishes
+// 204. The journal writer writes it to MongoDB and, for a final status, publishes
 // the outcome event.
 func (s *Server) handleStatus(w http.ResponseWriter, r *request) int {
 	u, err := parseStatus(r.form)
@@ -411,7 +411,7 @@ func (s *Server) redirectMachine(r *request, callSID string, info *CallInfo) {
 	}
 }
 
-// The writes, shared by the handlers (direct) and the journal drainer.
+// The writes, shared by the handlers (direct) and the journal writer.
 // Each is idempotent and, after it, does what follows at least once.
 
 func (s *Server) applyStatus(ctx context.Context, id string, u store.StatusUpdate) (bool, error) {

@@ -3,7 +3,6 @@ package callbacks
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -138,7 +137,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.st = st
 	t.Cleanup(func() {
-		_ = st.Client().Database(h.db).Drop(context.Background())
+		_ = env.Mongo.DropDatabase(h.db)
 		_ = st.Close(context.Background())
 	})
 
@@ -181,7 +180,6 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 			MaxBackoff:        200 * time.Millisecond,
 			Poll:              20 * time.Millisecond,
 			TranscriptionWait: 2 * time.Second,
-			Database:          h.db,
 			AllowPrivate:      true, // the dispatch endpoint is on 127.0.0.1
 		},
 		JournalRetryInterval: 200 * time.Millisecond,
@@ -218,12 +216,6 @@ func (h *harness) run() {
 	})
 }
 
-func newUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
 var toSeq atomic.Int64
 
 // newTo is a fresh valid recipient number.
@@ -232,7 +224,7 @@ func newTo() string { return fmt.Sprintf("+1415555%04d", 1000+toSeq.Add(1)%8000)
 // createAttempt creates a queued attempt due now, for number to.
 func (h *harness) createAttempt(to string) *store.Attempt {
 	h.t.Helper()
-	uid := newUID()
+	uid := testservices.UUID()
 	start := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
 	a, _, err := h.st.CreateAttempt(context.Background(), store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: uid, Namespace: "shop", Name: "parcel-" + uid[:8]},

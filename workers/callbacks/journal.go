@@ -20,8 +20,9 @@ import (
 // Cluster slot.
 const JournalKey = "{delauto:callbacks}:journal"
 
-// JournalGroup is the consumer group of the journal's drainers (every
-// worker process runs one consumer).
+// JournalGroup is the consumer group of the journal's writers (every
+// worker process runs one consumer). Its name stays "drain", what existing
+// Redis data knows it by.
 const JournalGroup = "drain"
 
 // Journal entry kinds.
@@ -157,11 +158,11 @@ func (s *Server) ensureGroup(ctx context.Context) error {
 	return nil
 }
 
-// drain applies journal entries to MongoDB until ctx ends: new entries as
+// writeJournal applies journal entries to MongoDB until ctx ends: new entries as
 // they come, this consumer's unacknowledged ones every RetryInterval, and
 // entries left by a dead consumer after ClaimIdle. Errors are retried with
 // backoff.
-func (s *Server) drain(ctx context.Context) error {
+func (s *Server) writeJournal(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	var lastRetry, lastClaim time.Time
 	for ctx.Err() == nil {
@@ -171,12 +172,12 @@ func (s *Server) drain(ctx context.Context) error {
 			switch {
 			case now.Sub(lastRetry) >= s.cfg.JournalRetryInterval:
 				lastRetry = now
-				err = s.drainOnce(ctx, "0")
+				err = s.writeJournalBatch(ctx, "0")
 			case now.Sub(lastClaim) >= s.cfg.JournalClaimIdle/2:
 				lastClaim = now
 				err = s.claimAbandoned(ctx)
 			default:
-				err = s.drainOnce(ctx, ">")
+				err = s.writeJournalBatch(ctx, ">")
 			}
 		}
 		if err == nil {
@@ -186,7 +187,7 @@ func (s *Server) drain(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
-		s.log.Warn("journal drain failed; retrying", "error", err, "retryIn", backoff)
+		s.log.Warn("writing the journal to the call log failed; retrying", "error", err, "retryIn", backoff)
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
@@ -196,8 +197,8 @@ func (s *Server) drain(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// drainOnce reads one batch (new entries with ">", own pending with "0") and applies it.
-func (s *Server) drainOnce(ctx context.Context, start string) error {
+// writeJournalBatch reads one batch (new entries with ">", own pending with "0") and applies it.
+func (s *Server) writeJournalBatch(ctx context.Context, start string) error {
 	block := time.Duration(-1)
 	if start == ">" {
 		block = min(time.Second, s.cfg.JournalRetryInterval)
@@ -333,7 +334,7 @@ func (s *Server) applyAttempt(ctx context.Context, es []entry) []string {
 // event, relay). It reports whether the entry is finished with: applied,
 // a duplicate, or impossible to apply (unknown attempt, invalid data).
 func (s *Server) applyEntry(ctx context.Context, e *entry) bool {
-	// Nobody waits for the drainer: give a slow call log time to finish
+	// Nobody waits for the journal writer: give a slow call log time to finish
 	// rather than abandon writes half-way and redo them.
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

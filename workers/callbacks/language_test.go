@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/language"
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -248,7 +249,7 @@ func TestGermanSampleDelivery(t *testing.T) {
 	to := newTo()
 	h.sim.SetScenario(to, twiliosim.Scenario{Name: "sample-de", Inputs: []twiliosim.Input{{Speech: "Ja, das passt.", Confidence: 0.92}}})
 	at, _, err := h.st.CreateAttempt(context.Background(), store.NewAttempt{
-		Delivery: store.DeliveryRef{UID: newUID(), Namespace: dlv.Namespace, Name: dlv.Name},
+		Delivery: store.DeliveryRef{UID: testservices.UUID(), Namespace: dlv.Namespace, Name: dlv.Name},
 		Campaign: "shop/evening", Shard: "s0", Number: 1, Due: time.Now(), To: to,
 		Context: &store.CallContext{RecipientName: r.Name, Language: r.Language, TimeZone: string(r.TimeZone),
 			WindowStart: dlv.Spec.Window.Start.UTC(), WindowEnd: dlv.Spec.Window.End.UTC(),

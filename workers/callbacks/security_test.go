@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -70,7 +71,7 @@ func TestSignatureRequired(t *testing.T) {
 			return h.postSig(callurls.StatusPath, q, form, twiliosim.Sign(token, publicBase+callurls.StatusPath+"?"+q, statusForm(sid, "ringing", 1)))
 		}, 403},
 		{"signature replayed on another attempt", func() *http.Response {
-			other := refQuery(newUID()+"-1", 1)
+			other := refQuery(testservices.UUID()+"-1", 1)
 			return h.postSig(callurls.StatusPath, other, form, twiliosim.Sign(token, publicBase+callurls.StatusPath+"?"+q, form))
 		}, 403},
 		{"signature replayed on another endpoint", func() *http.Response {
@@ -234,7 +235,7 @@ func TestBadRequestsTouchNothing(t *testing.T) {
 
 func TestUnknownAttempt(t *testing.T) {
 	h := newHarness(t, harnessOpts{noRun: true})
-	id := newUID() + "-1"
+	id := testservices.UUID() + "-1"
 	q := refQuery(id, 1)
 	token := h.sim.AuthToken()
 	if resp := h.post(callurls.StatusPath, q, statusForm(callSIDFor(5), "completed", 3), token); resp.StatusCode != http.StatusNotFound {

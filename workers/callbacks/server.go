@@ -23,26 +23,16 @@ import (
 
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/workers/relay"
 	"github.com/delauto/delauto/workers/store"
 )
-
-// CampaignSource gives the campaign in force; *campaignfile.Watcher is one.
-type CampaignSource interface {
-	Current() *campaignfile.Config
-}
-
-// StaticCampaign is a CampaignSource that never changes.
-type StaticCampaign struct{ C *campaignfile.Config }
-
-// Current returns the campaign.
-func (s StaticCampaign) Current() *campaignfile.Config { return s.C }
 
 // Config configures the callback server.
 type Config struct {
 	// Campaign is the campaign this worker serves (required): script,
 	// callback URL, relay settings.
-	Campaign CampaignSource
+	Campaign campaignfile.Source
 	// Store is the call log (required).
 	Store *store.Store
 	// Redis holds the call context cache, the write-behind journal, the
@@ -93,7 +83,7 @@ type Config struct {
 	// JournalBatch is how many journal entries are read at once; default 512.
 	JournalBatch int
 	// JournalConcurrency is how many attempts are written to MongoDB at
-	// once by the drainer. Default 8 on MongoDB; 2 where the store
+	// once by the journal writer. Default 8 on MongoDB; 2 where the store
 	// serializes writes (FerretDB 1.x), where each write is three (lock,
 	// update, unlock) and more writers mostly take CPU from the webhooks
 	// when the database shares their hosts.
@@ -118,45 +108,27 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 64 << 10
-	}
-	if c.ContextTTL <= 0 {
-		c.ContextTTL = 2 * time.Hour
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 2 * time.Second
-	}
-	if c.UpdateTimeout <= 0 {
-		c.UpdateTimeout = 5 * time.Second
-	}
+	defaults.Positive(&c.MaxBodyBytes, 64<<10)
+	defaults.Positive(&c.ContextTTL, 2*time.Hour)
+	defaults.Positive(&c.WriteTimeout, 2*time.Second)
+	defaults.Positive(&c.UpdateTimeout, 5*time.Second)
 	if c.Consumer == "" {
 		c.Consumer, _ = os.Hostname()
 		if c.Consumer == "" {
 			c.Consumer = "callbacks"
 		}
 	}
-	if c.JournalBatch <= 0 {
-		c.JournalBatch = 512
-	}
+	defaults.Positive(&c.JournalBatch, 512)
 	if c.JournalConcurrency <= 0 {
 		c.JournalConcurrency = 8
 		if c.Store != nil && !c.Store.Features().AtomicUpdates {
 			c.JournalConcurrency = 2
 		}
 	}
-	if c.JournalRetryInterval <= 0 {
-		c.JournalRetryInterval = 5 * time.Second
-	}
-	if c.JournalClaimIdle <= 0 {
-		c.JournalClaimIdle = 30 * time.Second
-	}
-	if c.JournalKey == "" {
-		c.JournalKey = JournalKey
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	defaults.Positive(&c.JournalRetryInterval, 5*time.Second)
+	defaults.Positive(&c.JournalClaimIdle, 30*time.Second)
+	defaults.Zero(&c.JournalKey, JournalKey)
+	defaults.Zero(&c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -246,13 +218,9 @@ func New(cfg Config) (*Server, error) {
 	s.queue = relay.NewQueue(cfg.Redis, "")
 	rc := cfg.Relay
 	rc.Store, rc.Queue, rc.Twilio = cfg.Store, s.queue, cfg.Twilio
-	rc.Campaign = cfg.Campaign.Current
-	if rc.Owner == "" {
-		rc.Owner = cfg.Consumer
-	}
-	if rc.Logger == nil {
-		rc.Logger = cfg.Logger
-	}
+	rc.Campaign = cfg.Campaign
+	defaults.Zero(&rc.Owner, cfg.Consumer)
+	defaults.Zero(&rc.Logger, cfg.Logger)
 	if rc.Now == nil {
 		rc.Now = cfg.Now
 	}
@@ -313,13 +281,13 @@ func (s *Server) scriptVersionOf(c *campaignfile.Config) string {
 // the public URL's path prefix if the proxy keeps it).
 func (s *Server) Handler() http.Handler { return s }
 
-// Run runs the background work until ctx ends: the journal drainer (writes
+// Run runs the background work until ctx ends: the journal writer (writes
 // status callbacks to MongoDB) and the relay sender (tells agents). It
 // returns when both have stopped.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _ = s.drain(ctx) }()
+	go func() { defer wg.Done(); _ = s.writeJournal(ctx) }()
 	go func() { defer wg.Done(); _ = s.relay.Run(ctx) }()
 	wg.Wait()
 	return ctx.Err()

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/language"
+	"github.com/delauto/delauto/internal/schedule"
 	"github.com/delauto/delauto/internal/script"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -142,7 +143,7 @@ func voicemailText(info *CallInfo, c *campaignfile.Config, w *language.Wording) 
 	text := w.VoicemailNoWindow
 	var d script.Data
 	if info.Context != nil && !info.Context.WindowStart.IsZero() {
-		loc := location(info.Context.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
+		loc := schedule.FirstLocation(info.Context.TimeZone, string(c.Spec.Schedule.DefaultTimeZone))
 		d = dataFor(w, info.Context.RecipientName, company, info.Context.WindowStart, info.Context.WindowEnd, loc)
 		text = w.Voicemail
 	} else {
@@ -184,20 +185,9 @@ func spokenNumber(n string) string {
 // time limit after the greeting, menu, prompt and goodbye (about 30 s),
 // never below 5 s.
 func recordMaxLength(c *campaignfile.Config) time.Duration {
-	maxLen := 30 * time.Second
-	if d := c.Spec.Script.InstructionsMaxLength; d != nil && d.Duration > 0 {
-		maxLen = d.Duration
-	}
-	maxLen = min(maxLen, timeLimit(c)-30*time.Second)
+	set := campaignfile.Settings(&c.Spec)
+	maxLen := min(set.InstructionsMaxLength, set.TimeLimit-30*time.Second)
 	return max(maxLen, 5*time.Second).Truncate(time.Second)
-}
-
-// timeLimit is the campaign's call time limit (60 s by default).
-func timeLimit(c *campaignfile.Config) time.Duration {
-	if d := c.Spec.Script.TimeLimit; d != nil && d.Duration > 0 {
-		return d.Duration
-	}
-	return 60 * time.Second
 }
 
 // machineAction is what the campaign does when a machine answers.

@@ -7,33 +7,12 @@ import (
 	"strings"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/internal/schedule"
 	"github.com/delauto/delauto/internal/script"
 	"github.com/delauto/delauto/workers/store"
-)
-
-// Source gives the campaign in force; *campaignfile.Watcher is one. A new
-// pointer means the campaign changed.
-type Source interface {
-	Current() *campaignfile.Config
-}
-
-// Static is a Source that never changes.
-type Static struct{ Config *campaignfile.Config }
-
-// Current returns the config.
-func (s Static) Current() *campaignfile.Config { return s.Config }
-
-// Default call settings, as the CRD defaults them.
-const (
-	defaultRingTimeout = 30 * time.Second
-	defaultTimeLimit   = 60 * time.Second
-	defaultCPS         = 1
 )
 
 // Campaign is a campaign compiled for dialing.
@@ -70,14 +49,11 @@ func Compile(c *campaignfile.Config, callbackURL string) (*Campaign, error) {
 	if err != nil {
 		probs = append(probs, err.Error())
 	}
+	set := campaignfile.Settings(&c.Spec)
 	out := &Campaign{
 		Key: c.Namespace + "/" + c.Name, Namespace: c.Namespace, Name: c.Name, Policy: p,
-		CallsPerSecond: float64(c.Spec.Twilio.CallsPerSecond), Suspended: c.Spec.Suspend,
-		RingTimeout: seconds(c.Spec.Script.RingTimeout, defaultRingTimeout),
-		TimeLimit:   seconds(c.Spec.Script.TimeLimit, defaultTimeLimit),
-	}
-	if out.CallsPerSecond <= 0 {
-		out.CallsPerSecond = defaultCPS
+		CallsPerSecond: float64(set.CallsPerSecond), Suspended: c.Spec.Suspend,
+		RingTimeout: seconds(set.RingTimeout), TimeLimit: seconds(set.TimeLimit),
 	}
 	switch c.Spec.Script.AnsweringMachine {
 	case v1.MachineHangUp, v1.MachineVoicemail:
@@ -126,13 +102,8 @@ func CheckCallbackURL(s string) error {
 	return nil
 }
 
-func seconds(d *metav1.Duration, def time.Duration) int {
-	v := def
-	if d != nil && d.Duration > 0 {
-		v = d.Duration
-	}
-	return max(1, int(v.Round(time.Second)/time.Second))
-}
+// seconds is d in whole seconds, at least one.
+func seconds(d time.Duration) int { return max(1, int(d.Round(time.Second)/time.Second)) }
 
 // fromFor is the caller ID of an attempt: the one it already has, if it is
 // still one of the campaign's, else the one a hash of the recipient's number

@@ -15,6 +15,8 @@ import (
 
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/internal/schedule"
@@ -50,7 +52,7 @@ type Options struct {
 	// worker calling from it (required).
 	AccountSID string
 	// Campaign is the campaign in force (required).
-	Campaign Source
+	Campaign campaignfile.Source
 	// CallbackURL overrides the campaign's public callback base URL.
 	CallbackURL string
 	// Owner names this worker in claims (required).
@@ -108,7 +110,7 @@ type Dialer struct {
 
 	dialErrAt atomic.Int64 // Unix second a dial error was last flagged
 
-	drain     atomic.Pointer[chan struct{}]
+	yield     atomic.Pointer[chan struct{}]
 	inflight  atomic.Int64
 	limitedAt atomic.Int64 // Unix second the campaign was last flagged rate limited
 	calls     callCount
@@ -141,12 +143,8 @@ func New(opts Options) (*Dialer, error) {
 	if opts.RateLimitRetries == 0 {
 		opts.RateLimitRetries = 4
 	}
-	if opts.RateLimitBackoff <= 0 {
-		opts.RateLimitBackoff = 500 * time.Millisecond
-	}
-	if opts.RecordTimeout <= 0 {
-		opts.RecordTimeout = 2 * time.Minute
-	}
+	defaults.Positive(&opts.RateLimitBackoff, 500*time.Millisecond)
+	defaults.Positive(&opts.RecordTimeout, 2*time.Minute)
 	switch {
 	case opts.RateHeadroom == 0:
 		opts.RateHeadroom = 0.05
@@ -161,12 +159,10 @@ func New(opts Options) (*Dialer, error) {
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	defaults.Zero(&opts.Logger, slog.Default())
 	d := &Dialer{opts: opts, log: opts.Logger.With("component", "dialer"), m: opts.Metrics, margin: tm.Margin()}
 	ch := make(chan struct{})
-	d.drain.Store(&ch)
+	d.yield.Store(&ch)
 	if _, err := d.Campaign(); err != nil {
 		return nil, err
 	}
@@ -219,10 +215,11 @@ func (d *Dialer) limiterFor(c *Campaign) (*ratelimit.Limiter, error) {
 	return l, nil
 }
 
-// Drain makes handlers that have not dialed yet put their attempts back for
-// other workers; calls already being placed finish.
-func (d *Dialer) Drain() {
-	ch := *d.drain.Load()
+// Yield makes handlers that have not dialed yet put their attempts back for
+// other workers; calls already being placed finish. The worker yields when
+// it drains, stops or loses a store.
+func (d *Dialer) Yield() {
+	ch := *d.yield.Load()
 	select {
 	case <-ch:
 	default:
@@ -230,18 +227,18 @@ func (d *Dialer) Drain() {
 	}
 }
 
-// Resume ends a Drain.
+// Resume ends a Yield.
 func (d *Dialer) Resume() {
-	if d.Draining() {
+	if d.Yielding() {
 		ch := make(chan struct{})
-		d.drain.Store(&ch)
+		d.yield.Store(&ch)
 	}
 }
 
-// Draining reports whether Drain is in force.
-func (d *Dialer) Draining() bool {
+// Yielding reports whether Yield is in force.
+func (d *Dialer) Yielding() bool {
 	select {
-	case <-*d.drain.Load():
+	case <-*d.yield.Load():
 		return true
 	default:
 		return false
@@ -256,7 +253,7 @@ type run struct {
 	m       queue.Message
 	c       *Campaign
 	start   time.Time
-	drain   <-chan struct{}
+	yield   <-chan struct{}
 	ctx     context.Context // the handler's: cancelled on abort or lost queue lease
 	dialed  bool            // the dial step ran
 	claimed *store.Attempt
@@ -280,13 +277,13 @@ func (d *Dialer) Handle(ctx context.Context, m queue.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	drain := *d.drain.Load()
+	yield := *d.yield.Load()
 	c, err := d.Campaign()
 	if err != nil {
 		return queue.Retry(time.Minute, err)
 	}
 	select {
-	case <-drain:
+	case <-yield:
 		d.m.Checks.WithLabelValues("draining").Inc()
 		return queue.Retry(0, ErrDraining)
 	default:
@@ -298,7 +295,7 @@ func (d *Dialer) Handle(ctx context.Context, m queue.Message) error {
 	d.m.InFlight.Inc()
 	d.inflight.Add(1)
 	defer func() { d.m.InFlight.Dec(); d.inflight.Add(-1) }()
-	r := &run{m: m, c: c, start: time.Now(), drain: drain, ctx: ctx}
+	r := &run{m: m, c: c, start: time.Now(), yield: yield, ctx: ctx}
 	// Store writes are not cut short by the handler's context: a call
 	// placed must be recorded. They are bounded by the store's timeouts.
 	sctx := context.WithoutCancel(ctx)
@@ -489,7 +486,7 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 	defer keep.stop()
 	backoff := d.opts.RateLimitBackoff
 	for try := 0; ; try++ {
-		if err := d.waitSlot(ctx, r.drain, keep, c); err != nil {
+		if err := d.waitSlot(ctx, r.yield, keep, c); err != nil {
 			at := time.Now()
 			var far *ratelimit.WaitTooLongError
 			switch {
@@ -530,7 +527,7 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 			backoff = min(2*backoff, 8*time.Second)
 			if try < d.opts.RateLimitRetries {
 				d.log.Debug("Twilio rate limited the call; retrying", "attempt", a.ID, "try", try+1, "in", wait)
-				if sleep(ctx, r.drain, wait) {
+				if sleep(ctx, r.yield, wait) {
 					continue
 				}
 				wait = 0
@@ -582,7 +579,7 @@ func (d *Dialer) mayDial(r *run, a *store.Attempt, in schedule.Input, keep *keep
 	}
 	now := time.Now()
 	select {
-	case <-r.drain:
+	case <-r.yield:
 		return retry("draining", now, ErrDraining)
 	default:
 	}
@@ -630,7 +627,7 @@ func (d *Dialer) params(c *Campaign, a *store.Attempt, from string) (*twilioapi.
 // claim or the handler's end give the slot back and return an error. A slot
 // further away than MaxWait is not booked (a *ratelimit.WaitTooLongError).
 // A wait flags the campaign as rate limited for the operator (callrate).
-func (d *Dialer) waitSlot(ctx context.Context, drain <-chan struct{}, keep *keeper, c *Campaign) error {
+func (d *Dialer) waitSlot(ctx context.Context, yield <-chan struct{}, keep *keeper, c *Campaign) error {
 	lim, err := d.limiterFor(c)
 	if err != nil {
 		return err
@@ -657,7 +654,7 @@ func (d *Dialer) waitSlot(ctx context.Context, drain <-chan struct{}, keep *keep
 		return nil
 	case <-ctx.Done():
 		why = ctx.Err()
-	case <-drain:
+	case <-yield:
 		why = ErrDraining
 	case <-keep.lost:
 		why = errors.New("claim lost while waiting for a rate-limit slot")
@@ -835,8 +832,8 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2)
 }
 
-// sleep waits d; false when ctx ended or drain closed first.
-func sleep(ctx context.Context, drain <-chan struct{}, d time.Duration) bool {
+// sleep waits d; false when ctx ended or yield closed first.
+func sleep(ctx context.Context, yield <-chan struct{}, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -844,7 +841,7 @@ func sleep(ctx context.Context, drain <-chan struct{}, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
-	case <-drain:
+	case <-yield:
 		return false
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
@@ -13,7 +14,7 @@ import (
 
 func (h *harness) reconciler(edit ...func(*ReconcilerOptions)) *Reconciler {
 	h.t.Helper()
-	o := ReconcilerOptions{Store: h.st, Queue: h.q, Redis: h.rdb, Twilio: h.twilio, Campaign: Static{h.campaign},
+	o := ReconcilerOptions{Store: h.st, Queue: h.q, Redis: h.rdb, Twilio: h.twilio, Campaign: campaignfile.Static{Config: h.campaign},
 		Grace: time.Hour, StaleAfter: 100 * time.Millisecond, Metrics: h.metrics, Logger: h.log}
 	for _, e := range edit {
 		e(&o)

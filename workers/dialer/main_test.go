@@ -45,27 +45,6 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// noonZone is a fixed-offset zone where it is about noon now, so calling
-// hours 06:00-18:00 hold for the whole test whenever it runs.
-func noonZone() string {
-	h := time.Now().UTC().Hour()
-	off := 12 - h // local = UTC + off
-	if off > 12 {
-		off -= 24
-	}
-	if off < -12 {
-		off += 24
-	}
-	if off == 0 {
-		return "UTC"
-	}
-	// Etc/GMT-N is UTC+N.
-	if off > 0 {
-		return fmt.Sprintf("Etc/GMT-%d", off)
-	}
-	return fmt.Sprintf("Etc/GMT+%d", -off)
-}
-
 // harness is one test's world: its own database, queue shard, Twilio
 // account on its own simulator, and campaign.
 type harness struct {
@@ -115,14 +94,6 @@ func randomAccount() string {
 	return "AC" + hex.EncodeToString(b[:])
 }
 
-// uuid returns a random delivery UID.
-func uuid() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
 func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	t.Helper()
 	cfg := harnessConfig{sim: twiliosim.Options{Instant: true, AccountSID: randomAccount()}, twilioTimeout: 5 * time.Second}
@@ -143,7 +114,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = st.Client().Database(db).Drop(context.Background())
+		_ = env.Mongo.DropDatabase(db)
 		_ = st.Close(context.Background())
 	})
 	rdb := env.Redis.Client()
@@ -187,7 +158,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	spec := v1.CallCampaignSpec{
 		Schedule: v1.ScheduleSpec{
 			CallingHours:    v1.CallingHours{Start: "06:00", End: "18:00"},
-			DefaultTimeZone: v1.TimeZone(noonZone()),
+			DefaultTimeZone: v1.TimeZone(testservices.NoonZone()),
 		},
 		Script: v1.CallScript{CompanyName: "Parcels", AnsweringMachine: v1.MachineHangUp,
 			RingTimeout: &metav1.Duration{Duration: 25 * time.Second}, TimeLimit: &metav1.Duration{Duration: 90 * time.Second}},
@@ -210,7 +181,7 @@ func (h *harness) dialer(owner string, edit ...func(*Options)) *Dialer {
 	h.t.Helper()
 	o := Options{
 		Store: h.st, Redis: h.rdb, Twilio: h.twilio, AccountSID: h.sim.AccountSID(),
-		Campaign: Static{h.campaign}, Owner: owner, Lease: 10 * time.Second, TwilioTimeout: h.timeout,
+		Campaign: campaignfile.Static{Config: h.campaign}, Owner: owner, Lease: 10 * time.Second, TwilioTimeout: h.timeout,
 		RateLimitBackoff: 20 * time.Millisecond, RecordTimeout: 5 * time.Second,
 		Metrics: h.metrics, Logger: h.log,
 	}
@@ -278,7 +249,7 @@ func (h *harness) create(a attempt, queued bool) *store.Attempt {
 	if a.shard != "" {
 		shard.Name = a.shard
 	}
-	uid := uuid()
+	uid := testservices.UUID()
 	got, _, err := h.st.CreateAttempt(context.Background(), store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: uid, Namespace: h.campaign.Namespace, Name: "parcel-" + uid[:8]},
 		Campaign: h.campaign.Namespace + "/" + h.campaign.Name, Shard: shard.Name, Number: 1, Due: a.due, To: a.to,

@@ -1,10 +1,9 @@
 package dialer
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/delauto/delauto/internal/promreg"
 	"github.com/delauto/delauto/workers/ratelimit"
 )
 
@@ -94,35 +93,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	for _, c := range []**prometheus.CounterVec{&m.Dials, &m.Checks, &m.TwilioErrors, &m.ClaimConflicts, &m.Ambiguous, &m.AmbiguousResolved, &m.FinalStatusLookups, &m.Sweeps, &m.LoopErrors} {
-		if *c, err = register(reg, *c); err != nil {
+		if *c, err = promreg.Register(reg, *c); err != nil {
 			return nil, err
 		}
 	}
 	for _, c := range []*prometheus.Counter{&m.FenceConflicts, &m.RecordRetries, &m.Swept} {
-		if *c, err = register(reg, *c); err != nil {
+		if *c, err = promreg.Register(reg, *c); err != nil {
 			return nil, err
 		}
 	}
-	if m.InFlight, err = register(reg, m.InFlight); err != nil {
+	if m.InFlight, err = promreg.Register(reg, m.InFlight); err != nil {
 		return nil, err
 	}
-	if m.PickupToDial, err = register(reg, m.PickupToDial); err != nil {
+	if m.PickupToDial, err = promreg.Register(reg, m.PickupToDial); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c on reg, or returns the equal collector registered
-// there before.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

@@ -15,6 +15,9 @@ import (
 	"github.com/twilio/twilio-go/client"
 	twilioapi "github.com/twilio/twilio-go/rest/api/v2010"
 
+	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
+	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
@@ -27,11 +30,14 @@ type ReconcilerOptions struct {
 	Queue    *queue.Queue
 	Redis    redis.UniversalClient
 	Twilio   TwilioCalls
-	Campaign Source
+	Campaign campaignfile.Source
 	// CallbackURL overrides the campaign's (only checked when compiling it).
 	CallbackURL string
-	// Interval is the time between rounds (with ±20% jitter). Default 5s.
+	// Interval is the time between rounds (with ±10% jitter). Default 5s.
 	Interval time.Duration
+	// Ready, when set, skips rounds while it returns an error (the
+	// worker's readiness: Redis and MongoDB reachable, not draining).
+	Ready func() error
 	// StaleAfter is how long past its lease a dialing claim is taken as
 	// abandoned (its worker died mid-dial). Default 5s.
 	StaleAfter time.Duration
@@ -90,43 +96,34 @@ func NewReconciler(opts ReconcilerOptions) (*Reconciler, error) {
 	if opts.Store == nil || opts.Queue == nil || opts.Twilio == nil || opts.Campaign == nil {
 		return nil, errors.New("reconciler: Store, Queue, Twilio and Campaign are required")
 	}
-	if opts.Interval <= 0 {
-		opts.Interval = 5 * time.Second
-	}
-	if opts.StaleAfter <= 0 {
-		opts.StaleAfter = 5 * time.Second
-	}
-	if opts.Grace <= 0 {
-		opts.Grace = 2 * time.Minute
-	}
-	if opts.ClockSkew <= 0 {
-		opts.ClockSkew = 5 * time.Second
-	}
-	if opts.FinalStatusMargin <= 0 {
-		opts.FinalStatusMargin = 2 * time.Minute
-	}
-	if opts.Batch <= 0 {
-		opts.Batch = 100
-	}
+	defaults.Positive(&opts.Interval, 5*time.Second)
+	defaults.Positive(&opts.StaleAfter, 5*time.Second)
+	defaults.Positive(&opts.Grace, 2*time.Minute)
+	defaults.Positive(&opts.ClockSkew, 5*time.Second)
+	defaults.Positive(&opts.FinalStatusMargin, 2*time.Minute)
+	defaults.Positive(&opts.Batch, 100)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	defaults.Zero(&opts.Logger, slog.Default())
 	return &Reconciler{opts: opts, log: opts.Logger.With("component", "reconciler"), m: opts.Metrics}, nil
 }
 
-// Run reconciles every Interval until ctx ends.
+// Run reconciles every Interval (±10%) until ctx ends, skipping rounds
+// while Ready reports a problem. A failed round is logged and counted; the
+// next one tries again.
 func (r *Reconciler) Run(ctx context.Context) {
 	for {
 		d := r.opts.Interval
 		d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
-		if !sleep(ctx, nil, d) {
+		if !periodic.Sleep(ctx, d) {
 			return
+		}
+		if r.opts.Ready != nil && r.opts.Ready() != nil {
+			continue
 		}
 		if err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
 			r.m.LoopErrors.WithLabelValues("reconciler").Inc()

@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -23,111 +21,18 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/callurls"
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/ratelimit"
 	"github.com/delauto/delauto/workers/store"
 )
 
-// proxy is a TCP proxy in front of FerretDB that can cut every connection:
-// a worker loses MongoDB while Redis and Twilio stay.
-type proxy struct {
-	target, addr string
-	mu           sync.Mutex
-	l            net.Listener
-	conns        map[net.Conn]bool
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	p := &proxy{target: target, conns: map[net.Conn]bool{}}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = l.Addr().String()
-	p.serve(l)
-	t.Cleanup(p.down)
-	return p
-}
-
-func (p *proxy) serve(l net.Listener) {
-	p.mu.Lock()
-	p.l = l
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go p.pipe(c)
-		}
-	}()
-}
-
-func (p *proxy) pipe(c net.Conn) {
-	u, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.l == nil {
-		p.mu.Unlock()
-		c.Close()
-		u.Close()
-		return
-	}
-	p.conns[c], p.conns[u] = true, true
-	p.mu.Unlock()
-	go func() { _, _ = io.Copy(u, c); u.Close(); c.Close() }()
-	_, _ = io.Copy(c, u)
-	c.Close()
-	u.Close()
-}
-
-// down closes the listener and every connection.
-func (p *proxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.l != nil {
-		p.l.Close()
-		p.l = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	p.conns = map[net.Conn]bool{}
-}
-
-// up listens again on the same address.
-func (p *proxy) up(t *testing.T) {
-	t.Helper()
-	var l net.Listener
-	var err error
-	for range 50 {
-		if l, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(l)
-}
-
 // storeVia opens the harness's call log through a proxy, with short
 // timeouts so that an outage shows quickly.
-func (h *harness) storeVia(p *proxy) *store.Store {
+func (h *harness) storeVia(p *testservices.Proxy) *store.Store {
 	h.t.Helper()
-	u, err := url.Parse(env.Mongo.URI)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	u.Host = p.addr
-	st, err := store.Open(context.Background(), store.Config{URI: u.String(), Database: h.db, Logger: h.log,
+	st, err := store.Open(context.Background(), store.Config{URI: p.URL(h.t, env.Mongo.URI), Database: h.db, Logger: h.log,
 		ConnectTimeout: 500 * time.Millisecond, ServerSelectionTimeout: 500 * time.Millisecond, OperationTimeout: time.Second})
 	if err != nil {
 		h.t.Fatal(err)
@@ -277,7 +182,7 @@ func TestNoDialAfterTheConfirmedLeaseRanOut(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t, withTwilioTimeout(time.Second), withSpec(func(s *v1.CallCampaignSpec) { s.Twilio.CallsPerSecond = 1 }))
-			p := startProxy(t, mongoHost(t))
+			p := testservices.StartProxy(t, mongoHost(t))
 			tw := &scripted{TwilioCalls: h.twilio}
 			d1 := h.dialer("w1", func(o *Options) {
 				o.Store, o.Twilio, o.Lease, o.RecordTimeout = h.storeVia(p), tw, lease, 2*time.Second
@@ -297,7 +202,7 @@ func TestNoDialAfterTheConfirmedLeaseRanOut(t *testing.T) {
 			h.waitFor("the first worker waits", func() bool {
 				return len(tw.creates()) > 0 || h.booked() != booked || len(first) > 0 || h.get(a.ID).State == store.StateRetry
 			})
-			p.down() // w1 loses MongoDB
+			p.Down() // w1 loses MongoDB
 			lost := time.Now()
 
 			// The other worker's reconciler takes the attempt over; once it

@@ -12,6 +12,7 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/schedule"
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -87,7 +88,7 @@ func TestCallingHoursAcrossTimeZones(t *testing.T) {
 // cancelled instead of being put back.
 func TestNoCallingHoursBeforeTheWindowEnds(t *testing.T) {
 	now := time.Now()
-	loc, _ := time.LoadLocation(noonZone())
+	loc, _ := time.LoadLocation(testservices.NoonZone())
 	l := now.In(loc)
 	// Hours start two hours from now; the window ends in one.
 	start := time.Duration(l.Hour()+2) * time.Hour
@@ -95,7 +96,7 @@ func TestNoCallingHoursBeforeTheWindowEnds(t *testing.T) {
 		s.Schedule.CallingHours = v1.CallingHours{Start: v1.ClockTime(fmt.Sprintf("%02d:00", int(start/time.Hour))), End: "23:00"}
 	}))
 	h.consume(h.dialer("w1"), "c1", 2)
-	a := h.create(attempt{tz: noonZone(), due: now, windowEnd: now.Add(time.Hour)}, true)
+	a := h.create(attempt{tz: testservices.NoonZone(), due: now, windowEnd: now.Add(time.Hour)}, true)
 	got := h.waitState(a.ID, 20*time.Second, store.StateCancelled)
 	h.idle(5 * time.Second)
 	if h.sim.CallsForAttempt(a.ID) != 0 {

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/delauto/delauto/internal/defaults"
+	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -76,24 +78,14 @@ func NewSweeper(opts SweeperOptions) (*Sweeper, error) {
 			return nil, err
 		}
 	}
-	if opts.Interval <= 0 {
-		opts.Interval = 5 * time.Minute
-	}
-	if opts.WatchInterval <= 0 {
-		opts.WatchInterval = 5 * time.Second
-	}
-	if opts.Overdue <= 0 {
-		opts.Overdue = 30 * time.Second
-	}
-	if opts.Batch <= 0 {
-		opts.Batch = 500
-	}
+	defaults.Positive(&opts.Interval, 5*time.Minute)
+	defaults.Positive(&opts.WatchInterval, 5*time.Second)
+	defaults.Positive(&opts.Overdue, 30*time.Second)
+	defaults.Positive(&opts.Batch, 500)
 	if opts.Metrics == nil {
 		opts.Metrics, _ = NewMetrics(nil)
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	defaults.Zero(&opts.Logger, slog.Default())
 	return &Sweeper{opts: opts, log: opts.Logger.With("component", "sweeper"), m: opts.Metrics}, nil
 }
 
@@ -110,7 +102,7 @@ func (s *Sweeper) Run(ctx context.Context) {
 	var retryAt time.Time
 	backoff := s.opts.WatchInterval
 	incarnationFailing := false
-	for sleep(ctx, nil, min(s.opts.WatchInterval, s.opts.Interval)) {
+	for periodic.Sleep(ctx, min(s.opts.WatchInterval, s.opts.Interval)) {
 		if s.opts.Ready != nil && s.opts.Ready() != nil {
 			continue
 		}

@@ -314,7 +314,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return nil
 			}
 			c.q.log.Warn("queue consumer: cannot create consumer group, retrying", "shard", sh.name, "err", err, "retry_in", backoff)
-			if !sleep(ctx, backoff) {
+			if !periodic.Sleep(ctx, backoff) {
 				return nil
 			}
 		}
@@ -427,7 +427,7 @@ func (c *Consumer) read(ctx context.Context, sh *shardState) {
 				}
 			}
 			c.q.log.Warn("queue consumer: read failed", "shard", sh.name, "err", err, "retry_in", backoff)
-			if !sleep(ctx, backoff) {
+			if !periodic.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
@@ -746,16 +746,5 @@ func (c *Consumer) extendLoop(ctx context.Context, sh *shardState) {
 				}
 			}
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -1,9 +1,9 @@
 package queue
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/delauto/delauto/internal/promreg"
 )
 
 // latencyBuckets span half a millisecond to a minute.
@@ -67,29 +67,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	var err error
 	for _, h := range []**prometheus.HistogramVec{&m.PickupLatency, &m.ScheduleLateness} {
-		if *h, err = register(reg, *h); err != nil {
+		if *h, err = promreg.Register(reg, *h); err != nil {
 			return nil, err
 		}
 	}
 	for _, c := range []**prometheus.CounterVec{&m.Handled, &m.Failed, &m.Retried, &m.Reclaimed, &m.DeadLettered, &m.LeaseLost, &m.Promoted} {
-		if *c, err = register(reg, *c); err != nil {
+		if *c, err = promreg.Register(reg, *c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
-}
-
-// register registers c on reg, or returns the equal collector registered
-// there before.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

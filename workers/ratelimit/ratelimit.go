@@ -45,6 +45,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/delauto/delauto/internal/promreg"
 )
 
 // Key is the Redis key of an account's limiter.
@@ -111,26 +113,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.Wait, err = register(reg, m.Wait); err != nil {
+	if m.Wait, err = promreg.Register(reg, m.Wait); err != nil {
 		return nil, err
 	}
-	if m.Returned, err = register(reg, m.Returned); err != nil {
+	if m.Returned, err = promreg.Register(reg, m.Returned); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // Options configure a Limiter.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/language"
+	"github.com/delauto/delauto/internal/schedule"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -21,25 +23,13 @@ import (
 // confirmation does not (the Delivery's status shows it; a text per
 // confirmed parcel would bury the two that matter), nor does an opt-out
 // (the operator stops calling, the parcel still comes).
-func Needed(c v1alpha1.ResponseChoice) bool {
-	return c == v1alpha1.ChoiceReschedule || c == v1alpha1.ChoiceInstructions
-}
+func Needed(c v1alpha1.ResponseChoice) bool { return slices.Contains(relayedChoices, c) }
+
+// relayedChoices are the choices Needed reports.
+var relayedChoices = []v1alpha1.ResponseChoice{v1alpha1.ChoiceReschedule, v1alpha1.ChoiceInstructions}
 
 // MaxSMSLen bounds the relay SMS, in characters: two SMS segments.
 const MaxSMSLen = 320
-
-// location is the recipient's time zone, else fallback, else UTC.
-func location(tz, fallback string) *time.Location {
-	for _, n := range []string{tz, fallback} {
-		if n == "" {
-			continue
-		}
-		if loc, err := time.LoadLocation(n); err == nil {
-			return loc
-		}
-	}
-	return time.UTC
-}
 
 // window formats a delivery window in loc as w says it, e.g.
 // "Wed Dec 2, 9:00 AM-11:00 AM CET" or "Mittwoch, 2. Dezember, 09:00-11:00 CET".
@@ -73,7 +63,7 @@ func SMSText(a *store.Attempt, company, defaultTZ string, w *language.Wording) s
 	if name == "" {
 		name = w.SMS.Someone
 	}
-	when := window(cc.WindowStart, cc.WindowEnd, location(cc.TimeZone, defaultTZ), w)
+	when := window(cc.WindowStart, cc.WindowEnd, schedule.FirstLocation(cc.TimeZone, defaultTZ), w)
 	if when != "" {
 		when = " (" + when + ")"
 	}

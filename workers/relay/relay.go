@@ -31,17 +31,17 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twilio/twilio-go"
 	openapi "github.com/twilio/twilio-go/rest/api/v2010"
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/periodic"
@@ -91,9 +91,9 @@ type Config struct {
 	Store *store.Store
 	// Queue is the work list (required).
 	Queue *Queue
-	// Campaign returns the campaign in force (required): relay settings,
-	// from numbers, company name.
-	Campaign func() *campaignfile.Config
+	// Campaign is the campaign in force (required): relay settings, from
+	// numbers, company name.
+	Campaign campaignfile.Source
 	// Twilio sends the SMS (required when the campaign relays by SMS).
 	Twilio *twilio.RestClient
 	// HTTPClient posts the webhook; default NewHTTPClient(AllowPrivate):
@@ -122,11 +122,9 @@ type Config struct {
 	Poll time.Duration
 	// Concurrency is how many attempts are processed at once; default 4.
 	Concurrency int
-	// Database is the call log's database name, for the sweep; empty
-	// disables the sweep.
-	Database string
-	// SweepInterval is how often MongoDB is searched for answers whose
-	// notifications are not sent (lost queue entries); default 5 min.
+	// SweepInterval is how often the call log is searched for answers whose
+	// notifications are not sent (lost queue entries); default 5 min,
+	// negative: no sweep.
 	SweepInterval time.Duration
 	// SweepWindow bounds how far back the sweep looks; default 24 h.
 	SweepWindow time.Duration
@@ -149,36 +147,18 @@ func (c *Config) defaults() {
 			c.Owner = "relay"
 		}
 	}
-	if c.Lease <= 0 {
-		c.Lease = 30 * time.Second
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 8
-	}
-	if c.Backoff <= 0 {
-		c.Backoff = 5 * time.Second
-	}
-	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 10 * time.Minute
-	}
-	if c.TranscriptionWait <= 0 {
-		c.TranscriptionWait = 2 * time.Minute
-	}
-	if c.Poll <= 0 {
-		c.Poll = 200 * time.Millisecond
-	}
-	if c.Concurrency <= 0 {
-		c.Concurrency = 4
-	}
-	if c.SweepInterval <= 0 {
+	defaults.Positive(&c.Lease, 30*time.Second)
+	defaults.Positive(&c.MaxAttempts, 8)
+	defaults.Positive(&c.Backoff, 5*time.Second)
+	defaults.Positive(&c.MaxBackoff, 10*time.Minute)
+	defaults.Positive(&c.TranscriptionWait, 2*time.Minute)
+	defaults.Positive(&c.Poll, 200*time.Millisecond)
+	defaults.Positive(&c.Concurrency, 4)
+	if c.SweepInterval == 0 {
 		c.SweepInterval = 5 * time.Minute
 	}
-	if c.SweepWindow <= 0 {
-		c.SweepWindow = 24 * time.Hour
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	defaults.Positive(&c.SweepWindow, 24*time.Hour)
+	defaults.Zero(&c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -238,13 +218,13 @@ func (s *Sender) RegisterMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-// Run takes due work from the queue until ctx ends, and sweeps MongoDB for
-// lost work every SweepInterval (when Database is set). Redis and MongoDB
+// Run takes due work from the queue until ctx ends, and sweeps the call log
+// for lost work every SweepInterval (unless it is negative). Redis and MongoDB
 // errors are logged and retried; Run returns only when ctx ends.
 func (s *Sender) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if s.cfg.Database != "" {
+	if s.cfg.SweepInterval > 0 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -314,7 +294,7 @@ func (s *Sender) Process(ctx context.Context, id string) (time.Time, error) {
 	if a.Response == nil || !Needed(a.Response.Choice) {
 		return time.Time{}, nil
 	}
-	camp := s.cfg.Campaign()
+	camp := s.cfg.Campaign.Current()
 	if camp == nil {
 		return now.Add(s.cfg.Backoff), errors.New("no campaign loaded")
 	}
@@ -390,26 +370,32 @@ func (s *Sender) waitForTranscription(a *store.Attempt, camp *campaignfile.Confi
 	if r.Choice != v1alpha1.ChoiceInstructions || r.TranscriptionStatus != "" || r.At == nil {
 		return time.Time{}
 	}
-	limit := 60 * time.Second
-	if tl := camp.Spec.Script.TimeLimit; tl != nil && tl.Duration > 0 {
-		limit = tl.Duration
-	}
-	deadline := r.At.Add(limit + s.cfg.TranscriptionWait)
+	deadline := r.At.Add(campaignfile.Settings(&camp.Spec).TimeLimit + s.cfg.TranscriptionWait)
 	if now.Before(deadline) {
 		return deadline
 	}
 	return time.Time{}
 }
 
-// channels lists the channels the campaign relays a's answer through.
-func channels(a *store.Attempt, camp *campaignfile.Config) []store.Channel {
+// campaignChannels lists the channels the campaign relays answers through.
+func campaignChannels(camp *campaignfile.Config) []store.Channel {
 	var out []store.Channel
 	relay := camp.Spec.Relay
-	if (relay.SMS == nil || *relay.SMS) && a.Context != nil && a.Context.AgentPhone != "" {
+	if relay.SMS == nil || *relay.SMS {
 		out = append(out, store.ChannelSMS)
 	}
 	if relay.Webhook != nil && relay.Webhook.URL != "" {
 		out = append(out, store.ChannelWebhook)
+	}
+	return out
+}
+
+// channels lists the channels the campaign relays a's answer through: an
+// SMS needs the agent's phone.
+func channels(a *store.Attempt, camp *campaignfile.Config) []store.Channel {
+	out := campaignChannels(camp)
+	if a.Context == nil || a.Context.AgentPhone == "" {
+		out = slices.DeleteFunc(out, func(ch store.Channel) bool { return ch == store.ChannelSMS })
 	}
 	return out
 }
@@ -512,55 +498,23 @@ func (s *Sender) sweepLoop(ctx context.Context) {
 }
 
 // Sweep finds the campaign's recent answers with a notification still to
-// send (pending, failed below the attempt limit, or stuck sending) and
-// enqueues them. It reads the call log only. It needs Config.Database.
+// send (pending, failed below the attempt limit, or stuck sending) in the
+// call log and enqueues them.
 func (s *Sender) Sweep(ctx context.Context) (int, error) {
-	if s.cfg.Database == "" {
-		return 0, errors.New("relay sweep needs the call log's database name")
-	}
-	camp := s.cfg.Campaign()
+	camp := s.cfg.Campaign.Current()
 	if camp == nil {
 		return 0, errors.New("no campaign loaded")
 	}
-	now := s.cfg.Now().UTC()
-	var or bson.A
-	open := func(ch store.Channel) bson.D {
-		p := "notify." + string(ch) + "."
-		return bson.D{{Key: "$or", Value: bson.A{
-			bson.D{{Key: p + "state", Value: store.NotifyPending}},
-			bson.D{{Key: p + "state", Value: store.NotifyFailed}, {Key: p + "attempts", Value: bson.D{{Key: "$lt", Value: s.cfg.MaxAttempts}}}},
-			bson.D{{Key: p + "state", Value: store.NotifySending}, {Key: p + "leaseUntil", Value: bson.D{{Key: "$lt", Value: now}}}},
-		}}}
-	}
-	if r := camp.Spec.Relay; r.SMS == nil || *r.SMS {
-		or = append(or, bson.D{{Key: "context.agentPhone", Value: bson.D{{Key: "$exists", Value: true}, {Key: "$ne", Value: ""}}},
-			{Key: "$and", Value: bson.A{open(store.ChannelSMS)}}})
-	}
-	if camp.Spec.Relay.Webhook != nil {
-		or = append(or, open(store.ChannelWebhook))
-	}
-	if len(or) == 0 {
-		return 0, nil
-	}
-	filter := bson.D{
-		{Key: "campaign", Value: camp.Namespace + "/" + camp.Name},
-		{Key: "response.choice", Value: bson.D{{Key: "$in", Value: bson.A{v1alpha1.ChoiceReschedule, v1alpha1.ChoiceInstructions}}}},
-		{Key: "updatedAt", Value: bson.D{{Key: "$gte", Value: now.Add(-s.cfg.SweepWindow)}}},
-		{Key: "$or", Value: or},
-	}
-	coll := s.cfg.Store.Client().Database(s.cfg.Database).Collection(store.AttemptsCollection)
-	cur, err := coll.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}).SetLimit(10000))
+	now := s.cfg.Now()
+	ids, err := s.cfg.Store.PendingNotifications(ctx, store.PendingNotificationQuery{
+		Campaign: camp.Namespace + "/" + camp.Name, Choices: relayedChoices, Channels: campaignChannels(camp),
+		MaxAttempts: s.cfg.MaxAttempts, Since: now.Add(-s.cfg.SweepWindow), Limit: 10000,
+	})
 	if err != nil {
 		return 0, fmt.Errorf("relay sweep: %w", err)
 	}
-	var ids []struct {
-		ID string `bson:"_id"`
-	}
-	if err := cur.All(ctx, &ids); err != nil {
-		return 0, fmt.Errorf("relay sweep: %w", err)
-	}
-	for _, d := range ids {
-		if err := s.cfg.Queue.Enqueue(ctx, d.ID, now); err != nil {
+	for _, id := range ids {
+		if err := s.cfg.Queue.Enqueue(ctx, id, now); err != nil {
 			return 0, err
 		}
 	}

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -173,7 +172,7 @@ func newFixture(t *testing.T, secret func() ([]byte, error), edit ...func(*Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = f.st.Client().Database(f.db).Drop(ctx); _ = f.st.Close(ctx) })
+	t.Cleanup(func() { _ = env.Mongo.DropDatabase(f.db); _ = f.st.Close(ctx) })
 	f.rdb = env.Redis.Client()
 	t.Cleanup(func() { f.rdb.Close() })
 	f.sim, err = twiliosim.New(twiliosim.Options{Numbers: []string{fromNumber}})
@@ -203,9 +202,9 @@ func newFixture(t *testing.T, secret func() ([]byte, error), edit ...func(*Confi
 		Relay:  v1.RelaySpec{SMS: &yes, Webhook: &v1.RelayWebhook{URL: hook.URL}},
 	}}
 	cfg := Config{
-		Store: f.st, Queue: NewQueue(f.rdb, fmt.Sprintf("{relaytest}:%s", f.db)), Campaign: func() *campaignfile.Config { return f.camp },
+		Store: f.st, Queue: NewQueue(f.rdb, fmt.Sprintf("{relaytest}:%s", f.db)), Campaign: campaignfile.Static{Config: f.camp},
 		Twilio: rc, Secret: secret, Owner: "test", MaxAttempts: 3, Backoff: time.Millisecond, MaxBackoff: time.Millisecond,
-		Database: f.db, Logger: slog.New(slog.DiscardHandler),
+		Logger: slog.New(slog.DiscardHandler),
 		// The dispatch endpoint is an http server on 127.0.0.1.
 		AllowPrivate: true,
 	}
@@ -222,9 +221,7 @@ func newFixture(t *testing.T, secret func() ([]byte, error), edit ...func(*Confi
 func (f *fixture) answered(t *testing.T, choice v1.ResponseChoice) *store.Attempt {
 	t.Helper()
 	ctx := context.Background()
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	uid := fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	uid := testservices.UUID()
 	a, _, err := f.st.CreateAttempt(ctx, store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: uid, Namespace: "shop", Name: "parcel"}, Campaign: "shop/evening", Shard: "s0",
 		Number: 1, Due: time.Now(), To: "+14155550123",

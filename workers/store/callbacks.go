@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/delauto/delauto/api/v1alpha1"
 )
@@ -235,7 +236,7 @@ func (s *Store) RecordResponse(ctx context.Context, id string, ans Answer) (*Att
 	if !ans.At.IsZero() {
 		at = ans.At.UTC().Truncate(time.Millisecond)
 	}
-	a, err := s.modify(ctx, id,
+	return s.modifyOrGet(ctx, id,
 		bson.D{{Key: "_id", Value: id}, {Key: "$or", Value: bson.A{
 			bson.D{{Key: "response.choice", Value: bson.D{{Key: "$ne", Value: ans.Choice}}}},
 			bson.D{{Key: "response.digits", Value: bson.D{{Key: "$ne", Value: ans.Digits}}}},
@@ -248,14 +249,6 @@ func (s *Store) RecordResponse(ctx context.Context, id string, ans Answer) (*Att
 			{Key: "response.at", Value: at},
 			{Key: "updatedAt", Value: now},
 		}}})
-	if err != nil {
-		return nil, false, err
-	}
-	if a == nil {
-		cur, err := s.Get(ctx, id)
-		return cur, false, err
-	}
-	return a, true, nil
 }
 
 // Recording is a recording-status callback.
@@ -277,7 +270,7 @@ func (s *Store) RecordRecording(ctx context.Context, id string, r Recording) (*A
 		return nil, false, invalid("recording SID and URL are required")
 	}
 	now := s.now()
-	a, err := s.modify(ctx, id,
+	return s.modifyOrGet(ctx, id,
 		bson.D{{Key: "_id", Value: id}, {Key: "response.recordingSid", Value: bson.D{{Key: "$ne", Value: r.SID}}}},
 		bson.D{{Key: "$set", Value: bson.D{
 			{Key: "response.recordingSid", Value: r.SID},
@@ -286,14 +279,6 @@ func (s *Store) RecordRecording(ctx context.Context, id string, r Recording) (*A
 			{Key: "recordings", Value: RecordingsPending},
 			{Key: "updatedAt", Value: now},
 		}}, {Key: "$addToSet", Value: bson.D{{Key: "recordingSids", Value: r.SID}}}})
-	if err != nil {
-		return nil, false, err
-	}
-	if a == nil {
-		cur, err := s.Get(ctx, id)
-		return cur, false, err
-	}
-	return a, true, nil
 }
 
 // RecordTranscription records the transcription of recording recordingSID.
@@ -305,7 +290,7 @@ func (s *Store) RecordTranscription(ctx context.Context, id, recordingSID, statu
 		return nil, false, invalid("recording SID is required")
 	}
 	now := s.now()
-	a, err := s.modify(ctx, id,
+	return s.modifyOrGet(ctx, id,
 		bson.D{
 			{Key: "_id", Value: id},
 			{Key: "$and", Value: bson.A{
@@ -326,14 +311,6 @@ func (s *Store) RecordTranscription(ctx context.Context, id, recordingSID, statu
 			{Key: "response.transcriptionStatus", Value: status},
 			{Key: "updatedAt", Value: now},
 		}}})
-	if err != nil {
-		return nil, false, err
-	}
-	if a == nil {
-		cur, err := s.Get(ctx, id)
-		return cur, false, err
-	}
-	return a, true, nil
 }
 
 // BeginNotification takes the sending lease of one notification channel of
@@ -406,9 +383,100 @@ func (s *Store) FinishNotification(ctx context.Context, id string, ch Channel, o
 	return nil, fmt.Errorf("%w: %s notification of attempt %s is no longer held by %q", ErrStaleFence, ch, id, owner)
 }
 
+// modifyOrGet applies update to attempt id where filter matches, and
+// reports whether it did; either way it returns the attempt as it is now.
+func (s *Store) modifyOrGet(ctx context.Context, id string, filter, update bson.D) (*Attempt, bool, error) {
+	a, err := s.modify(ctx, id, filter, update)
+	if err != nil {
+		return nil, false, err
+	}
+	if a == nil {
+		cur, err := s.Get(ctx, id)
+		return cur, false, err
+	}
+	return a, true, nil
+}
+
 func (a *Attempt) notification(ch Channel) Notification {
 	if ch == ChannelSMS {
 		return a.Notify.SMS
 	}
 	return a.Notify.Webhook
+}
+
+// PendingNotificationQuery selects the answers of one campaign whose agent
+// notification is still to be sent.
+type PendingNotificationQuery struct {
+	// Campaign is the campaign, namespace/name (required).
+	Campaign string
+	// Choices are the answers that are relayed (required).
+	Choices []v1alpha1.ResponseChoice
+	// Channels are the channels the campaign relays through; ChannelSMS
+	// counts only for attempts with an agent phone.
+	Channels []Channel
+	// MaxAttempts is the tries per channel: a failed channel with fewer is
+	// still to be sent, one with as many was given up.
+	MaxAttempts int32
+	// Since is the earliest last update of the attempts looked at.
+	Since time.Time
+	// Limit is the most ids returned (required).
+	Limit int
+}
+
+// PendingNotifications returns the ids of the attempts q selects with a
+// notification channel still to be sent: pending, failed below the attempt
+// limit, or sending with a lease that has run out (its sender went away).
+// The relay sender's sweep finds lost work with it; BeginNotification still
+// decides who sends.
+func (s *Store) PendingNotifications(ctx context.Context, q PendingNotificationQuery) ([]string, error) {
+	if q.Campaign == "" || len(q.Choices) == 0 {
+		return nil, invalid("campaign and choices are required")
+	}
+	if q.Limit <= 0 {
+		return nil, invalid("limit must be positive (got %d)", q.Limit)
+	}
+	now := s.now()
+	open := func(ch Channel) bson.D {
+		p := "notify." + string(ch) + "."
+		return bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: p + "state", Value: NotifyPending}},
+			bson.D{{Key: p + "state", Value: NotifyFailed}, {Key: p + "attempts", Value: bson.D{{Key: "$lt", Value: q.MaxAttempts}}}},
+			bson.D{{Key: p + "state", Value: NotifySending}, {Key: p + "leaseUntil", Value: bson.D{{Key: "$lte", Value: now}}}},
+		}}}
+	}
+	var or bson.A
+	for _, ch := range q.Channels {
+		switch ch {
+		case ChannelSMS:
+			or = append(or, bson.D{{Key: "context.agentPhone", Value: bson.D{{Key: "$exists", Value: true}, {Key: "$ne", Value: ""}}},
+				{Key: "$and", Value: bson.A{open(ch)}}})
+		case ChannelWebhook:
+			or = append(or, open(ch))
+		default:
+			return nil, invalid("notification channel %q must be sms or webhook", ch)
+		}
+	}
+	if len(or) == 0 {
+		return nil, nil
+	}
+	cur, err := s.attempts.Find(ctx, bson.D{
+		{Key: "campaign", Value: q.Campaign},
+		{Key: "response.choice", Value: bson.D{{Key: "$in", Value: q.Choices}}},
+		{Key: "updatedAt", Value: bson.D{{Key: "$gte", Value: q.Since.UTC()}}},
+		{Key: "$or", Value: or},
+	}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}).SetLimit(int64(q.Limit)))
+	if err != nil {
+		return nil, fmt.Errorf("store: find pending notifications: %w", err)
+	}
+	var docs []struct {
+		ID string `bson:"_id"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("store: read pending notifications: %w", err)
+	}
+	ids := make([]string, len(docs))
+	for i, d := range docs {
+		ids[i] = d.ID
+	}
+	return ids, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -282,6 +283,114 @@ func TestNotificationsSentOnce(t *testing.T) {
 	}
 	if n.Notify.Webhook.State != NotifyPending {
 		t.Fatalf("webhook state %s, want pending", n.Notify.Webhook.State)
+	}
+}
+
+// TestPendingNotifications checks the relay sweep's query: the answers of
+// one campaign that are relayed and still have a channel to send, and no
+// others.
+func TestPendingNotifications(t *testing.T) { inBothModes(t, testPendingNotifications) }
+
+func testPendingNotifications(t *testing.T, openStore opener) {
+	ctx := context.Background()
+	clk := newClock()
+	s := openStore(t, withClock(clk))
+	since := clk.Now().Add(-time.Minute)
+	answered := func(uid string, choice v1alpha1.ResponseChoice, agentPhone, campaign string) *Attempt {
+		t.Helper()
+		n := newAttempt(uid, 1, s.now())
+		n.Context = &CallContext{RecipientName: "Anna", TimeZone: "UTC", AgentPhone: agentPhone}
+		if campaign != "" {
+			n.Campaign = campaign
+		}
+		c := mustClaim(t, s, mustCreate(t, s, n).ID)
+		if _, err := s.MarkDialed(ctx, c.ID, c.Fence, "CA"+uid, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.RecordResponse(ctx, c.ID, Answer{Choice: choice, Digits: "2"}); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	const agent = "+14155550199"
+	fail := func(a *Attempt, ch Channel, times int) {
+		t.Helper()
+		for i := 0; i < times; i++ {
+			if _, err := s.BeginNotification(ctx, a.ID, ch, "sender", time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.FinishNotification(ctx, a.ID, ch, "sender", errors.New("down")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send := func(a *Attempt, ch Channel) {
+		t.Helper()
+		if _, err := s.BeginNotification(ctx, a.ID, ch, "sender", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.FinishNotification(ctx, a.ID, ch, "sender", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := answered("pending", v1alpha1.ChoiceReschedule, agent, "")
+	answered("confirmed", v1alpha1.ChoiceConfirm, agent, "")
+	answered("rival", v1alpha1.ChoiceReschedule, agent, "rival/morning")
+	noAgent := answered("noagent", v1alpha1.ChoiceInstructions, "", "")
+	smsSent := answered("smssent", v1alpha1.ChoiceReschedule, agent, "")
+	send(smsSent, ChannelSMS)
+	failedOnce := answered("failedonce", v1alpha1.ChoiceReschedule, agent, "")
+	fail(failedOnce, ChannelSMS, 1)
+	gaveUp := answered("gaveup", v1alpha1.ChoiceReschedule, agent, "")
+	fail(gaveUp, ChannelSMS, 3)
+	sending := answered("sending", v1alpha1.ChoiceReschedule, agent, "")
+	if _, err := s.BeginNotification(ctx, sending.ID, ChannelSMS, "sender", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	query := func(chs ...Channel) []string {
+		t.Helper()
+		ids, err := s.PendingNotifications(ctx, PendingNotificationQuery{Campaign: "shop/evening",
+			Choices:  []v1alpha1.ResponseChoice{v1alpha1.ChoiceReschedule, v1alpha1.ChoiceInstructions},
+			Channels: chs, MaxAttempts: 3, Since: since, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	sorted := func(as ...*Attempt) []string {
+		var ids []string
+		for _, a := range as {
+			ids = append(ids, a.ID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	if got, want := query(ChannelSMS), sorted(pending, failedOnce); !slices.Equal(got, want) {
+		t.Errorf("SMS still to send: %v, want %v (not sent, given up, held, confirmed, of another campaign or without an agent phone)", got, want)
+	}
+	// Every answer of the campaign still has its webhook to send, an
+	// attempt without an agent phone too.
+	if got, want := query(ChannelSMS, ChannelWebhook), sorted(pending, noAgent, smsSent, failedOnce, gaveUp, sending); !slices.Equal(got, want) {
+		t.Errorf("SMS or webhook still to send: %v, want %v", got, want)
+	}
+	// The held SMS's lease runs out: its sender went away.
+	clk.Add(2 * time.Minute)
+	if got, want := query(ChannelSMS), sorted(pending, failedOnce, sending); !slices.Equal(got, want) {
+		t.Errorf("SMS still to send after the lease ran out: %v, want %v", got, want)
+	}
+	if got := query(); len(got) != 0 {
+		t.Errorf("no channel relayed, yet %v are pending", got)
+	}
+	ids, err := s.PendingNotifications(ctx, PendingNotificationQuery{Campaign: "shop/evening",
+		Choices: []v1alpha1.ResponseChoice{v1alpha1.ChoiceReschedule}, Channels: []Channel{ChannelSMS},
+		MaxAttempts: 3, Since: clk.Now().Add(time.Minute), Limit: 100})
+	if err != nil || len(ids) != 0 {
+		t.Errorf("answers updated before Since: %v (%v), want none", ids, err)
+	}
+	if _, err := s.PendingNotifications(ctx, PendingNotificationQuery{Campaign: "shop/evening", Limit: 1}); !errors.Is(err, ErrInvalidInput) {
+		t.Errorf("a query without choices: %v, want ErrInvalidInput", err)
 	}
 }
 

@@ -638,11 +638,8 @@ func (s *Store) ClaimableAfter(ctx context.Context, campaign, shard string, c Du
 // but not $in or ranges, then reads only the attempts in that state
 // instead of the campaign's whole call log.
 func (s *Store) claimable(ctx context.Context, campaign, shard string, filter bson.D, limit int) ([]Attempt, error) {
-	if campaign == "" {
-		return nil, invalid("campaign is required")
-	}
-	if limit <= 0 {
-		return nil, invalid("limit must be positive (got %d)", limit)
+	if err := checkQuery(campaign, limit); err != nil {
+		return nil, err
 	}
 	var out []Attempt
 	for _, state := range claimableStates {
@@ -703,15 +700,24 @@ func (s *Store) findMany(ctx context.Context, filter bson.D, opts *options.FindO
 	return out, nil
 }
 
+// checkQuery checks the campaign (namespace/name) and the limit of a query
+// of one campaign's attempts.
+func checkQuery(campaign string, limit int) error {
+	if campaign == "" {
+		return invalid("campaign is required")
+	}
+	if limit <= 0 {
+		return invalid("limit must be positive (got %d)", limit)
+	}
+	return nil
+}
+
 // StaleDialingIn is StaleDialing restricted to one campaign (namespace/name):
 // a worker reconciles only the attempts of its own campaign, whose Twilio
 // account it can ask.
 func (s *Store) StaleDialingIn(ctx context.Context, campaign string, before time.Time, limit int) ([]Attempt, error) {
-	if campaign == "" {
-		return nil, invalid("campaign is required")
-	}
-	if limit <= 0 {
-		return nil, invalid("limit must be positive (got %d)", limit)
+	if err := checkQuery(campaign, limit); err != nil {
+		return nil, err
 	}
 	return s.findMany(ctx, bson.D{
 		{Key: "campaign", Value: campaign},
@@ -722,11 +728,8 @@ func (s *Store) StaleDialingIn(ctx context.Context, campaign string, before time
 
 // UnknownIn is Unknown restricted to one campaign (namespace/name).
 func (s *Store) UnknownIn(ctx context.Context, campaign string, olderThan time.Time, limit int) ([]Attempt, error) {
-	if campaign == "" {
-		return nil, invalid("campaign is required")
-	}
-	if limit <= 0 {
-		return nil, invalid("limit must be positive (got %d)", limit)
+	if err := checkQuery(campaign, limit); err != nil {
+		return nil, err
 	}
 	return s.findMany(ctx, bson.D{
 		{Key: "campaign", Value: campaign},
@@ -745,11 +748,8 @@ var unfinishedStates = []State{StateDialed, StateRinging, StateInProgress}
 // does not retry status callbacks, so these are looked up at Twilio. It asks
 // once per state, so FerretDB pushes each filter down.
 func (s *Store) UnfinishedCallsIn(ctx context.Context, campaign string, olderThan time.Time, limit int) ([]Attempt, error) {
-	if campaign == "" {
-		return nil, invalid("campaign is required")
-	}
-	if limit <= 0 {
-		return nil, invalid("limit must be positive (got %d)", limit)
+	if err := checkQuery(campaign, limit); err != nil {
+		return nil, err
 	}
 	var out []Attempt
 	for _, st := range unfinishedStates {

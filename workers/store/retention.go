@@ -89,11 +89,8 @@ func (s *Store) ExpiringRecordings(ctx context.Context, before time.Time, limit 
 // that still hold recordings at Twilio although the agent was told (a
 // notification was sent): for campaigns that delete recordings right after.
 func (s *Store) ToldRecordings(ctx context.Context, campaign string, limit int) ([]Attempt, error) {
-	if campaign == "" {
-		return nil, invalid("campaign is required")
-	}
-	if limit <= 0 {
-		return nil, invalid("limit must be positive (got %d)", limit)
+	if err := checkQuery(campaign, limit); err != nil {
+		return nil, err
 	}
 	return s.findMany(ctx, bson.D{
 		{Key: "recordings", Value: RecordingsPending},

@@ -498,8 +498,5 @@ func (s *Store) Close(ctx context.Context) error {
 	return s.client.Disconnect(ctx)
 }
 
-// Client is the underlying MongoDB client, for health checks and tooling.
-func (s *Store) Client() *mongo.Client { return s.client }
-
 // now is the store's clock, in UTC with BSON's millisecond precision.
 func (s *Store) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Millisecond) }

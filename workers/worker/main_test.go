@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,7 +25,6 @@ import (
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/internal/twiliosim"
-	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -43,31 +40,6 @@ func testLogger(t testing.TB) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-// noonZone is a fixed-offset zone where it is about noon now.
-func noonZone() string {
-	off := 12 - time.Now().UTC().Hour()
-	switch {
-	case off > 12:
-		off -= 24
-	case off < -12:
-		off += 24
-	}
-	switch {
-	case off > 0:
-		return fmt.Sprintf("Etc/GMT-%d", off)
-	case off < 0:
-		return fmt.Sprintf("Etc/GMT+%d", -off)
-	}
-	return "UTC"
-}
-
-func uuid() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 var seq atomic.Int64
@@ -105,7 +77,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = w.direct.Client().Database(w.db).Drop(context.Background())
+		_ = env.Mongo.DropDatabase(w.db)
 		_ = w.direct.Close(context.Background())
 	})
 	w.rdb = env.Redis.Client()
@@ -137,7 +109,7 @@ func newWorld(t *testing.T) *world {
 	ns := fmt.Sprintf("w%d-%s", n, name)
 	w.shard = queue.Shard{Namespace: ns, Campaign: "evening", Name: "shard-0"}
 	w.campaign = &campaignfile.Config{Namespace: ns, Name: "evening", Spec: v1.CallCampaignSpec{
-		Schedule: v1.ScheduleSpec{CallingHours: v1.CallingHours{Start: "06:00", End: "18:00"}, DefaultTimeZone: v1.TimeZone(noonZone())},
+		Schedule: v1.ScheduleSpec{CallingHours: v1.CallingHours{Start: "06:00", End: "18:00"}, DefaultTimeZone: v1.TimeZone(testservices.NoonZone())},
 		Script:   v1.CallScript{CompanyName: "Parcels", TimeLimit: &metav1.Duration{Duration: time.Minute}},
 		Twilio:   v1.TwilioSpec{FromNumbers: []v1.PhoneNumber{"+14155550100"}, CallsPerSecond: 1000, CallbackURL: cb.URL},
 	}}
@@ -160,7 +132,7 @@ func (w *world) workerOpts(name string, st *store.Store) Options {
 	}
 	return Options{
 		Name: name, Shards: []queue.Shard{w.shard}, Concurrency: 8,
-		Store: st, Redis: w.rdb, Twilio: rc.Api, AccountSID: w.sim.AccountSID(), Campaign: dialer.Static{Config: w.campaign},
+		Store: st, Redis: w.rdb, Twilio: rc.Api, AccountSID: w.sim.AccountSID(), Campaign: campaignfile.Static{Config: w.campaign},
 		Logger: w.log.With("worker", name), Lease: 6 * time.Second, QueueLease: 3 * time.Second, TwilioTimeout: testTwilioTimeout, RecordTimeout: time.Minute,
 		HealthInterval: 200 * time.Millisecond, ReconcileInterval: 500 * time.Millisecond, StaleAfter: 500 * time.Millisecond,
 		UnknownGrace: 3 * time.Second, SweepInterval: 500 * time.Millisecond, SweepOverdue: time.Second,
@@ -254,7 +226,7 @@ func (r *running) waitReady(t *testing.T, code int, timeout time.Duration) strin
 // create plans an attempt due now and queues it.
 func (w *world) create(to string, queued bool) *store.Attempt {
 	w.t.Helper()
-	uid := uuid()
+	uid := testservices.UUID()
 	a, _, err := w.direct.CreateAttempt(context.Background(), store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: uid, Namespace: w.campaign.Namespace, Name: "parcel-" + uid[:8]},
 		Campaign: w.campaign.Namespace + "/evening", Shard: w.shard.Name, Number: 1, Due: time.Now(), To: to,
@@ -292,106 +264,6 @@ func (w *world) waitState(id string, timeout time.Duration, state store.State) *
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// proxy is a TCP proxy that can cut every connection, to take a real
-// server away from a client and bring it back on the same address.
-type proxy struct {
-	target, addr string
-	mu           sync.Mutex
-	l            net.Listener
-	conns        map[net.Conn]bool
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	p := &proxy{target: target, conns: map[net.Conn]bool{}}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = l.Addr().String()
-	p.serve(l)
-	t.Cleanup(p.down)
-	return p
-}
-
-func (p *proxy) serve(l net.Listener) {
-	p.mu.Lock()
-	p.l = l
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go p.pipe(c)
-		}
-	}()
-}
-
-func (p *proxy) pipe(c net.Conn) {
-	u, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.l == nil {
-		p.mu.Unlock()
-		c.Close()
-		u.Close()
-		return
-	}
-	p.conns[c], p.conns[u] = true, true
-	p.mu.Unlock()
-	go func() { _, _ = io.Copy(u, c); u.Close(); c.Close() }()
-	_, _ = io.Copy(c, u)
-	c.Close()
-	u.Close()
-}
-
-// down closes the listener and every connection.
-func (p *proxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.l != nil {
-		p.l.Close()
-		p.l = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	p.conns = map[net.Conn]bool{}
-}
-
-// up listens again on the same address.
-func (p *proxy) up(t *testing.T) {
-	t.Helper()
-	var l net.Listener
-	var err error
-	for range 50 {
-		if l, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(l)
-}
-
-// viaProxy is uri with its host replaced by the proxy's address.
-func viaProxy(t *testing.T, uri string, p *proxy) string {
-	t.Helper()
-	u, err := url.Parse(uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = p.addr
-	return u.String()
 }
 
 func mongoHost(t *testing.T) string {

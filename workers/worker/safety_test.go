@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/workers/ratelimit"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -23,8 +24,8 @@ import (
 func TestMongoOutageDrainsAttemptsWaitingForASlot(t *testing.T) {
 	w := newWorld(t)
 	w.campaign.Spec.Twilio.CallsPerSecond = 1
-	p := startProxy(t, mongoHost(t))
-	st, err := store.Open(context.Background(), store.Config{URI: viaProxy(t, env.Mongo.URI, p), Database: w.db, Logger: w.log,
+	p := testservices.StartProxy(t, mongoHost(t))
+	st, err := store.Open(context.Background(), store.Config{URI: p.URL(t, env.Mongo.URI), Database: w.db, Logger: w.log,
 		ConnectTimeout: time.Second, ServerSelectionTimeout: time.Second, OperationTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +59,7 @@ func TestMongoOutageDrainsAttemptsWaitingForASlot(t *testing.T) {
 			t.Fatal("the worker did not book a slot")
 		}
 	}
-	p.down()
+	p.Down()
 	lost := time.Now()
 	time.Sleep(4 * time.Second) // past the slot
 	for _, c := range w.sim.Creates() {
@@ -66,7 +67,7 @@ func TestMongoOutageDrainsAttemptsWaitingForASlot(t *testing.T) {
 			t.Fatalf("the attempt waiting for its slot was dialed %s after MongoDB became unreachable", c.Time.Sub(lost).Round(100*time.Millisecond))
 		}
 	}
-	p.up(t)
+	p.Up(t)
 	r.waitReady(t, http.StatusOK, 10*time.Second)
 	w.dialedOnce(t, []string{a.ID})
 }

@@ -5,33 +5,46 @@
 //
 // # Lifecycle
 //
-// Run consumes while Redis and MongoDB are reachable, the campaign is not
-// suspended and no drain was asked for. When a store becomes unreachable,
-// the campaign is suspended or a drain starts, it stops reading, lets the
-// attempts in flight finish (a call being placed is recorded, retrying the
-// store until it is back; attempts still waiting for a rate-limit slot are
-// put back for other workers) and acknowledges them; it starts reading again
-// when all is well. Nothing in flight is dropped: an attempt whose outcome
-// could not be written stays pending in Redis and leased in MongoDB, and the
-// reconciler settles it. When Run's context ends, it drains the same way
-// and returns; Abort cancels the attempts still in flight.
+// Run takes attempts from the queue while Redis and MongoDB are reachable,
+// the campaign is not suspended and no drain is in force. When one of
+// those changes it stops reading, and what it holds goes on as follows:
 //
-// # Operations endpoints (OpsHandler, port 8081 "ops")
+//   - a drain (Drain, POST /drain) or the end of Run's context (SIGTERM):
+//     attempts still waiting for a rate-limit slot are put back for other
+//     workers, calls being placed are placed and recorded (retrying the
+//     store until it is back); after DrainTimeout, if set, what is still in
+//     flight is cancelled;
+//   - a store outage: the same, since claims can no longer be renewed and
+//     other workers' reconcilers may take them over; taking attempts
+//     resumes once the stores answer and nothing is in flight;
+//   - a suspension: the attempts in flight go on as they are.
+//
+// Nothing in flight is dropped: an attempt whose outcome could not be
+// written stays pending in Redis and leased in MongoDB, and the reconciler
+// settles it. Run returns once its context has ended and the attempts in
+// flight are done; Abort (a second signal) cancels them, and their calls,
+// if placed, are reconciled later.
+//
+// # Operations endpoints (OpsHandler, port 8082 "ops")
 //
 //	GET  /healthz  200 while the process runs (liveness)
 //	GET  /readyz   200 when Redis and MongoDB answer and no drain is in force, else 503 with the reason
 //	GET  /metrics  Prometheus metrics
-//	POST /drain    start draining (idempotent): stop taking attempts, finish the
-//	               calls in flight, keep serving callbacks; answers 202 with the state
+//	POST /drain    start draining (idempotent): stop taking attempts, put back those
+//	               waiting for a slot, finish the calls being placed, keep serving
+//	               callbacks; answers 202 with the state
 //	GET  /drain    the drain state: {"draining":bool,"drained":bool,"inFlight":n}
 //	DELETE /drain  end a drain (the worker takes attempts again)
 //
 // Every /drain request needs "Authorization: Bearer <token>" with the
 // operator's drain token (Options.DrainToken): 401 without, 403 otherwise.
 //
-// The operator drains a worker before scaling it down: POST /drain, then
-// poll GET /drain until "drained" is true (or the pod's grace period ends),
-// then delete the pod. SIGTERM does the same and exits.
+// The operator's autoscaler scales a shard down through /drain: it picks
+// pods with no attempt in flight, POSTs /drain, polls GET /drain until the
+// pod is drained with nothing in flight (30 s at most; otherwise it ends the
+// drain with DELETE /drain and keeps the pod), gives the drained pods the
+// lowest pod-deletion-cost and then lowers the Deployment's replicas, so
+// the ReplicaSet removes those pods.
 //
 // Twilio's callbacks are served on port 8080 "http" by CallbackHandler: the
 // handler given in Options.Callbacks, or 404 when there is none.
@@ -44,7 +57,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -55,6 +67,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/defaults"
+	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
@@ -74,7 +89,7 @@ type Options struct {
 	Redis      redis.UniversalClient
 	Twilio     dialer.TwilioCalls
 	AccountSID string
-	Campaign   dialer.Source
+	Campaign   campaignfile.Source
 	// CallbackURL overrides the campaign's public callback base URL.
 	CallbackURL string
 	// Callbacks serves Twilio's webhooks; nil answers 404.
@@ -147,7 +162,7 @@ type Worker struct {
 
 	changed  chan struct{}
 	drainMu  sync.Mutex // orders Drain, Resume and the store-outage drain
-	outage   bool       // a store outage drains the dialer (drainMu)
+	outage   bool       // a store outage makes the dialer yield (drainMu)
 	draining atomic.Bool
 	redisOK  atomic.Bool
 	mongoOK  atomic.Bool
@@ -173,20 +188,11 @@ func New(opts Options) (*Worker, error) {
 			return nil, err
 		}
 	}
-	if opts.Concurrency <= 0 {
-		opts.Concurrency = 50
-	}
+	defaults.Positive(&opts.Concurrency, 50)
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
+	defaults.Zero(&opts.Logger, slog.Default())
 	tm, err := dialer.Timing{Lease: opts.Lease, QueueLease: opts.QueueLease, TwilioTimeout: opts.TwilioTimeout,
 		StaleAfter: opts.StaleAfter, UnknownGrace: opts.UnknownGrace, ClockSkew: opts.ClockSkew}.Derive()
 	if err != nil {
@@ -194,12 +200,12 @@ func New(opts Options) (*Worker, error) {
 	}
 	opts.Lease, opts.QueueLease, opts.TwilioTimeout = tm.Lease, tm.QueueLease, tm.TwilioTimeout
 	opts.StaleAfter, opts.UnknownGrace, opts.ClockSkew = tm.StaleAfter, tm.UnknownGrace, tm.ClockSkew
-	def(&opts.ReconcileInterval, 5*time.Second)
-	def(&opts.FinalStatusMargin, 2*time.Minute)
-	def(&opts.SweepInterval, 5*time.Minute)
-	def(&opts.SweepWatchInterval, 5*time.Second)
-	def(&opts.SweepOverdue, 30*time.Second)
-	def(&opts.HealthInterval, time.Second)
+	defaults.Positive(&opts.ReconcileInterval, 5*time.Second)
+	defaults.Positive(&opts.FinalStatusMargin, 2*time.Minute)
+	defaults.Positive(&opts.SweepInterval, 5*time.Minute)
+	defaults.Positive(&opts.SweepWatchInterval, 5*time.Second)
+	defaults.Positive(&opts.SweepOverdue, 30*time.Second)
+	defaults.Positive(&opts.HealthInterval, time.Second)
 	if opts.Store == nil || opts.Redis == nil {
 		return nil, errors.New("worker: Store and Redis are required")
 	}
@@ -231,7 +237,7 @@ func New(opts Options) (*Worker, error) {
 	w.recon, err = dialer.NewReconciler(dialer.ReconcilerOptions{
 		Store: opts.Store, Queue: w.q, Redis: opts.Redis, Twilio: opts.Twilio, Campaign: opts.Campaign,
 		CallbackURL: opts.CallbackURL, Interval: opts.ReconcileInterval, StaleAfter: opts.StaleAfter,
-		Grace: opts.UnknownGrace, FinalStatusMargin: opts.FinalStatusMargin, Metrics: w.m, Logger: opts.Logger,
+		Grace: opts.UnknownGrace, FinalStatusMargin: opts.FinalStatusMargin, Ready: w.Ready, Metrics: w.m, Logger: opts.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -277,7 +283,7 @@ func (w *Worker) Drain() {
 	defer w.drainMu.Unlock()
 	if w.draining.CompareAndSwap(false, true) {
 		w.log.Info("draining: no new attempts; finishing the calls in flight")
-		w.d.Drain()
+		w.d.Yield()
 		w.gauges.draining.Set(1)
 		w.gauges.ready.Set(0)
 		w.notify()
@@ -351,7 +357,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); w.monitor(loops) }()
 	go func() {
 		defer wg.Done()
-		w.loop(loops, "reconciler", w.opts.ReconcileInterval, func(ctx context.Context) error { return w.recon.RunOnce(ctx) })
+		w.recon.Run(loops)
 	}()
 	go func() {
 		defer wg.Done()
@@ -417,7 +423,7 @@ func (w *Worker) consume(ctx context.Context) {
 	})
 	if err != nil {
 		w.log.Error("cannot create the queue consumer", "error", err)
-		sleep(ctx, 5*time.Second)
+		periodic.Sleep(ctx, 5*time.Second)
 		return
 	}
 	cctx, cancel := context.WithCancel(ctx)
@@ -467,11 +473,11 @@ watch:
 	if outage {
 		w.drainMu.Lock()
 		w.outage = true
-		w.d.Drain()
+		w.d.Yield()
 		w.drainMu.Unlock()
 	}
 	if why == "stopping" {
-		w.d.Drain()
+		w.d.Yield()
 	}
 	cancel()
 	<-done
@@ -548,23 +554,6 @@ func (w *Worker) checkHealth(ctx context.Context) {
 	}
 }
 
-// loop runs fn every interval (±10%) while the worker is ready.
-func (w *Worker) loop(ctx context.Context, name string, interval time.Duration, fn func(context.Context) error) {
-	for {
-		d := interval + time.Duration(rand.Int64N(int64(interval)/5+1)) - interval/10
-		if !sleep(ctx, d) {
-			return
-		}
-		if w.Ready() != nil {
-			continue
-		}
-		if err := fn(ctx); err != nil && ctx.Err() == nil {
-			w.m.LoopErrors.WithLabelValues(name).Inc()
-			w.log.Warn(name+" round failed", "error", err)
-		}
-	}
-}
-
 // OpsHandler serves /healthz, /readyz, /metrics and /drain.
 func (w *Worker) OpsHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -624,15 +613,4 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
@@ -192,7 +193,7 @@ func TestRedisRestartRepublishesTheQueueAtOnce(t *testing.T) {
 		ids = append(ids, w.create(fmt.Sprintf("+141555502%02d", 30+i), true).ID)
 	}
 	ctx := context.Background()
-	uid := uuid()
+	uid := testservices.UUID()
 	tomorrow, _, err := w.direct.CreateAttempt(ctx, store.NewAttempt{
 		Delivery: store.DeliveryRef{UID: uid, Namespace: w.campaign.Namespace, Name: "parcel-" + uid[:8]},
 		Campaign: w.campaign.Namespace + "/evening", Shard: w.shard.Name, Number: 1, Due: time.Now().Add(24 * time.Hour), To: "+14155550299",
@@ -273,8 +274,8 @@ func (w *world) dialedOnce(t *testing.T, ids []string) {
 // and are then called, each once.
 func TestMongoOutageKeepsInFlightStateAndResumes(t *testing.T) {
 	w := newWorld(t)
-	p := startProxy(t, mongoHost(t))
-	st, err := store.Open(context.Background(), store.Config{URI: viaProxy(t, env.Mongo.URI, p), Database: w.db, Logger: w.log,
+	p := testservices.StartProxy(t, mongoHost(t))
+	st, err := store.Open(context.Background(), store.Config{URI: p.URL(t, env.Mongo.URI), Database: w.db, Logger: w.log,
 		ConnectTimeout: time.Second, ServerSelectionTimeout: time.Second, OperationTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +292,7 @@ func TestMongoOutageKeepsInFlightStateAndResumes(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no create request")
 	}
-	p.down() // the create request is in flight
+	p.Down() // the create request is in flight
 	if body := r.waitReady(t, http.StatusServiceUnavailable, 5*time.Second); !strings.Contains(body, "mongodb") {
 		t.Errorf("/readyz during the outage: %q", body)
 	}
@@ -314,7 +315,7 @@ func TestMongoOutageKeepsInFlightStateAndResumes(t *testing.T) {
 	if n := w.sim.CallsForAttempt(inFlight.ID); n != 1 {
 		t.Fatalf("the call in flight: %d calls", n)
 	}
-	p.up(t)
+	p.Up(t)
 	r.waitReady(t, http.StatusOK, 10*time.Second)
 	got := w.waitState(inFlight.ID, 30*time.Second, store.StateDialed)
 	var simSID string

@@ -202,7 +202,7 @@ func run(rates []int, dur time.Duration, conns int, drainConc int, prime bool, s
 		Twilio:   v1.TwilioSpec{FromNumbers: []v1.PhoneNumber{"+14155550100"}, CallbackURL: base},
 	}}
 	srv, err := callbacks.New(callbacks.Config{
-		Campaign: callbacks.StaticCampaign{C: camp}, Store: st, Redis: rdb,
+		Campaign: campaignfile.Static{Config: camp}, Store: st, Redis: rdb,
 		AuthTokens: []string{authToken}, Consumer: "bench", Logger: quiet, JournalConcurrency: drainConc,
 	})
 	if err != nil {

@@ -33,6 +33,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
@@ -41,7 +43,6 @@ import (
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/internal/twiliosim"
-	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 	"github.com/delauto/delauto/workers/worker"
@@ -108,6 +109,13 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	ctx := context.Background()
 	tag := randomHex(4)
 
+	// Direct access for the checks and the clean-up.
+	mc, err := mongo.Connect(options.Client().ApplyURI(mongoURI))
+	if err != nil {
+		return err
+	}
+	defer mc.Disconnect(context.Background())
+
 	// The store ceiling's call log and the worker's, each of N attempts.
 	dbs := []string{"bench_store_" + tag, "bench_worker_" + tag}
 	var sts []*store.Store
@@ -117,7 +125,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 		if err != nil {
 			return err
 		}
-		defer func() { _ = st.Client().Database(db).Drop(ctx); _ = st.Close(ctx) }()
+		defer func() { _ = mc.Database(db).Drop(ctx); _ = st.Close(ctx) }()
 		ns := "bench-" + tag
 		if i == 0 {
 			ns = "ceiling-" + tag
@@ -160,7 +168,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	if err := q.MarkComplete(ctx, shard, incarnation); err != nil {
 		return err
 	}
-	hc, err := dialer.HTTPClient(sim.URL(), 10*time.Second, c)
+	hc, err := twilioclient.PooledHTTPClient(sim.URL(), 10*time.Second, c)
 	if err != nil {
 		return err
 	}
@@ -177,7 +185,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(worker.Options{
 		Name: "bench-worker", Shards: []queue.Shard{shard}, Concurrency: c,
-		Store: sts[1], Redis: rdb, Twilio: rc.Api, AccountSID: sim.AccountSID(), Campaign: dialer.Static{Config: campaign},
+		Store: sts[1], Redis: rdb, Twilio: rc.Api, AccountSID: sim.AccountSID(), Campaign: campaignfile.Static{Config: campaign},
 		Registry: reg, Logger: logger,
 		// The sweeper runs its query as usual but must not queue the
 		// attempts of later rounds, which are due in the call log already.
@@ -272,7 +280,7 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	// not the store's per-operation timeout.
 	checkCtx, cancelCheck := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancelCheck()
-	dialed, err := sts[1].Client().Database(dbs[1]).Collection(store.AttemptsCollection).
+	dialed, err := mc.Database(dbs[1]).Collection(store.AttemptsCollection).
 		CountDocuments(checkCtx, bson.D{{Key: "state", Value: store.StateDialed}, {Key: "callSid", Value: bson.D{{Key: "$exists", Value: true}}}})
 	if err != nil {
 		return fmt.Errorf("count the dialed attempts: %w", err)
