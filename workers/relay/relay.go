@@ -150,19 +150,19 @@ func (c *Config) defaults() {
 		}
 	}
 	if c.Lease <= 0 {
-		c.Lease = 30 * time.Second
+		c.Lease = DefaultLease
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 8
 	}
 	if c.Backoff <= 0 {
-		c.Backoff = 5 * time.Second
+		c.Backoff = DefaultBackoff
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 10 * time.Minute
 	}
 	if c.TranscriptionWait <= 0 {
-		c.TranscriptionWait = 2 * time.Minute
+		c.TranscriptionWait = DefaultTranscriptionWait
 	}
 	if c.Poll <= 0 {
 		c.Poll = 200 * time.Millisecond
@@ -171,7 +171,7 @@ func (c *Config) defaults() {
 		c.Concurrency = 4
 	}
 	if c.SweepInterval <= 0 {
-		c.SweepInterval = 5 * time.Minute
+		c.SweepInterval = DefaultSweepInterval
 	}
 	if c.SweepWindow <= 0 {
 		c.SweepWindow = 24 * time.Hour
@@ -182,6 +182,36 @@ func (c *Config) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+}
+
+// The Config defaults: together they bound how long an answer waits for
+// its agent notification (see MaxDelay).
+const (
+	// DefaultLease is Config.Lease's default.
+	DefaultLease = 30 * time.Second
+	// DefaultBackoff is Config.Backoff's default.
+	DefaultBackoff = 5 * time.Second
+	// DefaultTranscriptionWait is Config.TranscriptionWait's default.
+	DefaultTranscriptionWait = 2 * time.Minute
+	// DefaultSweepInterval is Config.SweepInterval's default.
+	DefaultSweepInterval = 5 * time.Minute
+	// DefaultTimeLimit is the call time limit of a script that sets none,
+	// which recorded instructions wait for beside TranscriptionWait.
+	DefaultTimeLimit = 60 * time.Second
+)
+
+// MaxDelay is how long, with the default Config and a first send that
+// succeeds, an answer recorded at time t may wait for its notification:
+// recorded instructions wait for their transcription up to the call's time
+// limit (timeLimit; 0 means DefaultTimeLimit) plus DefaultTranscriptionWait;
+// a sender that took the entry and stopped holds it for its queue lease
+// (2 x DefaultLease) and a channel for DefaultLease; an entry lost from the
+// queue is found again by the next sweep (DefaultSweepInterval).
+func MaxDelay(timeLimit time.Duration) time.Duration {
+	if timeLimit <= 0 {
+		timeLimit = DefaultTimeLimit
+	}
+	return timeLimit + DefaultTranscriptionWait + 3*DefaultLease + DefaultSweepInterval
 }
 
 // Sender sends the relay notifications.
@@ -390,7 +420,7 @@ func (s *Sender) waitForTranscription(a *store.Attempt, camp *campaignfile.Confi
 	if r.Choice != v1alpha1.ChoiceInstructions || r.TranscriptionStatus != "" || r.At == nil {
 		return time.Time{}
 	}
-	limit := 60 * time.Second
+	limit := DefaultTimeLimit
 	if tl := camp.Spec.Script.TimeLimit; tl != nil && tl.Duration > 0 {
 		limit = tl.Duration
 	}
