@@ -258,10 +258,27 @@ func (s *System) Apply(ctx context.Context, yaml string) error {
 			return nil
 		}
 		if !strings.Contains(string(out), "ServiceUnavailable") || time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("kubectl apply: %w\n%s", err, out)
+			return fmt.Errorf("kubectl apply: %w\n%s", err, applyErrors(out))
 		}
 		time.Sleep(2 * time.Second)
 	}
+}
+
+// applyErrors is kubectl apply's output without the objects it applied,
+// at most 20 lines.
+func applyErrors(out []byte) string {
+	var keep []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.HasSuffix(l, " serverside-applied") || strings.HasSuffix(l, " unchanged") {
+			continue
+		}
+		if len(keep) == 20 {
+			keep = append(keep, "...")
+			break
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n")
 }
 
 // Dispatch is a dispatch system receiving the relay's webhooks.
@@ -337,7 +354,8 @@ type CampaignOptions struct {
 // and a CallCampaign: calling hours start-end UTC, one attempt per Delivery
 // (or maxAttempts with 1m back-off), sharded by region, 1 to 4 workers of
 // 20 calls per shard, relaying by SMS and signed webhook to the system's
-// dispatch. Apply it, then RouteCallbacks.
+// dispatch. It starts with a document separator, so campaigns and
+// Deliveries concatenate into one YAML stream. Apply it, then RouteCallbacks.
 func (s *System) Campaign(o CampaignOptions) string {
 	retry := "{maxAttempts: 1}"
 	if o.MaxAttempts > 1 {
@@ -347,7 +365,8 @@ func (s *System) Campaign(o CampaignOptions) string {
 	if o.ScaleDownDelay > 0 {
 		scaleDown = fmt.Sprintf("\n    scaleDownDelay: %s", o.ScaleDownDelay)
 	}
-	return fmt.Sprintf(`apiVersion: v1
+	return fmt.Sprintf(`---
+apiVersion: v1
 kind: Namespace
 metadata: {name: %[1]s}
 ---
