@@ -102,10 +102,11 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: tools lint verify-generated check-rules ## The full check: tools, lint, generated files current, alert rules, every test, a short fuzz of the webhooks and the answer matcher (the end-to-end run is `make test-e2e`).
+test: e2e-tools lint verify-generated check-rules ## The full check: tools (the local cluster's too), lint, generated files current, alert rules, every test, a short fuzz of the webhooks and the answer matcher, the end-to-end run.
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) fuzz-language FUZZTIME=$(TEST_FUZZTIME)
+	$(MAKE) test-e2e
 
 .PHONY: check-rules
 check-rules: $(PROM_BINS) ## promtool check and unit-test the chart's alert rules.
