@@ -119,7 +119,7 @@ demo: e2e-tools redis ## Start the whole system locally, run a few hundred Deliv
 	go run ./hack/demo -deliveries $(or $(DELIVERIES),300) $(DEMO_FLAGS)
 
 .PHONY: test-e2e
-test-e2e: e2e-tools redis ## The whole system on a local cluster: chart-installed operator (2 replicas), workers as real processes, 200 Deliveries.
+test-e2e: e2e-tools redis ## The whole system on a local cluster (the last step of `make test`): chart-installed operator (2 replicas), workers as real processes, 200 Deliveries.
 	go test -tags e2e -count=1 -timeout 30m -v ./hack/e2e
 
 # TEST_FUZZTIME is how long `make test` fuzzes each webhook target and the matcher.
