@@ -102,10 +102,11 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: tools lint verify-generated check-rules ## The full check: tools, lint, generated files current, alert rules, every test, a short fuzz of the webhooks and the answer matcher (the end-to-end run is `make test-e2e`).
+test: e2e-tools lint verify-generated check-rules ## The full check: tools (the local cluster's too), lint, generated files current, alert rules, every test, a short fuzz of the webhooks and the answer matcher, the end-to-end run.
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) fuzz-language FUZZTIME=$(TEST_FUZZTIME)
+	$(MAKE) test-e2e
 
 .PHONY: check-rules
 check-rules: $(PROM_BINS) ## promtool check and unit-test the chart's alert rules.
@@ -118,7 +119,7 @@ demo: e2e-tools redis ## Start the whole system locally, run a few hundred Deliv
 	go run ./hack/demo -deliveries $(or $(DELIVERIES),300) $(DEMO_FLAGS)
 
 .PHONY: test-e2e
-test-e2e: e2e-tools redis ## The whole system on a local cluster: chart-installed operator (2 replicas), workers as real processes, 200 Deliveries.
+test-e2e: e2e-tools redis ## The whole system on a local cluster (the last step of `make test`): chart-installed operator (2 replicas), workers as real processes, 200 Deliveries.
 	go test -tags e2e -count=1 -timeout 30m -v ./hack/e2e
 
 # TEST_FUZZTIME is how long `make test` fuzzes each webhook target and the matcher.

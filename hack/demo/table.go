@@ -21,15 +21,26 @@ import (
 	"github.com/delauto/delauto/internal/localcluster"
 )
 
+// view is what the live table follows: the generated campaigns'
+// namespaces and Deliveries, and the German sample.
+type view struct {
+	namespaces     []string
+	total          int
+	scaleDownDelay time.Duration
+	german         *sample
+}
+
 // snapshot is what the live table shows at one moment.
 type snapshot struct {
-	at      time.Time
-	phases  map[v1.DeliveryPhase]int
-	done    int
-	calls   int
-	shards  []shardRow
-	pickup  []float64 // pickup latency histogram: upper bounds and counts
-	buckets []uint64
+	at     time.Time
+	phases map[v1.DeliveryPhase]int
+	done   int
+	calls  int
+	shards []shardRow
+	// german is the German sample's phase ("" when not followed).
+	german v1.DeliveryPhase
+	// peak is the most replicas each shard's Deployment asked for so far.
+	peak map[string]int32
 }
 
 type shardRow struct {
@@ -37,25 +48,47 @@ type shardRow struct {
 	replicas, ready               int32
 	dueNow, scheduled, inFlight   int64
 	deploymentReplicas, available int32
+	minReplicas                   int32
 }
 
+func (r shardRow) key() string { return r.campaign + "/" + r.shard }
+
 // take reads the Deliveries, campaigns and worker Deployments of the
-// namespaces and the simulator's call count.
-func take(ctx context.Context, sys *localcluster.System, namespaces []string, prev snapshot) (snapshot, error) {
-	s := snapshot{at: time.Now(), phases: map[v1.DeliveryPhase]int{}, calls: len(sys.Sim.Creates())}
-	for _, ns := range namespaces {
-		var dl v1.DeliveryList
-		if err := sys.Client.List(ctx, &dl, client.InNamespace(ns)); err != nil {
-			return prev, err
-		}
-		for _, d := range dl.Items {
-			p := d.Status.Phase
-			if p == "" {
-				p = v1.DeliveryPending
+// namespaces (and the samples' campaigns) and the simulator's call count.
+func (v view) take(ctx context.Context, sys *localcluster.System, prev snapshot) (snapshot, error) {
+	s := snapshot{at: time.Now(), phases: map[v1.DeliveryPhase]int{}, calls: len(sys.Sim.Creates()), peak: map[string]int32{}}
+	for k, n := range prev.peak {
+		s.peak[k] = n
+	}
+	namespaces := v.namespaces
+	if v.german != nil {
+		namespaces = append(append([]string(nil), namespaces...), sampleNamespace)
+		if v.german.due {
+			d, err := sampleStatus(ctx, sys)
+			if err != nil {
+				return prev, err
 			}
-			s.phases[p]++
-			if p.Finished() {
-				s.done++
+			s.german = d.Status.Phase
+			if s.german == "" {
+				s.german = v1.DeliveryPending
+			}
+		}
+	}
+	for _, ns := range namespaces {
+		if ns != sampleNamespace {
+			var dl v1.DeliveryList
+			if err := sys.Client.List(ctx, &dl, client.InNamespace(ns)); err != nil {
+				return prev, err
+			}
+			for _, d := range dl.Items {
+				p := d.Status.Phase
+				if p == "" {
+					p = v1.DeliveryPending
+				}
+				s.phases[p]++
+				if p.Finished() {
+					s.done++
+				}
 			}
 		}
 		var cl v1.CallCampaignList
@@ -69,7 +102,10 @@ func take(ctx context.Context, sys *localcluster.System, namespaces []string, pr
 		for _, c := range cl.Items {
 			for _, sh := range c.Status.Shards {
 				row := shardRow{campaign: ns + "/" + c.Name, shard: sh.Name, replicas: sh.Replicas, ready: sh.ReadyReplicas,
-					dueNow: sh.DueNow, scheduled: sh.Scheduled, inFlight: sh.InFlight}
+					dueNow: sh.DueNow, scheduled: sh.Scheduled, inFlight: sh.InFlight, minReplicas: 1}
+				if m := c.Spec.Workers.MinReplicas; m != nil {
+					row.minReplicas = *m
+				}
 				for _, d := range deps.Items {
 					if d.Labels[controllers.LabelCampaign] == c.Name && strings.HasSuffix(d.Name, sh.Name) {
 						if d.Spec.Replicas != nil {
@@ -79,6 +115,7 @@ func take(ctx context.Context, sys *localcluster.System, namespaces []string, pr
 					}
 				}
 				s.shards = append(s.shards, row)
+				s.peak[row.key()] = max(s.peak[row.key()], row.deploymentReplicas)
 			}
 		}
 	}
@@ -101,11 +138,64 @@ func (s snapshot) table(total int) string {
 			fmt.Fprintf(&b, "  %-22s %5d\n", p, s.phases[p])
 		}
 	}
-	fmt.Fprintf(&b, "  %-28s %-10s %9s %7s %9s %9s\n", "CAMPAIGN", "SHARD", "REPLICAS", "DUE", "IN-FLIGHT", "SCHEDULED")
+	if s.german != "" {
+		fmt.Fprintf(&b, "  German sample %s/%s: %s\n", sampleNamespace, sampleDelivery, s.german)
+	}
+	fmt.Fprintf(&b, "  %-28s %-13s %9s %5s %7s %9s %9s\n", "CAMPAIGN", "SHARD", "REPLICAS", "PEAK", "DUE", "IN-FLIGHT", "SCHEDULED")
 	for _, r := range s.shards {
-		fmt.Fprintf(&b, "  %-28s %-10s %4d/%-4d %7d %9d %9d\n", r.campaign, r.shard, r.available, r.deploymentReplicas, r.dueNow, r.inFlight, r.scheduled)
+		fmt.Fprintf(&b, "  %-28s %-13s %4d/%-4d %5d %7d %9d %9d\n", r.campaign, r.shard, r.available, r.deploymentReplicas, s.peak[r.key()], r.dueNow, r.inFlight, r.scheduled)
 	}
 	return b.String()
+}
+
+// scaledDown reports whether every shard of the generated campaigns is
+// back at its minimum replicas.
+func (v view) scaledDown(s snapshot) bool {
+	for _, r := range s.shards {
+		if !strings.HasPrefix(r.campaign, sampleNamespace+"/") && r.deploymentReplicas > r.minReplicas {
+			return false
+		}
+	}
+	return true
+}
+
+// live redraws the table in place until every generated Delivery (and the
+// German sample, when due) is done and the workers scaled back down, or ctx
+// ends. Scaling down waits for scaleDownDelay of surplus, then drains: the
+// table goes on for that long plus two minutes at most.
+func (v view) live(ctx context.Context, sys *localcluster.System) snapshot {
+	var prev snapshot
+	var doneAt time.Time
+	lines := 0
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		s, err := v.take(ctx, sys, prev)
+		if err == nil {
+			out := s.table(v.total)
+			finished := s.done >= v.total && (s.german == "" || s.german.Finished())
+			if finished && doneAt.IsZero() {
+				doneAt = s.at
+			}
+			if finished {
+				out += fmt.Sprintf("  every call is done; the workers scale down after %s of surplus (this demo's scaleDownDelay), draining idle pods first\n", v.scaleDownDelay)
+			}
+			if lines > 0 {
+				fmt.Printf("\033[%dA\033[J", lines)
+			}
+			fmt.Print(out)
+			lines = strings.Count(out, "\n")
+			prev = s
+			if finished && (v.scaledDown(s) || s.at.Sub(doneAt) > v.scaleDownDelay+2*time.Minute) {
+				return s
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return prev
+		case <-tick.C:
+		}
+	}
 }
 
 // summary says what happened: calls, answers, retries and the workers'
@@ -123,6 +213,13 @@ func (s snapshot) summary(sys *localcluster.System) string {
 	if p95, n, err := pickupP95(sys); err == nil && n > 0 {
 		fmt.Fprintf(&b, "  pickup latency p95 %s over %d calls (due time to the worker's start, from the workers' metrics)\n", p95.Round(time.Millisecond), n)
 	}
+	b.WriteString("  worker replicas per shard, peak -> now:")
+	for _, r := range s.shards {
+		if !strings.HasPrefix(r.campaign, sampleNamespace+"/") {
+			fmt.Fprintf(&b, " %s/%s %d -> %d;", r.campaign, r.shard, s.peak[r.key()], r.deploymentReplicas)
+		}
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 

@@ -44,6 +44,17 @@ var scenarios = []struct {
 	{"press1", v1.DeliveryConfirmed, false},
 }
 
+// timeScale 1 runs the simulated calls in real time, as Twilio does. The
+// simulator scales a call's time limit (60 s by default) and ring timeout
+// with everything else, but the workers answer its webhooks in real time,
+// up to its 15 s webhook timeout; only at real time do those keep Twilio's
+// proportions on a loaded machine. Faster scales broke this run: at 0.02 (a
+// 1.2 s limit) a one-second FerretDB stall, and at 0.1 (6 s) a machine with
+// a load average of 30, ended answered calls on their time limit before the
+// callee chose, and their Deliveries became Unreachable. Real time costs
+// about a minute: the calls overlap.
+const timeScale = 1
+
 const (
 	deliveries  = 200
 	agentPrefix = "+1628555"
@@ -72,11 +83,13 @@ func TestWholeSystem(t *testing.T) {
 	for i, sc := range scenarios {
 		suffixes[fmt.Sprint(i)] = twiliosim.MustNamed(sc.name)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	// Start-up, the 10 minutes for the phases, the relay's bound and the
+	// totals fit in it; `go test -timeout` is above it.
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	sys, err := localcluster.StartSystem(ctx, localcluster.SystemOptions{
 		Repo: repo, Bin: filepath.Join(repo, "bin"), Dir: dir, OperatorReplicas: 2,
-		Sim:      twiliosim.Options{TimeScale: 0.02, Suffixes: suffixes, CPS: 50},
+		Sim:      twiliosim.Options{TimeScale: timeScale, Suffixes: suffixes, CPS: 50},
 		Progress: testWriter{t},
 	})
 	if err != nil {
@@ -87,7 +100,8 @@ func TestWholeSystem(t *testing.T) {
 	campaigns := []struct{ ns, name string }{{"team-a", "evening"}, {"team-b", "express"}}
 	regions := []string{"north", "south", "west"}
 	for _, c := range campaigns {
-		yaml := sys.Campaign(c.ns, c.name, hoursStart, hoursEnd, 1, regions)
+		yaml := sys.Campaign(localcluster.CampaignOptions{Namespace: c.ns, Name: c.name,
+			HoursStart: hoursStart, HoursEnd: hoursEnd, MaxAttempts: 1, Regions: regions})
 		if err := sys.Apply(ctx, yaml); err != nil {
 			t.Fatal(err)
 		}
@@ -110,6 +124,7 @@ func TestWholeSystem(t *testing.T) {
 	if err := sys.Apply(ctx, b.String()); err != nil {
 		t.Fatal(err)
 	}
+	created := time.Now()
 
 	// Every Delivery ends in the phase its number's scenario implies.
 	var list v1.DeliveryList
@@ -127,6 +142,7 @@ func TestWholeSystem(t *testing.T) {
 		}
 		t.Logf("%d/%d Deliveries finished: %v; %d calls at the simulator", done, len(list.Items), phases, len(sys.Sim.Calls()))
 		if done == deliveries {
+			t.Logf("every Delivery finished %s after they were created", time.Since(created).Round(time.Second))
 			break
 		}
 		if time.Now().After(deadline) {
@@ -152,7 +168,9 @@ func TestWholeSystem(t *testing.T) {
 	for _, d := range list.Items {
 		sc := scenarios[want[d.Namespace+"/"+d.Name]]
 		if d.Status.Phase != sc.phase {
-			t.Errorf("%s/%s (%s) ended %s, want %s", d.Namespace, d.Name, sc.name, d.Status.Phase, sc.phase)
+			t.Errorf("%s/%s (%s) ended %s, want %s; its status: %+v", d.Namespace, d.Name, sc.name, d.Status.Phase, sc.phase, d.Status.Conditions)
+			explainCalls(t, sys.Sim, string(d.Spec.Recipient.Phone))
+			continue
 		}
 		if sc.relay {
 			relayed[string(d.Spec.Agent.Phone)] = true
@@ -174,8 +192,20 @@ func TestWholeSystem(t *testing.T) {
 		}
 	}
 
-	// The agents were told: an SMS and a signed dispatch webhook each.
-	waitFor(t, 2*time.Minute, "relay", func() error {
+	// The agents were told: an SMS and a signed dispatch webhook each. Every
+	// answer was given before the last Delivery finished, and the relay
+	// promises each notification within relay.MaxDelay of its answer (recorded
+	// instructions first wait for their transcription up to the time limit
+	// plus the transcription wait; a stopped sender's leases and a lost queue
+	// entry's sweep come on top). The campaigns set no time limit. The margin
+	// is for the sends themselves on a loaded machine.
+	finished := time.Now()
+	relayBound := relay.MaxDelay(0) + time.Minute
+	agentOf := map[string]string{} // agent -> recipient
+	for i := range deliveries {
+		agentOf[fmt.Sprintf("%s%04d", agentPrefix, i)] = fmt.Sprintf("%s%04d", recipPrefix, i)
+	}
+	relayOK := waitFor(t, relayBound, "relay", func() error {
 		sms := map[string]bool{}
 		for _, m := range sys.Sim.Messages() {
 			sms[m.To] = true
@@ -197,6 +227,13 @@ func TestWholeSystem(t *testing.T) {
 		}
 		return nil
 	})
+	if relayOK {
+		slowest, which := relayLatency(sys.Sim, relayed, agentOf)
+		t.Logf("relay: every agent told %s after the last Delivery finished (the relay's bound: %s); the slowest SMS came %s after its call ended (%s)",
+			time.Since(finished).Round(100*time.Millisecond), relay.MaxDelay(0), slowest.Round(100*time.Millisecond), which)
+	} else {
+		explainRelay(t, sys.Sim, relayed, agentOf)
+	}
 
 	// Campaign totals equal the per-Delivery phases.
 	waitFor(t, 2*time.Minute, "campaign totals", func() error {
@@ -263,19 +300,78 @@ func line(data []byte, i int) string {
 	return string(data[s : i+e])
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
+// waitFor calls f until it succeeds or d passes (then the test fails with
+// f's last error); it reports whether f succeeded.
+func waitFor(t *testing.T, d time.Duration, what string, f func() error) bool {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		err := f()
 		if err == nil {
-			return
+			return true
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("%s: %v", what, err)
-			return
+			t.Errorf("%s (waited %s): %v", what, d, err)
+			return false
 		}
 		time.Sleep(2 * time.Second)
+	}
+}
+
+// relayLatency is the longest time from a relayed recipient's call ending at
+// the simulator to the first SMS to its agent, and which scenario it was.
+func relayLatency(sim *twiliosim.Sim, relayed map[string]bool, agentOf map[string]string) (time.Duration, string) {
+	ended := map[string]twiliosim.Call{}
+	for _, c := range sim.Calls() {
+		ended[c.To] = c
+	}
+	first := map[string]time.Time{}
+	for _, m := range sim.Messages() {
+		if f, ok := first[m.To]; !ok || m.Created.Before(f) {
+			first[m.To] = m.Created
+		}
+	}
+	var slowest time.Duration
+	which := ""
+	for agent := range relayed {
+		c := ended[agentOf[agent]]
+		if d := first[agent].Sub(c.Ended); d > slowest {
+			slowest, which = d, c.Scenario
+		}
+	}
+	return slowest, which
+}
+
+// explainRelay logs, for each agent still without an SMS, its recipient's
+// calls, so a lost recording or transcription shows.
+func explainRelay(t *testing.T, sim *twiliosim.Sim, relayed map[string]bool, agentOf map[string]string) {
+	t.Helper()
+	sms := map[string]bool{}
+	for _, m := range sim.Messages() {
+		sms[m.To] = true
+	}
+	for agent := range relayed {
+		if !sms[agent] {
+			t.Logf("agent %s got no SMS; its recipient's calls:", agent)
+			explainCalls(t, sim, agentOf[agent])
+		}
+	}
+}
+
+// explainCalls logs the simulator's view of the calls to number: how each
+// went (what the callee gave, how long it lasted) and each webhook sent for
+// it with its answer, in order.
+func explainCalls(t *testing.T, sim *twiliosim.Sim, number string) {
+	t.Helper()
+	for _, c := range sim.Calls() {
+		if c.To != number {
+			continue
+		}
+		t.Logf("  call %s (attempt %s, %s): %s, answered %s, ended %s, %d s, inputs %v; its webhooks:",
+			c.Sid, c.AttemptID, c.Scenario, c.Status, c.Answered.Format("15:04:05.000"), c.Ended.Format("15:04:05.000"), c.Duration, c.Inputs)
+		for _, cb := range sim.CallbacksFor(c.Sid, "") {
+			t.Logf("    %s %s %s try %d: HTTP %d %s", cb.Time.Format("15:04:05.000"), cb.Kind, cb.Event, cb.Attempt, cb.StatusCode, cb.Err)
+		}
 	}
 }
 

@@ -226,14 +226,22 @@ func CampaignHost(namespace, campaign string) string {
 }
 
 // RouteCallbacks sends the simulator's webhooks for the campaign to its
-// callback Service, as an Ingress in front of the Service would.
+// callback Service, as an Ingress in front of the Service would. The
+// campaign's spec.twilio.callbackURL is https://CampaignHost (as Campaign
+// writes it).
 func (s *System) RouteCallbacks(namespace, campaign string) error {
-	host := CampaignHost(namespace, campaign)
-	local, err := s.Runner.ServiceProxy(s.ctx, host, 80)
+	return s.RouteCallbackURL("https://"+CampaignHost(namespace, campaign), namespace, campaign)
+}
+
+// RouteCallbackURL sends the simulator's webhooks for callbackURL (a
+// campaign's public spec.twilio.callbackURL, such as the samples') to the
+// campaign's callback Service.
+func (s *System) RouteCallbackURL(callbackURL, namespace, campaign string) error {
+	local, err := s.Runner.ServiceProxy(s.ctx, CampaignHost(namespace, campaign), 80)
 	if err != nil {
 		return err
 	}
-	return s.Sim.SetWebhookRoute("https://"+host, local)
+	return s.Sim.SetWebhookRoute(callbackURL, local)
 }
 
 // Apply applies YAML with kubectl as the cluster admin (server-side, so a
@@ -250,10 +258,27 @@ func (s *System) Apply(ctx context.Context, yaml string) error {
 			return nil
 		}
 		if !strings.Contains(string(out), "ServiceUnavailable") || time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("kubectl apply: %w\n%s", err, out)
+			return fmt.Errorf("kubectl apply: %w\n%s", err, applyErrors(out))
 		}
 		time.Sleep(2 * time.Second)
 	}
+}
+
+// applyErrors is kubectl apply's output without the objects it applied,
+// at most 20 lines.
+func applyErrors(out []byte) string {
+	var keep []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.HasSuffix(l, " serverside-applied") || strings.HasSuffix(l, " unchanged") {
+			continue
+		}
+		if len(keep) == 20 {
+			keep = append(keep, "...")
+			break
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n")
 }
 
 // Dispatch is a dispatch system receiving the relay's webhooks.
@@ -308,17 +333,40 @@ func (d *Dispatch) Close() { d.srv.Close() }
 // DispatchKey signs the relay webhooks of the campaigns Campaign writes.
 const DispatchKey = "local-dispatch-signing-key"
 
+// CampaignOptions say what Campaign writes.
+type CampaignOptions struct {
+	// Namespace and Name of the CallCampaign (the namespace is created).
+	Namespace, Name string
+	// HoursStart and HoursEnd are the calling hours ("15:04", UTC).
+	HoursStart, HoursEnd string
+	// MaxAttempts per Delivery: 1 (default) or more, then no-answer and
+	// busy are retried after 1m.
+	MaxAttempts int
+	// Regions are the shards (sharded by region).
+	Regions []string
+	// ScaleDownDelay is spec.workers.scaleDownDelay; 0 keeps the API's
+	// default (5m).
+	ScaleDownDelay time.Duration
+}
+
 // Campaign is the YAML of a namespace with what a campaign needs (Twilio
 // credentials of the simulator, the stores Secret, the dispatch signing key)
 // and a CallCampaign: calling hours start-end UTC, one attempt per Delivery
-// (or maxAttempts with 1m back-off), sharded by region, relaying by SMS and
-// signed webhook to the system's dispatch. Apply it, then RouteCallbacks.
-func (s *System) Campaign(namespace, name, start, end string, maxAttempts int, regions []string) string {
+// (or maxAttempts with 1m back-off), sharded by region, 1 to 4 workers of
+// 20 calls per shard, relaying by SMS and signed webhook to the system's
+// dispatch. It starts with a document separator, so campaigns and
+// Deliveries concatenate into one YAML stream. Apply it, then RouteCallbacks.
+func (s *System) Campaign(o CampaignOptions) string {
 	retry := "{maxAttempts: 1}"
-	if maxAttempts > 1 {
-		retry = fmt.Sprintf("{maxAttempts: %d, backoff: [1m], retryOn: [no-answer, busy]}", maxAttempts)
+	if o.MaxAttempts > 1 {
+		retry = fmt.Sprintf("{maxAttempts: %d, backoff: [1m], retryOn: [no-answer, busy]}", o.MaxAttempts)
 	}
-	return fmt.Sprintf(`apiVersion: v1
+	scaleDown := ""
+	if o.ScaleDownDelay > 0 {
+		scaleDown = fmt.Sprintf("\n    scaleDownDelay: %s", o.ScaleDownDelay)
+	}
+	return fmt.Sprintf(`---
+apiVersion: v1
 kind: Namespace
 metadata: {name: %[1]s}
 ---
@@ -367,9 +415,9 @@ spec:
   workers:
     concurrency: 20
     minReplicas: 1
-    maxReplicas: 4
-`, namespace, name, s.Sim.AccountSID(), s.Sim.AuthToken(), s.Services.Redis.URL(), s.Services.Mongo.URI, DispatchKey,
-		CampaignHost(namespace, name), start, end, s.Dispatch.URL, retry, strings.Join(regions, ", "))
+    maxReplicas: 4%[14]s
+`, o.Namespace, o.Name, s.Sim.AccountSID(), s.Sim.AuthToken(), s.Services.Redis.URL(), s.Services.Mongo.URI, DispatchKey,
+		CampaignHost(o.Namespace, o.Name), o.HoursStart, o.HoursEnd, s.Dispatch.URL, retry, strings.Join(o.Regions, ", "), scaleDown)
 }
 
 // Delivery is the YAML of one Delivery of campaign whose window opens at

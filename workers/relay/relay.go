@@ -147,21 +147,51 @@ func (c *Config) defaults() {
 			c.Owner = "relay"
 		}
 	}
-	defaults.Positive(&c.Lease, 30*time.Second)
+	defaults.Positive(&c.Lease, DefaultLease)
 	defaults.Positive(&c.MaxAttempts, 8)
-	defaults.Positive(&c.Backoff, 5*time.Second)
+	defaults.Positive(&c.Backoff, DefaultBackoff)
 	defaults.Positive(&c.MaxBackoff, 10*time.Minute)
-	defaults.Positive(&c.TranscriptionWait, 2*time.Minute)
+	defaults.Positive(&c.TranscriptionWait, DefaultTranscriptionWait)
 	defaults.Positive(&c.Poll, 200*time.Millisecond)
 	defaults.Positive(&c.Concurrency, 4)
 	if c.SweepInterval == 0 {
-		c.SweepInterval = 5 * time.Minute
+		c.SweepInterval = DefaultSweepInterval
 	}
 	defaults.Positive(&c.SweepWindow, 24*time.Hour)
 	defaults.Zero(&c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+}
+
+// The Config defaults: together they bound how long an answer waits for
+// its agent notification (see MaxDelay).
+const (
+	// DefaultLease is Config.Lease's default.
+	DefaultLease = 30 * time.Second
+	// DefaultBackoff is Config.Backoff's default.
+	DefaultBackoff = 5 * time.Second
+	// DefaultTranscriptionWait is Config.TranscriptionWait's default.
+	DefaultTranscriptionWait = 2 * time.Minute
+	// DefaultSweepInterval is Config.SweepInterval's default.
+	DefaultSweepInterval = 5 * time.Minute
+	// DefaultTimeLimit is the call time limit of a script that sets none,
+	// which recorded instructions wait for beside TranscriptionWait.
+	DefaultTimeLimit = campaignfile.DefaultTimeLimit
+)
+
+// MaxDelay is how long, with the default Config and a first send that
+// succeeds, an answer recorded at time t may wait for its notification:
+// recorded instructions wait for their transcription up to the call's time
+// limit (timeLimit; 0 means DefaultTimeLimit) plus DefaultTranscriptionWait;
+// a sender that took the entry and stopped holds it for its queue lease
+// (2 x DefaultLease) and a channel for DefaultLease; an entry lost from the
+// queue is found again by the next sweep (DefaultSweepInterval).
+func MaxDelay(timeLimit time.Duration) time.Duration {
+	if timeLimit <= 0 {
+		timeLimit = DefaultTimeLimit
+	}
+	return timeLimit + DefaultTranscriptionWait + 3*DefaultLease + DefaultSweepInterval
 }
 
 // Sender sends the relay notifications.
