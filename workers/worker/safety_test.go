@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/workers/ratelimit"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -24,13 +23,7 @@ import (
 func TestMongoOutageDrainsAttemptsWaitingForASlot(t *testing.T) {
 	w := newWorld(t)
 	w.campaign.Spec.Twilio.CallsPerSecond = 1
-	p := testservices.StartProxy(t, mongoHost(t))
-	st, err := store.Open(context.Background(), store.Config{URI: p.URL(t, env.Mongo.URI), Database: w.db, Logger: w.log,
-		ConnectTimeout: time.Second, ServerSelectionTimeout: time.Second, OperationTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close(context.Background()) })
+	p, st := w.storeBehindProxy(t)
 	r := w.start(w.workerOpts("w1", st))
 	r.waitReady(t, http.StatusOK, 5*time.Second)
 	// Two claims of other workers ahead on the account: the slot is about

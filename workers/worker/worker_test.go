@@ -274,13 +274,7 @@ func (w *world) dialedOnce(t *testing.T, ids []string) {
 // and are then called, each once.
 func TestMongoOutageKeepsInFlightStateAndResumes(t *testing.T) {
 	w := newWorld(t)
-	p := testservices.StartProxy(t, mongoHost(t))
-	st, err := store.Open(context.Background(), store.Config{URI: p.URL(t, env.Mongo.URI), Database: w.db, Logger: w.log,
-		ConnectTimeout: time.Second, ServerSelectionTimeout: time.Second, OperationTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close(context.Background()) })
+	p, st := w.storeBehindProxy(t)
 	r := w.start(w.workerOpts("w1", st))
 	r.waitReady(t, http.StatusOK, 5*time.Second)
 	if err := w.sim.SetFaults(twiliosim.Faults{Latency: 1500 * time.Millisecond}); err != nil {
@@ -406,4 +400,18 @@ func metric(t *testing.T, r *running, name string) string {
 	t.Helper()
 	_, body := r.get(t, "/metrics")
 	return grep(body, name)
+}
+
+// storeBehindProxy opens the world's call log through a TCP proxy the test
+// can cut, with short timeouts so an outage shows within seconds.
+func (w *world) storeBehindProxy(t *testing.T) (*testservices.Proxy, *store.Store) {
+	t.Helper()
+	p := testservices.StartProxy(t, mongoHost(t))
+	st, err := store.Open(context.Background(), store.Config{URI: p.URL(t, env.Mongo.URI), Database: w.db, Logger: w.log,
+		ConnectTimeout: time.Second, ServerSelectionTimeout: time.Second, OperationTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close(context.Background()) })
+	return p, st
 }
