@@ -27,6 +27,7 @@ import (
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/internal/stores"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
@@ -255,7 +256,7 @@ func (r *CallCampaignReconciler) ensureDrainSecret(ctx context.Context, s *campa
 		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
 			Labels: map[string]string{LabelName: "delauto", LabelComponent: "drain-token", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}},
 		Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{DrainTokenFile: []byte(hex.EncodeToString(tok))},
+		Data: map[string][]byte{workerpod.DrainTokenFile: []byte(hex.EncodeToString(tok))},
 	}
 	if err := controllerutil.SetControllerReference(c, secret, r.Scheme()); err != nil {
 		return err

@@ -7,8 +7,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
-	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 func TestOperatorConfig(t *testing.T) {
@@ -38,9 +38,9 @@ func TestOperatorConfig(t *testing.T) {
 		}
 	}
 	workerEnv["TWILIO_ACCOUNT_SID"], workerEnv["TWILIO_AUTH_TOKEN"] = twiliosim.DefaultAccountSID, twiliosim.DefaultAuthToken
-	delete(workerEnv, controllers.EnvCampaign)
-	delete(workerEnv, controllers.EnvCampaignNamespace)
-	delete(workerEnv, controllers.EnvDrainTokenFile)
+	delete(workerEnv, workerpod.EnvCampaign)
+	delete(workerEnv, workerpod.EnvCampaignNamespace)
+	delete(workerEnv, workerpod.EnvDrainTokenFile)
 	wc, err := parseWorkerConfig([]string{"--campaign-file", writeCampaign(t, t.TempDir(), "shop", nil), "--shards", "shard-0",
 		"--twilio-dir", "", "--redis-url", "redis://r", "--mongo-uri", "mongodb://m"}, func(k string) string { return workerEnv[k] })
 	if err != nil {

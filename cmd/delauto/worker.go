@@ -20,23 +20,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/internal/twilioclient"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/relay"
 	"github.com/delauto/delauto/workers/worker"
-)
-
-// Environment variables the worker reads besides the operator's contract
-// (controllers.Env*): Twilio credentials for local runs, the simulator's
-// URL, and the pod name.
-const (
-	envTwilioSID     = "TWILIO_ACCOUNT_SID"
-	envTwilioToken   = "TWILIO_AUTH_TOKEN"
-	envTwilioBaseURL = controllers.EnvTwilioBaseURL
-	envPodName       = controllers.EnvPodName
 )
 
 // workerConfig is `delauto worker`'s configuration, validated.
@@ -55,6 +46,8 @@ type workerConfig struct {
 	twilioBaseURL     string
 	twilioTimeout     time.Duration
 	relayAllowPrivate bool
+	relaySecretFile   string
+	relaySecret       string
 	httpAddr, opsAddr string
 	lease, queueLease time.Duration
 	clockSkew         time.Duration
@@ -77,30 +70,32 @@ type workerConfig struct {
 // every problem is reported, one per line.
 func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig, error) {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	envOr := func(k, def string) string {
-		if v := getenv(k); v != "" {
-			return v
-		}
-		return def
-	}
 	c := &workerConfig{}
-	host, _ := os.Hostname()
-	fs.StringVar(&c.name, "name", envOr(envPodName, host), "this worker's name in the queue and in claims, unique among live workers (env "+envPodName+", default the host name)")
-	fs.StringVar(&c.namespace, "campaign-namespace", getenv(controllers.EnvCampaignNamespace), "namespace of the CallCampaign (env "+controllers.EnvCampaignNamespace+"; default: the campaign file's)")
-	fs.StringVar(&c.campaign, "campaign", getenv(controllers.EnvCampaign), "name of the CallCampaign (env "+controllers.EnvCampaign+"; default: the campaign file's)")
-	shards := fs.String("shards", getenv(controllers.EnvShards), "comma-separated shards of the campaign this worker serves, e.g. shard-0 (env "+controllers.EnvShards+")")
-	concurrency := fs.String("concurrency", envOr(controllers.EnvConcurrency, "50"), "attempts handled at once, 1-1000 (env "+controllers.EnvConcurrency+")")
-	fs.StringVar(&c.callbackURL, "callback-url", getenv(controllers.EnvCallbackURL), "public base URL of the Twilio callbacks (env "+controllers.EnvCallbackURL+"; default: the campaign's twilio.callbackURL)")
-	fs.StringVar(&c.campaignFile, "campaign-file", getenv(controllers.EnvCampaignFile), "the campaign as JSON, from its ConfigMap; re-read when it changes (env "+controllers.EnvCampaignFile+")")
+	// The operator's worker contract gives the flags their defaults.
+	env, envErr := workerpod.Read(getenv)
+	if env.PodName == "" {
+		env.PodName, _ = os.Hostname()
+	}
+	if env.Concurrency == 0 {
+		env.Concurrency = workerpod.DefaultConcurrency
+	}
+	c.relaySecretFile, c.relaySecret = env.RelaySecretFile, getenv(workerpod.EnvRelaySecret)
+	fs.StringVar(&c.name, "name", env.PodName, "this worker's name in the queue and in claims, unique among live workers (env "+workerpod.EnvPodName+", default the host name)")
+	fs.StringVar(&c.namespace, "campaign-namespace", env.Namespace, "namespace of the CallCampaign (env "+workerpod.EnvCampaignNamespace+"; default: the campaign file's)")
+	fs.StringVar(&c.campaign, "campaign", env.Campaign, "name of the CallCampaign (env "+workerpod.EnvCampaign+"; default: the campaign file's)")
+	shards := fs.String("shards", strings.Join(env.Shards, ","), "comma-separated shards of the campaign this worker serves, e.g. shard-0 (env "+workerpod.EnvShards+")")
+	fs.IntVar(&c.concurrency, "concurrency", env.Concurrency, "attempts handled at once, 1-1000 (env "+workerpod.EnvConcurrency+")")
+	fs.StringVar(&c.callbackURL, "callback-url", env.CallbackURL, "public base URL of the Twilio callbacks (env "+workerpod.EnvCallbackURL+"; default: the campaign's twilio.callbackURL)")
+	fs.StringVar(&c.campaignFile, "campaign-file", env.CampaignFile, "the campaign as JSON, from its ConfigMap; re-read when it changes (env "+workerpod.EnvCampaignFile+")")
 	fs.DurationVar(&c.campaignPoll, "campaign-poll", 5*time.Second, "how often the campaign file is checked for changes")
-	twilioDir := fs.String("twilio-dir", getenv(controllers.EnvTwilioDir), "folder with the files "+controllers.TwilioAccountFile+" and "+controllers.TwilioTokenFile+" from the campaign's Twilio Secret (env "+controllers.EnvTwilioDir+"); without it, env "+envTwilioSID+" and "+envTwilioToken)
-	fs.StringVar(&c.twilioBaseURL, "twilio-base-url", getenv(envTwilioBaseURL), "send Twilio API requests to this server instead of Twilio, e.g. the simulator http://127.0.0.1:8089 (env "+envTwilioBaseURL+")")
+	twilioDir := fs.String("twilio-dir", env.TwilioDir, "folder with the files "+workerpod.TwilioAccountFile+" and "+workerpod.TwilioTokenFile+" from the campaign's Twilio Secret (env "+workerpod.EnvTwilioDir+"); without it, env "+twilioclient.EnvAccountSID+" and "+twilioclient.EnvAuthToken)
+	fs.StringVar(&c.twilioBaseURL, "twilio-base-url", env.TwilioBaseURL, "send Twilio API requests to this server instead of Twilio, e.g. the simulator http://127.0.0.1:8089 (env "+workerpod.EnvTwilioBaseURL+")")
 	fs.DurationVar(&c.credsPoll, "credentials-poll", 10*time.Second, "how often the files of --twilio-dir are re-read, so a rotated auth token takes effect without a restart")
 	fs.DurationVar(&c.tokenOverlap, "token-overlap", twilioclient.DefaultOverlap, "how long webhook signatures made with a replaced auth token are still accepted")
-	fs.BoolVar(&c.relayAllowPrivate, "relay-allow-private", getenv(controllers.EnvRelayAllowPrivate) == "true", "let the relay webhook use plain http and reach private, loopback and link-local addresses (tests, a dispatch system inside the cluster; env "+controllers.EnvRelayAllowPrivate+"=true)")
+	fs.BoolVar(&c.relayAllowPrivate, "relay-allow-private", env.RelayAllowPrivate, "let the relay webhook use plain http and reach private, loopback and link-local addresses (tests, a dispatch system inside the cluster; env "+workerpod.EnvRelayAllowPrivate+"=true)")
 	fs.DurationVar(&c.twilioTimeout, "twilio-timeout", 10*time.Second, "timeout of one Twilio API request; a create-call request that times out is ambiguous and reconciled")
-	fs.StringVar(&c.httpAddr, "http-addr", ":"+strconv.Itoa(controllers.CallbackPort), "address of the Twilio callbacks server")
-	fs.StringVar(&c.opsAddr, "ops-addr", ":"+strconv.Itoa(controllers.OpsPort), "address of /healthz, /readyz, /metrics and /drain")
+	fs.StringVar(&c.httpAddr, "http-addr", ":"+strconv.Itoa(workerpod.CallbackPort), "address of the Twilio callbacks server")
+	fs.StringVar(&c.opsAddr, "ops-addr", ":"+strconv.Itoa(workerpod.OpsPort), "address of /healthz, /readyz, /metrics and /drain")
 	fs.DurationVar(&c.lease, "lease", 30*time.Second, "claim lease in MongoDB, renewed every third of it while an attempt is held")
 	fs.DurationVar(&c.queueLease, "queue-lease", 15*time.Second, "how long a queue entry may go unextended before another worker takes it over")
 	fs.DurationVar(&c.clockSkew, "max-clock-skew", time.Second, "the most the clocks of the campaign's workers may differ (leases are written on one pod's clock and judged on another's)")
@@ -111,7 +106,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.DurationVar(&c.sweepInterval, "sweep-interval", 5*time.Minute, "period of the sweeper's safety-net pass that requeues overdue attempts Redis lost")
 	fs.DurationVar(&c.sweepWatch, "sweep-watch-interval", 5*time.Second, "how often the sweeper checks whether Redis restarted or failed over (then it requeues the shards' whole queues at once)")
 	fs.DurationVar(&c.sweepOverdue, "sweep-overdue", 30*time.Second, "how late an attempt must be before the sweeper requeues it")
-	drainTokenFile := fs.String("drain-token-file", getenv(controllers.EnvDrainTokenFile), "file with the operator's drain token that /drain requests must carry as a Bearer token (env "+controllers.EnvDrainTokenFile+"); without it /drain refuses every request")
+	drainTokenFile := fs.String("drain-token-file", env.DrainTokenFile, "file with the operator's drain token that /drain requests must carry as a Bearer token (env "+workerpod.EnvDrainTokenFile+"); without it /drain refuses every request")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 0, "on SIGTERM or a drain, cancel attempts still in flight after this long (0: wait for them)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	c.conn.RegisterEnv(fs, getenv)
@@ -126,26 +121,26 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 
-	var errs []string
+	var (
+		errs []string
+		err  error
+	)
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
 	if c.name == "" {
-		bad("--name is empty (env %s): every worker needs a unique name", envPodName)
+		bad("--name is empty (env %s): every worker needs a unique name", workerpod.EnvPodName)
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		bad("--log-level %q: use debug, info, warn or error", *logLevel)
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(*concurrency))
-	switch {
-	case err != nil:
-		bad("--concurrency (env %s) %q is not a number", controllers.EnvConcurrency, *concurrency)
-	case n < 1 || n > 1000:
-		bad("--concurrency (env %s) %d must be between 1 and 1000", controllers.EnvConcurrency, n)
+	if envErr != nil {
+		bad("--concurrency: %v", envErr)
+	} else if c.concurrency < 1 || c.concurrency > 1000 {
+		bad("--concurrency (env %s) %d must be between 1 and 1000", workerpod.EnvConcurrency, c.concurrency)
 	}
-	c.concurrency = n
 
 	// The campaign.
 	if c.campaignFile == "" {
-		bad("--campaign-file (env %s) is required: the campaign's JSON from its ConfigMap", controllers.EnvCampaignFile)
+		bad("--campaign-file (env %s) is required: the campaign's JSON from its ConfigMap", workerpod.EnvCampaignFile)
 	} else if c.watcher, err = campaignfile.NewWatcher(c.campaignFile); err != nil {
 		bad("%v", err)
 	} else {
@@ -153,16 +148,16 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 		if c.namespace == "" {
 			c.namespace = cur.Namespace
 		} else if c.namespace != cur.Namespace {
-			bad("--campaign-namespace (env %s) is %q but the campaign file is of namespace %q", controllers.EnvCampaignNamespace, c.namespace, cur.Namespace)
+			bad("--campaign-namespace (env %s) is %q but the campaign file is of namespace %q", workerpod.EnvCampaignNamespace, c.namespace, cur.Namespace)
 		}
 		if c.campaign == "" {
 			c.campaign = cur.Name
 		} else if c.campaign != cur.Name {
-			bad("--campaign (env %s) is %q but the campaign file is of campaign %q", controllers.EnvCampaign, c.campaign, cur.Name)
+			bad("--campaign (env %s) is %q but the campaign file is of campaign %q", workerpod.EnvCampaign, c.campaign, cur.Name)
 		}
 		if c.callbackURL != "" {
 			if err := dialer.CheckCallbackURL(c.callbackURL); err != nil {
-				bad("--callback-url (env %s): %v", controllers.EnvCallbackURL, err)
+				bad("--callback-url (env %s): %v", workerpod.EnvCallbackURL, err)
 			}
 		}
 		if _, err := dialer.Compile(cur, c.callbackURL); err != nil {
@@ -173,7 +168,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 		bad("--campaign-poll must be positive")
 	}
 	if strings.TrimSpace(*shards) == "" {
-		bad("--shards (env %s) is required: the comma-separated shards this worker serves, e.g. shard-0", controllers.EnvShards)
+		bad("--shards (env %s) is required: the comma-separated shards this worker serves, e.g. shard-0", workerpod.EnvShards)
 	} else {
 		seen := map[string]bool{}
 		for _, name := range strings.Split(*shards, ",") {
@@ -198,7 +193,7 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	if *drainTokenFile != "" {
 		tok, err := twilioclient.ReadSecretFile(*drainTokenFile)
 		if err != nil {
-			bad("drain token from --drain-token-file (env %s): %v", controllers.EnvDrainTokenFile, err)
+			bad("drain token from --drain-token-file (env %s): %v", workerpod.EnvDrainTokenFile, err)
 		}
 		c.drainToken = tok
 	}
@@ -208,25 +203,25 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	case *twilioDir != "":
 		creds, err := twilioclient.LoadCredentials(*twilioDir, c.tokenOverlap)
 		if err != nil {
-			bad("Twilio credentials from --twilio-dir (env %s): %v", controllers.EnvTwilioDir, err)
+			bad("Twilio credentials from --twilio-dir (env %s): %v", workerpod.EnvTwilioDir, err)
 		}
 		c.creds = creds
-	case getenv(envTwilioSID) != "" || getenv(envTwilioToken) != "":
-		creds, err := twilioclient.StaticCredentials(strings.TrimSpace(getenv(envTwilioSID)), strings.TrimSpace(getenv(envTwilioToken)))
+	case getenv(twilioclient.EnvAccountSID) != "" || getenv(twilioclient.EnvAuthToken) != "":
+		creds, err := twilioclient.StaticCredentials(strings.TrimSpace(getenv(twilioclient.EnvAccountSID)), strings.TrimSpace(getenv(twilioclient.EnvAuthToken)))
 		if err != nil {
 			bad("%v", err)
 		}
 		c.creds = creds
 	default:
 		bad("no Twilio credentials: mount the campaign's Secret and set --twilio-dir (env %s) to the folder with %s and %s, or set %s and %s",
-			controllers.EnvTwilioDir, controllers.TwilioAccountFile, controllers.TwilioTokenFile, envTwilioSID, envTwilioToken)
+			workerpod.EnvTwilioDir, workerpod.TwilioAccountFile, workerpod.TwilioTokenFile, twilioclient.EnvAccountSID, twilioclient.EnvAuthToken)
 	}
 	if c.credsPoll <= 0 || c.tokenOverlap <= 0 {
 		bad("--credentials-poll and --token-overlap must be positive")
 	}
 	if c.twilioBaseURL != "" {
 		if _, err := twilioclient.RedirectTransport(c.twilioBaseURL, nil); err != nil {
-			bad("--twilio-base-url (env %s): %v", envTwilioBaseURL, err)
+			bad("--twilio-base-url (env %s): %v", workerpod.EnvTwilioBaseURL, err)
 		}
 	}
 	if c.twilioTimeout <= 0 {
@@ -395,7 +390,7 @@ func runWorker(args []string) error {
 	cb, runCallbacks, err := newCallbacks(callbackDeps{
 		Name: cfg.name, Campaign: cfg.watcher, Store: st, Redis: rdb, Twilio: rc,
 		Tokens: cfg.creds.Tokens, CallbackURL: cfg.callbackURL,
-		RelayAllowPrivate: cfg.relayAllowPrivate, Registry: reg, Logger: log,
+		RelaySecret: relay.SecretSource(cfg.relaySecretFile, cfg.relaySecret), RelayAllowPrivate: cfg.relayAllowPrivate, Registry: reg, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("callbacks: %w", err)

@@ -32,6 +32,8 @@ type callbackDeps struct {
 	// CallbackURL overrides the campaign's public callback base URL (empty:
 	// the campaign's).
 	CallbackURL string
+	// RelaySecret is the relay webhook's signing key (relay.SecretSource).
+	RelaySecret func() ([]byte, error)
 	// RelayAllowPrivate lets the relay webhook use http and private
 	// addresses (--relay-allow-private).
 	RelayAllowPrivate bool
@@ -57,7 +59,7 @@ func newCallbacks(deps callbackDeps) (http.Handler, func(context.Context) error,
 		Logger:    deps.Logger,
 		Relay: relay.Config{
 			// The campaign's relay webhook key, mounted by the operator.
-			Secret:       relay.SecretFromEnv(),
+			Secret:       deps.RelaySecret,
 			AllowPrivate: deps.RelayAllowPrivate,
 		},
 	})

@@ -95,7 +95,7 @@ func TestWorkerConfigErrorsAreClear(t *testing.T) {
 			"grace: stale-after 1s + unknown grace 3s must be at least Twilio timeout 4s + clock skew 1s"}},
 		{"concurrency from the environment", append([]string{"--campaign-file", good, "--shards", "shard-0"}, base...),
 			map[string]string{"DELAUTO_CONCURRENCY": "many", "TWILIO_ACCOUNT_SID": twiliosim.DefaultAccountSID, "TWILIO_AUTH_TOKEN": twiliosim.DefaultAuthToken},
-			[]string{`--concurrency (env DELAUTO_CONCURRENCY) "many" is not a number`}},
+			[]string{`--concurrency: env DELAUTO_CONCURRENCY "many" is not a number`}},
 		{"campaign mismatch and unusable campaign", append([]string{"--campaign-file", badCampaign, "--shards", "shard-0",
 			"--campaign", "morning", "--campaign-namespace", "other"}, base...), creds, []string{
 			`--campaign-namespace (env DELAUTO_CAMPAIGN_NAMESPACE) is "other" but the campaign file is of namespace "shop"`,
