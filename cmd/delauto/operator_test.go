@@ -46,7 +46,7 @@ func TestOperatorConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !wc.relayAllowPrivate {
+	if !wc.RelayAllowPrivate {
 		t.Errorf("--worker-relay-allow-private did not reach the worker (env %v)", workerEnv)
 	}
 	// The Lease lives in the operator's namespace, which the chart gives
@@ -87,7 +87,7 @@ func TestOperatorAndWorkerDefaultPortsDiffer(t *testing.T) {
 	seen := map[string]string{}
 	for name, addr := range map[string]string{
 		"operator --metrics-bind-address": op.metricsAddr, "operator --health-probe-bind-address": op.probeAddr,
-		"worker --http-addr": w.httpAddr, "worker --ops-addr": w.opsAddr,
+		"worker --http-addr": w.HTTPAddr, "worker --ops-addr": w.OpsAddr,
 	} {
 		if other, ok := seen[addr]; ok {
 			t.Errorf("%s and %s both default to %s", name, other, addr)

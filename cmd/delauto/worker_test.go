@@ -133,7 +133,7 @@ func TestWorkerConfigErrorsAreClear(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a good configuration: %v", err)
 	}
-	if cfg.namespace != "shop" || cfg.campaign != "evening" || len(cfg.shards) != 2 || cfg.shards[1] != (queue.Shard{Namespace: "shop", Campaign: "evening", Name: "shard-1"}) || cfg.concurrency != 50 {
+	if cfg.Namespace != "shop" || cfg.Campaign != "evening" || len(cfg.ServedShards()) != 2 || cfg.ServedShards()[1] != (queue.Shard{Namespace: "shop", Campaign: "evening", Name: "shard-1"}) || cfg.Concurrency != 50 {
 		t.Errorf("config = %+v", cfg)
 	}
 }

@@ -48,6 +48,15 @@
 //
 // Twilio's callbacks are served on port 8080 "http" by CallbackHandler: the
 // handler given in Options.Callbacks, or 404 when there is none.
+//
+// # The process
+//
+// Run is the whole `delauto worker` process once its Config (flags with
+// the operator's worker contract, internal/workerpod, as defaults) is
+// validated: the two HTTP servers, the stores, the campaign file and
+// Twilio credentials followed as they change, the Worker, the Twilio
+// callbacks server (workers/callbacks) and the relay sender
+// (workers/relay) telling agents the answers the callbacks queue.
 package worker
 
 import (
