@@ -443,11 +443,17 @@ func (r *CallCampaignReconciler) readQueues(ctx context.Context, s *campaignScop
 	}
 	s.queue = st
 	if r.Rates != nil {
-		if cps, limited, err := r.Rates.Read(ctx, s.campaign.Namespace, s.campaign.Name); err == nil {
+		// The measured rate and the workers' last Twilio error are extras of
+		// the status: a failed read leaves them out until the next refresh.
+		if cps, limited, err := r.Rates.Read(ctx, s.campaign.Namespace, s.campaign.Name); err != nil {
+			log.FromContext(ctx).Error(err, "cannot read the campaign's call rate; the status goes without it until the next refresh")
+		} else {
 			s.rate, s.rateLimited = &cps, limited
 		}
 		if der, ok := r.Rates.(DialErrorReader); ok {
-			if e, err := der.DialError(ctx, s.campaign.Namespace, s.campaign.Name); err == nil {
+			if e, err := der.DialError(ctx, s.campaign.Namespace, s.campaign.Name); err != nil {
+				log.FromContext(ctx).Error(err, "cannot read the workers' last Twilio configuration error; the status goes without it until the next refresh")
+			} else {
 				s.dialErr = e
 			}
 		}
