@@ -514,12 +514,19 @@ func registeredMetrics(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	srv, err := callbacks.New(callbacks.Config{Campaign: campaignfile.Static{Config: camp}, Store: st, Redis: rdb,
-		AuthTokens: []string{token}, Twilio: rc, Consumer: "chart-test",
-		Relay: relay.Config{Secret: func() ([]byte, error) { return []byte("secret"), nil }}})
+		AuthTokens: []string{token}, Twilio: rc, Consumer: "chart-test"})
 	if err != nil {
 		t.Fatalf("callbacks.New: %v", err)
 	}
 	if err := srv.RegisterMetrics(rec); err != nil {
+		t.Fatal(err)
+	}
+	sender, err := relay.NewSender(relay.Config{Store: st, Queue: relay.NewQueue(rdb, ""), Campaign: campaignfile.Static{Config: camp}, Twilio: rc,
+		Secret: relay.SecretSource("", "secret")})
+	if err != nil {
+		t.Fatalf("relay.NewSender: %v", err)
+	}
+	if err := sender.RegisterMetrics(rec); err != nil {
 		t.Fatal(err)
 	}
 	// The worker registers its gauges on its own registry: plain gauges,

@@ -29,6 +29,7 @@ import (
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/sharding"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/queue"
 )
 
@@ -349,7 +350,7 @@ func drainToken(t *testing.T, ns string) string {
 		if err := env.Kube.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: controllers.DrainSecretName("spree")}, s); err != nil {
 			return err
 		}
-		tok = string(s.Data[controllers.DrainTokenFile])
+		tok = string(s.Data[workerpod.DrainTokenFile])
 		return nil
 	})
 	return tok

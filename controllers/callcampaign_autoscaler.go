@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/queue"
 )
 
@@ -93,7 +94,7 @@ type Autoscaler struct {
 	Clock clock.PassiveClock
 	// Interval is how often each campaign's figures are read; default 250ms.
 	Interval time.Duration
-	// OpsPort is the workers' ops port; default OpsPort.
+	// OpsPort is the workers' ops port; default workerpod.OpsPort.
 	OpsPort int
 	// PodAddress returns host:port of a pod's ops endpoint; nil is the
 	// pod IP and OpsPort.
@@ -490,7 +491,7 @@ func (a *Autoscaler) drainPods(ctx context.Context, c *v1.CallCampaign, shard st
 	if err := a.APIReader.Get(ctx, types.NamespacedName{Namespace: c.Namespace, Name: DrainSecretName(c.Name)}, secret); err != nil {
 		return 0, fmt.Errorf("read the drain token: %w", err)
 	}
-	token := string(secret.Data[DrainTokenFile])
+	token := string(secret.Data[workerpod.DrainTokenFile])
 	type cand struct {
 		pod      *corev1.Pod
 		started  bool
@@ -583,7 +584,7 @@ func (a *Autoscaler) drainCall(ctx context.Context, p *corev1.Pod, method, token
 	} else {
 		port := a.OpsPort
 		if port == 0 {
-			port = OpsPort
+			port = workerpod.OpsPort
 		}
 		addr = net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port))
 	}

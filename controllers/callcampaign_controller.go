@@ -27,6 +27,7 @@ import (
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/internal/stores"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
@@ -255,7 +256,7 @@ func (r *CallCampaignReconciler) ensureDrainSecret(ctx context.Context, s *campa
 		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
 			Labels: map[string]string{LabelName: "delauto", LabelComponent: "drain-token", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}},
 		Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{DrainTokenFile: []byte(hex.EncodeToString(tok))},
+		Data: map[string][]byte{workerpod.DrainTokenFile: []byte(hex.EncodeToString(tok))},
 	}
 	if err := controllerutil.SetControllerReference(c, secret, r.Scheme()); err != nil {
 		return err
@@ -442,11 +443,17 @@ func (r *CallCampaignReconciler) readQueues(ctx context.Context, s *campaignScop
 	}
 	s.queue = st
 	if r.Rates != nil {
-		if cps, limited, err := r.Rates.Read(ctx, s.campaign.Namespace, s.campaign.Name); err == nil {
+		// The measured rate and the workers' last Twilio error are extras of
+		// the status: a failed read leaves them out until the next refresh.
+		if cps, limited, err := r.Rates.Read(ctx, s.campaign.Namespace, s.campaign.Name); err != nil {
+			log.FromContext(ctx).Error(err, "cannot read the campaign's call rate; the status goes without it until the next refresh")
+		} else {
 			s.rate, s.rateLimited = &cps, limited
 		}
 		if der, ok := r.Rates.(DialErrorReader); ok {
-			if e, err := der.DialError(ctx, s.campaign.Namespace, s.campaign.Name); err == nil {
+			if e, err := der.DialError(ctx, s.campaign.Namespace, s.campaign.Name); err != nil {
+				log.FromContext(ctx).Error(err, "cannot read the workers' last Twilio configuration error; the status goes without it until the next refresh")
+			} else {
 				s.dialErr = e
 			}
 		}

@@ -24,8 +24,8 @@ import (
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/stores"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/queue"
-	"github.com/delauto/delauto/workers/relay"
 )
 
 func startCampaignController(t *testing.T) (*queue.Queue, string) {
@@ -194,7 +194,7 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 	if len(w.EnvFrom) != 1 || w.EnvFrom[0].SecretRef == nil || w.EnvFrom[0].SecretRef.Name != "delauto-stores" {
 		t.Errorf("the stores Secret is not the workers' envFrom: %+v", w.EnvFrom)
 	}
-	if env[controllers.EnvPodName] != "" || env[controllers.EnvCampaign] != "spree" || env[controllers.EnvShards] != "shard-0" || env[controllers.EnvConcurrency] != "20" || env[controllers.EnvCallbackURL] != "https://calls.example.com" {
+	if env[workerpod.EnvPodName] != "" || env[workerpod.EnvCampaign] != "spree" || env[workerpod.EnvShards] != "shard-0" || env[workerpod.EnvConcurrency] != "20" || env[workerpod.EnvCallbackURL] != "https://calls.example.com" {
 		t.Errorf("worker env = %v", env)
 	}
 	if pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds <= 90 {
@@ -222,7 +222,7 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 			relayVol = v.Secret
 		}
 	}
-	if relayVol == nil || relayVol.SecretName != "hook" || relayVol.Items[0].Key != "key" || env[relay.EnvSecretFile] == "" {
+	if relayVol == nil || relayVol.SecretName != "hook" || relayVol.Items[0].Key != "key" || env[workerpod.EnvRelaySecretFile] == "" {
 		t.Errorf("the relay webhook's key is not mounted for the workers: %+v, env %v", relayVol, env)
 	}
 	if w.ReadinessProbe == nil || w.ReadinessProbe.HTTPGet.Path != "/readyz" || w.LivenessProbe == nil {
@@ -233,8 +233,8 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.DrainSecretName("spree")}, drain); err != nil {
 		t.Fatalf("drain Secret: %v", err)
 	}
-	if len(drain.Data[controllers.DrainTokenFile]) < 32 || !metav1.IsControlledBy(drain, campaign) {
-		t.Errorf("drain Secret: token of %d bytes, owners %v", len(drain.Data[controllers.DrainTokenFile]), drain.OwnerReferences)
+	if len(drain.Data[workerpod.DrainTokenFile]) < 32 || !metav1.IsControlledBy(drain, campaign) {
+		t.Errorf("drain Secret: token of %d bytes, owners %v", len(drain.Data[workerpod.DrainTokenFile]), drain.OwnerReferences)
 	}
 	var drainVol *corev1.SecretVolumeSource
 	for _, v := range pod.Volumes {
@@ -242,7 +242,7 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 			drainVol = v.Secret
 		}
 	}
-	if drainVol == nil || drainVol.SecretName != drain.Name || env[controllers.EnvDrainTokenFile] != controllers.DrainDir+"/"+controllers.DrainTokenFile {
+	if drainVol == nil || drainVol.SecretName != drain.Name || env[workerpod.EnvDrainTokenFile] != workerpod.DrainDir+"/"+workerpod.DrainTokenFile {
 		t.Errorf("the drain token is not mounted for the workers: %+v, env %v", drainVol, env)
 	}
 
@@ -259,8 +259,8 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 		t.Errorf("NetworkPolicy selects %v, owners %v", np.Spec.PodSelector, np.OwnerReferences)
 	}
 	if in := np.Spec.Ingress; len(in) != 2 ||
-		in[0].Ports[0].Port.IntValue() != controllers.CallbackPort || len(in[0].From) != 0 ||
-		in[1].Ports[0].Port.IntValue() != controllers.OpsPort || len(in[1].From) != 2 ||
+		in[0].Ports[0].Port.IntValue() != workerpod.CallbackPort || len(in[0].From) != 0 ||
+		in[1].Ports[0].Port.IntValue() != workerpod.OpsPort || len(in[1].From) != 2 ||
 		in[1].From[0].PodSelector.MatchLabels[controllers.LabelComponent] != "operator" || in[1].From[1].PodSelector.MatchLabels[controllers.LabelName] != "prometheus" {
 		t.Errorf("NetworkPolicy ingress = %+v, want callbacks from anywhere and ops only from the operator and Prometheus", in)
 	}
@@ -270,7 +270,7 @@ func TestCampaignOwnsOneWorkerDeploymentPerShard(t *testing.T) {
 		t.Fatalf("campaign ConfigMap: %v", err)
 	}
 	var cfg campaignfile.Config
-	if err := json.Unmarshal([]byte(cm.Data[controllers.CampaignFile]), &cfg); err != nil {
+	if err := json.Unmarshal([]byte(cm.Data[workerpod.CampaignFile]), &cfg); err != nil {
 		t.Fatalf("campaign.json: %v", err)
 	}
 	if cfg.Name != "spree" || cfg.Spec.Script.CompanyName != "Spree" || cfg.Spec.Twilio.FromNumbers[0] != "+493012345670" {

@@ -5,7 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strconv"
+	"path"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,8 +21,7 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/stores"
-	"github.com/delauto/delauto/internal/twilioclient"
-	"github.com/delauto/delauto/workers/relay"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 // Labels on everything the operator owns. The operator's cache holds only
@@ -38,41 +37,9 @@ const (
 	ComponentWorker = "worker"
 )
 
-// The worker contract: environment variables and files the operator gives
-// each worker pod.
+// The worker contract (environment, mounted files, ports) is
+// internal/workerpod's; these are the operator's own.
 const (
-	EnvCampaignNamespace = "DELAUTO_CAMPAIGN_NAMESPACE"
-	EnvCampaign          = "DELAUTO_CAMPAIGN"
-	EnvShards            = "DELAUTO_SHARDS"
-	EnvConcurrency       = "DELAUTO_CONCURRENCY"
-	EnvCallbackURL       = "DELAUTO_CALLBACK_URL"
-	EnvTwilioDir         = "DELAUTO_TWILIO_DIR"
-	EnvCampaignFile      = "DELAUTO_CAMPAIGN_FILE"
-	EnvPodName           = "POD_NAME"
-	EnvTwilioBaseURL     = "DELAUTO_TWILIO_BASE_URL"
-	EnvDrainTokenFile    = "DELAUTO_DRAIN_TOKEN_FILE"
-	EnvRelayAllowPrivate = "DELAUTO_RELAY_ALLOW_PRIVATE"
-
-	// TwilioDir holds the files account-sid and auth-token from the
-	// campaign's Twilio Secret.
-	TwilioDir         = "/var/run/secrets/delauto/twilio"
-	TwilioAccountFile = twilioclient.AccountSIDFile
-	TwilioTokenFile   = twilioclient.AuthTokenFile
-	// CampaignDir holds CampaignFile, the campaign as JSON (campaignfile),
-	// from the campaign's ConfigMap; it is updated in place when the
-	// campaign changes.
-	CampaignDir  = "/etc/delauto/campaign"
-	CampaignFile = "campaign.json"
-	// RelayDir holds RelaySecretFile, the relay webhook's signing key, when
-	// the campaign has a relay webhook.
-	RelayDir        = "/var/run/secrets/delauto/relay"
-	RelaySecretFile = "secret"
-	// DrainDir holds DrainTokenFile, the token the worker's /drain requires,
-	// from the campaign's drain Secret (DrainSecretName) the operator owns.
-	DrainDir           = "/var/run/secrets/delauto/drain"
-	DrainTokenFile     = "token"
-	CallbackPort       = 8080
-	OpsPort            = 8082
 	workerExtraGrace   = 30
 	defaultWorkerImage = "ghcr.io/delauto/delauto:v0.1.0"
 )
@@ -212,31 +179,32 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 	image := w.WorkerImage(c)
 	concurrency := c.Spec.Workers.Concurrency
 	if concurrency < 1 {
-		concurrency = 50
+		concurrency = workerpod.DefaultConcurrency
 	}
 	grace := int64(workerExtraGrace) + int64(campaignfile.Settings(&c.Spec).TimeLimit.Seconds())
 	labels := workerLabels(c.Name, shard)
 	selector := map[string]string{LabelCampaign: c.Name, LabelShard: shard, LabelComponent: ComponentWorker}
 	cred := c.Spec.Twilio.CredentialsSecretRef
 
-	env := []*corev1ac.EnvVarApplyConfiguration{
-		corev1ac.EnvVar().WithName(EnvCampaignNamespace).WithValueFrom(corev1ac.EnvVarSource().WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.namespace"))),
-		corev1ac.EnvVar().WithName(EnvPodName).WithValueFrom(corev1ac.EnvVarSource().WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.name"))),
-		corev1ac.EnvVar().WithName(EnvCampaign).WithValue(c.Name),
-		corev1ac.EnvVar().WithName(EnvShards).WithValue(shard),
-		corev1ac.EnvVar().WithName(EnvConcurrency).WithValue(strconv.Itoa(int(concurrency))),
-		corev1ac.EnvVar().WithName(EnvCallbackURL).WithValue(c.Spec.Twilio.CallbackURL),
-		corev1ac.EnvVar().WithName(EnvTwilioDir).WithValue(TwilioDir),
-		corev1ac.EnvVar().WithName(EnvCampaignFile).WithValue(CampaignDir + "/" + CampaignFile),
-		corev1ac.EnvVar().WithName(EnvDrainTokenFile).WithValue(DrainDir + "/" + DrainTokenFile),
+	podEnv := workerpod.Pod(c.Name, shard, int(concurrency), c.Spec.Twilio.CallbackURL)
+	podEnv.TwilioBaseURL, podEnv.RelayAllowPrivate = w.TwilioBaseURL, w.RelayAllowPrivate
+	if c.Spec.Relay.Webhook != nil {
+		podEnv.RelaySecretFile = path.Join(workerpod.RelayDir, workerpod.RelaySecretFile)
+	}
+	var env []*corev1ac.EnvVarApplyConfiguration
+	for _, f := range workerpod.FieldRefs {
+		env = append(env, corev1ac.EnvVar().WithName(f.Name).WithValueFrom(corev1ac.EnvVarSource().WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath(f.FieldPath))))
+	}
+	for _, v := range podEnv.Vars() {
+		env = append(env, corev1ac.EnvVar().WithName(v.Name).WithValue(v.Value))
 	}
 	container := corev1ac.Container().
 		WithName("worker").
 		WithImage(image).
 		WithArgs("worker").
 		WithPorts(
-			corev1ac.ContainerPort().WithName("http").WithContainerPort(CallbackPort),
-			corev1ac.ContainerPort().WithName("ops").WithContainerPort(OpsPort),
+			corev1ac.ContainerPort().WithName("http").WithContainerPort(workerpod.CallbackPort),
+			corev1ac.ContainerPort().WithName("ops").WithContainerPort(workerpod.OpsPort),
 		).
 		WithLivenessProbe(corev1ac.Probe().WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromString("ops"))).WithPeriodSeconds(10)).
 		WithReadinessProbe(corev1ac.Probe().WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/readyz").WithPort(intstr.FromString("ops"))).WithPeriodSeconds(5)).
@@ -246,42 +214,35 @@ func (w WorkerDefaults) Deployment(c *v1.CallCampaign, shard string, replicas in
 			WithRunAsNonRoot(true).
 			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))).
 		WithVolumeMounts(
-			corev1ac.VolumeMount().WithName("twilio").WithMountPath(TwilioDir).WithReadOnly(true),
-			corev1ac.VolumeMount().WithName("campaign").WithMountPath(CampaignDir).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("twilio").WithMountPath(workerpod.TwilioDir).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("campaign").WithMountPath(workerpod.CampaignDir).WithReadOnly(true),
 			corev1ac.VolumeMount().WithName("tmp").WithMountPath("/tmp"),
-			corev1ac.VolumeMount().WithName("drain").WithMountPath(DrainDir).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("drain").WithMountPath(workerpod.DrainDir).WithReadOnly(true),
 		)
 	container.WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(w.StoresSecretName())))
 	for _, e := range w.Stores.Env(false) {
 		env = append(env, corev1ac.EnvVar().WithName(e.Name).WithValue(e.Value))
-	}
-	if w.TwilioBaseURL != "" {
-		env = append(env, corev1ac.EnvVar().WithName(EnvTwilioBaseURL).WithValue(w.TwilioBaseURL))
-	}
-	if w.RelayAllowPrivate {
-		env = append(env, corev1ac.EnvVar().WithName(EnvRelayAllowPrivate).WithValue("true"))
 	}
 	volumes := []*corev1ac.VolumeApplyConfiguration{
 		corev1ac.Volume().WithName("twilio").WithSecret(corev1ac.SecretVolumeSource().
 			WithSecretName(cred.Name).
 			WithDefaultMode(0o440).
 			WithItems(
-				corev1ac.KeyToPath().WithKey(cred.AccountSIDKey).WithPath(TwilioAccountFile),
-				corev1ac.KeyToPath().WithKey(cred.AuthTokenKey).WithPath(TwilioTokenFile),
+				corev1ac.KeyToPath().WithKey(cred.AccountSIDKey).WithPath(workerpod.TwilioAccountFile),
+				corev1ac.KeyToPath().WithKey(cred.AuthTokenKey).WithPath(workerpod.TwilioTokenFile),
 			)),
 		corev1ac.Volume().WithName("campaign").WithConfigMap(corev1ac.ConfigMapVolumeSource().
 			WithName(CampaignConfigMapName(c.Name)).WithDefaultMode(0o444)),
 		corev1ac.Volume().WithName("drain").WithSecret(corev1ac.SecretVolumeSource().
 			WithSecretName(DrainSecretName(c.Name)).WithDefaultMode(0o440).
-			WithItems(corev1ac.KeyToPath().WithKey(DrainTokenFile).WithPath(DrainTokenFile))),
+			WithItems(corev1ac.KeyToPath().WithKey(workerpod.DrainTokenFile).WithPath(workerpod.DrainTokenFile))),
 		corev1ac.Volume().WithName("tmp").WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithSizeLimit(resource.MustParse("64Mi"))),
 	}
 	if wh := c.Spec.Relay.Webhook; wh != nil {
 		volumes = append(volumes, corev1ac.Volume().WithName("relay").WithSecret(corev1ac.SecretVolumeSource().
 			WithSecretName(wh.SecretRef.Name).WithDefaultMode(0o440).
-			WithItems(corev1ac.KeyToPath().WithKey(wh.SecretRef.Key).WithPath(RelaySecretFile))))
-		container.WithVolumeMounts(corev1ac.VolumeMount().WithName("relay").WithMountPath(RelayDir).WithReadOnly(true))
-		env = append(env, corev1ac.EnvVar().WithName(relay.EnvSecretFile).WithValue(RelayDir+"/"+RelaySecretFile))
+			WithItems(corev1ac.KeyToPath().WithKey(wh.SecretRef.Key).WithPath(workerpod.RelaySecretFile))))
+		container.WithVolumeMounts(corev1ac.VolumeMount().WithName("relay").WithMountPath(workerpod.RelayDir).WithReadOnly(true))
 	}
 	container.WithEnv(env...)
 	res := c.Spec.Workers.Resources
@@ -339,7 +300,7 @@ func campaignConfigMap(c *v1.CallCampaign) (*corev1ac.ConfigMapApplyConfiguratio
 	return corev1ac.ConfigMap(CampaignConfigMapName(c.Name), c.Namespace).
 		WithLabels(map[string]string{LabelName: "delauto", LabelComponent: "campaign-config", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}).
 		WithOwnerReferences(ownerRef(c)).
-		WithData(map[string]string{CampaignFile: string(data)}), nil
+		WithData(map[string]string{workerpod.CampaignFile: string(data)}), nil
 }
 
 // callbackService is the Service in front of every worker of the campaign:
@@ -449,7 +410,7 @@ func (w WorkerDefaults) NetworkPolicy(c *v1.CallCampaign) *netv1ac.NetworkPolicy
 			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(map[string]string{LabelCampaign: c.Name, LabelComponent: ComponentWorker})).
 			WithPolicyTypes("Ingress").
 			WithIngress(
-				netv1ac.NetworkPolicyIngressRule().WithPorts(port(CallbackPort)),
-				netv1ac.NetworkPolicyIngressRule().WithPorts(port(OpsPort)).WithFrom(ops...),
+				netv1ac.NetworkPolicyIngressRule().WithPorts(port(workerpod.CallbackPort)),
+				netv1ac.NetworkPolicyIngressRule().WithPorts(port(workerpod.OpsPort)).WithFrom(ops...),
 			))
 }

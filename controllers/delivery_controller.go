@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -309,15 +310,24 @@ func (r *DeliveryReconciler) deliveriesOfCampaign(ctx context.Context, o client.
 			}
 		}
 	}
-	var named, pending, unplanned v1.DeliveryList
-	if err := r.List(ctx, &named, client.InNamespace(o.GetNamespace()), client.MatchingFields{campaignIndex: o.GetName()}, client.UnsafeDisableDeepCopy); err == nil {
-		add(&named)
-	}
-	if err := r.List(ctx, &pending, client.InNamespace(o.GetNamespace()), client.MatchingFields{phaseOnlyIndex: string(v1.DeliveryPending)}, client.UnsafeDisableDeepCopy); err == nil {
-		add(&pending)
-	}
-	if err := r.List(ctx, &unplanned, client.InNamespace(o.GetNamespace()), client.MatchingFields{phaseOnlyIndex: ""}, client.UnsafeDisableDeepCopy); err == nil {
-		add(&unplanned)
+	// A map function cannot return an error: a failed list is logged, and
+	// the Deliveries it would have found plan with the campaign's change on
+	// their own next reconcile (an outcome, a retry, the resync).
+	for _, q := range []struct {
+		which string
+		field client.MatchingFields
+	}{
+		{"named by the campaign", client.MatchingFields{campaignIndex: o.GetName()}},
+		{"pending", client.MatchingFields{phaseOnlyIndex: string(v1.DeliveryPending)}},
+		{"not yet planned", client.MatchingFields{phaseOnlyIndex: ""}},
+	} {
+		var list v1.DeliveryList
+		if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), q.field, client.UnsafeDisableDeepCopy); err != nil {
+			log.FromContext(ctx).Error(err, "cannot list the Deliveries a campaign change may plan; they follow it on their next reconcile",
+				"campaign", o.GetNamespace()+"/"+o.GetName(), "deliveries", q.which)
+			continue
+		}
+		add(&list)
 	}
 	return reqs
 }

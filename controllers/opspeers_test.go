@@ -7,6 +7,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 // The workers' ops port admits the operator always, and the peers of
@@ -22,7 +23,7 @@ func TestWorkerOpsPeersFromFlag(t *testing.T) {
 	c := &v1.CallCampaign{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "spree", UID: "u1"}}
 	np := controllers.WorkerDefaults{OpsPeers: peers}.NetworkPolicy(c)
 	in := np.Spec.Ingress
-	if len(in) != 2 || len(in[0].From) != 0 || in[1].Ports[0].Port.IntValue() != controllers.OpsPort {
+	if len(in) != 2 || len(in[0].From) != 0 || in[1].Ports[0].Port.IntValue() != workerpod.OpsPort {
 		t.Fatalf("ingress = %+v, want the callbacks port open and the ops port limited", in)
 	}
 	from := in[1].From

@@ -20,6 +20,7 @@ import (
 	"github.com/delauto/delauto/internal/retention"
 	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/internal/twilioclient"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 // runErase is `delauto erase`.
@@ -30,9 +31,9 @@ func erase(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("erase", flag.ContinueOnError)
 	number := fs.String("phone", "", "the person's phone number in E.164 form, e.g. +4915112345678 (required)")
 	keepDeliveries := fs.Bool("keep-deliveries", false, "do not delete the Deliveries that call the number, only list them (also when no Kubernetes API is reachable)")
-	twilioBaseURL := fs.String("twilio-base-url", os.Getenv(envTwilioBaseURL), "send the Twilio requests to this server instead of Twilio, e.g. the simulator (env "+envTwilioBaseURL+")")
-	accountSID := fs.String("twilio-account-sid", os.Getenv(envTwilioSID), "delete every recording through this Twilio account instead of each campaign's Secret (env "+envTwilioSID+")")
-	authToken := fs.String("twilio-auth-token", os.Getenv(envTwilioToken), "auth token of --twilio-account-sid (env "+envTwilioToken+")")
+	twilioBaseURL := fs.String("twilio-base-url", os.Getenv(workerpod.EnvTwilioBaseURL), "send the Twilio requests to this server instead of Twilio, e.g. the simulator (env "+workerpod.EnvTwilioBaseURL+")")
+	accountSID := fs.String("twilio-account-sid", os.Getenv(twilioclient.EnvAccountSID), "delete every recording through this Twilio account instead of each campaign's Secret (env "+twilioclient.EnvAccountSID+")")
+	authToken := fs.String("twilio-auth-token", os.Getenv(twilioclient.EnvAuthToken), "auth token of --twilio-account-sid (env "+twilioclient.EnvAuthToken+")")
 	var conn stores.Settings
 	conn.Register(fs)
 	fs.Usage = func() {

@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/retention"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -27,7 +28,7 @@ func (f *retentionFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.interval, "retention-interval", time.Minute, "how often the leader deletes due recordings at Twilio and, without TTL indexes, purges expired calls")
 	fs.IntVar(&f.batch, "retention-batch", 500, "most calls read or deleted at once by the retention pass")
 	fs.DurationVar(&f.recordingLead, "recording-lead", time.Hour, "delete recordings at Twilio this long before their call expires, so a TTL index never removes a call whose recordings remain")
-	fs.StringVar(&f.twilioBaseURL, "twilio-base-url", os.Getenv(envTwilioBaseURL), "send the Twilio requests that delete recordings to this server instead of Twilio, e.g. the simulator (env "+envTwilioBaseURL+")")
+	fs.StringVar(&f.twilioBaseURL, "twilio-base-url", os.Getenv(workerpod.EnvTwilioBaseURL), "send the Twilio requests that delete recordings to this server instead of Twilio, e.g. the simulator (env "+workerpod.EnvTwilioBaseURL+")")
 }
 
 func (f *retentionFlags) validate() error {

@@ -7,8 +7,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
-	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 func TestOperatorConfig(t *testing.T) {
@@ -38,15 +38,15 @@ func TestOperatorConfig(t *testing.T) {
 		}
 	}
 	workerEnv["TWILIO_ACCOUNT_SID"], workerEnv["TWILIO_AUTH_TOKEN"] = twiliosim.DefaultAccountSID, twiliosim.DefaultAuthToken
-	delete(workerEnv, controllers.EnvCampaign)
-	delete(workerEnv, controllers.EnvCampaignNamespace)
-	delete(workerEnv, controllers.EnvDrainTokenFile)
+	delete(workerEnv, workerpod.EnvCampaign)
+	delete(workerEnv, workerpod.EnvCampaignNamespace)
+	delete(workerEnv, workerpod.EnvDrainTokenFile)
 	wc, err := parseWorkerConfig([]string{"--campaign-file", writeCampaign(t, t.TempDir(), "shop", nil), "--shards", "shard-0",
 		"--twilio-dir", "", "--redis-url", "redis://r", "--mongo-uri", "mongodb://m"}, func(k string) string { return workerEnv[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !wc.relayAllowPrivate {
+	if !wc.RelayAllowPrivate {
 		t.Errorf("--worker-relay-allow-private did not reach the worker (env %v)", workerEnv)
 	}
 	// The Lease lives in the operator's namespace, which the chart gives
@@ -87,7 +87,7 @@ func TestOperatorAndWorkerDefaultPortsDiffer(t *testing.T) {
 	seen := map[string]string{}
 	for name, addr := range map[string]string{
 		"operator --metrics-bind-address": op.metricsAddr, "operator --health-probe-bind-address": op.probeAddr,
-		"worker --http-addr": w.httpAddr, "worker --ops-addr": w.opsAddr,
+		"worker --http-addr": w.HTTPAddr, "worker --ops-addr": w.OpsAddr,
 	} {
 		if other, ok := seen[addr]; ok {
 			t.Errorf("%s and %s both default to %s", name, other, addr)

@@ -23,6 +23,7 @@ import (
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/localcluster"
 	"github.com/delauto/delauto/internal/stores"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -142,10 +143,10 @@ func TestWorkerStartsFromTheDeploymentTheOperatorWrites(t *testing.T) {
 		map[string]map[string]string{
 			"twilio":                               {"accountSID": f.sim.AccountSID(), "authToken": f.sim.AuthToken()},
 			"dispatch":                             {"secret": "a-long-random-signing-key"},
-			controllers.DrainSecretName(camp.Name): {controllers.DrainTokenFile: "the-operators-drain-token"},
+			controllers.DrainSecretName(camp.Name): {workerpod.DrainTokenFile: "the-operators-drain-token"},
 			controllers.DefaultStoresSecret:        {stores.EnvRedisURL: env.Redis.URL(), stores.EnvMongoURI: env.Mongo.URI},
 		},
-		map[string]map[string]string{controllers.CampaignConfigMapName(camp.Name): {controllers.CampaignFile: string(campaignJSON)}})
+		map[string]map[string]string{controllers.CampaignConfigMapName(camp.Name): {workerpod.CampaignFile: string(campaignJSON)}})
 	out := &syncBuffer{}
 	ops := freeAddr(t)
 	exited := p.start(t, out, "--http-addr", freeAddr(t), "--ops-addr", ops)

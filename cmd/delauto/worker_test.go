@@ -95,7 +95,7 @@ func TestWorkerConfigErrorsAreClear(t *testing.T) {
 			"grace: stale-after 1s + unknown grace 3s must be at least Twilio timeout 4s + clock skew 1s"}},
 		{"concurrency from the environment", append([]string{"--campaign-file", good, "--shards", "shard-0"}, base...),
 			map[string]string{"DELAUTO_CONCURRENCY": "many", "TWILIO_ACCOUNT_SID": twiliosim.DefaultAccountSID, "TWILIO_AUTH_TOKEN": twiliosim.DefaultAuthToken},
-			[]string{`--concurrency (env DELAUTO_CONCURRENCY) "many" is not a number`}},
+			[]string{`--concurrency: env DELAUTO_CONCURRENCY "many" is not a number`}},
 		{"campaign mismatch and unusable campaign", append([]string{"--campaign-file", badCampaign, "--shards", "shard-0",
 			"--campaign", "morning", "--campaign-namespace", "other"}, base...), creds, []string{
 			`--campaign-namespace (env DELAUTO_CAMPAIGN_NAMESPACE) is "other" but the campaign file is of namespace "shop"`,
@@ -133,7 +133,7 @@ func TestWorkerConfigErrorsAreClear(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a good configuration: %v", err)
 	}
-	if cfg.namespace != "shop" || cfg.campaign != "evening" || len(cfg.shards) != 2 || cfg.shards[1] != (queue.Shard{Namespace: "shop", Campaign: "evening", Name: "shard-1"}) || cfg.concurrency != 50 {
+	if cfg.Namespace != "shop" || cfg.Campaign != "evening" || len(cfg.ServedShards()) != 2 || cfg.ServedShards()[1] != (queue.Shard{Namespace: "shop", Campaign: "evening", Name: "shard-1"}) || cfg.Concurrency != 50 {
 		t.Errorf("config = %+v", cfg)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/localcluster"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 // keyQueries are the queries the demo prints next to Prometheus' address.
@@ -62,7 +63,7 @@ scrape_configs:
 			if p.Labels[controllers.LabelComponent] != controllers.ComponentWorker {
 				continue
 			}
-			gs = append(gs, group{Targets: []string{net.JoinHostPort(p.Status.PodIP, fmt.Sprint(controllers.OpsPort))},
+			gs = append(gs, group{Targets: []string{net.JoinHostPort(p.Status.PodIP, fmt.Sprint(workerpod.OpsPort))},
 				Labels: map[string]string{"namespace": p.Namespace, "pod": p.Name, "campaign": p.Labels[controllers.LabelCampaign]}})
 		}
 		data, _ := json.Marshal(gs)

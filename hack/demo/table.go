@@ -19,6 +19,7 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/localcluster"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 // view is what the live table follows: the generated campaigns'
@@ -231,7 +232,7 @@ func pickupP95(sys *localcluster.System) (time.Duration, uint64, error) {
 		if p.Labels[controllers.LabelComponent] != controllers.ComponentWorker {
 			continue
 		}
-		resp, err := http.Get(fmt.Sprintf("http://%s:%d/metrics", p.Status.PodIP, controllers.OpsPort))
+		resp, err := http.Get(fmt.Sprintf("http://%s:%d/metrics", p.Status.PodIP, workerpod.OpsPort))
 		if err != nil {
 			continue
 		}

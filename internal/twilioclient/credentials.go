@@ -23,6 +23,14 @@ const (
 	AuthTokenFile  = "auth-token"
 )
 
+// The environment variables with an account's SID and auth token, for a
+// process run by hand (a worker, `delauto erase`) instead of from a
+// mounted Secret.
+const (
+	EnvAccountSID = "TWILIO_ACCOUNT_SID"
+	EnvAuthToken  = "TWILIO_AUTH_TOKEN"
+)
+
 // DefaultOverlap is how long a replaced auth token still validates webhook
 // signatures: requests Twilio signed just before a rotation arrive after it.
 const DefaultOverlap = 10 * time.Minute

@@ -5,8 +5,8 @@
 // It is served by the worker process (`delauto worker`) on its callback
 // port (8080), behind the campaign's callback Service and public URL
 // (CallCampaign spec.twilio.callbackURL): New builds the Server, Handler is
-// mounted on the port, Run runs the background loops (journal writer and
-// relay sender) beside the dialer, and RegisterMetrics exposes the metrics.
+// mounted on the port, Run runs the journal writer beside the dialer, and
+// RegisterMetrics exposes the metrics.
 // The first webhook of a call reads its context from MongoDB and caches it
 // for the others (see Call context cache); Prime fills the cache ahead of a
 // call, for benchmarks and tests.
@@ -96,6 +96,7 @@
 // # Relay
 //
 // Reschedule requests and recorded instructions are relayed to the agent
-// by package relay (SMS, and the campaign's signed webhook), queued, never
-// inside a webhook.
+// by package relay (SMS, and the campaign's signed webhook), queued on
+// Config.Notify, never inside a webhook; the worker runs the relay's sender
+// beside this server.
 package callbacks

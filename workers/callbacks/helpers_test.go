@@ -54,6 +54,7 @@ type harness struct {
 	st    *store.Store
 	rdb   *redis.Client
 	srv   *Server
+	relay *relay.Sender // run beside srv, as the worker does
 	ts    *httptest.Server
 	sim   *twiliosim.Sim
 	rc    *openapi.ApiService
@@ -167,21 +168,14 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	h.rc = rc.Api
 
 	cfg := Config{
-		Campaign:   h.src,
-		Store:      st,
-		Redis:      h.rdb,
-		AuthTokens: []string{h.sim.AuthToken()},
-		Twilio:     rc,
-		Consumer:   "test-" + name,
-		Logger:     quietLogger(),
-		Relay: relay.Config{
-			Secret:            func() ([]byte, error) { return []byte(relaySecret), nil },
-			Backoff:           50 * time.Millisecond,
-			MaxBackoff:        200 * time.Millisecond,
-			Poll:              20 * time.Millisecond,
-			TranscriptionWait: 2 * time.Second,
-			AllowPrivate:      true, // the dispatch endpoint is on 127.0.0.1
-		},
+		Campaign:             h.src,
+		Store:                st,
+		Redis:                h.rdb,
+		AuthTokens:           []string{h.sim.AuthToken()},
+		Twilio:               rc,
+		Consumer:             "test-" + name,
+		Logger:               quietLogger(),
+		Notify:               relay.NewQueue(h.rdb, ""),
 		JournalRetryInterval: 200 * time.Millisecond,
 	}
 	if o.edit != nil {
@@ -190,6 +184,18 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	h.srv, err = New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	h.relay, err = relay.NewSender(relay.Config{
+		Store: st, Queue: cfg.Notify, Campaign: cfg.Campaign, Twilio: rc, Owner: cfg.Consumer, Logger: cfg.Logger,
+		Secret:            func() ([]byte, error) { return []byte(relaySecret), nil },
+		Backoff:           50 * time.Millisecond,
+		MaxBackoff:        200 * time.Millisecond,
+		Poll:              20 * time.Millisecond,
+		TranscriptionWait: 2 * time.Second,
+		AllowPrivate:      true, // the dispatch endpoint is on 127.0.0.1
+	})
+	if err != nil {
+		t.Fatalf("relay.NewSender: %v", err)
 	}
 	h.ts = httptest.NewServer(h.srv.Handler())
 	t.Cleanup(h.ts.Close)
@@ -202,17 +208,17 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	return h
 }
 
-// run starts the server's background loops until the test ends.
+// run starts the server's journal writer and the relay sender until the
+// test ends.
 func (h *harness) run() {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = h.srv.Run(ctx)
-	}()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = h.srv.Run(ctx) }()
+	go func() { defer wg.Done(); _ = h.relay.Run(ctx) }()
 	h.t.Cleanup(func() {
 		cancel()
-		<-done
+		wg.Wait()
 	})
 }
 

@@ -113,15 +113,14 @@ func (s *Server) Stats() Stats {
 	return Stats{CacheHits: s.stats.hits.Load(), CacheMisses: s.stats.misses.Load(), CacheShared: s.stats.shared.Load()}
 }
 
-// RegisterMetrics registers the callback server's and its relay sender's
-// metrics on reg.
+// RegisterMetrics registers the callback server's metrics on reg.
 func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	for _, c := range s.m.collectors() {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
 	}
-	return s.relay.RegisterMetrics(reg)
+	return nil
 }
 
 func (s *Server) backlogGauge() float64 {

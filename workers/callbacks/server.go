@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,9 +96,10 @@ type Config struct {
 	// JournalKey overrides JournalKey (tests and benchmarks).
 	JournalKey string
 
-	// Relay configures the agent notifications; Store, Queue, Campaign,
-	// Twilio, Owner, Logger and Now are filled in from this Config.
-	Relay relay.Config
+	// Notify is the queue of agent notifications an answer is put on
+	// (the relay sender, run beside the server, sends them); default
+	// relay.NewQueue(Redis, "").
+	Notify *relay.Queue
 
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
@@ -143,7 +143,6 @@ type Server struct {
 	// tokens are the auth tokens whose signatures are accepted now.
 	tokens    func() []string
 	endpoints map[string]endpoint
-	relay     *relay.Sender
 	queue     *relay.Queue
 	batch     *batcher
 	m         *metrics
@@ -215,18 +214,9 @@ func New(cfg Config) (*Server, error) {
 	if s.tokens == nil {
 		s.tokens = func() []string { return tokens }
 	}
-	s.queue = relay.NewQueue(cfg.Redis, "")
-	rc := cfg.Relay
-	rc.Store, rc.Queue, rc.Twilio = cfg.Store, s.queue, cfg.Twilio
-	rc.Campaign = cfg.Campaign
-	defaults.Zero(&rc.Owner, cfg.Consumer)
-	defaults.Zero(&rc.Logger, cfg.Logger)
-	if rc.Now == nil {
-		rc.Now = cfg.Now
-	}
-	var err error
-	if s.relay, err = relay.NewSender(rc); err != nil {
-		return nil, err
+	s.queue = cfg.Notify
+	if s.queue == nil {
+		s.queue = relay.NewQueue(cfg.Redis, "")
 	}
 	s.m = newMetrics(s.backlogGauge)
 	s.endpoints = map[string]endpoint{
@@ -281,20 +271,12 @@ func (s *Server) scriptVersionOf(c *campaignfile.Config) string {
 // the public URL's path prefix if the proxy keeps it).
 func (s *Server) Handler() http.Handler { return s }
 
-// Run runs the background work until ctx ends: the journal writer (writes
-// status callbacks to MongoDB) and the relay sender (tells agents). It
-// returns when both have stopped.
+// Run runs the journal writer (it writes status callbacks to MongoDB)
+// until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = s.writeJournal(ctx) }()
-	go func() { defer wg.Done(); _ = s.relay.Run(ctx) }()
-	wg.Wait()
+	_ = s.writeJournal(ctx)
 	return ctx.Err()
 }
-
-// Relay is the agent notification sender Run runs.
-func (s *Server) Relay() *relay.Sender { return s.relay }
 
 // endpoint is one webhook path.
 type endpoint struct {

@@ -105,10 +105,10 @@ func CheckCallbackURL(s string) error {
 // seconds is d in whole seconds, at least one.
 func seconds(d time.Duration) int { return max(1, int(d.Round(time.Second)/time.Second)) }
 
-// fromFor is the caller ID of an attempt: the one it already has, if it is
+// CallerID is the caller ID of an attempt: the one it already has, if it is
 // still one of the campaign's, else the one a hash of the recipient's number
 // picks, so every attempt to a number uses the same caller ID.
-func (c *Campaign) fromFor(a *store.Attempt) string {
+func (c *Campaign) CallerID(a *store.Attempt) string {
 	if a.From != "" {
 		for _, f := range c.From {
 			if f == a.From {

@@ -81,7 +81,7 @@ type Options struct {
 	// limit within one second. Default 0.05; negative: none.
 	RateHeadroom float64
 	// RecordTimeout is how long a store write that failed (store unavailable)
-	// is retried before the claim is left to expire and the reconciler takes
+	// is retried before the claim is left to expire and the recovery resolver takes
 	// over. Default 2m.
 	RecordTimeout time.Duration
 	// Now is the clock of the calling-hours and delivery-window checks
@@ -437,7 +437,7 @@ func (d *Dialer) retryRecord(r *run, err error) error {
 			return nil
 		}
 		if time.Now().After(deadline) || r.ctx.Err() != nil {
-			log.Error("cannot record the outcome; the claim's lease will run out and the reconciler takes over", "error", err)
+			log.Error("cannot record the outcome; the claim's lease will run out and the recovery resolver takes over", "error", err)
 			return fmt.Errorf("record attempt %s: %w", a.ID, err)
 		}
 		log.Warn("recording the outcome failed; retrying", "error", err, "in", backoff)
@@ -476,7 +476,7 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 	if err := d.checkHours(r, a, in); err != nil {
 		return store.DialResult{}, err
 	}
-	from := c.fromFor(a)
+	from := c.CallerID(a)
 	params, err := d.params(c, a, from)
 	if err != nil {
 		r.check = "config"
@@ -815,10 +815,12 @@ func (d *Dialer) keep(ctx context.Context, a *store.Attempt, claimed time.Time) 
 
 // publish tells the operator that the worker changed an attempt.
 func (d *Dialer) publish(a *store.Attempt) {
-	publish(d.opts.Redis, d.log, a)
+	PublishOutcome(d.opts.Redis, d.log, a)
 }
 
-func publish(rdb redis.UniversalClient, log *slog.Logger, a *store.Attempt) {
+// PublishOutcome tells the operator that attempt a changed (an outcome
+// event), logging a failure: the operator also reads the call log.
+func PublishOutcome(rdb redis.UniversalClient, log *slog.Logger, a *store.Attempt) {
 	if a == nil {
 		return
 	}

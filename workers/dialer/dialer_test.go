@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/calltest"
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/internal/twiliosim"
@@ -18,10 +19,10 @@ import (
 
 func TestDialsOncePerAttemptWithItsURLs(t *testing.T) {
 	h := newHarness(t)
-	h.consume(h.dialer("w1"), "c1", 4)
-	a1 := h.create(attempt{to: "+14155550123"}, true)
-	a2 := h.create(attempt{to: "+14155550123"}, true)
-	a3 := h.create(attempt{to: "+14155550177"}, true)
+	h.Consume(h.dialer("w1").Handle, "c1", 4)
+	a1 := h.Create(calltest.Attempt{To: "+14155550123"}, true)
+	a2 := h.Create(calltest.Attempt{To: "+14155550123"}, true)
+	a3 := h.Create(calltest.Attempt{To: "+14155550177"}, true)
 	// One attempt per number at a time: a1 and a2 call one number, so
 	// whichever is claimed second waits for the first one's call to end.
 	first := map[string]*store.Attempt{}
@@ -31,7 +32,7 @@ func TestDialsOncePerAttemptWithItsURLs(t *testing.T) {
 		deadline := time.Now().Add(60 * time.Second)
 		for next == nil {
 			for _, a := range []*store.Attempt{a1, a2} {
-				if b := h.get(a.ID); first[a.ID] == nil && b.State == store.StateDialed {
+				if b := h.Get(a.ID); first[a.ID] == nil && b.State == store.StateDialed {
 					next = b
 				}
 			}
@@ -44,35 +45,35 @@ func TestDialsOncePerAttemptWithItsURLs(t *testing.T) {
 			t.Errorf("attempt %s dialed at %s, before the other call to its number ended (%s)", next.ID, next.DialedAt, ended)
 		}
 		first[next.ID] = next
-		done, _, err := h.st.ApplyCallStatus(context.Background(), store.CallRef{AttemptID: next.ID},
+		done, _, err := h.St.ApplyCallStatus(context.Background(), store.CallRef{AttemptID: next.ID},
 			store.StatusUpdate{Status: "completed", Seq: 9, CallSID: next.CallSID})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ended = *done.EndedAt
 	}
-	got := []*store.Attempt{first[a1.ID], first[a2.ID], h.waitState(a3.ID, 20*time.Second, store.StateDialed)}
-	h.idle(5 * time.Second)
+	got := []*store.Attempt{first[a1.ID], first[a2.ID], h.WaitState(a3.ID, 20*time.Second, store.StateDialed)}
+	h.Idle(5 * time.Second)
 	if got[0].From != got[1].From {
 		t.Errorf("two attempts to one number used caller IDs %s and %s; want the same", got[0].From, got[1].From)
 	}
 	for i, a := range got {
-		if n := h.sim.CallsForAttempt(a.ID); n != 1 {
+		if n := h.Sim.CallsForAttempt(a.ID); n != 1 {
 			t.Errorf("attempt %d: %d calls, want 1", i, n)
 		}
 		if a.CallSID == "" || a.Fence != 1 || a.LeaseUntil != nil {
 			t.Errorf("attempt %d recorded as %+v", i, a)
 		}
-		if _, ok := h.dueScore(a.ID); ok {
+		if _, ok := h.DueScore(a.ID); ok {
 			t.Errorf("attempt %d is still in the due set", i)
 		}
 		// The operator hears of the call when it is placed, not when it ends.
-		if ev := h.outcomeEvents(a.ID); !slices.Contains(ev, string(store.StateDialed)) {
+		if ev := h.OutcomeEvents(a.ID); !slices.Contains(ev, string(store.StateDialed)) {
 			t.Errorf("attempt %d: outcome events %v, want one for the dial", i, ev)
 		}
 	}
 	var form url.Values
-	for _, c := range h.sim.Creates() {
+	for _, c := range h.Sim.Creates() {
 		if c.AttemptID == a1.ID {
 			form = c.Form
 		}
@@ -82,8 +83,8 @@ func TestDialsOncePerAttemptWithItsURLs(t *testing.T) {
 	}
 	for key, path := range map[string]string{"Url": callurls.VoicePath, "StatusCallback": callurls.StatusPath, "AsyncAmdStatusCallback": callurls.AMDPath} {
 		u, err := url.Parse(form.Get(key))
-		if err != nil || !strings.HasPrefix(form.Get(key), h.callback.URL+path+"?") {
-			t.Errorf("%s = %q, want %s%s?...", key, form.Get(key), h.callback.URL, path)
+		if err != nil || !strings.HasPrefix(form.Get(key), h.Callback.URL+path+"?") {
+			t.Errorf("%s = %q, want %s%s?...", key, form.Get(key), h.Callback.URL, path)
 			continue
 		}
 		ref, err := callurls.Parse(u.Query())
@@ -101,17 +102,17 @@ func TestDialsOncePerAttemptWithItsURLs(t *testing.T) {
 	if ev := form["StatusCallbackEvent"]; !slices.Equal(ev, StatusEvents) {
 		t.Errorf("StatusCallbackEvent = %v, want %v", ev, StatusEvents)
 	}
-	if n := h.counter("delauto_worker_dials_total", map[string]string{"result": "dialed"}); n != 3 {
+	if n := h.Counter("delauto_worker_dials_total", map[string]string{"result": "dialed"}); n != 3 {
 		t.Errorf("dials_total{dialed} = %v, want 3", n)
 	}
 }
 
 func TestNoMachineDetectionWithoutAnsweringMachineHandling(t *testing.T) {
-	h := newHarness(t, withSpec(func(s *v1.CallCampaignSpec) { s.Script.AnsweringMachine = "" }))
-	h.consume(h.dialer("w1"), "c1", 2)
-	a := h.create(attempt{}, true)
-	h.waitState(a.ID, 20*time.Second, store.StateDialed)
-	for _, c := range h.sim.Creates() {
+	h := newHarness(t, calltest.WithSpec(func(s *v1.CallCampaignSpec) { s.Script.AnsweringMachine = "" }))
+	h.Consume(h.dialer("w1").Handle, "c1", 2)
+	a := h.Create(calltest.Attempt{}, true)
+	h.WaitState(a.ID, 20*time.Second, store.StateDialed)
+	for _, c := range h.Sim.Creates() {
 		if c.Form.Get("MachineDetection") != "" || c.Form.Get("AsyncAmdStatusCallback") != "" {
 			t.Errorf("machine detection requested: %v", c.Form)
 		}
@@ -134,7 +135,7 @@ func TestTwilioFailureClasses(t *testing.T) {
 		name    string
 		to      string
 		faults  []twiliosim.FaultKind
-		opts    []harnessOpt
+		opts    []calltest.Opt
 		edit    func(*Options)
 		twilio  func(h *harness) TwilioCalls
 		want    want
@@ -149,7 +150,7 @@ func TestTwilioFailureClasses(t *testing.T) {
 		{name: "invalid number 21211", to: "+19999999999",
 			want: want{state: store.StateFailed, code: 21211, creates: 1, event: "failed"}, metric: "rejected", errCode: "21211"},
 		{name: "unreachable number 21214", to: "+14155550166",
-			opts: []harnessOpt{withSim(func(o *twiliosim.Options) {
+			opts: []calltest.Opt{calltest.WithSim(func(o *twiliosim.Options) {
 				o.Scenarios = map[string]twiliosim.Scenario{"+14155550166": twiliosim.MustNamed("unreachable")}
 			})},
 			want: want{state: store.StateFailed, code: 21214, creates: 1, event: "failed"}, metric: "rejected", errCode: "21214"},
@@ -160,7 +161,7 @@ func TestTwilioFailureClasses(t *testing.T) {
 		{name: "502 page of a proxy", faults: []twiliosim.FaultKind{twiliosim.FaultBadGateway},
 			want: want{state: store.StateUnknown, creates: 1}, metric: "ambiguous", errCode: "http_502"},
 		{name: "no response after the call was created", faults: []twiliosim.FaultKind{twiliosim.FaultHangAfterCreate},
-			opts: []harnessOpt{withTwilioTimeout(time.Second)},
+			opts: []calltest.Opt{calltest.WithTwilioTimeout(time.Second)},
 			want: want{state: store.StateUnknown, calls: 1, creates: 1}, metric: "ambiguous", errCode: "timeout"},
 		{name: "connection reset after the call was created", faults: []twiliosim.FaultKind{twiliosim.FaultResetAfterCreate},
 			want: want{state: store.StateUnknown, calls: 1, creates: 1}, metric: "ambiguous", errCode: "reset"},
@@ -169,8 +170,8 @@ func TestTwilioFailureClasses(t *testing.T) {
 		{name: "connection refused", twilio: func(h *harness) TwilioCalls { return closedPortClient(h) },
 			want: want{state: store.StateRetry, requeued: storeRetry, releases: 1, event: "retry"}, metric: "released", errCode: "connect"},
 		{name: "bad credentials", twilio: func(h *harness) TwilioCalls {
-			hc, _ := twilioclient.HTTPClient(h.sim.URL(), time.Second)
-			rc, _ := twilioclient.New(h.sim.AccountSID(), "wrongtoken", hc)
+			hc, _ := twilioclient.HTTPClient(h.Sim.URL(), time.Second)
+			rc, _ := twilioclient.New(h.Sim.AccountSID(), "wrongtoken", hc)
 			return rc.Api
 		}, want: want{state: store.StateRetry, requeued: time.Minute, releases: 1, creates: 0, event: "retry"}, metric: "released", errCode: "20003"},
 	}
@@ -178,33 +179,33 @@ func TestTwilioFailureClasses(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t, c.opts...)
 			if len(c.faults) > 0 {
-				h.sim.QueueFaults(twiliosim.EndpointCreateCall, c.faults...)
+				h.Sim.QueueFaults(twiliosim.EndpointCreateCall, c.faults...)
 			}
 			if c.twilio != nil {
 				h.twilio = c.twilio(h)
 			}
-			h.consume(h.dialer("w1", func(o *Options) {
+			h.Consume(h.dialer("w1", func(o *Options) {
 				if c.edit != nil {
 					c.edit(o)
 				}
-			}), "c1", 2)
-			a := h.create(attempt{to: c.to}, true)
-			got := h.waitState(a.ID, 20*time.Second, c.want.state)
+			}).Handle, "c1", 2)
+			a := h.Create(calltest.Attempt{To: c.to}, true)
+			got := h.WaitState(a.ID, 20*time.Second, c.want.state)
 			if c.want.requeued == 0 {
-				h.idle(5 * time.Second)
+				h.Idle(5 * time.Second)
 				time.Sleep(300 * time.Millisecond) // no second run comes
-				got = h.get(a.ID)
+				got = h.Get(a.ID)
 			}
 			if got.State != c.want.state || got.ErrorCode != c.want.code || got.Releases != c.want.releases {
 				t.Errorf("attempt: state %s code %d releases %d (reason %q); want %s, %d, %d",
 					got.State, got.ErrorCode, got.Releases, got.Reason, c.want.state, c.want.code, c.want.releases)
 			}
-			if n := h.sim.CallsForAttempt(a.ID); n != c.want.calls {
+			if n := h.Sim.CallsForAttempt(a.ID); n != c.want.calls {
 				t.Errorf("%d calls for the attempt, want %d", n, c.want.calls)
 			}
 			if c.want.creates > 0 {
 				n := 0
-				for _, cr := range h.sim.Creates() {
+				for _, cr := range h.Sim.Creates() {
 					if cr.AttemptID == a.ID || cr.To == got.To {
 						n++
 					}
@@ -213,10 +214,10 @@ func TestTwilioFailureClasses(t *testing.T) {
 					t.Errorf("%d create requests, want %d", n, c.want.creates)
 				}
 			}
-			score, queued := h.dueScore(a.ID)
+			score, queued := h.DueScore(a.ID)
 			for end := time.Now().Add(2 * time.Second); c.want.requeued > 0 && !queued && time.Now().Before(end); {
 				time.Sleep(20 * time.Millisecond) // the acknowledgement is on its way
-				score, queued = h.dueScore(a.ID)
+				score, queued = h.DueScore(a.ID)
 			}
 			switch {
 			case c.want.requeued > 0:
@@ -231,17 +232,17 @@ func TestTwilioFailureClasses(t *testing.T) {
 			case queued:
 				t.Errorf("finished attempt still in the due set")
 			}
-			if n := h.counter("delauto_worker_dials_total", map[string]string{"result": c.metric}); n < 1 {
+			if n := h.Counter("delauto_worker_dials_total", map[string]string{"result": c.metric}); n < 1 {
 				t.Errorf("dials_total{result=%q} = %v", c.metric, n)
 			}
-			if n := h.counter("delauto_worker_twilio_errors_total", map[string]string{"code": c.errCode}); n < 1 {
+			if n := h.Counter("delauto_worker_twilio_errors_total", map[string]string{"code": c.errCode}); n < 1 {
 				t.Errorf("twilio_errors_total{code=%q} = %v", c.errCode, n)
 			}
-			if c.want.event != "" && !slices.Contains(h.outcomeEvents(a.ID), c.want.event) {
-				t.Errorf("outcome events %v, want one with state %s", h.outcomeEvents(a.ID), c.want.event)
+			if c.want.event != "" && !slices.Contains(h.OutcomeEvents(a.ID), c.want.event) {
+				t.Errorf("outcome events %v, want one with state %s", h.OutcomeEvents(a.ID), c.want.event)
 			}
 			if c.want.state == store.StateUnknown {
-				if n := h.counter("delauto_worker_ambiguous_total", map[string]string{"source": "dial"}); n != 1 {
+				if n := h.Counter("delauto_worker_ambiguous_total", map[string]string{"source": "dial"}); n != 1 {
 					t.Errorf("ambiguous_total{dial} = %v, want 1", n)
 				}
 			}
@@ -262,7 +263,7 @@ func closedPortClient(h *harness) TwilioCalls {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	rc, err := twilioclient.New(h.sim.AccountSID(), h.sim.AuthToken(), hc)
+	rc, err := twilioclient.New(h.Sim.AccountSID(), h.Sim.AuthToken(), hc)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -272,37 +273,37 @@ func closedPortClient(h *harness) TwilioCalls {
 func TestOptOutAndCancellationAreHonoured(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	optedOut := h.create(attempt{to: "+14155550177"}, false)
-	if _, err := h.st.AddOptOut(ctx, h.campaign.Namespace, "+14155550177", "", "said stop"); err != nil {
+	optedOut := h.Create(calltest.Attempt{To: "+14155550177"}, false)
+	if _, err := h.St.AddOptOut(ctx, h.Campaign.Namespace, "+14155550177", "", "said stop"); err != nil {
 		t.Fatal(err)
 	}
-	cancelled := h.create(attempt{to: "+14155550123"}, false)
+	cancelled := h.Create(calltest.Attempt{To: "+14155550123"}, false)
 	// The operator cancels the delivery after the attempt reached Redis.
-	if _, err := h.q.Schedule(ctx, h.shard, cancelled.ID, time.Now()); err != nil {
+	if _, err := h.Q.Schedule(ctx, h.Shard, cancelled.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.st.MarkCancelled(ctx, cancelled.ID, store.AnyFence, "delivery cancelled"); err != nil {
+	if _, err := h.St.MarkCancelled(ctx, cancelled.ID, store.AnyFence, "delivery cancelled"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.q.Schedule(ctx, h.shard, optedOut.ID, time.Now()); err != nil {
+	if _, err := h.Q.Schedule(ctx, h.Shard, optedOut.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	h.consume(h.dialer("w1"), "c1", 2)
-	got := h.waitState(optedOut.ID, 20*time.Second, store.StateCancelled)
+	h.Consume(h.dialer("w1").Handle, "c1", 2)
+	got := h.WaitState(optedOut.ID, 20*time.Second, store.StateCancelled)
 	if got.Reason != "opted out" {
 		t.Errorf("opted-out attempt reason %q", got.Reason)
 	}
-	h.idle(10 * time.Second)
-	if n := h.sim.CallsTo("+14155550177") + h.sim.CallsTo("+14155550123"); n != 0 {
+	h.Idle(10 * time.Second)
+	if n := h.Sim.CallsTo("+14155550177") + h.Sim.CallsTo("+14155550123"); n != 0 {
 		t.Errorf("%d calls placed, want none", n)
 	}
-	if c := h.get(cancelled.ID); c.State != store.StateCancelled || c.Fence != 0 {
+	if c := h.Get(cancelled.ID); c.State != store.StateCancelled || c.Fence != 0 {
 		t.Errorf("cancelled attempt is %s with fence %d; want cancelled, never claimed", c.State, c.Fence)
 	}
-	if !slices.Contains(h.outcomeEvents(optedOut.ID), "cancelled") {
+	if !slices.Contains(h.OutcomeEvents(optedOut.ID), "cancelled") {
 		t.Errorf("no outcome event for the opted-out attempt")
 	}
-	if n := h.counter("delauto_worker_claim_conflicts_total", map[string]string{"state": "cancelled"}); n != 1 {
+	if n := h.Counter("delauto_worker_claim_conflicts_total", map[string]string{"state": "cancelled"}); n != 1 {
 		t.Errorf("claim_conflicts_total{cancelled} = %v, want 1", n)
 	}
 }
@@ -311,29 +312,29 @@ func TestOptOutAndCancellationAreHonoured(t *testing.T) {
 // changes nothing, is counted, and the queue entry is acknowledged.
 func TestStaleFenceChangesNothing(t *testing.T) {
 	h := newHarness(t)
-	if err := h.sim.SetFaults(twiliosim.Faults{Latency: time.Second}); err != nil {
+	if err := h.Sim.SetFaults(twiliosim.Faults{Latency: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	h.consume(h.dialer("w1"), "c1", 2)
-	a := h.create(attempt{}, true)
-	claimed := h.waitState(a.ID, 10*time.Second, store.StateDialing)
+	h.Consume(h.dialer("w1").Handle, "c1", 2)
+	a := h.Create(calltest.Attempt{}, true)
+	claimed := h.WaitState(a.ID, 10*time.Second, store.StateDialing)
 	ctx := context.Background()
 	// Meanwhile the attempt was put back and claimed again (fence 2).
-	if _, err := h.st.Release(ctx, a.ID, claimed.Fence, time.Now(), "test"); err != nil {
+	if _, err := h.St.Release(ctx, a.ID, claimed.Fence, time.Now(), "test"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.st.Claim(ctx, a.ID, "w2", time.Minute); err != nil {
+	if _, err := h.St.Claim(ctx, a.ID, "w2", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for h.counter("delauto_worker_fence_conflicts_total", nil) < 1 {
+	for h.Counter("delauto_worker_fence_conflicts_total", nil) < 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("no fence conflict counted")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	h.idle(5 * time.Second)
-	got := h.get(a.ID)
+	h.Idle(5 * time.Second)
+	got := h.Get(a.ID)
 	if got.State != store.StateDialing || got.Fence != 2 || got.Owner != "w2" || got.CallSID != "" {
 		t.Errorf("after the stale record: %s fence %d owner %s SID %q; want w2's claim untouched", got.State, got.Fence, got.Owner, got.CallSID)
 	}

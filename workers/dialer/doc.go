@@ -35,13 +35,13 @@
 //     nothing and is counted.
 //  6. The queue entry is acknowledged only after the outcome is durable. If
 //     the store is unavailable, the write is retried (RecordTimeout); after
-//     that the claim's lease runs out and the Reconciler takes over.
+//     that the claim's lease runs out and the recovery.Resolver takes over.
 //
 // While an attempt is held its lease is renewed every Lease/3; a renewal
 // that fails leaves the last confirmed lease end in force, and mayDial
 // refuses to dial once it no longer covers a request. Timing holds the
 // relations between the lease, the Twilio timeout, MaxWait and the
-// reconciler's periods, and refuses combinations that allow a second call.
+// resolver's periods, and refuses combinations that allow a second call.
 //
 // # Outcomes of a failed create-call request
 //
@@ -64,13 +64,9 @@
 // cancelled, released, reconciled) it publishes an outcome event so the
 // operator re-reads it.
 //
-// # Reconciler and Sweeper
+// # Recovery
 //
-// The Reconciler (a loop in every worker replica) marks unknown the dialing
-// claims whose lease ran out (a worker killed mid-dial), and settles unknown
-// attempts from Twilio's call list: found, dialed with its SID; provably
-// absent after a grace period, released for a new dial. The Sweeper
-// republishes attempts due in MongoDB but missing from Redis (each pass
-// covers the whole overdue range), so losing Redis delays calls and never
-// loses them.
+// What a failed or ambiguous dial leaves in doubt is settled by package
+// recovery (its Resolver and Republisher), which every worker runs beside
+// the dialer.
 package dialer

@@ -7,7 +7,7 @@ import (
 	"github.com/delauto/delauto/workers/ratelimit"
 )
 
-// Metrics are the dialer's, the reconciler's and the sweeper's Prometheus
+// Metrics are the dialer's and the recovery loops' (workers/recovery) Prometheus
 // metrics. Share one Metrics between them; NewMetrics registers them once.
 type Metrics struct {
 	// Dials counts attempts that reached the dial step, by result: dialed,
@@ -46,11 +46,13 @@ type Metrics struct {
 	PickupToDial prometheus.Histogram
 	// RecordRetries counts repeated store writes after a failed one.
 	RecordRetries prometheus.Counter
-	// Swept counts attempts the sweeper put back into the queue.
+	// Swept counts attempts the republisher put back into the queue.
 	Swept prometheus.Counter
 	// Sweeps counts finished sweeps, by kind (periodic, restore).
 	Sweeps *prometheus.CounterVec
-	// LoopErrors counts failed reconciler and sweeper rounds, by loop.
+	// LoopErrors counts failed rounds of the recovery loops, by loop:
+	// "reconciler" (recovery.Resolver) and "sweeper" (recovery.Republisher),
+	// the label values dashboards and alerts know.
 	LoopErrors *prometheus.CounterVec
 	// Limiter are the account limiter's metrics (its wait histogram is the
 	// limiter waits).

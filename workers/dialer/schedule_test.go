@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/callrate"
+	"github.com/delauto/delauto/internal/calltest"
 	"github.com/delauto/delauto/internal/schedule"
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twiliosim"
@@ -39,14 +40,14 @@ func TestCallingHoursAcrossTimeZones(t *testing.T) {
 		return v1.ClockTime(fmt.Sprintf("%02d:%02d", int(d/time.Hour), int(d%time.Hour/time.Minute)))
 	}
 	hours := v1.CallingHours{Start: hhmm(tod(inside) - time.Hour), End: hhmm(tod(inside) + time.Hour)}
-	h := newHarness(t, withSpec(func(s *v1.CallCampaignSpec) { s.Schedule.CallingHours = hours }))
-	h.consume(h.dialer("w1"), "c1", 2)
-	in := h.create(attempt{to: inside.to, tz: inside.tz, due: now}, true)
-	out := h.create(attempt{to: outside.to, tz: outside.tz, due: now}, true)
+	h := newHarness(t, calltest.WithSpec(func(s *v1.CallCampaignSpec) { s.Schedule.CallingHours = hours }))
+	h.Consume(h.dialer("w1").Handle, "c1", 2)
+	in := h.Create(calltest.Attempt{To: inside.to, TZ: inside.tz, Due: now}, true)
+	out := h.Create(calltest.Attempt{To: outside.to, TZ: outside.tz, Due: now}, true)
 
-	h.waitState(in.ID, 20*time.Second, store.StateDialed)
-	got := h.waitState(out.ID, 20*time.Second, store.StateRetry)
-	policy, err := schedule.Compile(&h.campaign.Spec)
+	h.WaitState(in.ID, 20*time.Second, store.StateDialed)
+	got := h.WaitState(out.ID, 20*time.Second, store.StateRetry)
+	policy, err := schedule.Compile(&h.Campaign.Spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,26 +62,26 @@ func TestCallingHoursAcrossTimeZones(t *testing.T) {
 	var score time.Time
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		var ok bool
-		if score, ok = h.dueScore(out.ID); ok {
+		if score, ok = h.DueScore(out.ID); ok {
 			break
 		}
 	}
 	if d := score.Sub(got.Due).Abs(); d > time.Second {
 		t.Errorf("queued for %s, call log says %s", score, got.Due)
 	}
-	if n := h.sim.CallsTo(outside.to); n != 0 {
+	if n := h.Sim.CallsTo(outside.to); n != 0 {
 		t.Errorf("%d calls outside the calling hours", n)
 	}
-	if n := h.sim.CallsForAttempt(in.ID); n != 1 {
+	if n := h.Sim.CallsForAttempt(in.ID); n != 1 {
 		t.Errorf("%d calls inside the calling hours, want 1", n)
 	}
 	if got.Releases != 1 || got.Fence != 1 {
 		t.Errorf("put-back attempt: releases %d fence %d", got.Releases, got.Fence)
 	}
-	if !slices.Contains(h.outcomeEvents(out.ID), "retry") {
+	if !slices.Contains(h.OutcomeEvents(out.ID), "retry") {
 		t.Errorf("no outcome event for the put-back attempt")
 	}
-	if n := h.counter("delauto_worker_checks_total", map[string]string{"outcome": "outside_hours"}); n != 1 {
+	if n := h.Counter("delauto_worker_checks_total", map[string]string{"outcome": "outside_hours"}); n != 1 {
 		t.Errorf("checks_total{outside_hours} = %v", n)
 	}
 }
@@ -93,21 +94,21 @@ func TestNoCallingHoursBeforeTheWindowEnds(t *testing.T) {
 	l := now.In(loc)
 	// Hours start two hours from now; the window ends in one.
 	start := time.Duration(l.Hour()+2) * time.Hour
-	h := newHarness(t, withSpec(func(s *v1.CallCampaignSpec) {
+	h := newHarness(t, calltest.WithSpec(func(s *v1.CallCampaignSpec) {
 		s.Schedule.CallingHours = v1.CallingHours{Start: v1.ClockTime(fmt.Sprintf("%02d:00", int(start/time.Hour))), End: "23:00"}
 	}))
-	h.consume(h.dialer("w1"), "c1", 2)
-	a := h.create(attempt{tz: testservices.NoonZone(), due: now, windowEnd: now.Add(time.Hour)}, true)
-	got := h.waitState(a.ID, 20*time.Second, store.StateCancelled)
-	h.idle(5 * time.Second)
-	if h.sim.CallsForAttempt(a.ID) != 0 {
+	h.Consume(h.dialer("w1").Handle, "c1", 2)
+	a := h.Create(calltest.Attempt{TZ: testservices.NoonZone(), Due: now, WindowEnd: now.Add(time.Hour)}, true)
+	got := h.WaitState(a.ID, 20*time.Second, store.StateCancelled)
+	h.Idle(5 * time.Second)
+	if h.Sim.CallsForAttempt(a.ID) != 0 {
 		t.Error("called although no calling hours are left before the window ends")
 	}
-	if _, ok := h.dueScore(a.ID); ok {
+	if _, ok := h.DueScore(a.ID); ok {
 		t.Error("cancelled attempt is still queued")
 	}
-	if got.Reason == "" || !slices.Contains(h.outcomeEvents(a.ID), "cancelled") {
-		t.Errorf("reason %q, events %v", got.Reason, h.outcomeEvents(a.ID))
+	if got.Reason == "" || !slices.Contains(h.OutcomeEvents(a.ID), "cancelled") {
+		t.Errorf("reason %q, events %v", got.Reason, h.OutcomeEvents(a.ID))
 	}
 }
 
@@ -115,26 +116,26 @@ func TestNoCallingHoursBeforeTheWindowEnds(t *testing.T) {
 // dialing (21 s with the 5% headroom), never more than 10 call starts in
 // any second at the simulator.
 func TestAccountRateLimit(t *testing.T) {
-	h := newHarness(t, withSpec(func(s *v1.CallCampaignSpec) { s.Twilio.CallsPerSecond = 10 }))
+	h := newHarness(t, calltest.WithSpec(func(s *v1.CallCampaignSpec) { s.Twilio.CallsPerSecond = 10 }))
 	ctx := context.Background()
 	var ids []string
 	for i := range 200 {
-		a := h.create(attempt{to: fmt.Sprintf("+1415555%04d", 1000+i)}, false)
+		a := h.Create(calltest.Attempt{To: fmt.Sprintf("+1415555%04d", 1000+i)}, false)
 		ids = append(ids, a.ID)
 	}
 	// All due now, in one batch.
 	for _, id := range ids {
-		if _, err := h.q.Schedule(ctx, h.shard, id, time.Now()); err != nil {
+		if _, err := h.Q.Schedule(ctx, h.Shard, id, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// A lease long enough for every one of the 50 handlers to wait for its
 	// slot (5 s at most; the longest wait is derived from the lease).
-	h.consume(h.dialer("w1", func(o *Options) { o.Lease = 30 * time.Second }), "c1", 50)
+	h.Consume(h.dialer("w1", func(o *Options) { o.Lease = 30 * time.Second }).Handle, "c1", 50)
 	for _, id := range ids {
-		h.waitState(id, 60*time.Second, store.StateDialed)
+		h.WaitState(id, 60*time.Second, store.StateDialed)
 	}
-	creates := h.sim.Creates()
+	creates := h.Sim.Creates()
 	if len(creates) != 200 {
 		t.Fatalf("%d create requests, want 200", len(creates))
 	}
@@ -149,17 +150,17 @@ func TestAccountRateLimit(t *testing.T) {
 	// calendar second can hold one more and the next one less. Over any
 	// 5 s, with up to 0.5 s of request latency on a loaded machine: 55.
 	if m, at := maxInWindow(creates, 5*time.Second); m > 55 {
-		t.Errorf("%d call starts in the 5 s from %s, limit 10/s (per second: %v)", m, at.Format("15:04:05.000"), h.sim.StartsPerSecond())
+		t.Errorf("%d call starts in the 5 s from %s, limit 10/s (per second: %v)", m, at.Format("15:04:05.000"), h.Sim.StartsPerSecond())
 	}
-	if d := h.sim.DuplicateAttempts(); len(d) != 0 {
+	if d := h.Sim.DuplicateAttempts(); len(d) != 0 {
 		t.Errorf("attempts called twice: %v", d)
 	}
 	// The operator's view: calls per second and the RateLimited flag.
-	rate, limited, err := callrate.Read(ctx, h.rdb, h.campaign.Namespace, h.campaign.Name, time.Now())
+	rate, limited, err := callrate.Read(ctx, h.Rdb, h.Campaign.Namespace, h.Campaign.Name, time.Now())
 	if err != nil || !limited || rate <= 0 || rate > 11 {
 		t.Errorf("callrate = %.1f/s limited=%v (%v); want at most 10/s and limited", rate, limited, err)
 	}
-	t.Logf("200 calls in %s, at most %d starts in a calendar second", span, h.sim.MaxStartsPerSecond())
+	t.Logf("200 calls in %s, at most %d starts in a calendar second", span, h.Sim.MaxStartsPerSecond())
 }
 
 // maxInWindow is the largest number of create requests in any window of
@@ -186,35 +187,35 @@ func TestTwoWorkersAndDuplicatedEntriesMakeOneCallEach(t *testing.T) {
 	ctx := context.Background()
 	var ids []string
 	for i := range 30 {
-		a := h.create(attempt{to: fmt.Sprintf("+1415555%04d", 2000+i)}, true)
+		a := h.Create(calltest.Attempt{To: fmt.Sprintf("+1415555%04d", 2000+i)}, true)
 		ids = append(ids, a.ID)
 		for range 2 {
-			if err := h.rdb.XAdd(ctx, &redis.XAddArgs{Stream: h.shard.ReadyKey(),
+			if err := h.Rdb.XAdd(ctx, &redis.XAddArgs{Stream: h.Shard.ReadyKey(),
 				Values: []any{"id", a.ID, "due", fmt.Sprint(time.Now().UnixMilli())}}).Err(); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	h.consume(h.dialer("w1"), "c1", 8)
-	h.consume(h.dialer("w2"), "c2", 8)
+	h.Consume(h.dialer("w1").Handle, "c1", 8)
+	h.Consume(h.dialer("w2").Handle, "c2", 8)
 	for _, id := range ids {
-		h.waitState(id, 30*time.Second, store.StateDialed)
+		h.WaitState(id, 30*time.Second, store.StateDialed)
 	}
-	h.idle(10 * time.Second)
+	h.Idle(10 * time.Second)
 	for _, id := range ids {
-		if n := h.sim.CallsForAttempt(id); n != 1 {
+		if n := h.Sim.CallsForAttempt(id); n != 1 {
 			t.Errorf("attempt %s: %d calls", id, n)
 		}
 	}
-	if d := h.sim.DuplicateAttempts(); len(d) != 0 {
+	if d := h.Sim.DuplicateAttempts(); len(d) != 0 {
 		t.Errorf("attempts called twice: %v", d)
 	}
 	owners := map[string]int{}
 	for _, id := range ids {
-		owners[h.get(id).Owner]++
+		owners[h.Get(id).Owner]++
 	}
-	if n := h.counter("delauto_worker_claim_conflicts_total", map[string]string{"state": "dialed"}) +
-		h.counter("delauto_worker_claim_conflicts_total", map[string]string{"state": "dialing"}); n < 60 {
+	if n := h.Counter("delauto_worker_claim_conflicts_total", map[string]string{"state": "dialed"}) +
+		h.Counter("delauto_worker_claim_conflicts_total", map[string]string{"state": "dialing"}); n < 60 {
 		t.Errorf("claim conflicts %v, want one per duplicate entry (60)", n)
 	}
 	t.Logf("attempts per worker: %v", owners)

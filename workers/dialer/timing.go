@@ -8,7 +8,7 @@ import (
 
 // Timing is the worker's timing that keeps an attempt to one call: the
 // claim lease, the queue lease, the Twilio request timeout, the longest
-// rate-limit wait, and the reconciler's periods. They are related; Derive
+// rate-limit wait, and the recovery resolver's periods. They are related; Derive
 // fills in the defaults and the derived values and refuses the
 // combinations that would allow a second call. It is the only place these
 // relations are written down: `delauto worker` checks its flags with it,
@@ -16,12 +16,12 @@ import (
 //
 // Why a second call is otherwise possible: a worker that holds a claim but
 // cannot renew it (MongoDB unreachable from it) keeps waiting, while
-// another worker's reconciler marks the claim unknown StaleAfter after its
+// another worker's recovery resolver marks the claim unknown StaleAfter after its
 // lease ran out, finds no call during UnknownGrace and releases it for a
 // new dial. The dialer therefore sends a create-call request only while
 // its last confirmed lease covers the whole request (the guard:
 // now + TwilioTimeout + Margin before the lease's end), waits for a
-// rate-limit slot at most MaxWait, and the reconciler's periods must be
+// rate-limit slot at most MaxWait, and the recovery resolver's periods must be
 // long enough for a call created by a request that was still covered to
 // show in Twilio's list before the attempt can be released.
 type Timing struct {
@@ -42,14 +42,14 @@ type Timing struct {
 	// the claim's first lease, Lease - TwilioTimeout - Margin.
 	MaxWait time.Duration
 	// StaleAfter is how long past its lease a dialing claim is taken as
-	// abandoned by the reconciler. Default 5s.
+	// abandoned by the recovery resolver. Default 5s.
 	StaleAfter time.Duration
 	// UnknownGrace is how long an unknown attempt's call must stay absent
 	// from Twilio's list before the attempt is released. Default 2m.
 	UnknownGrace time.Duration
 	// ClockSkew is the most the clocks of two workers may differ (the
 	// lease is written on the claimant's clock and judged on the
-	// reconciler's). Default 1s.
+	// resolver's). Default 1s.
 	ClockSkew time.Duration
 }
 
@@ -77,7 +77,7 @@ const (
 	// request sent on the last covered moment ends by the lease's end; if
 	// Twilio still creates its call after the client gave up (allowing as
 	// long again as the client's timeout), the call exists before the
-	// reconciler, on a clock up to ClockSkew ahead, can release the attempt.
+	// resolver, on a clock up to ClockSkew ahead, can release the attempt.
 	RuleGrace = "grace"
 )
 
@@ -124,7 +124,7 @@ func (t Timing) Derive() (Timing, error) {
 			RuleMaxWait, t.MaxWait, max(0, longest)))
 	}
 	if t.StaleAfter+t.UnknownGrace < t.TwilioTimeout+t.ClockSkew {
-		errs = append(errs, fmt.Errorf("%s: stale-after %s + unknown grace %s must be at least Twilio timeout %s + clock skew %s: a call Twilio creates late for a request that timed out must be in its list before the reconciler releases the attempt",
+		errs = append(errs, fmt.Errorf("%s: stale-after %s + unknown grace %s must be at least Twilio timeout %s + clock skew %s: a call Twilio creates late for a request that timed out must be in its list before the recovery resolver releases the attempt",
 			RuleGrace, t.StaleAfter, t.UnknownGrace, t.TwilioTimeout, t.ClockSkew))
 	}
 	return t, errors.Join(errs...)

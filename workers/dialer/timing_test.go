@@ -63,7 +63,7 @@ func TestTimingRules(t *testing.T) {
 // The dialer applies the rules and the derived wait.
 func TestDialerRefusesATimingThatAllowsASecondCall(t *testing.T) {
 	h := newHarness(t)
-	o := Options{Store: h.st, Redis: h.rdb, Twilio: h.twilio, AccountSID: h.sim.AccountSID(), Campaign: campaignfile.Static{Config: h.campaign}, Owner: "w1",
+	o := Options{Store: h.St, Redis: h.Rdb, Twilio: h.twilio, AccountSID: h.Sim.AccountSID(), Campaign: campaignfile.Static{Config: h.Campaign}, Owner: "w1",
 		Lease: 10 * time.Second, TwilioTimeout: 10 * time.Second}
 	if _, err := New(o); err == nil || !strings.Contains(err.Error(), RuleLeaseCoversRequest) {
 		t.Errorf("New with a lease no longer than the Twilio timeout: %v", err)

@@ -46,40 +46,32 @@ import (
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/phone"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/store"
-)
-
-// Environment variables SecretFromEnv reads.
-const (
-	// EnvSecretFile names a file holding the relay webhook's signing secret
-	// (a Secret key mounted into the worker pod). It is re-read on every
-	// send, so a rotated Secret takes effect without a restart.
-	EnvSecretFile = "DELAUTO_RELAY_SECRET_FILE"
-	// EnvSecret holds the secret itself (for local runs); the file wins.
-	EnvSecret = "DELAUTO_RELAY_SECRET"
 )
 
 // ErrNoSecret is returned when the campaign has a relay webhook but no
 // signing secret is available; the webhook is not sent unsigned.
-var ErrNoSecret = errors.New("relay webhook signing secret is not available: mount the campaign's relay webhook Secret key and set " + EnvSecretFile)
+var ErrNoSecret = errors.New("relay webhook signing secret is not available: mount the campaign's relay webhook Secret key and set " + workerpod.EnvRelaySecretFile)
 
-// SecretFromEnv returns a secret source reading EnvSecretFile (trailing
-// newlines trimmed) or, without it, EnvSecret.
-func SecretFromEnv() func() ([]byte, error) {
+// SecretSource returns a secret source reading file (trailing newlines
+// trimmed) on every call, so a rotated Secret takes effect without a
+// restart, or, when file is empty, giving value (a key set by hand).
+func SecretSource(file, value string) func() ([]byte, error) {
 	return func() ([]byte, error) {
-		if f := os.Getenv(EnvSecretFile); f != "" {
-			b, err := os.ReadFile(f)
+		if file != "" {
+			b, err := os.ReadFile(file)
 			if err != nil {
-				return nil, fmt.Errorf("%w (%s: %v)", ErrNoSecret, EnvSecretFile, err)
+				return nil, fmt.Errorf("%w (%s: %v)", ErrNoSecret, workerpod.EnvRelaySecretFile, err)
 			}
 			b = bytes.TrimRight(b, "\r\n")
 			if len(b) == 0 {
-				return nil, fmt.Errorf("%w (%s is empty)", ErrNoSecret, f)
+				return nil, fmt.Errorf("%w (%s is empty)", ErrNoSecret, file)
 			}
 			return b, nil
 		}
-		if s := os.Getenv(EnvSecret); s != "" {
-			return []byte(s), nil
+		if value != "" {
+			return []byte(value), nil
 		}
 		return nil, ErrNoSecret
 	}
@@ -103,7 +95,8 @@ type Config struct {
 	// addresses and use plain http (tests, a dispatch system inside the
 	// cluster); by default only https to public addresses is sent.
 	AllowPrivate bool
-	// Secret returns the webhook's signing secret; default SecretFromEnv().
+	// Secret returns the webhook's signing secret (SecretSource); without
+	// it a webhook fails with ErrNoSecret.
 	Secret func() ([]byte, error)
 	// Owner names this sender in notification leases (the pod name).
 	Owner string
@@ -139,7 +132,7 @@ func (c *Config) defaults() {
 		c.HTTPClient = NewHTTPClient(c.AllowPrivate)
 	}
 	if c.Secret == nil {
-		c.Secret = SecretFromEnv()
+		c.Secret = SecretSource("", "")
 	}
 	if c.Owner == "" {
 		c.Owner, _ = os.Hostname()

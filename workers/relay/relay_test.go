@@ -24,6 +24,7 @@ import (
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -302,8 +303,8 @@ func TestMissingSecretNeverSendsUnsigned(t *testing.T) {
 	if b.Notify.SMS.State != store.NotifySent {
 		t.Errorf("SMS %+v, want sent regardless of the webhook", b.Notify.SMS)
 	}
-	if f.hooks.Load() != 0 || b.Notify.Webhook.State != store.NotifyFailed || !strings.Contains(b.Notify.Webhook.LastError, EnvSecretFile) {
-		t.Errorf("webhook %+v with %d requests, want failed naming %s and nothing sent", b.Notify.Webhook, f.hooks.Load(), EnvSecretFile)
+	if f.hooks.Load() != 0 || b.Notify.Webhook.State != store.NotifyFailed || !strings.Contains(b.Notify.Webhook.LastError, workerpod.EnvRelaySecretFile) {
+		t.Errorf("webhook %+v with %d requests, want failed naming %s and nothing sent", b.Notify.Webhook, f.hooks.Load(), workerpod.EnvRelaySecretFile)
 	}
 }
 
@@ -322,23 +323,23 @@ func TestSweepFindsLostWork(t *testing.T) {
 	}
 }
 
-func TestSecretFromEnv(t *testing.T) {
+func TestSecretSource(t *testing.T) {
 	dir := t.TempDir()
 	path := dir + "/secret"
-	t.Setenv(EnvSecretFile, path)
-	if _, err := SecretFromEnv()(); !errors.Is(err, ErrNoSecret) {
+	if _, err := SecretSource(path, "xyz")(); !errors.Is(err, ErrNoSecret) {
 		t.Errorf("missing file: %v", err)
 	}
 	if err := writeFile(path, "abc\n"); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := SecretFromEnv()(); err != nil || string(s) != "abc" {
+	if s, err := SecretSource(path, "xyz")(); err != nil || string(s) != "abc" {
 		t.Errorf("secret %q err %v", s, err)
 	}
-	t.Setenv(EnvSecretFile, "")
-	t.Setenv(EnvSecret, "xyz")
-	if s, err := SecretFromEnv()(); err != nil || string(s) != "xyz" {
-		t.Errorf("env secret %q err %v", s, err)
+	if s, err := SecretSource("", "xyz")(); err != nil || string(s) != "xyz" {
+		t.Errorf("secret set by hand %q err %v", s, err)
+	}
+	if _, err := SecretSource("", "")(); !errors.Is(err, ErrNoSecret) {
+		t.Errorf("no secret: %v", err)
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package worker is the call worker process's engine (`delauto worker`):
 // it runs the dialer on one or more shards of one campaign through a queue
-// consumer, the ambiguity reconciler and the sweeper, watches Redis and
+// consumer, and the recovery loops (workers/recovery), watches Redis and
 // MongoDB, drains on request, and serves the operations endpoints.
 //
 // # Lifecycle
@@ -15,15 +15,15 @@
 //     store until it is back); after DrainTimeout, if set, what is still in
 //     flight is cancelled;
 //   - a store outage: the same, since claims can no longer be renewed and
-//     other workers' reconcilers may take them over; taking attempts
+//     other workers' recovery resolvers may take them over; taking attempts
 //     resumes once the stores answer and nothing is in flight;
 //   - a suspension: the attempts in flight go on as they are.
 //
 // Nothing in flight is dropped: an attempt whose outcome could not be
-// written stays pending in Redis and leased in MongoDB, and the reconciler
+// written stays pending in Redis and leased in MongoDB, and the recovery resolver
 // settles it. Run returns once its context has ended and the attempts in
 // flight are done; Abort (a second signal) cancels them, and their calls,
-// if placed, are reconciled later.
+// if placed, are resolved later.
 //
 // # Operations endpoints (OpsHandler, port 8082 "ops")
 //
@@ -48,6 +48,15 @@
 //
 // Twilio's callbacks are served on port 8080 "http" by CallbackHandler: the
 // handler given in Options.Callbacks, or 404 when there is none.
+//
+// # The process
+//
+// Run is the whole `delauto worker` process once its Config (flags with
+// the operator's worker contract, internal/workerpod, as defaults) is
+// validated: the two HTTP servers, the stores, the campaign file and
+// Twilio credentials followed as they change, the Worker, the Twilio
+// callbacks server (workers/callbacks) and the relay sender
+// (workers/relay) telling agents the answers the callbacks queue.
 package worker
 
 import (
@@ -72,6 +81,7 @@ import (
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
+	"github.com/delauto/delauto/workers/recovery"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -118,23 +128,23 @@ type Options struct {
 	RateLimitBackoff time.Duration
 	// RecordTimeout: see dialer.Options. Default 2m.
 	RecordTimeout time.Duration
-	// ReconcileInterval is the reconciler's period. Default 5s.
+	// ReconcileInterval is the recovery.Resolver's period. Default 5s.
 	ReconcileInterval time.Duration
-	// StaleAfter: see dialer.ReconcilerOptions. Default 5s.
+	// StaleAfter: see recovery.ResolverOptions. Default 5s.
 	StaleAfter time.Duration
 	// UnknownGrace is how long an ambiguous dial's call must stay absent
 	// from Twilio's list before a new dial is allowed. Default 2m.
 	UnknownGrace time.Duration
-	// FinalStatusMargin: see dialer.ReconcilerOptions. Default 2m.
+	// FinalStatusMargin: see recovery.ResolverOptions. Default 2m.
 	FinalStatusMargin time.Duration
-	// SweepInterval is the period of the sweeper's safety-net sweep of
+	// SweepInterval is the period of the recovery.Republisher's safety-net pass of
 	// overdue attempts. Default 5m.
 	SweepInterval time.Duration
-	// SweepWatchInterval is how often the sweeper checks whether Redis is a
+	// SweepWatchInterval is how often the republisher checks whether Redis is a
 	// new incarnation (restarted, failed over), which makes it republish
 	// the shards' queues at once. Default 5s.
 	SweepWatchInterval time.Duration
-	// SweepOverdue is how late an attempt must be before the sweeper
+	// SweepOverdue is how late an attempt must be before the republisher
 	// republishes it. Default 30s.
 	SweepOverdue time.Duration
 	// HealthInterval is how often Redis and MongoDB are pinged. Default 1s.
@@ -150,15 +160,15 @@ type Options struct {
 
 // Worker runs the call pipeline of one campaign's shards.
 type Worker struct {
-	opts   Options
-	log    *slog.Logger
-	reg    *prometheus.Registry
-	q      *queue.Queue
-	d      *dialer.Dialer
-	recon  *dialer.Reconciler
-	sweep  *dialer.Sweeper
-	m      *dialer.Metrics
-	gauges struct{ ready, draining, consuming, redisUp, mongoUp prometheus.Gauge }
+	opts        Options
+	log         *slog.Logger
+	reg         *prometheus.Registry
+	q           *queue.Queue
+	d           *dialer.Dialer
+	resolver    *recovery.Resolver
+	republisher *recovery.Republisher
+	m           *dialer.Metrics
+	gauges      struct{ ready, draining, consuming, redisUp, mongoUp prometheus.Gauge }
 
 	changed  chan struct{}
 	drainMu  sync.Mutex // orders Drain, Resume and the store-outage drain
@@ -234,7 +244,7 @@ func New(opts Options) (*Worker, error) {
 			return nil, fmt.Errorf("worker: shard %s is not of campaign %s", s, c.Key)
 		}
 	}
-	w.recon, err = dialer.NewReconciler(dialer.ReconcilerOptions{
+	w.resolver, err = recovery.NewResolver(recovery.ResolverOptions{
 		Store: opts.Store, Queue: w.q, Redis: opts.Redis, Twilio: opts.Twilio, Campaign: opts.Campaign,
 		CallbackURL: opts.CallbackURL, Interval: opts.ReconcileInterval, StaleAfter: opts.StaleAfter,
 		Grace: opts.UnknownGrace, FinalStatusMargin: opts.FinalStatusMargin, Ready: w.Ready, Metrics: w.m, Logger: opts.Logger,
@@ -242,7 +252,7 @@ func New(opts Options) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.sweep, err = dialer.NewSweeper(dialer.SweeperOptions{
+	w.republisher, err = recovery.NewRepublisher(recovery.RepublisherOptions{
 		Store: opts.Store, Queue: w.q, Campaign: c.Key, Shards: opts.Shards,
 		Interval: opts.SweepInterval, WatchInterval: opts.SweepWatchInterval, Overdue: opts.SweepOverdue,
 		Ready: w.Ready, Metrics: w.m, Logger: opts.Logger,
@@ -337,7 +347,7 @@ func (w *Worker) Ready() error {
 }
 
 // Abort cancels the attempts in flight (the second signal): their calls,
-// if placed, are reconciled later.
+// if placed, are resolved later.
 func (w *Worker) Abort() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -357,11 +367,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); w.monitor(loops) }()
 	go func() {
 		defer wg.Done()
-		w.recon.Run(loops)
+		w.resolver.Run(loops)
 	}()
 	go func() {
 		defer wg.Done()
-		w.sweep.Run(loops)
+		w.republisher.Run(loops)
 	}()
 	w.log.Info("worker started", "shards", len(w.opts.Shards), "concurrency", w.opts.Concurrency)
 	for {
@@ -464,7 +474,7 @@ watch:
 	w.log.Info("not taking attempts; finishing those in flight", "reason", why)
 	// Attempts waiting for a rate-limit slot go back for other workers when
 	// the worker stops, and when a store is unreachable: their claims
-	// cannot be renewed (MongoDB) and other workers' reconcilers may take
+	// cannot be renewed (MongoDB) and other workers' recovery resolvers may take
 	// them over, so they must not be dialed when their slots come. Calls
 	// being placed finish. A suspension lets them go on.
 	w.healthMu.Lock()

@@ -54,6 +54,7 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/testservices"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/queue"
 )
 
@@ -371,7 +372,7 @@ func replay(ctx context.Context, env *testservices.Env, path string) (decisions,
 	model := &dayModel{perMinute: day, avg: c.Spec.Workers.AverageCallDuration.Duration, lookAhead: controllers.DefaultLookAhead, start: start, rng: rand.New(rand.NewPCG(1, 2))}
 	a := &controllers.Autoscaler{Client: env.Kube.Client, APIReader: env.Kube.Client, Figures: model, Clock: clk, Log: logr.Discard()}
 	// The drain Secret and the Deployment the reconciler would write.
-	drain := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: controllers.DrainSecretName("bench")}, Data: map[string][]byte{controllers.DrainTokenFile: []byte("x")}}
+	drain := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: controllers.DrainSecretName("bench")}, Data: map[string][]byte{workerpod.DrainTokenFile: []byte("x")}}
 	if err := env.Kube.Client.Create(ctx, drain); err != nil {
 		return 0, 0, 0, err
 	}

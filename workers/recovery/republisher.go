@@ -1,4 +1,4 @@
-package dialer
+package recovery
 
 import (
 	"context"
@@ -10,12 +10,13 @@ import (
 
 	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/periodic"
+	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
 
-// SweeperOptions configure a Sweeper.
-type SweeperOptions struct {
+// RepublisherOptions configure a Republisher.
+type RepublisherOptions struct {
 	// Store and Queue are the call log and the dispatch queue (required).
 	Store *store.Store
 	Queue *queue.Queue
@@ -29,10 +30,10 @@ type SweeperOptions struct {
 	Interval time.Duration
 	// WatchInterval is how often the Redis incarnation (its servers' run
 	// ids) is checked. A new one (a restart, a failover), which may have
-	// lost entries, makes the sweeper republish the shards' whole queues at
+	// lost entries, makes the republisher republish the shards' whole queues at
 	// once. Default 5s.
 	WatchInterval time.Duration
-	// Ready, when set, holds the sweeper while it returns an error (the
+	// Ready, when set, holds the republisher while it returns an error (the
 	// worker's readiness: Redis and MongoDB reachable, not draining).
 	Ready func() error
 	// Overdue is how late an attempt must be before it is republished, so
@@ -42,12 +43,12 @@ type SweeperOptions struct {
 	// batches per page. Default 500.
 	Batch int
 	// Metrics; default unregistered metrics.
-	Metrics *Metrics
+	Metrics *dialer.Metrics
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
 
-// Sweeper republishes attempts of the call log that Redis lost to the
+// Republisher republishes attempts of the call log that Redis lost to the
 // queue with AddOnly: an attempt still queued, ready or in flight in Redis
 // is left as it is, one that Redis lost is queued again, and the fenced
 // claim makes a republished duplicate harmless. Losing Redis therefore
@@ -62,16 +63,16 @@ type SweeperOptions struct {
 // for losses no restart announces. A periodic sweep reads every queued
 // attempt of the shard where the server cannot filter on the due time
 // (FerretDB), hence the long default interval.
-type Sweeper struct {
-	opts SweeperOptions
+type Republisher struct {
+	opts RepublisherOptions
 	log  *slog.Logger
-	m    *Metrics
+	m    *dialer.Metrics
 }
 
-// NewSweeper checks the options and returns a Sweeper.
-func NewSweeper(opts SweeperOptions) (*Sweeper, error) {
+// NewRepublisher checks the options and returns a Republisher.
+func NewRepublisher(opts RepublisherOptions) (*Republisher, error) {
 	if opts.Store == nil || opts.Queue == nil || opts.Campaign == "" || len(opts.Shards) == 0 {
-		return nil, errors.New("sweeper: Store, Queue, Campaign and Shards are required")
+		return nil, errors.New("republisher: Store, Queue, Campaign and Shards are required")
 	}
 	for _, s := range opts.Shards {
 		if err := s.Validate(); err != nil {
@@ -83,21 +84,21 @@ func NewSweeper(opts SweeperOptions) (*Sweeper, error) {
 	defaults.Positive(&opts.Overdue, 30*time.Second)
 	defaults.Positive(&opts.Batch, 500)
 	if opts.Metrics == nil {
-		opts.Metrics, _ = NewMetrics(nil)
+		opts.Metrics, _ = dialer.NewMetrics(nil)
 	}
 	defaults.Zero(&opts.Logger, slog.Default())
-	return &Sweeper{opts: opts, log: opts.Logger.With("component", "sweeper"), m: opts.Metrics}, nil
+	return &Republisher{opts: opts, log: opts.Logger.With("component", "republisher"), m: opts.Metrics}, nil
 }
 
 // Run sweeps until ctx ends. Every WatchInterval it reads the Redis
-// incarnation; when it is not the one this sweeper last checked (at the
+// incarnation; when it is not the one this republisher last checked (at the
 // start too: Redis may have restarted while no worker ran), it restores
 // each shard whose queue is not marked complete in it (RestoreShard, then
 // queue.MarkComplete), so one replica's restore serves the others. It also
 // runs RunOnce at the start and every Interval; a restore of every shard
 // stands in for the pass due then.
-func (s *Sweeper) Run(ctx context.Context) {
-	var known string   // the incarnation this sweeper's shards are complete in
+func (s *Republisher) Run(ctx context.Context) {
+	var known string   // the incarnation this republisher's shards are complete in
 	next := time.Now() // the next periodic sweep
 	var retryAt time.Time
 	backoff := s.opts.WatchInterval
@@ -149,12 +150,12 @@ func (s *Sweeper) Run(ctx context.Context) {
 }
 
 // nextPeriodic is when the periodic pass after one now runs: Interval ±10%.
-func (s *Sweeper) nextPeriodic() time.Time {
+func (s *Republisher) nextPeriodic() time.Time {
 	d := s.opts.Interval
 	return time.Now().Add(d + time.Duration(rand.Int64N(int64(d)/5+1)) - d/10)
 }
 
-func (s *Sweeper) failed(ctx context.Context, err error) {
+func (s *Republisher) failed(ctx context.Context, err error) {
 	if ctx.Err() == nil {
 		s.m.LoopErrors.WithLabelValues("sweeper").Inc()
 		s.log.Warn("sweep failed", "error", err)
@@ -164,7 +165,7 @@ func (s *Sweeper) failed(ctx context.Context, err error) {
 // restoreIn restores the shards whose queues are not marked complete in
 // incarnation id and marks them; it returns how many attempts were missing
 // and whether it restored every shard (none was complete already).
-func (s *Sweeper) restoreIn(ctx context.Context, id string) (int, bool, error) {
+func (s *Republisher) restoreIn(ctx context.Context, id string) (int, bool, error) {
 	total, all := 0, true
 	for _, sh := range s.opts.Shards {
 		done, err := s.opts.Queue.CompleteIn(ctx, sh)
@@ -191,7 +192,7 @@ func (s *Sweeper) restoreIn(ctx context.Context, id string) (int, bool, error) {
 // RestoreShard republishes every queued or retry attempt of shard sh,
 // whatever its due time, page by page, and returns how many were missing
 // from Redis.
-func (s *Sweeper) RestoreShard(ctx context.Context, sh queue.Shard) (int, error) {
+func (s *Republisher) RestoreShard(ctx context.Context, sh queue.Shard) (int, error) {
 	total := 0
 	var c store.DueCursor
 	for size := restoreBatch * s.opts.Batch; ; {
@@ -214,7 +215,7 @@ func (s *Sweeper) RestoreShard(ctx context.Context, sh queue.Shard) (int, error)
 const restoreBatch = 10
 
 // republish queues attempts with AddOnly and returns how many were missing.
-func (s *Sweeper) republish(ctx context.Context, sh queue.Shard, as []store.Attempt) (int, error) {
+func (s *Republisher) republish(ctx context.Context, sh queue.Shard, as []store.Attempt) (int, error) {
 	if len(as) == 0 {
 		return 0, nil
 	}
@@ -244,7 +245,7 @@ func (s *Sweeper) republish(ctx context.Context, sh queue.Shard, as []store.Atte
 // so a page with nothing missing says nothing about the next one. Pages are
 // restoreBatch sweep batches, as for RestoreShard: on a server that sorts
 // in memory (FerretDB) every page costs a read of the shard's queue.
-func (s *Sweeper) RunOnce(ctx context.Context) (int, error) {
+func (s *Republisher) RunOnce(ctx context.Context) (int, error) {
 	before := time.Now().Add(-s.opts.Overdue)
 	size := restoreBatch * s.opts.Batch
 	total := 0

@@ -1,4 +1,4 @@
-package dialer
+package recovery
 
 import (
 	"context"
@@ -19,17 +19,18 @@ import (
 	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/phone"
+	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
 
-// ReconcilerOptions configure a Reconciler.
-type ReconcilerOptions struct {
+// ResolverOptions configure a Resolver.
+type ResolverOptions struct {
 	// Store, Queue, Redis, Twilio and Campaign are as for the Dialer (required).
 	Store    *store.Store
 	Queue    *queue.Queue
 	Redis    redis.UniversalClient
-	Twilio   TwilioCalls
+	Twilio   dialer.TwilioCalls
 	Campaign campaignfile.Source
 	// CallbackURL overrides the campaign's (only checked when compiling it).
 	CallbackURL string
@@ -58,12 +59,12 @@ type ReconcilerOptions struct {
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Metrics; default unregistered metrics.
-	Metrics *Metrics
+	Metrics *dialer.Metrics
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
 
-// Reconciler settles ambiguous dials without ever redialing blindly. Each
+// Resolver settles ambiguous dials without ever redialing blindly. Each
 // round it
 //
 //   - marks unknown the dialing claims of the campaign whose lease ran out
@@ -84,17 +85,17 @@ type ReconcilerOptions struct {
 //
 // An attempt a callback already moved is no longer unknown and is left
 // alone. Every step is a fenced conditional write, so any number of
-// replicas may run reconcilers at once.
-type Reconciler struct {
-	opts ReconcilerOptions
+// replicas may run resolvers at once.
+type Resolver struct {
+	opts ResolverOptions
 	log  *slog.Logger
-	m    *Metrics
+	m    *dialer.Metrics
 }
 
-// NewReconciler checks the options and returns a Reconciler.
-func NewReconciler(opts ReconcilerOptions) (*Reconciler, error) {
+// NewResolver checks the options and returns a Resolver.
+func NewResolver(opts ResolverOptions) (*Resolver, error) {
 	if opts.Store == nil || opts.Queue == nil || opts.Twilio == nil || opts.Campaign == nil {
-		return nil, errors.New("reconciler: Store, Queue, Twilio and Campaign are required")
+		return nil, errors.New("resolver: Store, Queue, Twilio and Campaign are required")
 	}
 	defaults.Positive(&opts.Interval, 5*time.Second)
 	defaults.Positive(&opts.StaleAfter, 5*time.Second)
@@ -106,16 +107,16 @@ func NewReconciler(opts ReconcilerOptions) (*Reconciler, error) {
 		opts.Now = time.Now
 	}
 	if opts.Metrics == nil {
-		opts.Metrics, _ = NewMetrics(nil)
+		opts.Metrics, _ = dialer.NewMetrics(nil)
 	}
 	defaults.Zero(&opts.Logger, slog.Default())
-	return &Reconciler{opts: opts, log: opts.Logger.With("component", "reconciler"), m: opts.Metrics}, nil
+	return &Resolver{opts: opts, log: opts.Logger.With("component", "resolver"), m: opts.Metrics}, nil
 }
 
-// Run reconciles every Interval (±10%) until ctx ends, skipping rounds
+// Run resolves every Interval (±10%) until ctx ends, skipping rounds
 // while Ready reports a problem. A failed round is logged and counted; the
 // next one tries again.
-func (r *Reconciler) Run(ctx context.Context) {
+func (r *Resolver) Run(ctx context.Context) {
 	for {
 		d := r.opts.Interval
 		d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
@@ -127,15 +128,15 @@ func (r *Reconciler) Run(ctx context.Context) {
 		}
 		if err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
 			r.m.LoopErrors.WithLabelValues("reconciler").Inc()
-			r.log.Warn("reconciliation round failed", "error", err)
+			r.log.Warn("resolver round failed", "error", err)
 		}
 	}
 }
 
 // RunOnce runs one round.
-func (r *Reconciler) RunOnce(ctx context.Context) error {
+func (r *Resolver) RunOnce(ctx context.Context) error {
 	src := r.opts.Campaign.Current()
-	c, err := Compile(src, r.opts.CallbackURL)
+	c, err := dialer.Compile(src, r.opts.CallbackURL)
 	if err != nil {
 		return err
 	}
@@ -189,7 +190,7 @@ func (r *Reconciler) RunOnce(ctx context.Context) error {
 
 // finish fetches the call of an attempt whose final status callback never
 // came and applies what Twilio says, as the callback would have.
-func (r *Reconciler) finish(ctx context.Context, a *store.Attempt) error {
+func (r *Resolver) finish(ctx context.Context, a *store.Attempt) error {
 	log := r.log.With("attempt", a.ID, "callSid", a.CallSID, "state", a.State)
 	if a.CallSID == "" {
 		return nil // only an unknown attempt lacks a SID; settle handles those
@@ -198,7 +199,7 @@ func (r *Reconciler) finish(ctx context.Context, a *store.Attempt) error {
 	if err != nil {
 		if isNotFound(err) {
 			r.m.FinalStatusLookups.WithLabelValues("missing").Inc()
-			log.Warn("Twilio does not know the call of an unfinished attempt", "error", scrub(err.Error()))
+			log.Warn("Twilio does not know the call of an unfinished attempt", "error", phone.Scrub(err.Error()))
 			return nil
 		}
 		return fmt.Errorf("fetch call %s of attempt %s: %w", a.CallSID, a.ID, err)
@@ -232,7 +233,7 @@ func (r *Reconciler) finish(ctx context.Context, a *store.Attempt) error {
 	}
 	r.m.FinalStatusLookups.WithLabelValues("finished").Inc()
 	log.Warn("final status callback never came: attempt finished from Twilio's call record", "twilioStatus", u.Status, "result", b.Result)
-	publish(r.opts.Redis, r.log, b)
+	dialer.PublishOutcome(r.opts.Redis, r.log, b)
 	return nil
 }
 
@@ -255,7 +256,7 @@ func isNotFound(err error) bool {
 // number and time is safe because one attempt per number holds it at a time
 // (store.Claim's line hold): while this attempt is in doubt no other attempt
 // to its number can have placed a call.
-func (r *Reconciler) settle(ctx context.Context, c *Campaign, a *store.Attempt, now time.Time) error {
+func (r *Resolver) settle(ctx context.Context, c *dialer.Campaign, a *store.Attempt, now time.Time) error {
 	if a.ConflictSID != "" {
 		// Twilio gave it a call already recorded on another attempt: a
 		// person resolves it; never released for a new dial.
@@ -278,7 +279,7 @@ func (r *Reconciler) settle(ctx context.Context, c *Campaign, a *store.Attempt, 
 		case err == nil:
 			r.m.AmbiguousResolved.WithLabelValues("found").Inc()
 			log.Info("ambiguous dial reconciled: the call exists", "callSid", sid)
-			publish(r.opts.Redis, r.log, b)
+			dialer.PublishOutcome(r.opts.Redis, r.log, b)
 			return nil
 		case errors.Is(err, store.ErrInvalidTransition), errors.Is(err, store.ErrStaleFence):
 			r.m.AmbiguousResolved.WithLabelValues("callback").Inc()
@@ -309,7 +310,7 @@ func (r *Reconciler) settle(ctx context.Context, c *Campaign, a *store.Attempt, 
 	if b.State == store.StateCancelled {
 		// Its delivery was called off meanwhile (store.RequestCancel).
 		log.Info("ambiguous dial reconciled: no call was created; the attempt was called off, so it is cancelled")
-		publish(r.opts.Redis, r.log, b)
+		dialer.PublishOutcome(r.opts.Redis, r.log, b)
 		return nil
 	}
 	log.Warn("ambiguous dial reconciled: no call was created; released for a new dial")
@@ -318,15 +319,15 @@ func (r *Reconciler) settle(ctx context.Context, c *Campaign, a *store.Attempt, 
 		_, err = r.opts.Queue.Schedule(ctx, shard, a.ID, b.Due)
 	}
 	if err != nil {
-		// The sweeper republishes it from the call log.
-		log.Warn("released attempt not queued; the sweeper will", "error", err)
+		// The republisher republishes it from the call log.
+		log.Warn("released attempt not queued; the republisher will", "error", err)
 	}
-	publish(r.opts.Redis, r.log, b)
+	dialer.PublishOutcome(r.opts.Redis, r.log, b)
 	return nil
 }
 
 // find returns the SID and caller ID of the call the attempt made, if any.
-func (r *Reconciler) find(ctx context.Context, c *Campaign, a *store.Attempt, since time.Time) (string, string, error) {
+func (r *Resolver) find(ctx context.Context, c *dialer.Campaign, a *store.Attempt, since time.Time) (string, string, error) {
 	started := &twilioapi.ListCallParams{}
 	started.SetTo(a.To).SetStartTimeAfter(since.UTC()).SetPageSize(50).SetLimit(200)
 	queued := &twilioapi.ListCallParams{}
@@ -358,7 +359,7 @@ func (r *Reconciler) find(ctx context.Context, c *Campaign, a *store.Attempt, si
 			cands = append(cands, cand{sid: *call.Sid, from: from, created: created})
 		}
 	}
-	want := c.fromFor(a)
+	want := c.CallerID(a)
 	sort.Slice(cands, func(i, j int) bool {
 		if (cands[i].from == want) != (cands[j].from == want) {
 			return cands[i].from == want
@@ -392,7 +393,7 @@ func twilioTime(s *string) (time.Time, bool) {
 }
 
 // shardOf is the queue shard of a campaign's attempt.
-func shardOf(c *Campaign, a *store.Attempt) (queue.Shard, error) {
+func shardOf(c *dialer.Campaign, a *store.Attempt) (queue.Shard, error) {
 	s := queue.Shard{Namespace: c.Namespace, Campaign: c.Name, Name: a.Shard}
 	return s, s.Validate()
 }

@@ -1,0 +1,227 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/delauto/delauto/internal/twilioclient"
+	"github.com/delauto/delauto/workers/callbacks"
+	"github.com/delauto/delauto/workers/relay"
+)
+
+// ErrAborted is Run's error when abort closed while attempts were in
+// flight.
+var ErrAborted = errors.New("aborted by a second signal: attempts in flight are reconciled by the other workers")
+
+// Run is the worker process, with cfg validated (Config.Validate): it
+// serves the ops endpoints at once (live, not ready), connects to Redis
+// and the call log (retrying while MongoDB is down), follows the campaign
+// file and the Twilio credentials, and runs the Worker, the Twilio
+// callbacks server and the relay sender until ctx ends and the attempts in
+// flight are done. Closing abort cancels those attempts (ErrAborted).
+func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct{}) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+
+	// The operations endpoints answer from the start: live, not ready.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var ops, hooks handlerSlot
+	ops.set(startingHandler())
+	hooks.set(http.NotFoundHandler())
+	servers := []*http.Server{
+		newServer(cfg.OpsAddr, &ops, serverTimeouts),
+		newServer(cfg.HTTPAddr, &hooks, serverTimeouts),
+	}
+	serveErr := make(chan error, len(servers))
+	for _, s := range servers {
+		l, err := net.Listen("tcp", s.Addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", s.Addr, err)
+		}
+		go func() {
+			if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("serve %s: %w", s.Addr, err)
+			}
+		}()
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, s := range servers {
+			_ = s.Shutdown(sctx)
+		}
+	}()
+
+	rdb, err := cfg.Stores.Redis()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if r := cfg.watcher.Current().Spec.Retention; r != nil {
+		// Attempts carry their campaign's retention from the operator; this
+		// covers the ones planned before they did.
+		cfg.Stores.Retention = r.Duration
+	}
+	st, err := cfg.Stores.StoreRetrying(ctx, func(err error, in time.Duration) {
+		log.Error("the call log is unreachable; retrying", "error", err, "in", in.String())
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before the store came up: nothing in flight
+		}
+		return err
+	}
+	defer st.Close(context.Background())
+
+	cfg.watcher.OnError = func(err error) {
+		log.Error("the changed campaign file does not load; keeping the previous campaign", "error", err)
+	}
+	go cfg.watcher.Run(ctx, cfg.CampaignPoll)
+
+	hc, err := twilioclient.PooledHTTPClient(cfg.TwilioBaseURL, cfg.TwilioTimeout, cfg.Concurrency)
+	if err != nil {
+		return err
+	}
+	// A rotated auth token in the mounted Secret takes effect without a
+	// restart: requests use the new token at once, signatures made with
+	// the old one stay valid for TokenOverlap.
+	go cfg.creds.Run(ctx, cfg.CredentialsPoll,
+		func() {
+			log.Info("Twilio auth token changed in the mounted Secret; using the new one", "overlap", cfg.TokenOverlap)
+		},
+		func(err error) {
+			log.Error("cannot re-read the Twilio credentials; keeping the ones in force", "error", err)
+		})
+	rc, err := twilioclient.NewRotating(cfg.creds, hc)
+	if err != nil {
+		return err
+	}
+	accountSID, _ := cfg.creds.Current()
+
+	// The Twilio callbacks, and the relay sender telling agents the
+	// answers the callbacks queue.
+	notify := relay.NewQueue(rdb, "")
+	cb, err := callbacks.New(callbacks.Config{
+		Campaign: cfg.watcher, Store: st, Redis: rdb, Tokens: cfg.creds.Tokens, Twilio: rc,
+		PublicURL: cfg.CallbackURL, Consumer: cfg.Name, Logger: log, Notify: notify,
+	})
+	if err != nil {
+		return fmt.Errorf("callbacks: %w", err)
+	}
+	sender, err := relay.NewSender(relay.Config{
+		Store: st, Queue: notify, Campaign: cfg.watcher, Twilio: rc, Owner: cfg.Name, Logger: log,
+		// The campaign's relay webhook key, mounted by the operator.
+		Secret: relay.SecretSource(cfg.RelaySecretFile, cfg.RelaySecret), AllowPrivate: cfg.RelayAllowPrivate,
+	})
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	if err := cb.RegisterMetrics(reg); err != nil {
+		return err
+	}
+	if err := sender.RegisterMetrics(reg); err != nil {
+		return err
+	}
+
+	w, err := New(Options{
+		Name: cfg.Name, Shards: cfg.shards, Concurrency: cfg.Concurrency,
+		Store: st, Redis: rdb, Twilio: rc.Api, AccountSID: accountSID, Campaign: cfg.watcher,
+		CallbackURL: cfg.CallbackURL, Callbacks: cb.Handler(), Registry: reg, Logger: log,
+		Lease: cfg.Lease, QueueLease: cfg.QueueLease, TwilioTimeout: cfg.TwilioTimeout, ClockSkew: cfg.ClockSkew, UnknownGrace: cfg.UnknownGrace, FinalStatusMargin: cfg.FinalStatusMargin, StaleAfter: cfg.StaleAfter,
+		ReconcileInterval: cfg.ReconcileInterval, SweepInterval: cfg.SweepInterval, SweepWatchInterval: cfg.SweepWatchInterval, SweepOverdue: cfg.SweepOverdue,
+		DrainTimeout: cfg.DrainTimeout, DrainToken: cfg.drainToken,
+	})
+	if err != nil {
+		return err
+	}
+	ops.set(w.OpsHandler())
+	hooks.set(w.CallbackHandler())
+	// The callbacks' journal writer and the relay sender outlive ctx until
+	// the worker has finished its attempts in flight.
+	var bg sync.WaitGroup
+	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() { stopBg(); bg.Wait() }()
+	bg.Add(2)
+	go func() { defer bg.Done(); _ = cb.Run(bgCtx) }()
+	go func() { defer bg.Done(); _ = sender.Run(bgCtx) }()
+	go func() {
+		select {
+		case <-abort:
+			w.Abort()
+		case <-bgCtx.Done():
+		}
+	}()
+	go func() {
+		select {
+		case err := <-serveErr:
+			log.Error("an HTTP server failed; stopping", "error", err)
+			stop()
+		case <-bgCtx.Done():
+		}
+	}()
+	log.Info("worker starting", "campaign", cfg.Namespace+"/"+cfg.Campaign, "shards", len(cfg.shards),
+		"concurrency", cfg.Concurrency, "twilioBaseURL", cfg.TwilioBaseURL != "", "http", cfg.HTTPAddr, "ops", cfg.OpsAddr)
+	if err := w.Run(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-abort:
+		return ErrAborted
+	default:
+	}
+	log.Info("worker stopped")
+	return nil
+}
+
+// handlerSlot is an http.Handler that can be swapped while serving.
+type handlerSlot struct {
+	mu sync.RWMutex
+	h  http.Handler
+}
+
+func (s *handlerSlot) set(h http.Handler) { s.mu.Lock(); s.h = h; s.mu.Unlock() }
+
+func (s *handlerSlot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.RLock()
+	h := s.h
+	s.mu.RUnlock()
+	h.ServeHTTP(w, r)
+}
+
+// startingHandler answers the operations endpoints before the worker runs.
+func startingHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "not ready: starting (connecting to the stores)", http.StatusServiceUnavailable)
+	})
+	return mux
+}
+
+// timeouts bound how long a client may hold a connection of the worker's
+// HTTP servers: a slow or stalled client cannot pile up connections.
+type timeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// serverTimeouts suit Twilio's webhooks (Twilio itself gives up after 15 s)
+// and the operator's and Prometheus's requests.
+var serverTimeouts = timeouts{readHeader: 5 * time.Second, read: 15 * time.Second, write: 30 * time.Second, idle: 120 * time.Second}
+
+// newServer is an HTTP server on addr with every timeout set.
+func newServer(addr string, h http.Handler, t timeouts) *http.Server {
+	return &http.Server{
+		Addr: addr, Handler: h,
+		ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle,
+	}
+}
