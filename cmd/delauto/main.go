@@ -1,6 +1,7 @@
 // Command delauto is DelAuto's single binary. Its first argument picks the
 // mode:
 //
+//	delauto api        the delivery insights read API (lists, analytics)
 //	delauto operator   the Kubernetes operator (controller-runtime manager)
 //	delauto worker     place the calls of a campaign's shards and serve
 //	                   its Twilio webhooks (run by the operator's worker
@@ -27,6 +28,7 @@ var modes = map[string]struct {
 	summary string
 	run     func(args []string) error
 }{
+	"api":      {"serve the delivery insights read API (lists, analytics)", runAPI},
 	"erase":    {"erase a person's data: delauto erase --phone +4915112345678", runErase},
 	"operator": {"run the Kubernetes operator", runOperator},
 	"version":  {"print the version", func([]string) error { fmt.Println(version); return nil }},

@@ -115,15 +115,8 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 0, "on SIGTERM or a drain, cancel attempts still in flight after this long (0: wait for them)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	c.conn.RegisterEnv(fs, getenv)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: delauto worker [flags]\n\nPlaces the calls of one campaign's shards (see workers/worker). Flags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseModeFlags(fs, args, "worker", "Places the calls of one campaign's shards (see workers/worker)."); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 
 	var errs []string
@@ -256,19 +249,8 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*workerConfig
 	if c.drainTimeout < 0 {
 		bad("--drain-timeout must not be negative")
 	}
-	for _, a := range []struct{ name, v string }{{"--http-addr", c.httpAddr}, {"--ops-addr", c.opsAddr}} {
-		if _, _, err := net.SplitHostPort(a.v); err != nil {
-			bad("%s %q is not host:port (or :port)", a.name, a.v)
-		}
-	}
-	if c.httpAddr == c.opsAddr {
-		bad("--http-addr and --ops-addr are both %s", c.httpAddr)
-	}
-	if err := c.conn.Validate(); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			bad("%s", line)
-		}
-	}
+	serverAddrs(bad, c.httpAddr, c.opsAddr)
+	storeProblems(bad, &c.conn)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
