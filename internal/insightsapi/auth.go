@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -25,6 +26,10 @@ const (
 	AccessVerb     = "list"
 	AccessResource = "deliveries"
 )
+
+// DeliveryReaderRules are the RBAC rules of a Role that lets its subjects
+// read the insights of the Role's namespace.
+var DeliveryReaderRules = []rbacv1.PolicyRule{{APIGroups: []string{v1.GroupVersion.Group}, Resources: []string{AccessResource}, Verbs: []string{AccessVerb}}}
 
 // AuthOptions tune KubeAuth.
 type AuthOptions struct {

@@ -15,9 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -50,37 +48,19 @@ var (
 func reader(t *testing.T) (kubernetes.Interface, string) {
 	t.Helper()
 	kubeOnce.Do(func() {
+		ctx := context.Background()
 		cs, err := kubernetes.NewForConfig(env.Kube.Config)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx := context.Background()
-		for _, ns := range []string{teamA, teamB} {
-			if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := cs.CoreV1().ServiceAccounts(teamA).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "dashboard"}}, metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: teamB}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cs.RbacV1().Roles(teamA).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "delivery-reader"},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"delauto.io"}, Resources: []string{"deliveries"}, Verbs: []string{"get", "list", "watch"}}},
-		}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cs.RbacV1().RoleBindings(teamA).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "dashboard-reads-deliveries"},
-			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "delivery-reader"},
-			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "dashboard", Namespace: teamA}},
-		}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		tr, err := cs.CoreV1().ServiceAccounts(teamA).CreateToken(ctx, "dashboard", &authnv1.TokenRequest{
-			Spec: authnv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))},
-		}, metav1.CreateOptions{})
+		token, err := env.Kube.ReaderToken(ctx, teamA, "dashboard", DeliveryReaderRules)
 		if err != nil {
 			t.Fatal(err)
 		}
-		kubeClient, readerToken = cs, tr.Status.Token
+		kubeClient, readerToken = cs, token
 	})
 	if kubeClient == nil {
 		t.Fatal("the Kubernetes set-up failed in an earlier test")
