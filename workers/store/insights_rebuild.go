@@ -59,7 +59,11 @@ func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(for
 	}
 	var calls []struct {
 		ID struct {
-			groupKey `bson:",inline"`
+			NS       string              `bson:"ns"`
+			Campaign string              `bson:"c"`
+			Region   string              `bson:"r"`
+			Agent    string              `bson:"a"`
+			Hour     *time.Time          `bson:"h"`
 			State    State               `bson:"s"`
 			Result   v1alpha1.CallResult `bson:"res"`
 			Number   int32               `bson:"n"`
@@ -95,8 +99,12 @@ func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(for
 	}
 	var ends []struct {
 		ID struct {
-			groupKey `bson:",inline"`
-			Kind     string `bson:"k"`
+			NS       string     `bson:"ns"`
+			Campaign string     `bson:"c"`
+			Region   string     `bson:"r"`
+			Agent    string     `bson:"a"`
+			Hour     *time.Time `bson:"h"`
+			Kind     string     `bson:"k"`
 		} `bson:"_id"`
 		N int64 `bson:"n"`
 	}
@@ -162,16 +170,6 @@ func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(for
 	}
 	s.tally.mu.Unlock()
 	return rep, s.FlushInsights(ctx)
-}
-
-// groupKey is the part of an aggregation group's _id that names its
-// rollup bucket (the campaign as the collection holds it).
-type groupKey struct {
-	NS       string     `bson:"ns"`
-	Campaign string     `bson:"c"`
-	Region   string     `bson:"r"`
-	Agent    string     `bson:"a"`
-	Hour     *time.Time `bson:"h"`
 }
 
 func nsLabel(ns string) string {
