@@ -148,6 +148,10 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			r.stampLanguage(d, s.campaign)
 		}
 		r.deliveryEvents(d, before, s)
+		if recErr := r.recordInsights(ctx, d, before); recErr != nil {
+			err = joinErr(err, recErr)
+			return
+		}
 		base := d.DeepCopy()
 		base.Status = *before
 		err = joinErr(err, patchStatus(ctx, r.Client, d, base, before, &d.Status))
@@ -194,6 +198,9 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, d *v1.Delivery) (ctrl
 	if held > 0 {
 		ctrl.LoggerFrom(ctx).Info("deleted delivery waits for its held attempts to be released or dialed", "held", held)
 		return ctrl.Result{RequeueAfter: cancelRecheck}, nil
+	}
+	if err := r.Store.ForgetDelivery(ctx, d.Namespace, string(d.UID)); err != nil {
+		return ctrl.Result{}, err
 	}
 	patch := client.MergeFrom(d.DeepCopy())
 	controllerutil.RemoveFinalizer(d, Finalizer)

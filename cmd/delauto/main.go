@@ -7,6 +7,7 @@
 //	                   its Twilio webhooks (run by the operator's worker
 //	                   Deployments)
 //	delauto erase      erase a person's data (delauto erase --phone +49...)
+//	delauto insights   insights maintenance (delauto insights rebuild)
 //	delauto version    print the version
 //
 // Each mode documents its flags with -h.
@@ -30,6 +31,7 @@ var modes = map[string]struct {
 }{
 	"api":      {"serve the delivery insights read API (lists, analytics)", runAPI},
 	"erase":    {"erase a person's data: delauto erase --phone +4915112345678", runErase},
+	"insights": {"rebuild the analytics rollups from the call log: delauto insights rebuild", runInsights},
 	"operator": {"run the Kubernetes operator", runOperator},
 	"version":  {"print the version", func([]string) error { fmt.Println(version); return nil }},
 	"worker":   {"place the calls of a campaign's shards", runWorker},

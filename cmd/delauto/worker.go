@@ -22,6 +22,7 @@ import (
 
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/insights"
 	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/workers/dialer"
@@ -349,6 +350,7 @@ func runWorker(args []string) error {
 		return err
 	}
 	defer st.Close(context.Background())
+	st.SetInsightsNotify(func(namespaces []string) { insights.Bump(rdb, log, namespaces...) })
 
 	cfg.watcher.OnError = func(err error) {
 		log.Error("the changed campaign file does not load; keeping the previous campaign", "error", err)
