@@ -147,11 +147,13 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if s.campaign != nil {
 			r.stampLanguage(d, s.campaign)
 		}
-		r.deliveryEvents(d, before, s)
+		// The summary first, then the Events and the status, back to back
+		// as before the summary was written.
 		if recErr := r.recordInsights(ctx, d, before); recErr != nil {
 			err = joinErr(err, recErr)
 			return
 		}
+		r.deliveryEvents(d, before, s)
 		base := d.DeepCopy()
 		base.Status = *before
 		err = joinErr(err, patchStatus(ctx, r.Client, d, base, before, &d.Status))

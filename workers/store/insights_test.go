@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -387,5 +388,156 @@ func TestSeedWritesAttemptsAndTheirRollups(t *testing.T) {
 	sameBuckets(t, "rebuilt from the seed", byKey(rebuilt), want)
 	if o := total(rebuilt).Overview(); o.Deliveries == 0 || o.ConfirmationRate == 0 || o.AvgCallDurationSec == 0 || o.P95CallDurationSec == 0 {
 		t.Fatalf("overview of the seed = %+v", o)
+	}
+}
+
+func TestAnalyticsQueriesReadTheRollups(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	s := openStore(t, withClock(clk), func(c *Config) { c.InsightsFlush = -1 })
+	want := playOutcomes(t, s, clk)
+	if err := s.FlushInsights(ctx); err != nil {
+		t.Fatal(err)
+	}
+	day := insights.Range{From: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)}
+	o, err := s.Overview(ctx, "shop", day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := want.Overview(); o.Deliveries != w.Deliveries || o.Calls != w.Calls || o.ConfirmationRate != w.ConfirmationRate || o.AvgCallDurationSec != w.AvgCallDurationSec {
+		t.Fatalf("overview = %+v, want %+v", o, w)
+	}
+	nine := insights.Range{From: day.From.Add(9 * time.Hour), To: day.From.Add(10 * time.Hour)}
+	if o, _ := s.Overview(ctx, "shop", nine); o.Deliveries != 3 || o.Calls != 3 {
+		t.Fatalf("overview of 09:00-10:00 = %+v", o)
+	}
+	if o, _ := s.Overview(ctx, "shop", insights.Range{From: day.From, To: day.To, Campaign: "morning"}); o.Deliveries != 2 || o.Calls != 1 || o.FailureRate != 0.5 {
+		t.Fatalf("overview of campaign morning = %+v", o)
+	}
+	if o, _ := s.Overview(ctx, "depot", day); o != (insights.Overview{}) {
+		t.Fatalf("overview of another namespace = %+v", o)
+	}
+
+	groups, err := s.Breakdown(ctx, "shop", insights.ByAgent, day)
+	if err != nil || len(groups) != 2 || groups[0].Key != "Ann" || groups[0].Deliveries != 3 || groups[1].Key != "Bob" || groups[1].Deliveries != 2 {
+		t.Fatalf("by agent = %+v, %v", groups, err)
+	}
+	if groups, _ := s.Breakdown(ctx, "shop", insights.ByRegion, day); len(groups) != 3 {
+		t.Fatalf("by region = %+v", groups)
+	}
+	hours, err := s.Breakdown(ctx, "shop", insights.ByHour, day)
+	if err != nil || len(hours) != 2 || hours[0].Key != "2026-03-02T09:00:00Z" {
+		t.Fatalf("by hour = %+v, %v", hours, err)
+	}
+	if _, err := s.Breakdown(ctx, "shop", "phone", day); !IsInvalid(err) {
+		t.Fatalf("by phone: %v", err)
+	}
+
+	points, err := s.Timeseries(ctx, "shop", 2*time.Hour, insights.Range{From: day.From.Add(8 * time.Hour), To: day.From.Add(12 * time.Hour)})
+	if err != nil || len(points) != 2 || !points[0].Start.Equal(day.From.Add(8*time.Hour)) || points[0].Deliveries != 3 || points[1].Deliveries != 2 {
+		t.Fatalf("timeseries = %+v, %v", points, err)
+	}
+	for _, step := range []time.Duration{0, 90 * time.Minute} {
+		if _, err := s.Timeseries(ctx, "shop", step, day); !IsInvalid(err) {
+			t.Fatalf("step %s: %v", step, err)
+		}
+	}
+	if _, err := s.Overview(ctx, "shop", insights.Range{From: day.To, To: day.From}); !IsInvalid(err) {
+		t.Fatalf("a range ending before it starts: %v", err)
+	}
+}
+
+func TestDeliveryListPagesStayStableUnderWrites(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	s := openStore(t, withClock(clk), func(c *Config) { c.InsightsFlush = -1 })
+	regions := []string{"north", "south"}
+	var uids []string
+	add := func(i int) insightsDelivery {
+		d := insightsDelivery{fmt.Sprintf("u%03d", i), "evening", regions[i%2], "Ann"}
+		if err := s.RecordDelivery(ctx, d.record(v1alpha1.DeliveryScheduled, 0)); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(time.Millisecond)
+		return d
+	}
+	for i := range 23 {
+		add(i)
+		uids = append(uids, fmt.Sprintf("u%03d", i))
+	}
+	// Newest first.
+	slices := func(q insights.DeliveryQuery, between func(page int)) []insights.DeliverySummary {
+		var all []insights.DeliverySummary
+		for page := 0; ; page++ {
+			p, err := s.Deliveries(ctx, "shop", q)
+			if err != nil {
+				t.Fatalf("page %d: %v", page, err)
+			}
+			all = append(all, p.Items...)
+			if p.Continue == "" {
+				return all
+			}
+			if between != nil {
+				between(page)
+			}
+			q.Continue = p.Continue
+		}
+	}
+	next := 23
+	got := slices(insights.DeliveryQuery{Limit: 5}, func(page int) {
+		// Between pages: new Deliveries arrive, listed ones change phase.
+		add(next)
+		next++
+		d := insightsDelivery{uids[page], "evening", regions[page%2], "Ann"}
+		if err := s.RecordDelivery(ctx, d.record(v1alpha1.DeliveryConfirmed, 1)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if len(got) != 23 {
+		t.Fatalf("listed %d Deliveries across pages, want the 23 there were at the first page", len(got))
+	}
+	for i, it := range got {
+		if want := "parcel-" + uids[22-i]; it.Name != want || it.Namespace != "shop" || it.Campaign != "evening" {
+			t.Fatalf("item %d = %+v, want %s", i, it, want)
+		}
+	}
+
+	north := slices(insights.DeliveryQuery{Region: "north", Limit: 4}, nil)
+	for _, it := range north {
+		if it.Region != "north" {
+			t.Fatalf("region filter returned %+v", it)
+		}
+	}
+	if len(north) != (next+1)/2 {
+		t.Fatalf("north: %d items, want %d", len(north), (next+1)/2)
+	}
+	confirmed := slices(insights.DeliveryQuery{Phase: "Confirmed"}, nil)
+	if len(confirmed) == 0 || confirmed[0].Phase != "Confirmed" || confirmed[0].Attempts != 1 {
+		t.Fatalf("confirmed = %+v", confirmed)
+	}
+	if day := slices(insights.DeliveryQuery{WindowDay: "2026-03-02"}, nil); len(day) != next {
+		t.Fatalf("window day: %d items, want %d", len(day), next)
+	}
+
+	p, err := s.Deliveries(ctx, "shop", insights.DeliveryQuery{Limit: 2, Region: "north"})
+	if err != nil || p.Continue == "" {
+		t.Fatalf("first page: %v", err)
+	}
+	for _, q := range []insights.DeliveryQuery{
+		{Limit: 2, Region: "south", Continue: p.Continue},
+		{Limit: 2, Continue: p.Continue},
+		{Limit: 2, Region: "north", Continue: "not-a-token"},
+	} {
+		if _, err := s.Deliveries(ctx, "shop", q); !errors.Is(err, insights.ErrBadContinue) {
+			t.Fatalf("%+v: %v, want ErrBadContinue", q, err)
+		}
+	}
+	if _, err := s.Deliveries(ctx, "depot", insights.DeliveryQuery{Limit: 2, Region: "north", Continue: p.Continue}); !errors.Is(err, insights.ErrBadContinue) {
+		t.Fatalf("token of another namespace: %v", err)
+	}
+	for _, q := range []insights.DeliveryQuery{{Limit: MaxListLimit + 1}, {Phase: "Happy"}, {WindowDay: "2026-3-2"}} {
+		if _, err := s.Deliveries(ctx, "shop", q); !IsInvalid(err) {
+			t.Fatalf("%+v: %v, want invalid", q, err)
+		}
 	}
 }
