@@ -189,10 +189,7 @@ func runAPI(args []string) error {
 		return err
 	}
 	defer callLog.Close(context.Background())
-	src, ok := any(callLog).(insights.Source)
-	if !ok {
-		return errors.New("this build's call log does not answer insights queries")
-	}
+	var src insights.Source = callLog
 	srv, err := insightsapi.New(insightsapi.Config{Source: src, Auth: auth, Redis: rdb, CacheTTL: cfg.cacheTTL,
 		MaxRange: cfg.maxRange, QueryTimeout: cfg.queryTimeout, Logger: log}, reg)
 	if err != nil {
