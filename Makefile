@@ -157,6 +157,11 @@ bench-callbacks: $(FERRETDB) redis ## Signed status callbacks at rising rates ag
 bench-worker: $(FERRETDB) redis ## Worker pipeline calls/s vs the store's own ceiling on FerretDB, duplicates, lost (N=20000 C=32; e.g. make bench-worker N=2000).
 	go run ./hack/bench/worker -n $(or $(N),20000) -c $(or $(C),32) $(BENCH_WORKER_FLAGS)
 
+.PHONY: bench-api
+bench-api: $(K8S_BINS) $(FERRETDB) redis ## Insights API on 100,000 seeded attempts: cache-miss p95, artillery (seed profile, ensure p95 < 500 ms, errors < 0.1 %), vegeta ceiling at p95 <= 50 ms (e.g. make bench-api N=2000 BENCH_API_FLAGS="-warmup 5s -load 10s -stress 5s -rates 200,400 -step 3s -miss-requests 100").
+	@cd hack/bench/api && { [ -x node_modules/.bin/artillery ] || npm ci --no-audit --no-fund --ignore-scripts --loglevel=error; }
+	go run ./hack/bench/api -n $(or $(N),100000) $(BENCH_API_FLAGS)
+
 .PHONY: bench-store
 bench-store: $(FERRETDB) ## Call log store ceiling on FerretDB: per-attempt dial sequence, claims, callbacks.
 	go test ./workers/store -run '^$$' -bench '^Benchmark([^D]|D[^u])' -benchtime 2000x -count 5 -timeout 30m

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -127,8 +128,19 @@ func TestChartValueCombinations(t *testing.T) {
 		{"defaults", stores, func(t *testing.T, objs []renderedObject) {
 			want(t, objs, "CustomResourceDefinition", "deliveries.delauto.io", "callcampaigns.delauto.io")
 			want(t, objs, "Service", "dl-delauto-operator-metrics")
-			want(t, objs, "NetworkPolicy", "dl-delauto-operator")
+			want(t, objs, "NetworkPolicy", "dl-delauto-operator", "dl-delauto-api")
+			want(t, objs, "Deployment", "dl-delauto-api")
+			want(t, objs, "Service", "dl-delauto-api")
+			want(t, objs, "ServiceAccount", "dl-delauto-api")
+			want(t, objs, "ClusterRole", "dl-delauto-api")
+			want(t, objs, "ClusterRoleBinding", "dl-delauto-api")
 			none(t, objs, "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap")
+			apiArgs := containerArgs(t, objs, "dl-delauto-api")
+			for _, a := range []string{"api", "--cache-ttl=10s", "--auth-cache-ttl=10s", "--max-range=2208h"} {
+				if !slices.Contains(apiArgs, a) {
+					t.Errorf("the API's args %q lack %s", apiArgs, a)
+				}
+			}
 			for _, o := range objs {
 				if o.Kind == "CustomResourceDefinition" {
 					ann, _ := o.Metadata["annotations"].(map[string]any)
@@ -147,7 +159,7 @@ func TestChartValueCombinations(t *testing.T) {
 		{"monitoring on", append([]string{"--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
 			"--set", "grafanaDashboard.enabled=true", "--set", "serviceMonitor.labels.release=kps", "--set", "serviceMonitor.scrapeTimeout=10s"}, stores...),
 			func(t *testing.T, objs []renderedObject) {
-				want(t, objs, "ServiceMonitor", "dl-delauto-operator")
+				want(t, objs, "ServiceMonitor", "dl-delauto-operator", "dl-delauto-api")
 				want(t, objs, "PodMonitor", "dl-delauto-workers")
 				want(t, objs, "PrometheusRule", "dl-delauto")
 				want(t, objs, "ConfigMap", "dl-delauto-dashboard")
@@ -170,8 +182,8 @@ func TestChartValueCombinations(t *testing.T) {
 					}
 				}
 			}},
-		{"crds off, existing secret, no network policy, no metrics service", []string{"--set", "crds.enabled=false", "--set", "stores.existingSecret=my-stores",
-			"--set", "networkPolicy.enabled=false", "--set", "metrics.service.enabled=false"},
+		{"crds off, existing secret, no network policy, no metrics service, no API", []string{"--set", "crds.enabled=false", "--set", "stores.existingSecret=my-stores",
+			"--set", "networkPolicy.enabled=false", "--set", "metrics.service.enabled=false", "--set", "api.enabled=false"},
 			func(t *testing.T, objs []renderedObject) {
 				none(t, objs, "CustomResourceDefinition", "Secret", "NetworkPolicy", "Service")
 			}},
@@ -192,7 +204,21 @@ func TestChartValueCombinations(t *testing.T) {
 		{"own service account", append([]string{"--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops-bot",
 			"--set", "aggregateRoles=false", "--set", "operator.allowedWorkerImages={registry.example/delauto/}"}, stores...),
 			func(t *testing.T, objs []renderedObject) {
-				none(t, objs, "ServiceAccount")
+				for _, o := range objs {
+					if o.Kind == "ServiceAccount" && o.name() != "dl-delauto-api" {
+						t.Errorf("ServiceAccount %s rendered; only the API's own is wanted", o.name())
+					}
+				}
+			}},
+		{"API tuned", append([]string{"--set", "api.replicas=4", "--set", "api.cacheTTL=30s", "--set", "api.authCacheTTL=5s",
+			"--set", "api.service.type=LoadBalancer", "--set", "api.extraArgs={--query-timeout=3s}"}, stores...),
+			func(t *testing.T, objs []renderedObject) {
+				args := containerArgs(t, objs, "dl-delauto-api")
+				for _, a := range []string{"--cache-ttl=30s", "--auth-cache-ttl=5s", "--query-timeout=3s"} {
+					if !slices.Contains(args, a) {
+						t.Errorf("the API's args %q lack %s", args, a)
+					}
+				}
 			}},
 	}
 	for _, tc := range cases {
@@ -217,6 +243,8 @@ func TestChartValueCombinations(t *testing.T) {
 		{"--set", "operator.logLevel=loud"},
 		{"--set", "metrics.port=0"},
 		{"--set-json", `networkPolicy.prometheusPeers=[{}]`},
+		{"--set", "api.cacheTTL=ten"},
+		{"--set", "api.replicas=0"},
 	} {
 		if out, err := helm(t, root, append(append([]string{"template", "dl", chart}, stores...), bad...)...); err == nil {
 			t.Errorf("helm template %v: the schema accepted it\n%s", bad, out)
@@ -252,11 +280,11 @@ func none(t *testing.T, objs []renderedObject, kinds ...string) {
 	}
 }
 
-// opsPeersArg parses the operator's --worker-ops-peers as the operator does.
-func opsPeersArg(t *testing.T, objs []renderedObject) []networkPeer {
+// containerArgs returns the args of the first container of Deployment name.
+func containerArgs(t *testing.T, objs []renderedObject, name string) []string {
 	t.Helper()
 	for _, o := range objs {
-		if o.Kind != "Deployment" {
+		if o.Kind != "Deployment" || o.name() != name {
 			continue
 		}
 		b, _ := json.Marshal(o.raw)
@@ -272,18 +300,28 @@ func opsPeersArg(t *testing.T, objs []renderedObject) []networkPeer {
 			} `json:"spec"`
 		}
 		_ = json.Unmarshal(b, &d)
-		for _, a := range d.Spec.Template.Spec.Containers[0].Args {
-			if v, ok := strings.CutPrefix(a, "--worker-ops-peers="); ok {
-				peers, err := controllers.ParseOpsPeers(v)
-				if err != nil {
-					t.Fatalf("the operator refuses the chart's %s: %v", a, err)
-				}
-				out := make([]networkPeer, len(peers))
-				for i, p := range peers {
-					out[i] = networkPeer{PodSelector: p.PodSelector, NamespaceSelector: p.NamespaceSelector}
-				}
-				return out
+		if len(d.Spec.Template.Spec.Containers) > 0 {
+			return d.Spec.Template.Spec.Containers[0].Args
+		}
+	}
+	t.Fatalf("no Deployment %s rendered", name)
+	return nil
+}
+
+// opsPeersArg parses the operator's --worker-ops-peers as the operator does.
+func opsPeersArg(t *testing.T, objs []renderedObject) []networkPeer {
+	t.Helper()
+	for _, a := range containerArgs(t, objs, "dl-delauto-operator") {
+		if v, ok := strings.CutPrefix(a, "--worker-ops-peers="); ok {
+			peers, err := controllers.ParseOpsPeers(v)
+			if err != nil {
+				t.Fatalf("the operator refuses the chart's %s: %v", a, err)
 			}
+			out := make([]networkPeer, len(peers))
+			for i, p := range peers {
+				out[i] = networkPeer{PodSelector: p.PodSelector, NamespaceSelector: p.NamespaceSelector}
+			}
+			return out
 		}
 	}
 	t.Fatal("the operator Deployment has no --worker-ops-peers")

@@ -129,7 +129,8 @@ func TestHelmChartInstalls(t *testing.T) {
 		t.Error("without MutatingAdmissionPolicy in the cluster the chart still installs the policy or names it to the operator")
 	}
 	for _, want := range []string{"deployment.apps/dl-delauto-operator", "clusterrole.rbac.authorization.k8s.io/dl-delauto-operator", "secret/dl-delauto-stores",
-		"mutatingadmissionpolicy.admissionregistration.k8s.io/dl-delauto-cancel-calls", "mutatingadmissionpolicybinding.admissionregistration.k8s.io/dl-delauto-cancel-calls"} {
+		"mutatingadmissionpolicy.admissionregistration.k8s.io/dl-delauto-cancel-calls", "mutatingadmissionpolicybinding.admissionregistration.k8s.io/dl-delauto-cancel-calls",
+		"deployment.apps/dl-delauto-api", "service/dl-delauto-api", "serviceaccount/dl-delauto-api", "clusterrole.rbac.authorization.k8s.io/dl-delauto-api"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the chart did not create %s:\n%s", want, out)
 		}
@@ -138,5 +139,16 @@ func TestHelmChartInstalls(t *testing.T) {
 	out, err = kubectl(nil, "auth", "can-i", "patch", "deliveries.delauto.io/status", "--as", "system:serviceaccount:delauto:dl-delauto")
 	if err != nil || strings.TrimSpace(out) != "yes" {
 		t.Errorf("the chart's operator cannot patch Delivery status: %v %s", err, out)
+	}
+	// The insights API may check tokens and access, and read nothing itself.
+	const apiSA = "system:serviceaccount:delauto:dl-delauto-api"
+	for _, c := range []struct {
+		verb, resource, want string
+	}{{"create", "tokenreviews.authentication.k8s.io", "yes"}, {"create", "subjectaccessreviews.authorization.k8s.io", "yes"},
+		{"list", "deliveries.delauto.io", "no"}, {"get", "secrets", "no"}} {
+		out, _ := kubectl(nil, "auth", "can-i", c.verb, c.resource, "--as", apiSA, "-A")
+		if strings.TrimSpace(out) != c.want {
+			t.Errorf("can the chart's API %s %s: %q, want %s", c.verb, c.resource, out, c.want)
+		}
 	}
 }

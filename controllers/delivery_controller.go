@@ -148,6 +148,12 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if s.campaign != nil {
 			r.stampLanguage(d, s.campaign)
 		}
+		// The summary first, then the Events and the status, back to back
+		// as before the summary was written.
+		if recErr := r.recordInsights(ctx, d, before); recErr != nil {
+			err = joinErr(err, recErr)
+			return
+		}
 		r.deliveryEvents(d, before, s)
 		base := d.DeepCopy()
 		base.Status = *before
@@ -195,6 +201,9 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, d *v1.Delivery) (ctrl
 	if held > 0 {
 		ctrl.LoggerFrom(ctx).Info("deleted delivery waits for its held attempts to be released or dialed", "held", held)
 		return ctrl.Result{RequeueAfter: cancelRecheck}, nil
+	}
+	if err := r.Store.ForgetDelivery(ctx, d.Namespace, string(d.UID)); err != nil {
+		return ctrl.Result{}, err
 	}
 	patch := client.MergeFrom(d.DeepCopy())
 	controllerutil.RemoveFinalizer(d, Finalizer)

@@ -1,11 +1,13 @@
 // Command delauto is DelAuto's single binary. Its first argument picks the
 // mode:
 //
+//	delauto api        the delivery insights read API (lists, analytics)
 //	delauto operator   the Kubernetes operator (controller-runtime manager)
 //	delauto worker     place the calls of a campaign's shards and serve
 //	                   its Twilio webhooks (run by the operator's worker
 //	                   Deployments)
 //	delauto erase      erase a person's data (delauto erase --phone +49...)
+//	delauto insights   insights maintenance (delauto insights rebuild)
 //	delauto version    print the version
 //
 // Each mode documents its flags with -h.
@@ -27,7 +29,9 @@ var modes = map[string]struct {
 	summary string
 	run     func(args []string) error
 }{
+	"api":      {"serve the delivery insights read API (lists, analytics)", runAPI},
 	"erase":    {"erase a person's data: delauto erase --phone +4915112345678", runErase},
+	"insights": {"rebuild the analytics rollups from the call log: delauto insights rebuild", runInsights},
 	"operator": {"run the Kubernetes operator", runOperator},
 	"version":  {"print the version", func([]string) error { fmt.Println(version); return nil }},
 	"worker":   {"place the calls of a campaign's shards", runWorker},

@@ -18,5 +18,5 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	testservices.Main(m, testservices.Want{Redis: true, Mongo: true}, &env)
+	testservices.Main(m, testservices.Want{Redis: true, Mongo: true, Kube: true}, &env)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,6 +28,7 @@ import (
 
 	delautov1alpha1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
+	"github.com/delauto/delauto/internal/insights"
 	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/workers/queue"
 )
@@ -184,6 +186,7 @@ func runOperator(args []string) error {
 		return err
 	}
 	defer callLog.Close(context.Background())
+	callLog.SetInsightsNotify(func(namespaces []string) { insights.Bump(rdb, slog.Default(), namespaces...) })
 	q := queue.New(rdb, queue.Options{})
 	metrics := controllers.NewMetrics(ctrlmetrics.Registry)
 	ctrlmetrics.Registry.MustRegister(&controllers.CampaignCollector{Reader: mgr.GetCache()})

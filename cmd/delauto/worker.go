@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -22,15 +21,8 @@ func parseWorkerConfig(args []string, getenv func(string) string) (*worker.Confi
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	c := &worker.Config{}
 	c.RegisterFlags(fs, getenv)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: delauto worker [flags]\n\nPlaces the calls of one campaign's shards (see workers/worker). Flags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseModeFlags(fs, args, "worker", "Places the calls of one campaign's shards (see workers/worker)."); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err

@@ -224,24 +224,32 @@ func newFixture(t *testing.T, edit func(*v1.CallCampaignSpec)) *fixture {
 // start runs `delauto worker` as a child process.
 func (f *fixture) start(name string, extra ...string) *child {
 	f.t.Helper()
-	c := &child{out: &syncBuffer{}, ops: freeAddr(f.t), exited: make(chan error, 1)}
+	ops := freeAddr(f.t)
 	args := append([]string{"worker", "--name", name, "--campaign-file", f.campaign, "--shards", "shard-0",
 		"--redis-url", env.Redis.URL(), "--mongo-uri", env.Mongo.URI, "--mongo-database", f.db,
-		"--twilio-base-url", f.front, "--http-addr", freeAddr(f.t), "--ops-addr", c.ops, "--log-level", "debug"}, extra...)
-	c.cmd = exec.Command(os.Args[0], args...)
-	c.cmd.Env = append(os.Environ(), childEnv+"=1",
+		"--twilio-base-url", f.front, "--http-addr", freeAddr(f.t), "--ops-addr", ops, "--log-level", "debug"}, extra...)
+	return startChild(f.t, "worker "+name, args, ops,
 		"TWILIO_ACCOUNT_SID="+f.sim.AccountSID(), "TWILIO_AUTH_TOKEN="+f.sim.AuthToken(), "REDIS_URL=", "MONGO_URI=")
+}
+
+// startChild runs this binary's main with args and the extra environment
+// as a child process, and waits until its ops address answers /readyz.
+func startChild(t *testing.T, name string, args []string, ops string, extraEnv ...string) *child {
+	t.Helper()
+	c := &child{out: &syncBuffer{}, ops: ops, exited: make(chan error, 1)}
+	c.cmd = exec.Command(os.Args[0], args...)
+	c.cmd.Env = append(append(os.Environ(), childEnv+"=1"), extraEnv...)
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	if err := c.cmd.Start(); err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	go func() { c.exited <- c.cmd.Wait() }()
-	f.t.Cleanup(func() {
+	t.Cleanup(func() {
 		_ = c.cmd.Process.Kill()
 		<-c.exited
 		c.exited <- nil
-		if f.t.Failed() {
-			f.t.Logf("worker %s output:\n%s", name, tail(c.out.String(), 60))
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, tail(c.out.String(), 60))
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
@@ -256,11 +264,11 @@ func (f *fixture) start(name string, extra ...string) *child {
 		select {
 		case err := <-c.exited:
 			c.exited <- err
-			f.t.Fatalf("worker %s exited: %v\n%s", name, err, tail(c.out.String(), 40))
+			t.Fatalf("%s exited: %v\n%s", name, err, tail(c.out.String(), 40))
 		default:
 		}
 		if time.Now().After(deadline) {
-			f.t.Fatalf("worker %s never ready:\n%s", name, tail(c.out.String(), 40))
+			t.Fatalf("%s never ready:\n%s", name, tail(c.out.String(), 40))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -1,11 +1,18 @@
 package testservices
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -104,3 +111,56 @@ func Kubectl() (string, error) {
 
 // RepoRoot is the root of the DelAuto checkout the tests run in.
 func RepoRoot() (string, error) { return repoRoot() }
+
+// ReaderToken makes, in namespace (created when missing), a ServiceAccount
+// named name with a Role of rules bound to it, and returns a token of it
+// from the TokenRequest API, valid for an hour: a caller that the
+// apiserver authenticates (TokenReview) and authorizes by RBAC.
+func (k *Kube) ReaderToken(ctx context.Context, namespace, name string, rules []rbacv1.PolicyRule) (string, error) {
+	cs, err := kubernetes.NewForConfig(k.Config)
+	if err != nil {
+		return "", err
+	}
+	create := func(what string, err error) error {
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create %s: %w", what, err)
+		}
+		return nil
+	}
+	meta := metav1.ObjectMeta{Name: name}
+	if err := create("namespace", func() error {
+		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{})
+		return err
+	}()); err != nil {
+		return "", err
+	}
+	if err := create("ServiceAccount", func() error {
+		_, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: meta}, metav1.CreateOptions{})
+		return err
+	}()); err != nil {
+		return "", err
+	}
+	if err := create("Role", func() error {
+		_, err := cs.RbacV1().Roles(namespace).Create(ctx, &rbacv1.Role{ObjectMeta: meta, Rules: rules}, metav1.CreateOptions{})
+		return err
+	}()); err != nil {
+		return "", err
+	}
+	if err := create("RoleBinding", func() error {
+		_, err := cs.RbacV1().RoleBindings(namespace).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: meta,
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: namespace}},
+		}, metav1.CreateOptions{})
+		return err
+	}()); err != nil {
+		return "", err
+	}
+	expiry := int64(3600)
+	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &expiry},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("request a token: %w", err)
+	}
+	return tr.Status.Token, nil
+}

@@ -198,6 +198,12 @@ type Attempt struct {
 	Shard string `bson:"shard"`
 	// Number is the attempt's number for its delivery, from 1.
 	Number int32 `bson:"number"`
+	// Region is the Delivery's region (Context.Region, kept here for the
+	// insights rollups: erasing the context leaves it).
+	Region string `bson:"region,omitempty"`
+	// Agent is the name of the agent told the answer (Context.AgentName,
+	// kept like Region); never a phone number.
+	Agent string `bson:"agent,omitempty"`
 
 	// State is where the attempt stands.
 	State State `bson:"state"`
@@ -266,6 +272,15 @@ type Attempt struct {
 	DialedAt *time.Time `bson:"dialedAt,omitempty"`
 	// EndedAt is when it reached a terminal state.
 	EndedAt *time.Time `bson:"endedAt,omitempty"`
+	// EndHour is EndedAt's hour: the insights rollup bucket the attempt
+	// is counted in.
+	EndHour *time.Time `bson:"endHour,omitempty"`
+	// DurB is the call duration histogram bucket of DurationSec
+	// (insights.DurationBucket), set with a reported duration above 0.
+	DurB *int32 `bson:"durB,omitempty"`
+	// PickupB is the pickup latency histogram bucket (insights.PickupBucket)
+	// of the time from Due to ClaimedAt, set when a claimed attempt ends.
+	PickupB *int32 `bson:"pickupB,omitempty"`
 	// ExpireAt is when the call log entry may be deleted: its retention
 	// (RetentionSec, else Config.Retention) after it ended.
 	ExpireAt *time.Time `bson:"expireAt,omitempty"`
@@ -326,6 +341,20 @@ type CallContext struct {
 	// AgentName and AgentPhone are who is told the answer.
 	AgentName  string `bson:"agentName"`
 	AgentPhone string `bson:"agentPhone,omitempty"`
+}
+
+func (c *CallContext) region() string {
+	if c == nil {
+		return ""
+	}
+	return c.Region
+}
+
+func (c *CallContext) agent() string {
+	if c == nil {
+		return ""
+	}
+	return c.AgentName
 }
 
 // AttemptID is the deterministic id of attempt number n of a delivery.

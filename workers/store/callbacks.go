@@ -10,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/insights"
 )
 
 // CallRef names the attempt a callback is about: by attempt id (it rides in
@@ -146,6 +147,9 @@ func (s *Store) ApplyCallStatus(ctx context.Context, ref CallRef, u StatusUpdate
 			return nil, false, err
 		}
 		set = append(set, bson.E{Key: "result", Value: result})
+		if u.DurationSec > 0 {
+			set = append(set, bson.E{Key: "durB", Value: int32(insights.DurationBucket(u.DurationSec))})
+		}
 		unset = append(unset, bson.E{Key: "lineHold", Value: ""}) // the call ended: the number is free
 	} else {
 		unset = append(unset, bson.E{Key: "result", Value: ""})
@@ -162,6 +166,10 @@ func (s *Store) ApplyCallStatus(ctx context.Context, ref CallRef, u StatusUpdate
 	if a == nil {
 		cur, err := s.Get(ctx, id)
 		return cur, false, err
+	}
+	if a.State.Terminal() {
+		// The filter took only a non-terminal attempt: this update ended it.
+		s.countAttemptEnd(a)
 	}
 	if a.State == StateCompleted && a.Result == v1alpha1.CallCompleted && IsMachine(a.AnsweredBy) {
 		// The verdict came earlier, in an asynchronous AMD callback.
@@ -180,6 +188,7 @@ func (s *Store) machineResult(ctx context.Context, id string, a *Attempt) (*Atte
 	if b == nil {
 		return a, true, nil
 	}
+	s.countMachine(b)
 	return b, true, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/insights"
 )
 
 // AnyFence passed to MarkCancelled cancels without a claim (the operator):
@@ -100,6 +101,8 @@ func (s *Store) CreateAttempt(ctx context.Context, n NewAttempt) (a *Attempt, cr
 		Campaign:     n.Campaign,
 		Shard:        n.Shard,
 		Number:       n.Number,
+		Region:       n.Context.region(),
+		Agent:        n.Context.agent(),
 		State:        StateQueued,
 		Rank:         StateQueued.rank(),
 		Due:          n.Due.UTC().Truncate(time.Millisecond),
@@ -240,14 +243,20 @@ func retentionSec(d *time.Duration) *int64 {
 // is read from the attempt (it never changes after creation, so reading it
 // before the conditional update is safe in either serialization mode).
 func (s *Store) terminalSet(ctx context.Context, id string, set bson.D, now time.Time) (bson.D, error) {
-	set = append(set, bson.E{Key: "endedAt", Value: now})
+	set = append(set, bson.E{Key: "endedAt", Value: now}, bson.E{Key: "endHour", Value: now.Truncate(time.Hour)})
 	var doc struct {
-		RetentionSec *int64 `bson:"retentionSec"`
+		RetentionSec *int64     `bson:"retentionSec"`
+		Due          time.Time  `bson:"due"`
+		ClaimedAt    *time.Time `bson:"claimedAt"`
 	}
 	err := s.attempts.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
-		options.FindOne().SetProjection(bson.D{{Key: "retentionSec", Value: 1}})).Decode(&doc)
+		options.FindOne().SetProjection(bson.D{{Key: "retentionSec", Value: 1}, {Key: "due", Value: 1}, {Key: "claimedAt", Value: 1}})).Decode(&doc)
 	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, fmt.Errorf("store: read the retention of attempt %s: %w", id, err)
+	}
+	if doc.ClaimedAt != nil {
+		// Due and the claim never change once a worker holds the attempt.
+		set = append(set, bson.E{Key: "pickupB", Value: int32(insights.PickupBucket(doc.ClaimedAt.Sub(doc.Due)))})
 	}
 	switch {
 	case doc.RetentionSec != nil:
@@ -409,6 +418,9 @@ func (s *Store) MarkFailed(ctx context.Context, id string, fence int64, code int
 	a, err := s.modify(ctx, id,
 		bson.D{{Key: "_id", Value: id}, {Key: "fence", Value: fence}, {Key: "state", Value: bson.D{{Key: "$in", Value: dialOutcomeFrom}}}},
 		bson.D{{Key: "$set", Value: set}, unsetLease})
+	if a != nil {
+		s.countAttemptEnd(a)
+	}
 	if err != nil || a != nil {
 		return a, err
 	}

@@ -101,6 +101,10 @@ type Config struct {
 	// LockWait is how long a writer waits for a held lock before ErrBusy;
 	// default 5s.
 	LockWait time.Duration
+	// InsightsFlush is how often the outcomes counted for the insights
+	// rollups are written (FlushInsights); default DefaultInsightsFlush.
+	// Negative: only when FlushInsights is called (tests) and on Close.
+	InsightsFlush time.Duration
 	// Logger receives start-up and fallback messages; default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; default time.Now. Tests set it.
@@ -131,6 +135,9 @@ func (c *Config) defaults() {
 	}
 	if c.LockWait == 0 {
 		c.LockWait = 5 * time.Second
+	}
+	if c.InsightsFlush == 0 {
+		c.InsightsFlush = DefaultInsightsFlush
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -220,6 +227,16 @@ type Store struct {
 	meta     *mongo.Collection
 	salt     []byte
 
+	// rollups and deliveries are the insights collections; tally the
+	// outcomes counted and not yet written (see insights.go).
+	rollups    *mongo.Collection
+	deliveries *mongo.Collection
+	tally      tally
+	flushMu    sync.Mutex
+	closeOnce  sync.Once
+	stopFlush  chan struct{}
+	flushDone  chan struct{}
+
 	mu       sync.Mutex
 	features Features
 	logged   map[string]bool
@@ -257,6 +274,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		locks:    db.Collection(LocksCollection),
 		meta:     db.Collection(MetaCollection),
 		logged:   map[string]bool{},
+
+		rollups:    db.Collection(RollupsCollection),
+		deliveries: db.Collection(DeliveriesCollection),
 	}
 	if err := s.detect(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
@@ -269,6 +289,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.loadSalt(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, err
+	}
+	if cfg.InsightsFlush > 0 {
+		s.stopFlush, s.flushDone = make(chan struct{}), make(chan struct{})
+		go s.flushLoop(s.stopFlush, s.flushDone)
 	}
 	f := s.Features()
 	s.log.Info("call log store ready", "server", f.Server, "ttlIndexes", f.TTLIndexes,
@@ -443,6 +467,9 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := s.ensureInsightsIndexes(ctx, f.PartialIndexes); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	s.features = f
 	s.mu.Unlock()
@@ -493,8 +520,18 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close disconnects; operations afterwards fail.
+// Close writes the outcomes counted and not yet flushed, then
+// disconnects; operations afterwards fail.
 func (s *Store) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		if s.stopFlush != nil {
+			close(s.stopFlush)
+			<-s.flushDone
+		}
+	})
+	if err := s.FlushInsights(ctx); err != nil {
+		s.log.Warn("outcomes counted for the insights rollups were not written before closing; a rebuild restores them", "error", err)
+	}
 	return s.client.Disconnect(ctx)
 }
 

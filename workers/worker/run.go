@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/delauto/delauto/internal/httpserve"
+	"github.com/delauto/delauto/internal/insights"
 	"github.com/delauto/delauto/internal/twilioclient"
 	"github.com/delauto/delauto/workers/callbacks"
 	"github.com/delauto/delauto/workers/relay"
@@ -35,12 +37,12 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 	// The operations endpoints answer from the start: live, not ready.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var ops, hooks handlerSlot
-	ops.set(startingHandler())
-	hooks.set(http.NotFoundHandler())
+	var ops, hooks httpserve.Slot
+	ops.Set(startingHandler())
+	hooks.Set(http.NotFoundHandler())
 	servers := []*http.Server{
-		newServer(cfg.OpsAddr, &ops, serverTimeouts),
-		newServer(cfg.HTTPAddr, &hooks, serverTimeouts),
+		httpserve.NewServer(cfg.OpsAddr, &ops, serverTimeouts),
+		httpserve.NewServer(cfg.HTTPAddr, &hooks, serverTimeouts),
 	}
 	serveErr := make(chan error, len(servers))
 	for _, s := range servers {
@@ -82,6 +84,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 		return err
 	}
 	defer st.Close(context.Background())
+	// Each flush of the analytics rollups invalidates the read API's cached
+	// answers of the namespaces it touched.
+	st.SetInsightsNotify(func(namespaces []string) { insights.Bump(rdb, log, namespaces...) })
 
 	cfg.watcher.OnError = func(err error) {
 		log.Error("the changed campaign file does not load; keeping the previous campaign", "error", err)
@@ -144,8 +149,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 	if err != nil {
 		return err
 	}
-	ops.set(w.OpsHandler())
-	hooks.set(w.CallbackHandler())
+	ops.Set(w.OpsHandler())
+	hooks.Set(w.CallbackHandler())
 	// The callbacks' journal writer and the relay sender outlive ctx until
 	// the worker has finished its attempts in flight.
 	var bg sync.WaitGroup
@@ -183,21 +188,6 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 	return nil
 }
 
-// handlerSlot is an http.Handler that can be swapped while serving.
-type handlerSlot struct {
-	mu sync.RWMutex
-	h  http.Handler
-}
-
-func (s *handlerSlot) set(h http.Handler) { s.mu.Lock(); s.h = h; s.mu.Unlock() }
-
-func (s *handlerSlot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.RLock()
-	h := s.h
-	s.mu.RUnlock()
-	h.ServeHTTP(w, r)
-}
-
 // startingHandler answers the operations endpoints before the worker runs.
 func startingHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -208,20 +198,6 @@ func startingHandler() http.Handler {
 	return mux
 }
 
-// timeouts bound how long a client may hold a connection of the worker's
-// HTTP servers: a slow or stalled client cannot pile up connections.
-type timeouts struct {
-	readHeader, read, write, idle time.Duration
-}
-
 // serverTimeouts suit Twilio's webhooks (Twilio itself gives up after 15 s)
 // and the operator's and Prometheus's requests.
-var serverTimeouts = timeouts{readHeader: 5 * time.Second, read: 15 * time.Second, write: 30 * time.Second, idle: 120 * time.Second}
-
-// newServer is an HTTP server on addr with every timeout set.
-func newServer(addr string, h http.Handler, t timeouts) *http.Server {
-	return &http.Server{
-		Addr: addr, Handler: h,
-		ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle,
-	}
-}
+var serverTimeouts = httpserve.Timeouts{ReadHeader: 5 * time.Second, Read: 15 * time.Second, Write: 30 * time.Second, Idle: 120 * time.Second}

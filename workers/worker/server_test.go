@@ -7,12 +7,14 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/delauto/delauto/internal/httpserve"
 )
 
 // TestWorkerServersHaveTimeouts checks that the callbacks and ops servers
 // bound every phase of a connection.
 func TestWorkerServersHaveTimeouts(t *testing.T) {
-	s := newServer(":0", http.NotFoundHandler(), serverTimeouts)
+	s := httpserve.NewServer(":0", http.NotFoundHandler(), serverTimeouts)
 	for name, d := range map[string]time.Duration{
 		"ReadHeaderTimeout": s.ReadHeaderTimeout, "ReadTimeout": s.ReadTimeout,
 		"WriteTimeout": s.WriteTimeout, "IdleTimeout": s.IdleTimeout,
@@ -33,7 +35,7 @@ func TestStalledClientIsDisconnected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newServer(l.Addr().String(), http.NotFoundHandler(), timeouts{readHeader: 100 * time.Millisecond, read: time.Second, write: time.Second, idle: time.Second})
+	s := httpserve.NewServer(l.Addr().String(), http.NotFoundHandler(), httpserve.Timeouts{ReadHeader: 100 * time.Millisecond, Read: time.Second, Write: time.Second, Idle: time.Second})
 	go func() { _ = s.Serve(l) }()
 	t.Cleanup(func() { _ = s.Close() })
 	c, err := net.Dial("tcp", l.Addr().String())

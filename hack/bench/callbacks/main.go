@@ -245,7 +245,7 @@ func run(rates []int, dur time.Duration, conns int, drainConc int, prime bool, s
 	_ = step(hc, url0, warm[:min(len(warm), 400)], 500, conns)
 
 	fmt.Printf("machine: %d cores, %s, %s, load %s; %d calls (attempts in FerretDB), %d status callbacks per phase\n",
-		runtime.NumCPU(), memGiB(), runtime.Version(), loadavg(), len(ids), 4*len(ids))
+		runtime.NumCPU(), procs.MemGiB(), runtime.Version(), procs.LoadAvg(), len(ids), 4*len(ids))
 	if profile != nil {
 		_ = pprof.StartCPUProfile(profile)
 	}
@@ -562,30 +562,6 @@ func counter(reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return total
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:3], " ")
-}
-
-func memGiB() string {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return "? GiB"
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "MemTotal:") {
-			f := strings.Fields(l)
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return fmt.Sprintf("%.0f GiB", kb/1024/1024)
-		}
-	}
-	return "? GiB"
 }
 
 // deprioritize lowers the CPU priority of this process's descendants (the

@@ -144,3 +144,27 @@ func (c CPU) String() string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// LoadAvg is the machine's load average over 1, 5 and 15 minutes.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// MemGiB is the machine's memory, e.g. "24 GiB".
+func MemGiB() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "? GiB"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "MemTotal:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+			return fmt.Sprintf("%.0f GiB", kb/1024/1024)
+		}
+	}
+	return "? GiB"
+}

@@ -1,0 +1,195 @@
+package insightsapi
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/delauto/delauto/internal/insights"
+)
+
+// GzipMin is the smallest body sent gzip-compressed to a client that
+// accepts it: smaller ones are sent as they are.
+const GzipMin = 1024
+
+// cachePrefix starts every cached answer's key.
+const cachePrefix = "delauto:insights:api:"
+
+// The X-Cache header and cache metric values.
+const (
+	cacheHit  = "hit"
+	cacheMiss = "miss"
+)
+
+// answer is an encoded answer: the JSON body, its gzip form when the body
+// is over GzipMin, and its ETag.
+type answer struct {
+	body, gz []byte
+	etag     string
+}
+
+func newAnswer(body []byte) *answer {
+	sum := sha256.Sum256(body)
+	a := &answer{body: body, etag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`}
+	if len(body) > GzipMin {
+		var b bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
+		_, _ = zw.Write(body)
+		_ = zw.Close()
+		a.gz = b.Bytes()
+	}
+	return a
+}
+
+// encode packs a for Redis: the ETag's length and the ETag, the body's
+// length and the body, then the gzip form.
+func (a *answer) encode() []byte {
+	out := make([]byte, 0, 8+len(a.etag)+len(a.body)+len(a.gz))
+	out = binary.BigEndian.AppendUint32(out, uint32(len(a.etag)))
+	out = append(out, a.etag...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(a.body)))
+	out = append(out, a.body...)
+	return append(out, a.gz...)
+}
+
+var errCorrupt = errors.New("a cached answer is corrupt")
+
+func decodeAnswer(b []byte) (*answer, error) {
+	take := func() ([]byte, error) {
+		if len(b) < 4 {
+			return nil, errCorrupt
+		}
+		n := binary.BigEndian.Uint32(b)
+		if uint64(len(b)-4) < uint64(n) {
+			return nil, errCorrupt
+		}
+		v := b[4 : 4+n]
+		b = b[4+n:]
+		return v, nil
+	}
+	etag, err := take()
+	if err != nil {
+		return nil, err
+	}
+	body, err := take()
+	if err != nil {
+		return nil, err
+	}
+	a := &answer{etag: string(etag), body: body}
+	if len(b) > 0 {
+		a.gz = b
+	}
+	return a, nil
+}
+
+// write sends a: 304 when the client holds it (If-None-Match), gzip when
+// the client accepts it and there is a gzip form.
+func (a *answer) write(w http.ResponseWriter, r *http.Request, cacheStatus string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("ETag", a.etag)
+	h.Set("Cache-Control", "private, no-cache")
+	h.Set("Vary", "Accept-Encoding, Authorization")
+	if cacheStatus != "" {
+		h.Set("X-Cache", cacheStatus)
+	}
+	h.Set("X-Content-Type-Options", "nosniff")
+	if etagMatch(r.Header.Get("If-None-Match"), a.etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	body := a.body
+	if a.gz != nil && acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		h.Set("Content-Encoding", "gzip")
+		body = a.gz
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// etagMatch reports whether an If-None-Match header names etag (weakly:
+// W/"x" matches "x") or is *.
+func etagMatch(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptsGzip reports whether an Accept-Encoding header takes gzip (or *)
+// with a quality above 0.
+func acceptsGzip(header string) bool {
+	for _, part := range strings.Split(header, ",") {
+		coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		coding = strings.ToLower(strings.TrimSpace(coding))
+		if coding != "gzip" && coding != "*" {
+			continue
+		}
+		if q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q="); ok {
+			if f, err := strconv.ParseFloat(q, 64); err == nil && f == 0 {
+				continue
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// answerCache keeps encoded answers in Redis.
+type answerCache struct {
+	rdb redis.UniversalClient
+	ttl time.Duration
+}
+
+// cacheKey is the key of a namespace's answer to a normalized query at a
+// generation of the namespace's outcomes. The query is hashed so a key
+// stays short whatever the filters; the namespace leads so an operator can
+// find a namespace's answers.
+func cacheKey(namespace, query, generation string) string {
+	sum := sha256.Sum256([]byte(query))
+	return cachePrefix + namespace + ":" + generation + ":" + base64.RawURLEncoding.EncodeToString(sum[:18])
+}
+
+// get reads the namespace's generation, then the answer of query at it.
+// It returns the key the answer has (or will have) at this generation, and
+// a nil answer on a miss.
+func (c *answerCache) get(ctx context.Context, namespace, query string) (*answer, string, error) {
+	gen, err := c.rdb.Get(ctx, insights.GenerationKey(namespace)).Result()
+	if errors.Is(err, redis.Nil) {
+		gen, err = "0", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	key := cacheKey(namespace, query, gen)
+	b, err := c.rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, key, nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	a, err := decodeAnswer(b)
+	if err != nil {
+		return nil, key, nil // overwritten by the fresh answer
+	}
+	return a, key, nil
+}
+
+func (c *answerCache) put(ctx context.Context, key string, a *answer) error {
+	return c.rdb.Set(ctx, key, a.encode(), c.ttl).Err()
+}

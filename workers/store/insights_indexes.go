@@ -1,0 +1,71 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// insightsIndex is one index of the insights collections; partial names a
+// field the index covers only where it is set (on servers with partial
+// indexes; a plain index elsewhere).
+type insightsIndex struct {
+	coll    func(*Store) *mongo.Collection
+	name    string
+	keys    bson.D
+	partial string
+}
+
+func rollupsColl(s *Store) *mongo.Collection    { return s.rollups }
+func deliveriesColl(s *Store) *mongo.Collection { return s.deliveries }
+
+// listOrder is the delivery list's order, newest first (see listKey).
+var listOrder = bson.D{{Key: "createdAt", Value: -1}, {Key: "_id", Value: -1}}
+
+// listIndex is the delivery list's index for one filter field.
+func listIndex(name, field string, partial bool) insightsIndex {
+	keys := bson.D{{Key: "ns", Value: 1}}
+	if field != "" {
+		keys = append(keys, bson.E{Key: field, Value: 1})
+	}
+	ix := insightsIndex{coll: deliveriesColl, name: name, keys: append(keys, listOrder...)}
+	if partial {
+		ix.partial = field
+	}
+	return ix
+}
+
+// insightsIndexes are the indexes of the insights collections (listed in
+// docs/insights.md).
+var insightsIndexes = []insightsIndex{
+	{coll: rollupsColl, name: "ns_hour", keys: bson.D{{Key: "ns", Value: 1}, {Key: "hour", Value: 1}}},
+	{coll: rollupsColl, name: "ns_campaign_hour", keys: bson.D{{Key: "ns", Value: 1}, {Key: "campaign", Value: 1}, {Key: "hour", Value: 1}}},
+	listIndex("ns_list", "", false),
+	listIndex("ns_campaign_list", "campaign", false),
+	listIndex("ns_phase_list", "phase", false),
+	listIndex("ns_region_list", "region", true),
+	listIndex("ns_agent_list", "agent", true),
+	listIndex("ns_windowDay_list", "windowDay", false),
+}
+
+// ensureInsightsIndexes creates the insights collections' indexes, one per
+// command (see EnsureIndexes); partial ones only where the server has them.
+func (s *Store) ensureInsightsIndexes(ctx context.Context, partial bool) error {
+	for _, ix := range insightsIndexes {
+		opts := options.Index().SetName(ix.name)
+		if ix.partial != "" {
+			if partial {
+				opts.SetName(ix.name + "_partial").SetPartialFilterExpression(bson.D{{Key: ix.partial, Value: bson.D{{Key: "$exists", Value: true}}}})
+			} else {
+				opts.SetName(ix.name)
+			}
+		}
+		if _, err := ix.coll(s).Indexes().CreateOne(ctx, mongo.IndexModel{Keys: ix.keys, Options: opts}); err != nil {
+			return fmt.Errorf("store: create index %s on %s: %w", ix.name, ix.coll(s).Name(), err)
+		}
+	}
+	return nil
+}
