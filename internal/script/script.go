@@ -57,7 +57,7 @@ func Render(greeting string, d Data) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("greeting template does not parse: %w", err)
 	}
-	if err := fieldsOnly(t); err != nil {
+	if err := fieldsOnly(t, greeting); err != nil {
 		return "", err
 	}
 	w := &cappedWriter{max: maxLen}
@@ -71,8 +71,8 @@ func Render(greeting string, d Data) (string, error) {
 }
 
 // fieldsOnly refuses every template action but a plain {{.Field}} naming
-// one of Data's fields (and comments).
-func fieldsOnly(t *template.Template) error {
+// one of Data's fields (and comments); src is the template's text.
+func fieldsOnly(t *template.Template, src string) error {
 	if len(t.Templates()) > 1 {
 		return notAllowed("define or block")
 	}
@@ -83,7 +83,7 @@ func fieldsOnly(t *template.Template) error {
 		switch n := n.(type) {
 		case *parse.TextNode, *parse.CommentNode:
 		case *parse.ActionNode:
-			if err := plainField(n); err != nil {
+			if err := plainField(n, src); err != nil {
 				return err
 			}
 		case *parse.RangeNode:
@@ -101,11 +101,23 @@ func fieldsOnly(t *template.Template) error {
 	return nil
 }
 
-// plainField accepts {{.Field}} with Field one of Data's fields.
-func plainField(a *parse.ActionNode) error {
+// plainField accepts {{.Field}} with Field one of Data's fields, written as
+// that alone (spaces and trim markers aside): the parser also takes
+// {{.Name|}}, a pipe to nothing, which admission refuses.
+func plainField(a *parse.ActionNode, src string) error {
 	p := a.Pipe
 	if p == nil || len(p.Decl) > 0 || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
 		return notAllowed(a.String())
+	}
+	if pos := int(a.Position()); pos >= 0 && pos <= len(src) {
+		raw := src[pos:]
+		if end := strings.Index(raw, "}}"); end >= 0 {
+			raw = raw[:end]
+		}
+		raw = strings.TrimRight(strings.TrimSuffix(strings.TrimRight(raw, " \t\r\n"), "-"), " \t\r\n")
+		if raw != p.Cmds[0].Args[0].String() {
+			return notAllowed("{{" + raw + "}}")
+		}
 	}
 	f, ok := p.Cmds[0].Args[0].(*parse.FieldNode)
 	if !ok || len(f.Ident) != 1 {
