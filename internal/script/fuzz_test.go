@@ -53,8 +53,13 @@ func admissionPatterns(f *testing.F) []*regexp.Regexp {
 	for _, m := range regexp.MustCompile(`!self\.matches\('([^']*)'\)`).FindAllStringSubmatch(g.Validations[0].Rule, -1) {
 		out = append(out, regexp.MustCompile(m[1]))
 	}
-	if len(out) != 2 {
-		f.Fatalf("rule %q: want two patterns", g.Validations[0].Rule)
+	if len(out) != len(admissionRule) {
+		f.Fatalf("rule %q: want %d patterns", g.Validations[0].Rule, len(admissionRule))
+	}
+	for i, re := range out {
+		if re.String() != admissionRule[i].String() {
+			f.Fatalf("the CRD's pattern %q is not the workers' %q", re, admissionRule[i])
+		}
 	}
 	return out
 }

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -44,6 +46,16 @@ func NewData(name, company string, start, end time.Time, loc *time.Location) Dat
 	}
 }
 
+// admissionRule is the CRD's rule on greetings (its patterns, which CEL
+// matches as RE2, as Go does): what admission refuses is refused here too,
+// also where the template parser would take it (a {{ inside a comment),
+// so every greeting the workers render is one admission lets through.
+// FuzzRender checks that these are the CRD's patterns.
+var admissionRule = []*regexp.Regexp{
+	regexp.MustCompile(`[{][{]-?[[:space:]]*[^./[:space:]-]`),
+	regexp.MustCompile(`[{][{]-?[[:space:]]*[.][^}]*[|(]`),
+}
+
 // maxLen bounds a rendered greeting: a call's words must stay short.
 const maxLen = 2000
 
@@ -59,6 +71,11 @@ func Render(greeting string, d Data) (string, error) {
 	}
 	if err := fieldsOnly(t, greeting); err != nil {
 		return "", err
+	}
+	for _, re := range admissionRule {
+		if m := re.FindString(greeting); m != "" {
+			return "", notAllowed(strconv.Quote(m))
+		}
 	}
 	w := &cappedWriter{max: maxLen}
 	if err := t.Execute(w, d); err != nil {

@@ -92,11 +92,11 @@ func TestOutputIsCappedWhileRendering(t *testing.T) {
 }
 
 // TestPipeToNothingIsRefused: the template parser takes {{.Name|}} as
-// {{.Name}}, but admission refuses it; the workers refuse it too, so that
-// every greeting they render is one admission lets through (found by
-// FuzzRender).
+// {{.Name}}, and a comment may hold {{, but admission refuses both; the
+// workers refuse them too, so that every greeting they render is one
+// admission lets through (found by FuzzRender).
 func TestPipeToNothingIsRefused(t *testing.T) {
-	for _, g := range []string{"{{.Name|}}", "{{ .Name | }}", "{{- .Name| -}}"} {
+	for _, g := range []string{"{{.Name|}}", "{{ .Name | }}", "{{- .Name| -}}", "{{/*{{*/}}", "{{/* {{range}} */}}"} {
 		if err := Validate(g); err == nil || !strings.Contains(err.Error(), "is not allowed") {
 			t.Errorf("Validate(%q) = %v, want a refusal", g, err)
 		}
