@@ -102,10 +102,9 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: e2e-tools lint verify-generated check-rules ## The full check: tools (the local cluster's too), lint, generated files current, alert rules, every test, a short fuzz of the webhooks and the answer matcher, the end-to-end run.
+test: e2e-tools lint verify-generated check-rules ## The full check: tools (the local cluster's too), lint, generated files current, alert rules, every test, a short fuzz of every fuzz target (make fuzz), the end-to-end run.
 	go test $(GO_TEST_FLAGS) ./...
-	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
-	$(MAKE) fuzz-language FUZZTIME=$(TEST_FUZZTIME)
+	$(MAKE) fuzz FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) test-e2e
 
 .PHONY: check-rules
@@ -122,9 +121,36 @@ demo: e2e-tools redis ## Start the whole system locally, run a few hundred Deliv
 test-e2e: e2e-tools redis ## The whole system on a local cluster (the last step of `make test`): chart-installed operator (2 replicas), workers as real processes, 200 Deliveries.
 	go test -tags e2e -count=1 -timeout 30m -v ./hack/e2e
 
-# TEST_FUZZTIME is how long `make test` fuzzes each webhook target and the matcher.
-TEST_FUZZTIME ?= 10s
+# TEST_FUZZTIME is how long `make test` fuzzes each fuzz target (make fuzz).
+TEST_FUZZTIME ?= 5s
 FUZZTIME ?= 5m
+
+.PHONY: fuzz
+fuzz: check-fuzz-targets fuzz-callbacks fuzz-language fuzz-parsers ## Fuzz everything that parses outside input: the webhooks, the answer matcher and the parsers (fuzz-parsers), FUZZTIME each (default 5m).
+
+.PHONY: check-fuzz-targets
+check-fuzz-targets: ## Fail when a fuzz target of the tree is not run by make fuzz.
+	@hack/check-fuzz-targets.sh
+
+# PARSER_FUZZ_TARGETS are the fuzz targets of fuzz-parsers, as package:Target
+# (set it to run some of them).
+PARSER_FUZZ_TARGETS = \
+	./internal/campaignfile:FuzzParse \
+	./internal/outcome:FuzzConsume \
+	./internal/callurls:FuzzParse \
+	./internal/callurls:FuzzRoundTrip \
+	./internal/phone:FuzzValidate \
+	./internal/phone:FuzzMask \
+	./internal/phone:FuzzScrub \
+	./internal/script:FuzzRender \
+	./internal/schedule:FuzzPlan \
+	./workers/relay:FuzzSMSText
+.PHONY: fuzz-parsers
+fuzz-parsers: $(FERRETDB) redis ## Fuzz the parsers of outside input (campaign file, outcome events, callback URLs, phone numbers, greetings, schedules, the agent's SMS), FUZZTIME each (default 5m).
+	@set -e; for t in $(PARSER_FUZZ_TARGETS); do \
+		echo "go test $${t%%:*} -run '^$$' -fuzz '^$${t##*:}$$' -fuzztime $(FUZZTIME)"; \
+		go test $${t%%:*} -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME); \
+	done
 .PHONY: fuzz-callbacks
 fuzz-callbacks: $(FERRETDB) redis ## Fuzz the Twilio webhook parsing, state transitions and handler, FUZZTIME each (default 5m).
 	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzWebhookForms$$' -fuzztime $(FUZZTIME)

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"path"
 	"strings"
 
@@ -345,9 +347,15 @@ func ParseOpsPeers(s string) ([]netv1.NetworkPolicyPeer, error) {
 		return nil, fmt.Errorf("a JSON list of NetworkPolicy peers, like "+
 			`[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}},"podSelector":{"matchLabels":{"app.kubernetes.io/name":"prometheus"}}}]: %w`, err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("a JSON list of NetworkPolicy peers, and nothing after it")
+	}
 	for i, p := range peers {
 		if p.PodSelector == nil && p.NamespaceSelector == nil && p.IPBlock == nil {
 			return nil, fmt.Errorf("peer %d names no podSelector, namespaceSelector or ipBlock", i)
+		}
+		if err := checkIPBlock(p); err != nil {
+			return nil, fmt.Errorf("peer %d: %w", i, err)
 		}
 		for _, sel := range []*metav1.LabelSelector{p.PodSelector, p.NamespaceSelector} {
 			if sel == nil {
@@ -359,6 +367,35 @@ func ParseOpsPeers(s string) ([]netv1.NetworkPolicyPeer, error) {
 		}
 	}
 	return peers, nil
+}
+
+// checkIPBlock applies the apiserver's rules for a peer's ipBlock, so that a
+// bad --worker-ops-peers stops the operator at start rather than failing
+// every worker NetworkPolicy: cidr is a CIDR, each except a CIDR strictly
+// inside it, and no selector beside it.
+func checkIPBlock(p netv1.NetworkPolicyPeer) error {
+	b := p.IPBlock
+	if b == nil {
+		return nil
+	}
+	if p.PodSelector != nil || p.NamespaceSelector != nil {
+		return fmt.Errorf("ipBlock goes alone: a peer with it has no podSelector or namespaceSelector")
+	}
+	_, cidr, err := net.ParseCIDR(b.CIDR)
+	if err != nil {
+		return fmt.Errorf("ipBlock.cidr %q is not a CIDR such as 10.0.0.0/8", b.CIDR)
+	}
+	size, _ := cidr.Mask.Size()
+	for _, e := range b.Except {
+		_, ex, err := net.ParseCIDR(e)
+		if err != nil {
+			return fmt.Errorf("ipBlock.except %q is not a CIDR such as 10.1.0.0/16", e)
+		}
+		if exSize, _ := ex.Mask.Size(); !cidr.Contains(ex.IP) || exSize <= size || len(ex.IP) != len(cidr.IP) {
+			return fmt.Errorf("ipBlock.except %q must lie strictly inside ipBlock.cidr %s", e, b.CIDR)
+		}
+	}
+	return nil
 }
 
 func peerApply(p netv1.NetworkPolicyPeer) *netv1ac.NetworkPolicyPeerApplyConfiguration {

@@ -48,7 +48,15 @@ func TestWorkerOpsPeersFromFlag(t *testing.T) {
 	}
 
 	for _, bad := range []string{`{}`, `[{}]`, `[{"podSelector":{"matchLabels":{"a":"b"}},"extra":1}]`,
-		`[{"podSelector":{"matchExpressions":[{"key":"a","operator":"Sometimes"}]}}]`} {
+		`[{"podSelector":{"matchExpressions":[{"key":"a","operator":"Sometimes"}]}}]`,
+		// ipBlock as the apiserver checks it: else every worker
+		// NetworkPolicy would fail, instead of the operator's start.
+		`[{"ipBlock":{"cidr":"not-a-cidr"}}]`, `[{"ipBlock":{"cidr":"10.0.0.1"}}]`,
+		`[{"ipBlock":{"cidr":"10.0.0.0/8","except":["11.0.0.0/16"]}}]`,
+		`[{"ipBlock":{"cidr":"10.0.0.0/8","except":["10.0.0.0/8"]}}]`,
+		`[{"ipBlock":{"cidr":"10.0.0.0/8","except":["fd00::/64"]}}]`,
+		`[{"ipBlock":{"cidr":"10.0.0.0/8"},"podSelector":{}}]`,
+		`[{"podSelector":{}}] [{"ipBlock":{}}]`} {
 		if _, err := controllers.ParseOpsPeers(bad); err == nil {
 			t.Errorf("ParseOpsPeers(%s) accepted it", bad)
 		}

@@ -245,7 +245,7 @@ type ScriptLanguage struct {
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1000
-	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*[^./[:space:]-]') && !self.matches('[{][{][^}]*[|(]')",message="greeting may only hold text and field references such as {{.Name}}, {{.Company}}, {{.Date}}, {{.WindowStart}} and {{.WindowEnd}}; range, with, if, template, define, block, functions and pipelines are not allowed"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*[^./[:space:]-]') && !self.matches('[{][{]-?[[:space:]]*[.][^}]*[|(]')",message="greeting may only hold text and field references such as {{.Name}}, {{.Company}}, {{.Date}}, {{.WindowStart}} and {{.WindowEnd}}; range, with, if, template, define, block, functions and pipelines are not allowed"
 	Greeting string `json:"greeting,omitempty"`
 	// prompts overrides this language's prompts.
 	// +optional
@@ -282,7 +282,7 @@ type CallScript struct {
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1000
-	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*[^./[:space:]-]') && !self.matches('[{][{][^}]*[|(]')",message="greeting may only hold text and field references such as {{.Name}}, {{.Company}}, {{.Date}}, {{.WindowStart}} and {{.WindowEnd}}; range, with, if, template, define, block, functions and pipelines are not allowed"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*[^./[:space:]-]') && !self.matches('[{][{]-?[[:space:]]*[.][^}]*[|(]')",message="greeting may only hold text and field references such as {{.Name}}, {{.Company}}, {{.Date}}, {{.WindowStart}} and {{.WindowEnd}}; range, with, if, template, define, block, functions and pipelines are not allowed"
 	Greeting string `json:"greeting,omitempty"`
 	// prompts overrides the wording of the campaign's default language;
 	// other languages' prompts are in languages.

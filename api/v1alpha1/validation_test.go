@@ -524,6 +524,9 @@ func TestPlainGreetingsAreAccepted(t *testing.T) {
 	for i, g := range []string{
 		"Hi {{ .Name }}, {{- .Company -}} (we call about your parcel) | {{.Date}} {{/* note */}}",
 		"Hello {{.Name}}, this is {{.Company}}.",
+		// A comment may hold a pipe or a parenthesis (found by the script
+		// package's FuzzRender).
+		"{{/* (a|b) */}}{{.Name}}",
 	} {
 		u := object(t, goodCampaign, ns, fmt.Sprintf("greeting-%d", i))
 		set("spec.script.greeting", g)(u)

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/delauto/delauto/internal/phone"
 )
 
 // The webhook paths, under the campaign's callback base URL.
@@ -36,15 +38,28 @@ var attemptRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 // ValidAttemptID reports whether id has the form of an attempt id.
 func ValidAttemptID(id string) bool { return attemptRE.MatchString(id) }
 
+// CheckBase checks a callback base URL (a campaign's twilio.callbackURL, a
+// worker's --callback-url or --public-url) and parses it: an absolute
+// http(s) URL with a host and no query or fragment, since the webhook paths
+// and the attempt reference are appended to it.
+func CheckBase(base string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" || strings.ContainsAny(base, "?#") {
+		return nil, fmt.Errorf("callback URL %q must be an absolute http(s) URL without query or fragment", base)
+	}
+	return u, nil
+}
+
 // For builds the URL of path for an attempt and fence under base (the
-// campaign's public callback URL, with or without a trailing slash).
+// campaign's public callback URL, with or without a trailing slash; see
+// CheckBase).
 func For(base, path, attemptID string, fence int64) (string, error) {
+	if _, err := CheckBase(base); err != nil {
+		return "", err
+	}
 	u, err := url.Parse(strings.TrimRight(base, "/") + path)
 	if err != nil {
 		return "", fmt.Errorf("callback URL %q: %w", base, err)
-	}
-	if u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
-		return "", fmt.Errorf("callback URL %q must be an absolute http(s) URL", base)
 	}
 	q := u.Query()
 	q.Set(ParamAttempt, attemptID)
@@ -62,22 +77,26 @@ type Ref struct {
 // ErrMalformed is returned for a missing or malformed attempt id or fence.
 var ErrMalformed = errors.New("malformed attempt reference")
 
-// Parse reads the attempt id and fence from a callback URL's query.
+// Parse reads the attempt id and fence from a callback URL's query. Its
+// error quotes what it refuses shortened, with any phone number masked.
 func Parse(q url.Values) (Ref, error) {
 	id := q.Get(ParamAttempt)
 	if !ValidAttemptID(id) {
-		return Ref{}, fmt.Errorf("%w: attempt id %q", ErrMalformed, truncate(id))
+		return Ref{}, fmt.Errorf("%w: attempt id %s", ErrMalformed, quote(id))
 	}
 	f, err := strconv.ParseInt(q.Get(ParamFence), 10, 64)
 	if err != nil || f < 1 {
-		return Ref{}, fmt.Errorf("%w: fence %q", ErrMalformed, truncate(q.Get(ParamFence)))
+		return Ref{}, fmt.Errorf("%w: fence %s", ErrMalformed, quote(q.Get(ParamFence)))
 	}
 	return Ref{AttemptID: id, Fence: f}, nil
 }
 
-func truncate(s string) string {
+// quote quotes s shortened for an error text (a refused request is logged)
+// and masks the phone numbers in it, after quoting: an escape such as \x01
+// before digits would otherwise join them into a number.
+func quote(s string) string {
 	if len(s) > 64 {
-		return s[:64] + "..."
+		return phone.Scrub(strconv.Quote(s[:64]) + "...")
 	}
-	return s
+	return phone.Scrub(strconv.Quote(s))
 }

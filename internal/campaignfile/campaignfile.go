@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/periodic"
+	"github.com/delauto/delauto/internal/phone"
 )
 
 // Config is the file's content.
@@ -45,7 +46,9 @@ func parse(data []byte, path string) (*Config, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("campaign file %s: %w", path, err)
+		// The decoder quotes what it refuses (an unknown field's name),
+		// which could be a number; the error is logged.
+		return nil, fmt.Errorf("campaign file %s: %s", path, phone.Scrub(err.Error()))
 	}
 	if c.Namespace == "" || c.Name == "" {
 		return nil, fmt.Errorf("campaign file %s names no campaign (namespace and name are required)", path)

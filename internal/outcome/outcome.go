@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // StreamKey is the outcome stream. Its hash tag keeps it in one Redis
@@ -38,11 +39,39 @@ type Event struct {
 	StreamID string
 }
 
+// maxAttemptID bounds an attempt id (store.AttemptID: a UID, a dash and
+// the attempt number).
+const maxAttemptID = 64
+
+// validate checks that e names an attempt and a Delivery the apiserver
+// could hold: an event is read by the operator, which asks for that
+// Delivery, and a name no object can have would fail that request for ever.
 func (e Event) validate() error {
-	if e.AttemptID == "" || e.Namespace == "" || e.Name == "" {
-		return fmt.Errorf("outcome event needs an attempt id and the delivery's namespace and name, got %+v", e)
+	switch {
+	case e.AttemptID == "" || len(e.AttemptID) > maxAttemptID:
+		return fmt.Errorf("outcome event needs an attempt id of 1 to %d bytes, got %d", maxAttemptID, len(e.AttemptID))
+	case len(validation.IsDNS1123Label(e.Namespace)) > 0:
+		return fmt.Errorf("outcome event of attempt %.64q: the delivery's namespace %.64q is not a namespace name", e.AttemptID, e.Namespace)
+	case len(validation.IsDNS1123Subdomain(e.Name)) > 0:
+		return fmt.Errorf("outcome event of attempt %.64q: the delivery's name %.64q is not an object name", e.AttemptID, e.Name)
 	}
 	return nil
+}
+
+// values is e's stream entry.
+func (e Event) values() []string {
+	return []string{"attempt", e.AttemptID, "ns", e.Namespace, "name", e.Name, "state", e.State}
+}
+
+// decode reads an event from its stream entry; it fails for an entry that
+// does not name a valid attempt and Delivery (see validate).
+func decode(m redis.XMessage) (Event, error) {
+	e := Event{StreamID: m.ID}
+	e.AttemptID, _ = m.Values["attempt"].(string)
+	e.Namespace, _ = m.Values["ns"].(string)
+	e.Name, _ = m.Values["name"].(string)
+	e.State, _ = m.Values["state"].(string)
+	return e, e.validate()
 }
 
 // Publish appends an event to the outcome stream.
@@ -54,7 +83,7 @@ func Publish(ctx context.Context, rdb redis.UniversalClient, e Event) error {
 		Stream: StreamKey,
 		MaxLen: maxLen,
 		Approx: true,
-		Values: []string{"attempt", e.AttemptID, "ns", e.Namespace, "name", e.Name, "state", e.State},
+		Values: e.values(),
 	}).Err()
 }
 
@@ -156,12 +185,8 @@ func (c *Consumer) readOnce(ctx context.Context, start string, handle func(Event
 	for _, s := range res {
 		for _, m := range s.Messages {
 			n++
-			e := Event{StreamID: m.ID}
-			e.AttemptID, _ = m.Values["attempt"].(string)
-			e.Namespace, _ = m.Values["ns"].(string)
-			e.Name, _ = m.Values["name"].(string)
-			e.State, _ = m.Values["state"].(string)
-			if e.validate() != nil {
+			e, err := decode(m)
+			if err != nil {
 				acks = append(acks, m.ID) // malformed: nothing to do, drop it
 				continue
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,5 +96,22 @@ func TestWorksOnRedisCluster(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no event from the cluster")
+	}
+}
+
+// TestEventsNameObjectsTheApiserverCouldHold: an event whose Delivery has a
+// name no object can have (a slash, capitals, a path) is refused when
+// published and dropped when read, since the operator would ask the
+// apiserver for it on every retry for ever.
+func TestEventsNameObjectsTheApiserverCouldHold(t *testing.T) {
+	for _, e := range []Event{
+		{AttemptID: "a-1", Namespace: "../kube-system", Name: "d"},
+		{AttemptID: "a-1", Namespace: "ns", Name: "a/b"},
+		{AttemptID: "a-1", Namespace: "NS", Name: "d"},
+		{AttemptID: strings.Repeat("a", 65), Namespace: "ns", Name: "d"},
+	} {
+		if err := Publish(context.Background(), nil, e); err == nil {
+			t.Errorf("Publish(%+v) = nil, want an error", e)
+		}
 	}
 }

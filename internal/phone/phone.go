@@ -30,20 +30,24 @@ func Validate(s string) error {
 
 // Mask hides all but the country-code-ish prefix and the last two digits of a
 // number, so logs can tell numbers apart without revealing them:
-// +14155550123 becomes +141******23.
+// +14155550123 becomes +141******23. It counts characters, not bytes, so a
+// number typed in another script's digits stays valid text.
 func Mask(s string) string {
-	if len(s) <= 5 {
-		return strings.Repeat("*", len(s))
+	r := []rune(s)
+	if len(r) <= 5 {
+		return strings.Repeat("*", len(r))
 	}
 	keep := 4
 	if !strings.HasPrefix(s, "+") {
 		keep = 3
 	}
-	return s[:keep] + strings.Repeat("*", len(s)-keep-2) + s[len(s)-2:]
+	return string(r[:keep]) + strings.Repeat("*", len(r)-keep-2) + string(r[len(r)-2:])
 }
 
-// numberRE finds phone numbers in free text (error texts quote them).
-var numberRE = regexp.MustCompile(`\+?\d[\d\-. ()]{6,}\d`)
+// numberRE finds phone numbers in free text (error texts quote them): eight
+// or more characters of digits and separators, the digits of any script
+// (the number parser reads fullwidth and Arabic-Indic digits too).
+var numberRE = regexp.MustCompile(`\+?\p{Nd}[\p{Nd}\-. ()]{6,}\p{Nd}`)
 
 // Scrub masks every phone number in s (see Mask), for logs and stored
 // error texts.

@@ -38,3 +38,24 @@ func TestMask(t *testing.T) {
 		}
 	}
 }
+
+// TestMaskAndScrubOtherScriptsDigits: the number parser reads fullwidth and
+// Arabic-Indic digits, so such a number must be masked like any other, and
+// masked as characters: cutting it by bytes left invalid UTF-8 in logs, and
+// the scrubber let it through whole (found by FuzzMask and FuzzScrub).
+func TestMaskAndScrubOtherScriptsDigits(t *testing.T) {
+	for in, want := range map[string]string{
+		"+１４１５５５５０１２３": "+１４１******２３",
+		"+١٤١٥٥٥٥٠١٢٣": "+١٤١******٢٣",
+	} {
+		if got := Mask(in); got != want {
+			t.Errorf("Mask(%q) = %q, want %q", in, got, want)
+		}
+		if got := Scrub("the number " + in + " is not valid"); got != "the number "+want+" is not valid" {
+			t.Errorf("Scrub left %q", got)
+		}
+		if err := Validate(in); err == nil || strings.Contains(err.Error(), in) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate(%q) = %v, want an error quoting %q", in, err, want)
+		}
+	}
+}

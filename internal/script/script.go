@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -44,6 +46,16 @@ func NewData(name, company string, start, end time.Time, loc *time.Location) Dat
 	}
 }
 
+// admissionRule is the CRD's rule on greetings (its patterns, which CEL
+// matches as RE2, as Go does): what admission refuses is refused here too,
+// also where the template parser would take it (a {{ inside a comment),
+// so every greeting the workers render is one admission lets through.
+// FuzzRender checks that these are the CRD's patterns.
+var admissionRule = []*regexp.Regexp{
+	regexp.MustCompile(`[{][{]-?[[:space:]]*[^./[:space:]-]`),
+	regexp.MustCompile(`[{][{]-?[[:space:]]*[.][^}]*[|(]`),
+}
+
 // maxLen bounds a rendered greeting: a call's words must stay short.
 const maxLen = 2000
 
@@ -57,8 +69,13 @@ func Render(greeting string, d Data) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("greeting template does not parse: %w", err)
 	}
-	if err := fieldsOnly(t); err != nil {
+	if err := fieldsOnly(t, greeting); err != nil {
 		return "", err
+	}
+	for _, re := range admissionRule {
+		if m := re.FindString(greeting); m != "" {
+			return "", notAllowed(strconv.Quote(m))
+		}
 	}
 	w := &cappedWriter{max: maxLen}
 	if err := t.Execute(w, d); err != nil {
@@ -71,8 +88,8 @@ func Render(greeting string, d Data) (string, error) {
 }
 
 // fieldsOnly refuses every template action but a plain {{.Field}} naming
-// one of Data's fields (and comments).
-func fieldsOnly(t *template.Template) error {
+// one of Data's fields (and comments); src is the template's text.
+func fieldsOnly(t *template.Template, src string) error {
 	if len(t.Templates()) > 1 {
 		return notAllowed("define or block")
 	}
@@ -83,7 +100,7 @@ func fieldsOnly(t *template.Template) error {
 		switch n := n.(type) {
 		case *parse.TextNode, *parse.CommentNode:
 		case *parse.ActionNode:
-			if err := plainField(n); err != nil {
+			if err := plainField(n, src); err != nil {
 				return err
 			}
 		case *parse.RangeNode:
@@ -101,11 +118,23 @@ func fieldsOnly(t *template.Template) error {
 	return nil
 }
 
-// plainField accepts {{.Field}} with Field one of Data's fields.
-func plainField(a *parse.ActionNode) error {
+// plainField accepts {{.Field}} with Field one of Data's fields, written as
+// that alone (spaces and trim markers aside): the parser also takes
+// {{.Name|}}, a pipe to nothing, which admission refuses.
+func plainField(a *parse.ActionNode, src string) error {
 	p := a.Pipe
 	if p == nil || len(p.Decl) > 0 || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
 		return notAllowed(a.String())
+	}
+	if pos := int(a.Position()); pos >= 0 && pos <= len(src) {
+		raw := src[pos:]
+		if end := strings.Index(raw, "}}"); end >= 0 {
+			raw = raw[:end]
+		}
+		raw = strings.TrimRight(strings.TrimSuffix(strings.TrimRight(raw, " \t\r\n"), "-"), " \t\r\n")
+		if raw != p.Cmds[0].Args[0].String() {
+			return notAllowed("{{" + raw + "}}")
+		}
 	}
 	f, ok := p.Cmds[0].Args[0].(*parse.FieldNode)
 	if !ok || len(f.Ident) != 1 {

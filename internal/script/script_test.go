@@ -90,3 +90,20 @@ func TestOutputIsCappedWhileRendering(t *testing.T) {
 		t.Errorf("a write past the cap = %v", err)
 	}
 }
+
+// TestPipeToNothingIsRefused: the template parser takes {{.Name|}} as
+// {{.Name}}, and a comment may hold {{, but admission refuses both; the
+// workers refuse them too, so that every greeting they render is one
+// admission lets through (found by FuzzRender).
+func TestPipeToNothingIsRefused(t *testing.T) {
+	for _, g := range []string{"{{.Name|}}", "{{ .Name | }}", "{{- .Name| -}}", "{{/*{{*/}}", "{{/* {{range}} */}}"} {
+		if err := Validate(g); err == nil || !strings.Contains(err.Error(), "is not allowed") {
+			t.Errorf("Validate(%q) = %v, want a refusal", g, err)
+		}
+	}
+	for _, g := range []string{"{{.Name}}", "{{ .Name }}", "{{- .Name -}}", "{{-\t.Name\n-}}"} {
+		if err := Validate(g); err != nil {
+			t.Errorf("Validate(%q) = %v", g, err)
+		}
+	}
+}

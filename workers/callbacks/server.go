@@ -232,9 +232,9 @@ func New(cfg Config) (*Server, error) {
 }
 
 func parseBase(raw string) (*baseURL, error) {
-	u, err := url.Parse(strings.TrimRight(raw, "/"))
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("public URL %q must be an absolute http(s) URL without query", raw)
+	u, err := callurls.CheckBase(raw)
+	if err != nil {
+		return nil, err
 	}
 	return &baseURL{raw: strings.TrimRight(raw, "/"), scheme: u.Scheme, path: strings.TrimRight(u.EscapedPath(), "/")}, nil
 }

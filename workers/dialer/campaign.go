@@ -3,11 +3,11 @@ package dialer
 import (
 	"fmt"
 	"hash/fnv"
-	"net/url"
 	"strings"
 	"time"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/internal/schedule"
@@ -95,11 +95,8 @@ func CheckCallbackURL(s string) error {
 	if s == "" {
 		return fmt.Errorf("no callback URL (the campaign's twilio.callbackURL, or the worker's --callback-url)")
 	}
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("callback URL %q must be an absolute http(s) URL without query or fragment", s)
-	}
-	return nil
+	_, err := callurls.CheckBase(s)
+	return err
 }
 
 // seconds is d in whole seconds, at least one.
