@@ -102,11 +102,12 @@ verify-generated: manifests generate ## Fail when committed generated files are 
 	@hack/verify-generated.sh
 
 .PHONY: test
-test: e2e-tools lint verify-generated check-rules ## The full check: tools (the local cluster's too), lint, generated files current, alert rules, every test, a short fuzz of the webhooks and the answer matcher, the end-to-end run.
+test: e2e-tools lint verify-generated check-rules ## The full check: tools (the local cluster's too), lint, generated files current, alert rules, every test, a short fuzz of the webhooks and the answer matcher, the end-to-end run, the chaos run's CI profile.
 	go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz-callbacks FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) fuzz-language FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) test-e2e
+	$(MAKE) test-chaos
 
 .PHONY: check-rules
 check-rules: $(PROM_BINS) ## promtool check and unit-test the chart's alert rules.
@@ -121,6 +122,16 @@ demo: e2e-tools redis ## Start the whole system locally, run a few hundred Deliv
 .PHONY: test-e2e
 test-e2e: e2e-tools redis ## The whole system on a local cluster (the last step of `make test`): chart-installed operator (2 replicas), workers as real processes, 200 Deliveries.
 	go test -tags e2e -count=1 -timeout 30m -v ./hack/e2e
+
+# CHAOS_PROFILE (default or ci), CHAOS_SEED, CHAOS_DELIVERIES and
+# CHAOS_DURATION are read by hack/chaos; CHAOS_FLAGS are passed as they are.
+.PHONY: chaos
+chaos: e2e-tools redis ## The whole system under faults on a seeded schedule: 5,000 Deliveries over 10 min (CHAOS_SEED=n replays a run; CHAOS_PROFILE=ci is make test's short run).
+	go run ./hack/chaos $(CHAOS_FLAGS)
+
+.PHONY: test-chaos
+test-chaos: e2e-tools redis ## The chaos run's CI profile (500 Deliveries over 2 min; the last step of `make test`).
+	go run ./hack/chaos -profile ci $(CHAOS_FLAGS)
 
 # TEST_FUZZTIME is how long `make test` fuzzes each webhook target and the matcher.
 TEST_FUZZTIME ?= 10s
