@@ -304,6 +304,10 @@ func (s *state) check(ctx context.Context) *report {
 		}
 	}
 
+	if s.panics > 0 {
+		r.add("the run itself did not panic", []string{fmt.Sprintf("%d of its goroutines panicked (chaos.log)", s.panics)})
+	}
+
 	// The figures.
 	byKind := map[string]int{}
 	for _, e := range s.events {

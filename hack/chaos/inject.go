@@ -17,6 +17,7 @@ import (
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/localcluster"
+	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/twiliosim"
 )
 
@@ -28,10 +29,8 @@ const leaseName = "operator.delauto.io"
 
 // inject waits for f's time and injects it.
 func (s *state) inject(ctx context.Context, f fault) {
-	select {
-	case <-ctx.Done():
+	if !periodic.Sleep(ctx, time.Until(s.t0.Add(f.At))) {
 		return
-	case <-time.After(time.Until(s.t0.Add(f.At))):
 	}
 	switch f.Kind {
 	case kindWorkerKill:
@@ -53,10 +52,7 @@ func (s *state) inject(ctx context.Context, f fault) {
 		m := s.sys.Services.Mongo
 		s.record(f.Kind, "PostgreSQL stopped (fast shutdown)")
 		m.StopPostgres()
-		select {
-		case <-ctx.Done():
-		case <-time.After(postgresOutage):
-		}
+		periodic.Sleep(ctx, postgresOutage)
 		if err := m.StartPostgres(); err != nil {
 			s.logf("PostgreSQL did not start again: %v", err)
 			return
@@ -216,10 +212,7 @@ func (s *state) simWindow(ctx context.Context, kind string) {
 	}
 	apply(1)
 	s.record(kind, fmt.Sprintf("for %s", simWindow))
-	select {
-	case <-ctx.Done():
-	case <-time.After(simWindow):
-	}
+	periodic.Sleep(ctx, simWindow)
 	apply(-1)
 }
 
@@ -250,6 +243,7 @@ func (s *state) changeDue(ctx context.Context, kind string) {
 		i := s.intn(len(due))
 		d := due[i]
 		due = append(due[:i], due[i+1:]...)
+		was := fmt.Sprintf("%s/%s (phase %s, call due %s)", d.Namespace, d.Name, d.Status.Phase, d.Status.NextCallTime.Format("15:04:05"))
 		var err error
 		switch kind {
 		case kindDelete:
@@ -275,7 +269,7 @@ func (s *state) changeDue(ctx context.Context, kind string) {
 		}
 		s.mu.Unlock()
 		changed++
-		s.record(kind, fmt.Sprintf("%s/%s (phase %s, call due %s)", d.Namespace, d.Name, d.Status.Phase, d.Status.NextCallTime.Format("15:04:05")))
+		s.record(kind, was)
 	}
 	if changed == 0 {
 		s.record(kind, "no Delivery due")
@@ -318,52 +312,52 @@ func (s *state) forge(ctx context.Context) {
 		proxies[localcluster.CampaignHost(c.ns, c.name)] = p
 	}
 	hc := &http.Client{Timeout: 10 * time.Second}
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for n := 0; ; n++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		target, ok := s.forgeTarget()
-		if !ok {
-			continue
-		}
-		u, err := url.Parse(target.Form.Get("StatusCallback"))
-		if err != nil || proxies[u.Host] == "" {
-			continue
-		}
-		params := url.Values{"AccountSid": {s.sys.Sim.AccountSID()}, "CallSid": {target.CallSid}}
-		if n%2 == 0 {
-			u.Path = callurls.GatherPath
-			params.Set("Digits", "9")
-		} else {
-			params.Set("CallStatus", "busy")
-			params.Set("SequenceNumber", "99")
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, proxies[u.Host]+u.Path+"?"+u.RawQuery, strings.NewReader(params.Encode()))
-		req.Host = u.Host
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if n%3 != 0 {
-			req.Header.Set("X-Twilio-Signature", twiliosim.Sign("not-the-auth-token-of-this-account", u.String(), params))
-		}
-		resp, err := hc.Do(req)
-		s.mu.Lock()
-		s.forged.sent++
-		if s.forged.byStatus == nil {
-			s.forged.byStatus = map[int]int{}
-		}
-		if err != nil {
-			s.forged.errors++
-		} else {
-			s.forged.byStatus[resp.StatusCode]++
-			resp.Body.Close()
-		}
-		for _, t := range s.byNumber[target.To] {
-			t.forged = true
-		}
-		s.mu.Unlock()
+	n := 0
+	periodic.Every(ctx, 500*time.Millisecond, func(ctx context.Context) {
+		n++
+		s.forgeOne(ctx, hc, proxies, n)
+	})
+}
+
+// forgeOne sends the n-th forged webhook.
+func (s *state) forgeOne(ctx context.Context, hc *http.Client, proxies map[string]string, n int) {
+	target, ok := s.forgeTarget()
+	if !ok {
+		return
+	}
+	u, err := url.Parse(target.Form.Get("StatusCallback"))
+	if err != nil || proxies[u.Host] == "" {
+		return
+	}
+	params := url.Values{"AccountSid": {s.sys.Sim.AccountSID()}, "CallSid": {target.CallSid}}
+	if n%2 == 0 {
+		u.Path = callurls.GatherPath
+		params.Set("Digits", "9")
+	} else {
+		params.Set("CallStatus", "busy")
+		params.Set("SequenceNumber", "99")
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, proxies[u.Host]+u.Path+"?"+u.RawQuery, strings.NewReader(params.Encode()))
+	req.Host = u.Host
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if n%3 != 0 {
+		req.Header.Set("X-Twilio-Signature", twiliosim.Sign("not-the-auth-token-of-this-account", u.String(), params))
+	}
+	resp, err := hc.Do(req)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forged.sent++
+	if s.forged.byStatus == nil {
+		s.forged.byStatus = map[int]int{}
+	}
+	if err != nil {
+		s.forged.errors++
+	} else {
+		s.forged.byStatus[resp.StatusCode]++
+		resp.Body.Close()
+	}
+	for _, t := range s.byNumber[target.To] {
+		t.forged = true
 	}
 }
 
@@ -385,14 +379,7 @@ func (s *state) forgeTarget() (twiliosim.CreateRecord, bool) {
 // Deliveries.
 func (s *state) reuseOptedOut(ctx context.Context) {
 	limit := max(2, s.cfg.deliveries/50)
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	periodic.Every(ctx, 5*time.Second, func(ctx context.Context) {
 		for _, c := range s.sys.Sim.Calls() {
 			s.mu.Lock()
 			n, done := len(s.reused), !s.reused[c.To].IsZero()
@@ -415,7 +402,7 @@ func (s *state) reuseOptedOut(ctx context.Context) {
 			}
 			s.logf("opted-out number of %s/%s has a new Delivery %s", o.ns, o.name, t.name)
 		}
-	}
+	})
 }
 
 func contains(list []string, s string) bool {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/localcluster"
+	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/twiliosim"
 )
 
@@ -67,6 +69,7 @@ type state struct {
 	kills    []kill
 	forged   forgeStats
 	reused   map[string]time.Time // opted-out number -> when its call ended
+	panics   int                  // of the run's own goroutines (goSafe)
 }
 
 // event is one fault injected.
@@ -163,18 +166,15 @@ func run(ctx context.Context, cfg config) (ok bool, err error) {
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); s.stream(runCtx) }()
+	s.goSafe(&wg, "the stream", func() { s.stream(runCtx) })
 	for _, f := range faults {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.inject(runCtx, f) }()
+		s.goSafe(&wg, f.Kind, func() { s.inject(runCtx, f) })
 	}
 	var bg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(runCtx)
-	bg.Add(3)
-	go func() { defer bg.Done(); s.forge(bgCtx) }()
-	go func() { defer bg.Done(); s.reuseOptedOut(bgCtx) }()
-	go func() { defer bg.Done(); s.progress(bgCtx) }()
+	s.goSafe(&bg, "the forger", func() { s.forge(bgCtx) })
+	s.goSafe(&bg, "the opt-out reuse", func() { s.reuseOptedOut(bgCtx) })
+	s.goSafe(&bg, "the progress line", func() { s.progress(bgCtx) })
 	wg.Wait()
 	if ctx.Err() != nil {
 		stopBG()
@@ -195,6 +195,25 @@ func run(ctx context.Context, cfg config) (ok bool, err error) {
 	return r.ok(), nil
 }
 
+// goSafe runs fn in a goroutine counted by wg. A panic there is logged and
+// fails the run instead of ending the process before it stopped the
+// cluster and the services.
+func (s *state) goSafe(wg *sync.WaitGroup, what string, fn func()) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				s.logf("panic in %s: %v\n%s", what, r, debug.Stack())
+				s.mu.Lock()
+				s.panics++
+				s.mu.Unlock()
+			}
+		}()
+		fn()
+	}()
+}
+
 // baseFaults are in force all along: callbacks duplicated, reordered and
 // delayed by a minute.
 var baseFaults = twiliosim.Faults{DuplicateCallback: 0.03, OutOfOrderCallback: 0.03, LateCallback: 0.02, LateCallbackDelay: time.Minute}
@@ -203,12 +222,8 @@ var baseFaults = twiliosim.Faults{DuplicateCallback: 0.03, OutOfOrderCallback: 0
 func (s *state) stream(ctx context.Context) {
 	every := s.cfg.length / time.Duration(s.cfg.deliveries)
 	for i := range s.cfg.deliveries {
-		if d := time.Until(s.t0.Add(time.Duration(i) * every)); d > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(d):
-			}
+		if !periodic.Sleep(ctx, time.Until(s.t0.Add(time.Duration(i)*every))) {
+			return
 		}
 		c := campaigns[i%len(campaigns)]
 		t := &tracked{ns: c.ns, campaign: c.name, name: fmt.Sprintf("parcel-%05d", i),
@@ -255,17 +270,10 @@ func (s *state) create(ctx context.Context, t *tracked, agent string) error {
 
 // progress prints a line every 15 s: Deliveries by phase, calls.
 func (s *state) progress(ctx context.Context) {
-	tick := time.NewTicker(15 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	periodic.Every(ctx, 15*time.Second, func(ctx context.Context) {
 		var list v1.DeliveryList
 		if err := s.sys.Client.List(ctx, &list); err != nil {
-			continue
+			return
 		}
 		phases := map[v1.DeliveryPhase]int{}
 		for _, d := range list.Items {
@@ -274,5 +282,5 @@ func (s *state) progress(ctx context.Context) {
 		st := s.sys.Sim.Stats()
 		fmt.Printf("   +%-5s %d Deliveries %v; %d calls, %d create requests, %d callbacks\n", time.Since(s.t0).Round(time.Second),
 			len(list.Items), phases, st.CallsCreated, st.CreateRequests, st.Callbacks)
-	}
+	})
 }
