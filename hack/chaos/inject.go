@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -23,9 +26,6 @@ import (
 
 // operatorNamespace is where the chart installs the operator.
 const operatorNamespace = "delauto-system"
-
-// leaseName is the operator's leader election Lease.
-const leaseName = "operator.delauto.io"
 
 // inject waits for f's time and injects it.
 func (s *state) inject(ctx context.Context, f fault) {
@@ -126,20 +126,43 @@ func (s *state) killWorker() {
 	s.record(kindWorkerKill, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, mid))
 }
 
-// leader is the operator pod holding the leader election Lease.
-func (s *state) leader(ctx context.Context) string {
-	l, err := s.sys.Cluster.Client.CoordinationV1().Leases(operatorNamespace).Get(ctx, leaseName, metav1.GetOptions{})
-	if err != nil || l.Spec.HolderIdentity == nil {
-		return ""
+// leaderState reads an operator pod's log: when its process last started
+// (the pod runner's "--- <time> start" line) and whether it acquired the
+// leader election Lease since. The Lease's holder does not say which pod
+// leads here: its identity is the machine's host name (every local pod
+// shares it) with a random suffix.
+func leaderState(log []byte) (started time.Time, leads bool) {
+	i := bytes.LastIndex(log, []byte("--- "))
+	if i < 0 {
+		return time.Time{}, false
 	}
-	pod, _, _ := strings.Cut(*l.Spec.HolderIdentity, "_")
-	return pod
+	rest := log[i+4:]
+	if sp := bytes.IndexByte(rest, ' '); sp > 0 {
+		started, _ = time.Parse(time.RFC3339Nano, string(rest[:sp]))
+	}
+	return started, bytes.Contains(rest, []byte(`"Successfully acquired lease"`))
 }
 
-// killLeader SIGKILLs the leading operator and measures how long until
-// another replica leads.
+// leader is the operator pod that acquired the Lease in its current
+// process, "" when none has; started is when that process started.
+func (s *state) leader() (pod string, started time.Time) {
+	logs, _ := filepath.Glob(filepath.Join(s.cfg.dir, "pods", "logs", operatorNamespace+"_*.log"))
+	for _, l := range logs {
+		data, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		if st, leads := leaderState(data); leads {
+			return strings.TrimSuffix(strings.TrimPrefix(filepath.Base(l), operatorNamespace+"_"), ".log"), st
+		}
+	}
+	return "", time.Time{}
+}
+
+// killLeader SIGKILLs the leading operator and measures how long until a
+// replica leads again (the other, or the killed one restarted).
 func (s *state) killLeader(ctx context.Context) {
-	old := s.leader(ctx)
+	old, _ := s.leader()
 	if old == "" {
 		s.record(kindOperatorKill, "no leader found")
 		return
@@ -152,7 +175,7 @@ func (s *state) killLeader(ctx context.Context) {
 	s.record(kindOperatorKill, operatorNamespace+"/"+old)
 	k := kill{At: at, Operator: true, Failover: -1}
 	for deadline := at.Add(3 * time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(200 * time.Millisecond) {
-		if now := s.leader(ctx); now != "" && now != old {
+		if now, started := s.leader(); now != "" && (now != old || started.After(at)) {
 			k.Failover = time.Since(at)
 			s.logf("operator %s leads %s after the kill", now, k.Failover.Round(100*time.Millisecond))
 			break
@@ -230,7 +253,7 @@ func (s *state) changeDue(ctx context.Context, kind string) {
 	for i := range list.Items {
 		d := &list.Items[i]
 		t := s.byName[d.Namespace+"/"+d.Name]
-		if t == nil || t.change != "" || t.zone == s.zones.closed || d.Status.Phase.Finished() || d.Status.NextCallTime == nil {
+		if t == nil || t.change != "" || t.zone == s.zones.closed || d.Status.Phase != v1.DeliveryScheduled || d.Status.NextCallTime == nil {
 			continue
 		}
 		if next := d.Status.NextCallTime.Time; next.After(now.Add(-time.Minute)) && next.Before(now.Add(15*time.Second)) {

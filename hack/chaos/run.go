@@ -218,9 +218,14 @@ func (s *state) goSafe(wg *sync.WaitGroup, what string, fn func()) {
 // delayed by a minute.
 var baseFaults = twiliosim.Faults{DuplicateCallback: 0.03, OutOfOrderCallback: 0.03, LateCallback: 0.02, LateCallbackDelay: time.Minute}
 
-// stream creates the Deliveries evenly over the run's length.
+// stream creates the Deliveries evenly over the run's length, up to 16
+// creates at once (an apiserver slowed by the load does not slow the
+// stream).
 func (s *state) stream(ctx context.Context) {
 	every := s.cfg.length / time.Duration(s.cfg.deliveries)
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for i := range s.cfg.deliveries {
 		if !periodic.Sleep(ctx, time.Until(s.t0.Add(time.Duration(i)*every))) {
 			return
@@ -229,9 +234,15 @@ func (s *state) stream(ctx context.Context) {
 		t := &tracked{ns: c.ns, campaign: c.name, name: fmt.Sprintf("parcel-%05d", i),
 			number: fmt.Sprintf("%s%04d", recipPrefix, i%10000), region: regions[(i/len(campaigns))%len(regions)]}
 		s.zones.assign(t, i)
-		if err := s.create(ctx, t, fmt.Sprintf("%s%04d", agentPrefix, i%10000)); err != nil {
-			s.logf("create %s/%s: %v", t.ns, t.name, err)
-		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := s.create(ctx, t, fmt.Sprintf("%s%04d", agentPrefix, i%10000)); err != nil {
+				s.logf("create %s/%s: %v", t.ns, t.name, err)
+			}
+		}()
 	}
 }
 

@@ -85,8 +85,9 @@ func clock(d time.Duration) string {
 	return fmt.Sprintf("%02d:%02d", int(d.Hours()), int(d.Minutes())%60)
 }
 
-// CampaignTotals compares the campaign's status totals with the phases of
-// its namespace's Deliveries (all of them are the campaign's).
+// CampaignTotals compares the campaign's status totals, phase by phase,
+// with the phases of its namespace's Deliveries (all of them are the
+// campaign's).
 func CampaignTotals(ctx context.Context, c client.Client, namespace, name string) error {
 	var cc v1.CallCampaign
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cc); err != nil {
@@ -98,19 +99,22 @@ func CampaignTotals(ctx context.Context, c client.Client, namespace, name string
 	}
 	count := map[v1.DeliveryPhase]int32{}
 	for _, d := range dl.Items {
-		if d.DeletionTimestamp == nil {
-			count[d.Status.Phase]++
-		}
+		count[d.Status.Phase]++
 	}
 	tot := cc.Status.Totals
-	got := map[v1.DeliveryPhase]int32{v1.DeliveryConfirmed: tot.Confirmed, v1.DeliveryRescheduleRequested: tot.RescheduleRequested,
-		v1.DeliveryInstructionsRecorded: tot.InstructionsRecorded, v1.DeliveryOptedOut: tot.OptedOut, v1.DeliveryUnreachable: tot.Unreachable,
-		v1.DeliveryCancelled: tot.Cancelled, v1.DeliveryFailed: tot.Failed}
+	got := []struct {
+		p v1.DeliveryPhase
+		n int32
+	}{
+		{v1.DeliveryPending, tot.Pending}, {v1.DeliveryScheduled, tot.Scheduled}, {v1.DeliveryCalling, tot.Calling},
+		{v1.DeliveryConfirmed, tot.Confirmed}, {v1.DeliveryRescheduleRequested, tot.RescheduleRequested},
+		{v1.DeliveryInstructionsRecorded, tot.InstructionsRecorded}, {v1.DeliveryOptedOut, tot.OptedOut},
+		{v1.DeliveryUnreachable, tot.Unreachable}, {v1.DeliveryCancelled, tot.Cancelled}, {v1.DeliveryFailed, tot.Failed},
+	}
 	var bad []string
-	for _, p := range []v1.DeliveryPhase{v1.DeliveryConfirmed, v1.DeliveryRescheduleRequested, v1.DeliveryInstructionsRecorded,
-		v1.DeliveryOptedOut, v1.DeliveryUnreachable, v1.DeliveryCancelled, v1.DeliveryFailed} {
-		if count[p] != got[p] {
-			bad = append(bad, fmt.Sprintf("%d %s (the Deliveries: %d)", got[p], p, count[p]))
+	for _, g := range got {
+		if count[g.p] != g.n {
+			bad = append(bad, fmt.Sprintf("%d %s (the Deliveries: %d)", g.n, g.p, count[g.p]))
 		}
 	}
 	if len(bad) > 0 {
