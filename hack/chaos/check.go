@@ -357,7 +357,7 @@ func (s *state) check(ctx context.Context) *report {
 	r.stat("calls", "%d placed, %d create requests, %d of them retries (attempt 2+); Delivery attempts beyond the first %d", calls, simStats.CreateRequests, retryCalls, retries)
 	r.stat("ambiguous dials", "%d (the call created, the response lost), %d resolved to their call", ambiguous, resolved)
 	r.stat("changed while due", "%d calls under way at the change (claimed before it) went ahead", inFlight)
-	r.stat("forged webhooks", "%d sent, answered %v, %d not delivered (connection errors)", s.forged.sent, s.forged.byStatus, s.forged.errors)
+	r.stat("forged webhooks", "%d sent, answered %v, %d not delivered (no worker of the Service reachable)", s.forged.sent, s.forged.byStatus, s.forged.errors)
 	r.stat("recovery after a worker SIGKILL", "%s (kill -> first call from its queue, n=%d)", pcts(r.recovery), len(r.recovery))
 	r.stat("operator failover after SIGKILL", "%s (kill -> another replica leads, n=%d)", pcts(r.failover), len(r.failover))
 	return r

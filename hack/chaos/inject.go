@@ -375,6 +375,9 @@ func (s *state) forgeOne(ctx context.Context, hc *http.Client, proxies map[strin
 	}
 	if err != nil {
 		s.forged.errors++
+	} else if resp.Header.Get(localcluster.ProxyErrorHeader) != "" {
+		s.forged.errors++
+		resp.Body.Close()
 	} else {
 		s.forged.byStatus[resp.StatusCode]++
 		resp.Body.Close()

@@ -544,6 +544,10 @@ func (s clusterSource) Token(ctx context.Context, pod *corev1.Pod, audience stri
 	return out.Status.Token, nil
 }
 
+// ProxyErrorHeader marks a ServiceProxy answer that did not come from a
+// pod: 502 when no pod behind the Service could be reached.
+const ProxyErrorHeader = "X-Local-Service-Proxy"
+
 // ServiceProxy serves plain HTTP on a loopback port and forwards each
 // request to a running pod behind the Service at host ("<service>.<namespace>.svc")
 // and port: how the simulator's webhooks reach a campaign's callback
@@ -558,6 +562,10 @@ func (r *Runner) ServiceProxy(ctx context.Context, host string, port int) (strin
 	rp.Transport = &http.Transport{
 		DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return r.DialService(ctx, host, port) },
 		IdleConnTimeout: 10 * time.Second,
+	}
+	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, err error) {
+		w.Header().Set(ProxyErrorHeader, "unreachable")
+		http.Error(w, err.Error(), http.StatusBadGateway)
 	}
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
