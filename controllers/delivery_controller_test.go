@@ -720,3 +720,34 @@ func TestQueuedAttemptOfARemovedShardMovesToACurrentShard(t *testing.T) {
 		return nil
 	})
 }
+
+// A Delivery whose status write was lost (the leader died between planning
+// attempt 1 and writing Scheduled, and the new leader sees an empty phase)
+// while attempt 1 ended without an answer must still get attempt 2. The
+// reconcile that follows such a call must leave the "never planned" state,
+// or every later reconcile takes it for a new Delivery again.
+func TestDeliveryWithLostStatusIsPlannedAfterItsFirstCallEnds(t *testing.T) {
+	o := startOperator(t)
+	o.campaign(t)
+	d := o.delivery(t, "lost-status")
+	d = o.waitPhase(t, "lost-status", v1.DeliveryScheduled)
+
+	// The Scheduled write never happened, as far as the apiserver knows.
+	d.Status = v1.DeliveryStatus{}
+	if err := env.Kube.Client.Status().Update(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	o.call(t, o.get(t, "lost-status"), "no-answer", "")
+
+	eventually(t, 30*time.Second, "attempt 2 planned after the unanswered first call", func() error {
+		d = o.get(t, "lost-status")
+		as := o.attempts(t, d)
+		if len(as) != 2 || d.Status.Phase != v1.DeliveryScheduled || d.Status.Attempts != 1 {
+			return fmt.Errorf("phase %q, %d calls made, %d attempts", d.Status.Phase, d.Status.Attempts, len(as))
+		}
+		if _, ok := o.queued(t, d, as[1].ID); !ok {
+			return fmt.Errorf("attempt 2 is not queued in Redis")
+		}
+		return nil
+	})
+}

@@ -433,7 +433,19 @@ func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) err
 		if err := r.followAttempt(ctx, s); err != nil {
 			return err
 		}
-		if !d.Status.Phase.Finished() && (s.requeue == 0 || s.requeue > staleRecheck) {
+		if d.Status.Phase.Finished() {
+			return nil
+		}
+		if p := d.Status.Phase; p == "" || p == v1.DeliveryPending {
+			// The call ended without a decisive answer. The Delivery must
+			// leave the never-planned phases: the recheck then reads the
+			// call log and plans from the call's outcome, instead of taking
+			// the Delivery for a new one again (and again).
+			d.Status.Phase = v1.DeliveryCalling
+			d.Status.NextCallTime = nil
+			s.ready = readyCondition(metav1.ConditionTrue, "Calling", "the last call ended before this status was written; the next call is planned from its outcome")
+		}
+		if s.requeue == 0 || s.requeue > staleRecheck {
 			s.requeue = staleRecheck
 		}
 		return nil

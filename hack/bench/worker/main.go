@@ -300,9 +300,11 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 var sideName = [2]string{"ceiling", "worker"}
 
 // ceilingRound runs store.DialSequence with a no-op dial on ids with c
-// goroutines.
+// goroutines. A store error (FerretDB times out an operation now and then
+// on a loaded machine) is counted and printed, not retried: the attempt is
+// left as the error left it. More than 1% of the round failing stops the run.
 func ceilingRound(ctx context.Context, st *store.Store, ids []string, c int, done *atomic.Int64) error {
-	var next atomic.Int64
+	var next, failed atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	for range c {
@@ -316,15 +318,21 @@ func ceilingRound(ctx context.Context, st *store.Store, ids []string, c int, don
 				}
 				if _, err := st.DialSequence(ctx, ids[i], "bench", time.Minute, noopDial); err != nil {
 					firstErr.CompareAndSwap(nil, err)
+					failed.Add(1)
 				}
 				done.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return fmt.Errorf("store ceiling: %w", err)
+	err, _ := firstErr.Load().(error)
+	if err == nil {
+		return nil
 	}
+	if n := failed.Load(); n*100 > int64(len(ids)) {
+		return fmt.Errorf("store ceiling: %d of %d attempts failed, first: %w", n, len(ids), err)
+	}
+	fmt.Printf("[ceiling] %d of %d attempts failed in the store (counted, not retried); first: %v\n", failed.Load(), len(ids), err)
 	return nil
 }
 
