@@ -54,6 +54,10 @@ func pickZones(t0 time.Time, length time.Duration) (zones, error) {
 		// third of the run, and close at the next after two thirds.
 		s := t0.Add(length / 3).Truncate(time.Minute).Add(time.Minute)
 		e := t0.Add(2 * length / 3).Truncate(time.Minute).Add(time.Minute)
+		if e.Before(s.Add(time.Minute)) {
+			// A short run: the two whole minutes would coincide.
+			e = s.Add(time.Minute)
+		}
 		z.opensAt, z.closesAt = s, e
 		z.start = s.Add(shift).Format("15:04")
 		z.end = e.Add(shift + 4*time.Hour).Format("15:04")
