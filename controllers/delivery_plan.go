@@ -215,6 +215,9 @@ func (r *DeliveryReconciler) followAttempt(ctx context.Context, s *deliveryScope
 	case latest.State.Claimable():
 		return r.followQueued(ctx, s, &latest, calls)
 	case !latest.State.Terminal():
+		if err := r.callOffTaken(ctx, s, &latest, calls); err != nil {
+			return err
+		}
 		d.Status.Phase = v1.DeliveryCalling
 		d.Status.NextCallTime = nil
 		s.ready = readyCondition(metav1.ConditionTrue, "Calling", fmt.Sprintf("attempt %d is %s", latest.Number, latest.State))
@@ -235,6 +238,43 @@ func (r *DeliveryReconciler) followAttempt(ctx context.Context, s *deliveryScope
 		s.ready = readyCondition(metav1.ConditionTrue, "NumberRejected", fmt.Sprintf("Twilio refused the call (error %d: %s); the number will not be called again", latest.ErrorCode, latest.ErrorMessage))
 		return nil
 	}
+	return nil
+}
+
+// callOffTaken calls off an attempt a worker holds (dialing, or unknown
+// after an ambiguous dial) when the Delivery's spec changed and the new
+// plan would not call now: a window moved to another day. The attempt is
+// marked (store.RequestCancel): a call already placed goes on and is
+// followed, but a release (a rate-limit wait, a drain, the reconciler
+// finding no call after an ambiguous dial) cancels it instead of dialing
+// it again on the old plan, and the next attempt is planned from the new
+// spec. Without the mark only a queued attempt was re-planned, and one
+// taken at the moment of the change was dialed again later on its old
+// due time.
+func (r *DeliveryReconciler) callOffTaken(ctx context.Context, s *deliveryScope, a *store.Attempt, calls []store.Attempt) error {
+	d := s.d
+	if d.Generation == d.Status.ObservedGeneration || d.Status.ObservedGeneration == 0 || a.CancelRequested {
+		return nil
+	}
+	if a.State != store.StateDialing && a.State != store.StateUnknown {
+		return nil // the call exists: it goes on
+	}
+	now := r.now()
+	var dec schedule.Decision
+	if len(calls) == 1 {
+		dec = s.policy.First(s.input, now)
+	} else {
+		prev := calls[len(calls)-2]
+		dec = s.policy.Next(s.input, callsMade(s.attempts)-1, prev.Result, endOf(&prev), now)
+	}
+	if dec.Call() && !dec.At.After(now.Add(s.policy.Grace())) {
+		return nil // the new plan calls now too
+	}
+	b, err := r.Store.RequestCancel(ctx, a.ID, "re-planned while taken: "+dec.String())
+	if err != nil {
+		return fmt.Errorf("call off attempt %s to re-plan it: %w", a.ID, err)
+	}
+	*a = *b
 	return nil
 }
 

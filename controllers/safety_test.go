@@ -200,3 +200,63 @@ func TestDeletedDeliveryWhileDialingIsNeverCalledLater(t *testing.T) {
 		return nil
 	})
 }
+
+// TestWindowMovedWhileDialingCallsOffTheTakenAttempt: a Delivery's window
+// moves to the next day while a worker holds attempt 1 (dialing, no call
+// placed yet). When the worker puts the attempt back (a rate-limit wait, or
+// the reconciler finding no call after an ambiguous dial), it must end
+// cancelled, not be dialed again on its old due time, and the next call is
+// planned for the new window. make chaos found the attempt dialed again
+// three minutes after the change.
+func TestWindowMovedWhileDialingCallsOffTheTakenAttempt(t *testing.T) {
+	ctx := context.Background()
+	o := startOperator(t)
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "moved").Name, v1.DeliveryScheduled)
+	as := o.attempts(t, d)
+	if len(as) != 1 {
+		t.Fatalf("%d attempts planned, want 1", len(as))
+	}
+	held, err := o.store.Claim(ctx, as[0].ID, "worker-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	newStart := o.clock.Now().Add(24 * time.Hour).Truncate(time.Second)
+	update(t, d, func(d *v1.Delivery) {
+		d.Spec.Window = v1.DeliveryWindow{Start: metav1.NewTime(newStart), End: metav1.NewTime(newStart.Add(2 * time.Hour))}
+	})
+	eventually(t, 15*time.Second, "attempt 1 called off while the worker holds it", func() error {
+		as := o.attempts(t, d)
+		if len(as) != 1 {
+			return fmt.Errorf("%d attempts while attempt 1 is held (%v): a second call can be placed", len(as), states(as))
+		}
+		if as[0].State != store.StateDialing || !as[0].CancelRequested {
+			return fmt.Errorf("attempt 1 is %s, cancel requested %v", as[0].State, as[0].CancelRequested)
+		}
+		return nil
+	})
+
+	// The worker puts it back: it ends cancelled, and attempt 2 is planned
+	// for the new window.
+	b, err := o.store.Release(ctx, held.ID, held.Fence, o.clock.Now(), "rate limited")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.State != store.StateCancelled {
+		t.Fatalf("released attempt 1 is %s, want cancelled", b.State)
+	}
+	if err := outcome.Publish(ctx, o.rdb, outcome.Event{AttemptID: b.ID, Namespace: d.Namespace, Name: d.Name, State: string(b.State)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "attempt 2 planned for the new window", func() error {
+		as := o.attempts(t, d)
+		if len(as) != 2 || as[1].State != store.StateQueued {
+			return fmt.Errorf("attempts %v", states(as))
+		}
+		if as[1].Due.Before(newStart.Add(-24 * time.Hour / 2)) {
+			return fmt.Errorf("attempt 2 due %s, not in the new window's day (it opens %s)", as[1].Due, newStart)
+		}
+		return nil
+	})
+}

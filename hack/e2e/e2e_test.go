@@ -7,7 +7,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -16,8 +15,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/localcluster"
@@ -178,18 +175,20 @@ func TestWholeSystem(t *testing.T) {
 	}
 
 	// Exactly one call per attempt and per number; none outside the hours.
-	if dup := sys.Sim.DuplicateAttempts(); len(dup) > 0 {
-		t.Errorf("attempts called more than once: %v", dup)
+	for _, p := range localcluster.DuplicateCalls(sys.Sim) {
+		t.Error(p)
 	}
 	for i := range deliveries {
 		if n := sys.Sim.CallsTo(fmt.Sprintf("%s%04d", recipPrefix, i)); n != 1 {
 			t.Errorf("recipient %d was called %d times, want 1", i, n)
 		}
 	}
-	for _, c := range sys.Sim.Creates() {
-		if hm := c.Time.UTC().Format("15:04"); hm < hoursStart || hm >= hoursEnd {
-			t.Errorf("a call was placed at %s UTC, outside the calling hours %s-%s", hm, hoursStart, hoursEnd)
-		}
+	hours, err := localcluster.ParseHours(hoursStart, hoursEnd, time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range localcluster.CallsOutsideHours(sys.Sim, func(string) (localcluster.Hours, bool) { return hours, true }) {
+		t.Error(p)
 	}
 
 	// The agents were told: an SMS and a signed dispatch webhook each. Every
@@ -236,68 +235,20 @@ func TestWholeSystem(t *testing.T) {
 	}
 
 	// Campaign totals equal the per-Delivery phases.
-	waitFor(t, 2*time.Minute, "campaign totals", func() error {
-		for _, c := range campaigns {
-			var cc v1.CallCampaign
-			if err := sys.Client.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: c.name}, &cc); err != nil {
-				return err
-			}
-			var dl v1.DeliveryList
-			if err := sys.Client.List(ctx, &dl, client.InNamespace(c.ns)); err != nil {
-				return err
-			}
-			count := map[v1.DeliveryPhase]int32{}
-			for _, d := range dl.Items {
-				count[d.Status.Phase]++
-			}
-			tot := cc.Status.Totals
-			got := map[v1.DeliveryPhase]int32{v1.DeliveryConfirmed: tot.Confirmed, v1.DeliveryRescheduleRequested: tot.RescheduleRequested,
-				v1.DeliveryInstructionsRecorded: tot.InstructionsRecorded, v1.DeliveryOptedOut: tot.OptedOut, v1.DeliveryUnreachable: tot.Unreachable}
-			for p, n := range got {
-				if count[p] != n {
-					return fmt.Errorf("campaign %s/%s: totals say %d %s, the Deliveries %d", c.ns, c.name, n, p, count[p])
-				}
-			}
+	for _, c := range campaigns {
+		if err := localcluster.WaitFor(ctx, 2*time.Minute, func() error { return localcluster.CampaignTotals(ctx, sys.Client, c.ns, c.name) }); err != nil {
+			t.Errorf("campaign totals (waited 2m): %v", err)
 		}
-		return nil
-	})
+	}
 
 	// Every component's log: no "forbidden" (RBAC), no phone number.
-	number := regexp.MustCompile(`\+1(415|628)555\d{4}`)
-	checked := 0
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".log") {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return nil
-		}
-		checked++
-		rel, _ := filepath.Rel(dir, p)
-		// DelAuto's components (not the control plane's start-up) run with
-		// the chart's and the operator's RBAC: a missing verb shows here.
-		ours := strings.HasPrefix(rel, "pods"+string(filepath.Separator)) || rel == "pod-runner.log"
-		if i := bytes.Index(bytes.ToLower(data), []byte("forbidden")); ours && i >= 0 {
-			t.Errorf("%s says forbidden: %s", rel, line(data, i))
-		}
-		if loc := number.FindIndex(data); loc != nil {
-			t.Errorf("%s holds a phone number: %s", rel, line(data, loc[0]))
-		}
-		return nil
-	})
+	checked, problems := localcluster.LogProblems(dir, regexp.MustCompile(`\+1(415|628)555\d{4}`))
+	for _, p := range problems {
+		t.Error(p)
+	}
 	if checked < 8 {
 		t.Errorf("only %d logs found under %s; expected the operators', the workers', the control plane's", checked, dir)
 	}
-}
-
-func line(data []byte, i int) string {
-	s := bytes.LastIndexByte(data[:i], '\n') + 1
-	e := bytes.IndexByte(data[i:], '\n')
-	if e < 0 {
-		e = len(data) - i
-	}
-	return string(data[s : i+e])
 }
 
 // waitFor calls f until it succeeds or d passes (then the test fails with

@@ -57,6 +57,18 @@ type Runner struct {
 	mu    sync.Mutex
 	procs map[types.UID]*proc
 	wg    sync.WaitGroup
+
+	probeMu sync.Mutex
+	probes  map[types.UID]*probeState
+}
+
+// probeState is a pod's readiness as the kubelet keeps it: probed at most
+// once a period, ready after a success, unready after failureThreshold
+// failures in a row.
+type probeState struct {
+	checked time.Time
+	ready   bool
+	fails   int32
 }
 
 // proc is the process of one pod.
@@ -383,7 +395,7 @@ func (r *Runner) DialService(ctx context.Context, host string, port int) (net.Co
 		if p.Namespace != svc.Namespace || len(svc.Spec.Selector) == 0 || !sel.Matches(labels.Set(p.Labels)) {
 			continue
 		}
-		if tp := targetPort(p, target); tp > 0 && ready(ctx, p) {
+		if tp := targetPort(p, target); tp > 0 && r.ready(ctx, p) {
 			addrs = append(addrs, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(tp)))
 		}
 	}
@@ -403,9 +415,51 @@ func (r *Runner) DialService(ctx context.Context, host string, port int) (net.Co
 	return nil, last
 }
 
-// ready runs the pod's HTTP readiness probe, as the kubelet would before
-// the pod joins its Services' endpoints. A pod without one is ready.
-func ready(ctx context.Context, pod *corev1.Pod) bool {
+// ready reports whether the pod is in its Services' endpoints, as the
+// kubelet decides: its readiness probe run at most once per periodSeconds
+// (default 10), the pod ready from its first success until
+// failureThreshold (default 3) failures in a row. A one-second stall of a
+// loaded machine does not take every pod out of a Service at once.
+func (r *Runner) ready(ctx context.Context, pod *corev1.Pod) bool {
+	period, threshold := 10*time.Second, int32(3)
+	if p := pod.Spec.Containers[0].ReadinessProbe; p != nil {
+		if p.PeriodSeconds > 0 {
+			period = time.Duration(p.PeriodSeconds) * time.Second
+		}
+		if p.FailureThreshold > 0 {
+			threshold = p.FailureThreshold
+		}
+	}
+	r.probeMu.Lock()
+	if r.probes == nil {
+		r.probes = map[types.UID]*probeState{}
+	}
+	st := r.probes[pod.UID]
+	if st == nil {
+		st = &probeState{}
+		r.probes[pod.UID] = st
+	}
+	if !st.checked.IsZero() && time.Since(st.checked) < period {
+		ok := st.ready
+		r.probeMu.Unlock()
+		return ok
+	}
+	r.probeMu.Unlock()
+	ok := probeReady(ctx, pod)
+	r.probeMu.Lock()
+	defer r.probeMu.Unlock()
+	st.checked = time.Now()
+	if ok {
+		st.ready, st.fails = true, 0
+	} else if st.fails++; st.fails >= threshold {
+		st.ready = false
+	}
+	return st.ready
+}
+
+// probeReady runs the pod's HTTP readiness probe once. A pod without one
+// is ready.
+func probeReady(ctx context.Context, pod *corev1.Pod) bool {
 	c := pod.Spec.Containers[0]
 	probe := c.ReadinessProbe
 	if probe == nil || probe.HTTPGet == nil {
@@ -490,6 +544,10 @@ func (s clusterSource) Token(ctx context.Context, pod *corev1.Pod, audience stri
 	return out.Status.Token, nil
 }
 
+// ProxyErrorHeader marks a ServiceProxy answer that did not come from a
+// pod: 502 when no pod behind the Service could be reached.
+const ProxyErrorHeader = "X-Local-Service-Proxy"
+
 // ServiceProxy serves plain HTTP on a loopback port and forwards each
 // request to a running pod behind the Service at host ("<service>.<namespace>.svc")
 // and port: how the simulator's webhooks reach a campaign's callback
@@ -504,6 +562,10 @@ func (r *Runner) ServiceProxy(ctx context.Context, host string, port int) (strin
 	rp.Transport = &http.Transport{
 		DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return r.DialService(ctx, host, port) },
 		IdleConnTimeout: 10 * time.Second,
+	}
+	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, err error) {
+		w.Header().Set(ProxyErrorHeader, "unreachable")
+		http.Error(w, err.Error(), http.StatusBadGateway)
 	}
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()

@@ -113,7 +113,8 @@ func (p *Policy) First(in Input, now time.Time) Decision {
 // Next plans the call after attemptsMade attempts (the first included), the
 // last of which ended at lastEnd (zero: now) with lastResult. A retryable
 // result is tried again after the campaign's backoff step for that attempt
-// (the last step repeats), moved into the calling hours; other results, the
+// (the last step repeats), but not before the lead time before the window
+// opens, moved into the calling hours; other results, the
 // maximum number of attempts and the window end stop calling. With
 // attemptsMade below 1 it is First.
 func (p *Policy) Next(in Input, attemptsMade int, lastResult v1alpha1.CallResult, lastEnd, now time.Time) Decision {
@@ -136,8 +137,17 @@ func (p *Policy) Next(in Input, attemptsMade int, lastResult v1alpha1.CallResult
 		lastEnd = now
 	}
 	step := p.Backoff(attemptsMade)
-	return p.plan(in, n, lastEnd.Add(step), now,
-		fmt.Sprintf("%s after attempt %d ended %s", dur(step), attemptsMade, lastResult))
+	why := fmt.Sprintf("%s after attempt %d ended %s", dur(step), attemptsMade, lastResult)
+	// A retry is no earlier than a first call would be: the lead time
+	// before the window opens. A window moved to a later day while an
+	// attempt was calling re-times the retry with it, instead of calling
+	// the recipient a day early.
+	due := lastEnd.Add(step)
+	if first := in.WindowStart.Add(-p.lead); due.Before(first) {
+		due = first
+		why += fmt.Sprintf(", not before %s before the window opens", dur(p.lead))
+	}
+	return p.plan(in, n, due, now, why)
 }
 
 // Earliest plans attempt number attempt at the first moment at or after due

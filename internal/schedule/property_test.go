@@ -220,7 +220,12 @@ func TestPropertyNext(t *testing.T) {
 		case attempts >= p.MaxAttempts():
 			reason = MaxAttemptsReached
 		default:
-			want, reason = o.expect(lastEnd.Add(p.Backoff(attempts)), now, in.WindowEnd, p.Grace())
+			// The backoff, but never before the first call's due time.
+			due := lastEnd.Add(p.Backoff(attempts))
+			if first := in.WindowStart.Add(-p.LeadTime()); due.Before(first) {
+				due = first
+			}
+			want, reason = o.expect(due, now, in.WindowEnd, p.Grace())
 		}
 		if d.Reason != reason || !d.At.Equal(want) {
 			t.Fatalf("%s: got %s at %s, want %s at %s", desc, d.Reason, d.At, reason, want.In(o.loc))

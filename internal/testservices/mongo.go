@@ -133,15 +133,8 @@ func StartMongo() (*Mongo, error) {
 		}
 		pgPort = itoa(port)
 		pgAddr = net.JoinHostPort("127.0.0.1", pgPort)
-		cmd := exec.Command(filepath.Join(binDir, "postgres"), "-D", data, "-p", pgPort,
-			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+dir,
-			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-			"-c", "max_connections=200", "-c", "shared_buffers=256MB",
-			// FerretDB's filters name the field as a parameter (_jsonb->$1);
-			// only a plan made for the actual values can use idLookupIndexSQL's indexes.
-			"-c", "plan_cache_mode=force_custom_plan")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		if m.postgres, err = startProcess("postgres", cmd); err != nil {
+		m.binDir, m.pgPort, m.cred = binDir, pgPort, cred
+		if m.postgres, err = startProcess("postgres", m.postgresCmd()); err != nil {
 			m.Stop()
 			return nil, err
 		}
@@ -154,7 +147,6 @@ func StartMongo() (*Mongo, error) {
 		m.postgres.kill()
 	}
 
-	m.binDir, m.pgPort, m.cred = binDir, pgPort, cred
 	// PostgreSQL listens before it accepts connections ("the database
 	// system is starting up"): give it a few seconds.
 	for deadline := time.Now().Add(30 * time.Second); ; {
@@ -195,6 +187,60 @@ func StartMongo() (*Mongo, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// postgresCmd is the PostgreSQL server of the cluster in m.dir on m.pgPort.
+func (m *Mongo) postgresCmd() *exec.Cmd {
+	cmd := exec.Command(filepath.Join(m.binDir, "postgres"), "-D", filepath.Join(m.dir, "data"), "-p", m.pgPort,
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+m.dir,
+		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+		"-c", "max_connections=200", "-c", "shared_buffers=256MB",
+		// FerretDB's filters name the field as a parameter (_jsonb->$1);
+		// only a plan made for the actual values can use idLookupIndexSQL's indexes.
+		"-c", "plan_cache_mode=force_custom_plan")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: m.cred}
+	return cmd
+}
+
+// StopPostgres stops the PostgreSQL server under FerretDB (a fast
+// shutdown: open connections are cut, as in an outage); FerretDB stays up
+// and fails what reaches the database. StartPostgres brings it back.
+func (m *Mongo) StopPostgres() {
+	p := m.postgres
+	if p.exited() {
+		return
+	}
+	// SIGINT is PostgreSQL's fast shutdown; SIGTERM (smart) would wait for
+	// FerretDB's pooled connections to close.
+	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.kill()
+	}
+}
+
+// StartPostgres starts the PostgreSQL server stopped by StopPostgres again,
+// on the same port and data, and waits until it accepts queries.
+func (m *Mongo) StartPostgres() error {
+	if !m.postgres.exited() {
+		return nil
+	}
+	p, err := startProcess("postgres", m.postgresCmd())
+	if err != nil {
+		return err
+	}
+	m.postgres = p
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, err := m.SQL("SELECT 1")
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return p.failure(fmt.Sprintf("no answer after a restart: %v", err))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (m *Mongo) ping(timeout time.Duration) error {

@@ -53,6 +53,10 @@ func TestCallingHoursCheckedRightBeforeTheCall(t *testing.T) {
 			windowEnd: day.Add(20*time.Hour + 2*time.Minute),
 			setup:     func(h *harness, _ *calltest.Scripted, _ *Options) { h.Prebook(2) },
 			want:      store.StateCancelled},
+		{name: "in the last seconds of the hours: the request would reach Twilio after them", start: 19*time.Hour + 59*time.Minute + 57*time.Second,
+			windowEnd: day.Add(44 * time.Hour),
+			setup:     func(*harness, *scripted, *Options) {},
+			want:      store.StateRetry, wantDue: day.Add(32 * time.Hour)},
 		{name: "after a 429 retry", start: 19*time.Hour + 59*time.Minute + 50*time.Second,
 			windowEnd: day.Add(44 * time.Hour),
 			setup: func(_ *harness, tw *calltest.Scripted, o *Options) {
