@@ -55,7 +55,7 @@ func TestCallingHoursCheckedRightBeforeTheCall(t *testing.T) {
 			want:      store.StateCancelled},
 		{name: "in the last seconds of the hours: the request would reach Twilio after them", start: 19*time.Hour + 59*time.Minute + 57*time.Second,
 			windowEnd: day.Add(44 * time.Hour),
-			setup:     func(*harness, *scripted, *Options) {},
+			setup:     func(*harness, *calltest.Scripted, *Options) {},
 			want:      store.StateRetry, wantDue: day.Add(32 * time.Hour)},
 		{name: "after a 429 retry", start: 19*time.Hour + 59*time.Minute + 50*time.Second,
 			windowEnd: day.Add(44 * time.Hour),
