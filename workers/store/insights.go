@@ -558,6 +558,11 @@ func (s *Store) Rollups(ctx context.Context, namespace string, from, to time.Tim
 	if len(hour) > 0 {
 		filter = append(filter, bson.E{Key: "hour", Value: hour})
 	}
+	return s.findRollups(ctx, filter)
+}
+
+// findRollups reads the rollup documents that match filter.
+func (s *Store) findRollups(ctx context.Context, filter bson.D) ([]Rollup, error) {
 	cur, err := s.rollups.Find(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("store: find rollups: %w", err)

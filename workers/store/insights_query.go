@@ -42,23 +42,7 @@ func (s *Store) rangeRollups(ctx context.Context, namespace string, r insights.R
 		filter = append(filter, bson.E{Key: "campaign", Value: r.Campaign})
 	}
 	filter = append(filter, bson.E{Key: "hour", Value: bson.D{{Key: "$gte", Value: r.From.UTC()}, {Key: "$lt", Value: r.To.UTC()}}})
-	cur, err := s.rollups.Find(ctx, filter)
-	if err != nil {
-		return nil, fmt.Errorf("store: find rollups: %w", err)
-	}
-	defer cur.Close(ctx)
-	var out []Rollup
-	for cur.Next(ctx) {
-		ru, err := rollupOf(cur.Current)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ru)
-	}
-	if err := cur.Err(); err != nil {
-		return nil, fmt.Errorf("store: read rollups: %w", err)
-	}
-	return out, nil
+	return s.findRollups(ctx, filter)
 }
 
 // Overview sums the namespace's outcomes whose hour is in r.
