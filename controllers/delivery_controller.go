@@ -192,10 +192,12 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, d *v1.Delivery) (ctrl
 	}
 	attempts, err := r.Store.ForDelivery(ctx, string(d.UID))
 	if err != nil {
+		r.callOff(ctx, d, d.Status.Shard, err)
 		return ctrl.Result{}, fmt.Errorf("read attempts: %w", err)
 	}
 	held, err := r.cancelQueued(ctx, d, attempts, "delivery deleted")
 	if err != nil {
+		r.callOff(ctx, d, d.Status.Shard, err)
 		return ctrl.Result{}, err
 	}
 	if held > 0 {
@@ -238,6 +240,25 @@ func (r *DeliveryReconciler) cancelQueued(ctx context.Context, d *v1.Delivery, a
 		}
 	}
 	return held, nil
+}
+
+// callOff stops the calls of a cancelled or deleted Delivery through Redis
+// alone, when its attempts could not be cancelled in the call log (cause:
+// MongoDB unreachable). Until the reconcile, retried with back-off, cancels
+// them there, a worker that reaches MongoDB first could claim a queued
+// attempt and call; workers check the call-off before they dial
+// (queue.CallOff), and the queue refuses the delivery's attempts.
+func (r *DeliveryReconciler) callOff(ctx context.Context, d *v1.Delivery, shard string, cause error) {
+	log := ctrl.LoggerFrom(ctx)
+	if shard == "" {
+		log.Info("the call log is unreachable and the Delivery has no shard yet: nothing to call off in the queue", "error", cause.Error())
+		return
+	}
+	if err := r.Queue.CallOff(ctx, r.shardOf(d, shard), string(d.UID)); err != nil {
+		log.Error(err, "the call log is unreachable and the calls could not be called off in the queue either", "cause", cause.Error())
+		return
+	}
+	log.Info("the call log is unreachable: the Delivery's calls were called off in the queue", "shard", shard, "cause", cause.Error())
 }
 
 func (r *DeliveryReconciler) shardOf(d *v1.Delivery, shard string) queue.Shard {

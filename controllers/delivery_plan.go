@@ -142,6 +142,9 @@ func (r *DeliveryReconciler) readAttempts(ctx context.Context, s *deliveryScope)
 	s.fresh = false
 	attempts, err := r.Store.ForDelivery(ctx, string(s.d.UID))
 	if err != nil {
+		if s.d.Spec.Cancelled {
+			r.callOff(ctx, s.d, s.shard, err)
+		}
 		s.ready = readyCondition(metav1.ConditionFalse, "StoreUnavailable", "cannot read the call log: "+err.Error())
 		return fmt.Errorf("read attempts: %w", err)
 	}
@@ -156,6 +159,7 @@ func (r *DeliveryReconciler) cancelIfAsked(ctx context.Context, s *deliveryScope
 	}
 	held, err := r.cancelQueued(ctx, s.d, s.attempts, "delivery cancelled")
 	if err != nil {
+		r.callOff(ctx, s.d, s.shard, err)
 		return err
 	}
 	if held > 0 {

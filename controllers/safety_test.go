@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,8 @@ import (
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/outcome"
+	"github.com/delauto/delauto/internal/testservices"
+	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -259,4 +262,91 @@ func TestWindowMovedWhileDialingCallsOffTheTakenAttempt(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestDeliveryStoppedWhileTheCallLogIsDownIsCalledOff: the Delivery is
+// cancelled or deleted while the operator cannot reach MongoDB. Its queued
+// attempt stays queued in the call log until the store is back and the
+// reconcile, retried with back-off, cancels it; a worker reaching the store
+// first would claim and call it (make chaos found such calls 30 to 50 s
+// after the change). The operator must call the Delivery off in Redis,
+// which the queue and the workers honour, and once the store is back the
+// attempt ends cancelled.
+func TestDeliveryStoppedWhileTheCallLogIsDownIsCalledOff(t *testing.T) {
+	for _, how := range []string{"cancelled", "deleted"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := context.Background()
+			ns := namespace(t)
+			u, err := url.Parse(env.Mongo.URI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := testservices.StartProxy(t, u.Host)
+			o := startOperatorIn(t, ns, env.Kube.Config, func(r *controllers.DeliveryReconciler) {
+				st, err := store.Open(ctx, store.Config{URI: proxy.URL(t, env.Mongo.URI), Database: "op_" + ns,
+					ConnectTimeout: 500 * time.Millisecond, ServerSelectionTimeout: 500 * time.Millisecond, OperationTimeout: time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = st.Close(context.Background()) })
+				r.Store = st
+			})
+			o.campaign(t)
+			d := o.waitPhase(t, o.delivery(t, "stopped-"+how).Name, v1.DeliveryScheduled)
+			a := o.attempts(t, d)[0]
+			shard := queue.Shard{Namespace: ns, Campaign: d.Status.Campaign, Name: a.Shard}
+			if off, err := queue.IsCalledOff(ctx, o.rdb, shard, a.ID); err != nil || off {
+				t.Fatalf("attempt called off before anything happened (%v, %v)", off, err)
+			}
+
+			proxy.Down()
+			if how == "cancelled" {
+				update(t, d, func(d *v1.Delivery) { d.Spec.Cancelled = true })
+			} else if err := env.Kube.Client.Delete(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 30*time.Second, "the Delivery's calls called off in Redis", func() error {
+				off, err := queue.IsCalledOff(ctx, o.rdb, shard, a.ID)
+				if err != nil {
+					return err
+				}
+				if !off {
+					cur, err := o.store.Get(ctx, a.ID)
+					if err != nil {
+						return err
+					}
+					return fmt.Errorf("not called off; a worker reaching the call log would claim the %s attempt and call", cur.State)
+				}
+				return nil
+			})
+			// The queue keeps it out too (the sweeper republishes queued
+			// attempts missing from Redis).
+			if r, err := o.queue.Schedule(ctx, shard, a.ID, time.Now()); err != nil || r != queue.CalledOff {
+				t.Errorf("scheduling the attempt again: %v, %v; want %v", r, err, queue.CalledOff)
+			}
+
+			proxy.Up(t)
+			eventually(t, 90*time.Second, "the attempt cancelled in the call log once it is back", func() error {
+				cur, err := o.store.Get(ctx, a.ID)
+				if err != nil {
+					return err
+				}
+				if cur.State != store.StateCancelled {
+					return fmt.Errorf("attempt is %s", cur.State)
+				}
+				return nil
+			})
+			if how == "deleted" {
+				eventually(t, 30*time.Second, "the Delivery gone", func() error {
+					err := env.Kube.Client.Get(ctx, client.ObjectKeyFromObject(d), &v1.Delivery{})
+					if apierrors.IsNotFound(err) {
+						return nil
+					}
+					return fmt.Errorf("still there (%v)", err)
+				})
+			} else {
+				o.waitPhase(t, d.Name, v1.DeliveryCancelled)
+			}
+		})
+	}
 }

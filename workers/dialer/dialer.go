@@ -471,6 +471,11 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 	if err != nil {
 		d.log.Warn("recipient time zone unknown; using the campaign's default", "attempt", a.ID, "error", err)
 	}
+	// Its delivery cancelled or deleted while the call log could not be
+	// written: the operator called it off in Redis (queue.CallOff).
+	if err := d.checkCalledOff(r, a); err != nil {
+		return store.DialResult{}, err
+	}
 	// A first look before taking a slot: an attempt that came due outside
 	// the hours goes back at once.
 	if err := d.checkHours(r, a, in); err != nil {
@@ -546,6 +551,25 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 			return store.DialResult{}, &store.DialError{Kind: store.DialAmbiguous, Code: int32(code), Err: err}
 		}
 	}
+}
+
+// errCalledOff is why an attempt whose delivery the operator called off
+// in Redis is cancelled.
+var errCalledOff = errors.New("the delivery was cancelled or deleted (called off while the call log was unreachable)")
+
+// checkCalledOff cancels an attempt the operator called off (queue.CallOff)
+// and puts it back when Redis cannot say; nil when it may be called.
+func (d *Dialer) checkCalledOff(r *run, a *store.Attempt) error {
+	off, err := queue.IsCalledOff(r.ctx, d.opts.Redis, r.m.Shard, a.ID)
+	switch {
+	case err != nil:
+		r.check = "call_off_unknown"
+		return &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(storeRetry), Err: err}
+	case off:
+		r.check = "called_off"
+		return &store.DialError{Kind: store.DialCancelled, Err: errCalledOff}
+	}
+	return nil
 }
 
 // checkHours puts the attempt back (to the next allowed time) outside the

@@ -17,6 +17,7 @@ import (
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/calltest"
 	"github.com/delauto/delauto/internal/twiliosim"
+	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
 )
 
@@ -159,5 +160,38 @@ func TestCampaignConfigurationErrorsDoNotFailTheDelivery(t *testing.T) {
 				t.Errorf("no outcome event for the put-back attempt")
 			}
 		})
+	}
+}
+
+// TestCalledOffAttemptIsNotDialed: the operator called a Delivery off in
+// Redis (cancelled or deleted while it could not reach MongoDB, so the
+// attempt is still queued in the call log). A worker that claims the
+// attempt must not call: the attempt ends cancelled, with an outcome event.
+func TestCalledOffAttemptIsNotDialed(t *testing.T) {
+	h := newHarness(t)
+	d := h.dialer("w1")
+	a := h.Create(calltest.Attempt{}, false)
+	other := h.Create(calltest.Attempt{}, false)
+	if err := h.Q.CallOff(context.Background(), h.Shard, queue.GroupOf(a.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Handle(context.Background(), h.Message(a)); err != nil {
+		t.Fatalf("handler: %v", err)
+	}
+	if got := h.Get(a.ID); got.State != store.StateCancelled {
+		t.Errorf("called-off attempt is %s, want cancelled", got.State)
+	}
+	if n := h.Sim.CallsForAttempt(a.ID); n != 0 {
+		t.Errorf("the called-off attempt placed %d calls", n)
+	}
+	if !slices.Contains(h.OutcomeEvents(a.ID), string(store.StateCancelled)) {
+		t.Errorf("no outcome event for the cancelled attempt")
+	}
+	// Another delivery's attempt on the shard is called as usual.
+	if err := d.Handle(context.Background(), h.Message(other)); err != nil {
+		t.Fatalf("handler: %v", err)
+	}
+	if n := h.Sim.CallsForAttempt(other.ID); n != 1 {
+		t.Errorf("another delivery's attempt placed %d calls, want 1", n)
 	}
 }

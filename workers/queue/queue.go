@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -119,11 +120,14 @@ const (
 	NotQueued
 	// Cancelled: the attempt was removed before any worker received it.
 	Cancelled
+	// CalledOff: the attempt's group was called off (CallOff); nothing was
+	// queued.
+	CalledOff
 )
 
 var resultNames = map[string]Result{
 	"added": Added, "moved": Moved, "unchanged": Unchanged, "inflight": InFlight,
-	"absent": NotQueued, "cancelled": Cancelled,
+	"absent": NotQueued, "cancelled": Cancelled, "calledoff": CalledOff,
 }
 
 // String names the result.
@@ -141,6 +145,8 @@ func (r Result) String() string {
 		return "not-queued"
 	case Cancelled:
 		return "cancelled"
+	case CalledOff:
+		return "called-off"
 	}
 	return "result(" + strconv.Itoa(int(r)) + ")"
 }
@@ -325,6 +331,59 @@ func (q *Queue) CancelBatch(ctx context.Context, refs []Ref) ([]Result, error) {
 		}
 	}
 	return out, nil
+}
+
+// CallOffKeep is how long a call-off is remembered (CallOff): far longer
+// than any store outage it covers.
+const CallOffKeep = 7 * 24 * time.Hour
+
+// CallOff records that no attempt of group may be called any more: attempt
+// ids "<group>-<n>" of shard s, as the call log names a delivery's
+// attempts. Schedule refuses them from then on (CalledOff), and a worker
+// asks CalledOff before it dials. It is the operator's way to stop the
+// calls of a cancelled or deleted delivery while MongoDB, where attempts
+// are cancelled, cannot be reached; it needs only Redis. It is remembered
+// for CallOffKeep.
+func (q *Queue) CallOff(ctx context.Context, s Shard, group string) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if err := checkID(group); err != nil {
+		return err
+	}
+	err := callOffScript.Run(ctx, q.rdb, s.keys(), CallOffKeep.Milliseconds(), group).Err()
+	if err != nil {
+		return fmt.Errorf("queue: call off %s in %s: %w", group, s, err)
+	}
+	return nil
+}
+
+// IsCalledOff says whether attempt id of shard s belongs to a group that was
+// called off (CallOff). Workers ask it before they dial.
+func IsCalledOff(ctx context.Context, rdb redis.UniversalClient, s Shard, id string) (bool, error) {
+	err := rdb.ZScore(ctx, s.CalledOffKey(), GroupOf(id)).Err()
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	}
+	return false, fmt.Errorf("queue: is %s called off: %w", id, err)
+}
+
+// GroupOf is the group of attempt id "<group>-<n>"; an id of another form
+// is its own group.
+func GroupOf(id string) string {
+	i := strings.LastIndexByte(id, '-')
+	if i <= 0 || i == len(id)-1 {
+		return id
+	}
+	for _, c := range id[i+1:] {
+		if c < '0' || c > '9' {
+			return id
+		}
+	}
+	return id[:i]
 }
 
 // EnsureGroup creates the shard's ready stream and consumer group if

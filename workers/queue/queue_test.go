@@ -817,3 +817,55 @@ func TestHandlerTimeoutCancelsTheHandler(t *testing.T) {
 		t.Fatal("handler never cancelled")
 	}
 }
+
+// TestCallOff: a called-off group's attempts are refused by Schedule (so
+// no republish brings them back) and reported by IsCalledOff; attempts of
+// other groups, and ids of other forms, are not touched.
+func TestCallOff(t *testing.T) {
+	ctx := context.Background()
+	rdb := redisClient(t)
+	q, _ := newQueue(t, rdb)
+	s := shardFor(t, "0")
+	other := shardFor(t, "1")
+	if err := q.CallOff(ctx, s, "uid-a"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		shard queue.Shard
+		id    string
+		off   bool
+	}{
+		{s, "uid-a-1", true}, {s, "uid-a-12", true}, {s, "uid-ab-1", false}, {s, "uid-a", true}, // an id of another form is its own group
+
+		{s, "uid-a-x", false}, {s, "uid-b-1", false}, {other, "uid-a-1", false},
+	} {
+		off, err := queue.IsCalledOff(ctx, rdb, c.shard, c.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off != c.off {
+			t.Errorf("IsCalledOff(%s, %s) = %v, want %v", c.shard.Name, c.id, off, c.off)
+		}
+		want := queue.Added
+		if c.off {
+			want = queue.CalledOff
+		}
+		if r, err := q.Schedule(ctx, c.shard, c.id, time.Now().Add(time.Hour)); err != nil || r != want {
+			t.Errorf("Schedule(%s, %s) = %s, %v; want %s", c.shard.Name, c.id, r, err, want)
+		}
+	}
+	if st := stats(t, q, s); st.Scheduled != 3 {
+		t.Errorf("%d scheduled on the shard, want the 3 attempts not called off", st.Scheduled)
+	}
+	if err := q.CallOff(ctx, s, ""); err == nil {
+		t.Error("calling off an empty group: no error")
+	}
+}
+
+func TestGroupOf(t *testing.T) {
+	for id, want := range map[string]string{"u-1": "u", "a-b-c-10": "a-b-c", "u": "u", "u-": "u-", "-1": "-1", "u-1x": "u-1x"} {
+		if got := queue.GroupOf(id); got != want {
+			t.Errorf("GroupOf(%q) = %q, want %q", id, got, want)
+		}
+	}
+}

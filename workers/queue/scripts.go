@@ -7,7 +7,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Every per-shard script gets KEYS = due, ready, index, dead (Shard.keys), all
+// Every per-shard script gets KEYS = due, ready, index, dead, calledoff
+// (Shard.keys), all
 // in the shard's hash tag, and reads the clock with TIME on the server, so
 // every worker agrees on "now" whatever its own clock says. Redis 7 replicates
 // script effects, so TIME before writes is allowed.
@@ -30,20 +31,27 @@ local function ensure_group()
 end
 `
 
+// luaGroupOf is the group of an attempt id: "<group>-<n>" (see CallOff).
+const luaGroupOf = `
+local function group_of(id)
+  return string.match(id, '^(.+)-%d+$') or id
+end
+`
+
 // scheduleScript adds, moves or keeps attempts.
 // ARGV: group, wake channel, then (id, due ms, mode) triples; mode is nx
 // (add only), xx (move only) or up (add or move).
 // Returns {wake, result...}: wake is 1 when an entry became the earliest of
-// the due set, and each result is added, moved, unchanged, inflight or
-// absent.
+// the due set, and each result is added, moved, unchanged, inflight,
+// absent or calledoff (its group was called off: nothing is queued).
 //
 // An id that is already in the ready stream but not yet delivered is taken
 // out of the stream when moved; one delivered to a worker is left alone
 // (inflight). An attempt due now goes straight to the stream when nothing
 // else is waiting in the due set, saving the promoter's round trip; otherwise
 // it joins the due set so due order is kept.
-var scheduleScript = redis.NewScript(luaNow + luaEnsureGroup + `
-local due, ready, index = KEYS[1], KEYS[2], KEYS[3]
+var scheduleScript = redis.NewScript(luaNow + luaEnsureGroup + luaGroupOf + `
+local due, ready, index, calledoff = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 local group, chan = ARGV[1], ARGV[2]
 local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
 local earliest = tonumber(first[2])
@@ -54,7 +62,9 @@ for i = 3, #ARGV, 3 do
   local res = nil
   local present = false
   local sid = redis.call('HGET', index, id)
-  if sid then
+  if redis.call('ZSCORE', calledoff, group_of(id)) then
+    res = 'calledoff'
+  elseif sid then
     present = true
     if mode == 'nx' then
       res = 'unchanged'
@@ -154,6 +164,17 @@ for i = 2, #ARGV do
   out[#out + 1] = res
 end
 return out
+`)
+
+// callOffScript records attempt groups as called off and forgets those
+// called off more than ARGV[1] ms ago. ARGV: keep ms, then groups.
+var callOffScript = redis.NewScript(luaNow + `
+local calledoff = KEYS[5]
+redis.call('ZREMRANGEBYSCORE', calledoff, '-inf', now - tonumber(ARGV[1]))
+for i = 2, #ARGV do
+  redis.call('ZADD', calledoff, now, ARGV[i])
+end
+return #ARGV - 1
 `)
 
 // luaTrim drops acknowledged entries from the head of the ready stream:

@@ -64,7 +64,12 @@ func (s Shard) DeadKey() string { return s.tag() + ":dead" }
 // other processes that an attempt is due earlier than any before it.
 func (s Shard) WakeChannel() string { return s.tag() + ":wake" }
 
+// CalledOffKey is the sorted set of attempt groups called off (CallOff),
+// scored by when (Unix ms): Schedule refuses their attempts and a worker
+// checks it (IsCalledOff) before it dials.
+func (s Shard) CalledOffKey() string { return s.tag() + ":calledoff" }
+
 // keys are the KEYS of every per-shard script, in this order.
 func (s Shard) keys() []string {
-	return []string{s.DueKey(), s.ReadyKey(), s.IndexKey(), s.DeadKey()}
+	return []string{s.DueKey(), s.ReadyKey(), s.IndexKey(), s.DeadKey(), s.CalledOffKey()}
 }

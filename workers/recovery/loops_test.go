@@ -283,3 +283,38 @@ func TestResolverFinishesCallsWhoseFinalStatusWasLost(t *testing.T) {
 		t.Errorf("final_status_lookups_total = %v after a second round, want 1", n)
 	}
 }
+
+// TestRepublisherCancelsCalledOffAttempts: Redis lost an overdue attempt
+// whose delivery the operator then called off (cancelled or deleted while
+// it could not reach the call log). The sweep must not queue it again; it
+// cancels it in the call log instead.
+func TestRepublisherCancelsCalledOffAttempts(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	off := h.Create(calltest.Attempt{Due: time.Now().Add(-2 * time.Minute)}, false)
+	kept := h.Create(calltest.Attempt{Due: time.Now().Add(-2 * time.Minute)}, false)
+	if err := h.Q.CallOff(ctx, h.Shard, queue.GroupOf(off.ID)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewRepublisher(RepublisherOptions{Store: h.St, Queue: h.Q, Campaign: h.Campaign.Namespace + "/" + h.Campaign.Name,
+		Shards: []queue.Shard{h.Shard}, Overdue: 30 * time.Second, Metrics: h.metrics, Logger: h.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.RunOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("sweep queued %d, %v; want 1 (the attempt not called off)", n, err)
+	}
+	if got := h.Get(off.ID); got.State != store.StateCancelled {
+		t.Errorf("called-off attempt is %s, want cancelled", got.State)
+	}
+	st, err := h.Q.Stats(ctx, []queue.Shard{h.Shard}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st[0].Ready + st[0].Scheduled; n != 1 {
+		t.Errorf("%d attempts in the queue, want 1 (the one not called off)", n)
+	}
+	if got := h.Get(kept.ID); got.State != store.StateQueued {
+		t.Errorf("other attempt is %s, want queued", got.State)
+	}
+}

@@ -229,9 +229,16 @@ func (s *Republisher) republish(ctx context.Context, sh queue.Shard, as []store.
 	}
 	added := 0
 	for i, r := range res {
-		if r == queue.Added {
+		switch r {
+		case queue.Added:
 			added++
 			s.log.Info("attempt missing from the queue republished", "attempt", as[i].ID, "shard", sh.String(), "due", as[i].Due)
+		case queue.CalledOff:
+			// Its delivery was cancelled or deleted while the operator could
+			// not reach the call log: cancel it there now.
+			if _, err := s.opts.Store.RequestCancel(ctx, as[i].ID, "called off"); err != nil {
+				s.log.Warn("could not cancel a called-off attempt", "attempt", as[i].ID, "error", err)
+			}
 		}
 	}
 	s.m.Swept.Add(float64(added))
