@@ -190,6 +190,12 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 		// The sweeper runs its query as usual but must not queue the
 		// attempts of later rounds, which are due in the call log already.
 		SweepOverdue: 24 * time.Hour,
+		// The callback server here drops the calls' status callbacks, so
+		// every call would look as if its final status were lost: the
+		// resolver would fetch and finish each one a few minutes after it
+		// was placed, work that lands in later rounds of the worker side
+		// only (and moves attempts on from dialed). Its queries still run.
+		FinalStatusMargin: 24 * time.Hour,
 	})
 	if err != nil {
 		return err
@@ -280,10 +286,17 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 	// not the store's per-operation timeout.
 	checkCtx, cancelCheck := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancelCheck()
-	dialed, err := mc.Database(dbs[1]).Collection(store.AttemptsCollection).
-		CountDocuments(checkCtx, bson.D{{Key: "state", Value: store.StateDialed}, {Key: "callSid", Value: bson.D{{Key: "$exists", Value: true}}}})
+	// An attempt with a call SID was dialed, whatever it became since (the
+	// resolver may have finished its call).
+	attempts := mc.Database(dbs[1]).Collection(store.AttemptsCollection)
+	dialed, err := attempts.CountDocuments(checkCtx, bson.D{{Key: "callSid", Value: bson.D{{Key: "$exists", Value: true}}}})
 	if err != nil {
 		return fmt.Errorf("count the dialed attempts: %w", err)
+	}
+	if int(dialed) < n {
+		if err := printStates(checkCtx, attempts); err != nil {
+			return err
+		}
 	}
 	dups := len(sim.DuplicateAttempts())
 	stats := sim.Stats()
@@ -298,6 +311,43 @@ func run(n, c, rounds int, redisURL, mongoURI string, verbose bool) error {
 }
 
 var sideName = [2]string{"ceiling", "worker"}
+
+// printStates prints how many attempts of the worker side's call log are in
+// each state, with and without a call SID: where the lost ones stand.
+func printStates(ctx context.Context, attempts *mongo.Collection) error {
+	cur, err := attempts.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: "state", Value: 1}, {Key: "callSid", Value: 1}}))
+	if err != nil {
+		return fmt.Errorf("read the attempts' states: %w", err)
+	}
+	defer cur.Close(ctx)
+	counts := map[string]int{}
+	for cur.Next(ctx) {
+		var a struct {
+			State   string `bson:"state"`
+			CallSID string `bson:"callSid"`
+		}
+		if err := cur.Decode(&a); err != nil {
+			return err
+		}
+		key := a.State
+		if a.CallSID == "" {
+			key += " (no call SID)"
+		}
+		counts[key]++
+	}
+	if err := cur.Err(); err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Printf("[check] attempts %s: %d\n", k, counts[k])
+	}
+	return nil
+}
 
 // ceilingRound runs store.DialSequence with a no-op dial on ids with c
 // goroutines. A store error (FerretDB times out an operation now and then
