@@ -484,6 +484,50 @@ func TestAutoscaleToZeroAndWake(t *testing.T) {
 	})
 }
 
+// TestAutoscaleKeepsAWorkerWhileCallsMayBeGoingOn: outside calling hours,
+// with nothing queued, a campaign that placed a call a moment ago keeps
+// one worker: the call's status callbacks reach the workers' callback
+// Service, and a worker finishes calls whose final status was lost. Once
+// the call must have ended and its final status been waited for, the shard
+// goes to zero. make chaos found calls left Calling after every worker was
+// scaled to zero outside the default time zone's hours while recipients in
+// other zones were still on the phone.
+func TestAutoscaleKeepsAWorkerWhileCallsMayBeGoingOn(t *testing.T) {
+	ctx := context.Background()
+	w := startScaleWorld(t)
+	c := scaleCampaign(w.ns, 1, 10, 10, 1000, 60*time.Second, time.Minute)
+	// Calling hours (UTC) that are over for the whole test.
+	c.Spec.Schedule.CallingHours = v1.CallingHours{Start: "00:00", End: "01:00"}
+	if h := w.clk.Now().UTC().Hour(); h < 2 || h >= 22 {
+		c.Spec.Schedule.CallingHours = v1.CallingHours{Start: "12:00", End: "13:00"}
+	}
+	rdb := env.Redis.Client()
+	defer rdb.Close()
+	if err := callrate.Record(ctx, rdb, w.ns, "spree", w.clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	create(t, c)
+	kept := func(t controllers.ScaleTarget) bool {
+		return t.Replicas == 1 && t.Reason == controllers.ScaleReasonCallsInProgress
+	}
+	w.waitSeen(t, "one worker kept for the call going on", kept)
+	w.waitReplicas(t, 1, 30*time.Second)
+	// Past the scale-down delay, and past ring timeout plus time limit: the
+	// final status may still be on its way.
+	w.clk.Step(2 * time.Minute)
+	w.waitSeen(t, "still kept after the scale-down delay", kept)
+	if got := w.replicas(t); got != 1 {
+		t.Fatalf("replicas %d with a call that may be going on, want 1", got)
+	}
+	// 30 s ring timeout + 60 s time limit + the final status wait.
+	w.clk.Step(3 * time.Minute)
+	w.waitSeen(t, "off hours once the call is over", func(t controllers.ScaleTarget) bool {
+		return t.Replicas == 0 && t.Reason == controllers.ScaleReasonOffHours
+	})
+	w.clk.Step(2 * time.Minute)
+	w.waitReplicas(t, 0, 30*time.Second)
+}
+
 func TestShardCountDownMovesQueuedAttempts(t *testing.T) {
 	q, ns := startCampaignController(t)
 	ctx := context.Background()
@@ -678,6 +722,8 @@ func TestScaleTargetRules(t *testing.T) {
 		{"minimum in hours", controllers.ScaleInputs{ActiveShards: 0}, true, 2, controllers.ScaleReasonMinimum, false},
 		{"zero off hours", controllers.ScaleInputs{ActiveShards: 0}, false, 0, controllers.ScaleReasonOffHours, false},
 		{"a due call off hours", controllers.ScaleInputs{Waiting: 1, ActiveShards: 1}, false, 1, controllers.ScaleReasonLoad, false},
+		{"off hours, a call may be going on", controllers.ScaleInputs{CallsMayBeLive: true}, false, 1, controllers.ScaleReasonCallsInProgress, false},
+		{"in hours, a call going on changes nothing", controllers.ScaleInputs{CallsMayBeLive: true}, true, 2, controllers.ScaleReasonMinimum, false},
 	} {
 		got := controllers.Target(c, tc.in, tc.inHours)
 		if got.Replicas != tc.want || got.Reason != tc.reason || got.RateLimited != tc.rateLimited {

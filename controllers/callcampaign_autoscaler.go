@@ -46,9 +46,11 @@ type ScaleFigures interface {
 
 // CallDurations reads a campaign's average call duration over the calls
 // that ended recently (before now) and how many ended; the average is zero
-// when too few did (the campaign's averageCallDuration is used).
+// when too few did (the campaign's averageCallDuration is used). LastCall
+// is when the campaign last placed a call (zero: not recently).
 type CallDurations interface {
 	AverageCallDuration(ctx context.Context, namespace, campaign string, now time.Time) (avg time.Duration, calls int64, err error)
+	LastCall(ctx context.Context, namespace, campaign string) (time.Time, error)
 }
 
 // ShardFigures implements ScaleFigures on the workers' queues.
@@ -330,12 +332,22 @@ func (a *Autoscaler) decideCampaign(ctx context.Context, key types.NamespacedNam
 	}
 	var avg time.Duration
 	var measured int64
+	live := false
 	if a.Durations != nil {
 		d, n, err := a.Durations.AverageCallDuration(ctx, c.Namespace, c.Name, now)
 		if err != nil {
 			a.Log.V(1).Info("recent call durations unreadable; the campaign's averageCallDuration holds", "campaign", key, "error", err.Error())
 		} else {
 			avg, measured = d, n
+		}
+		last, err := a.Durations.LastCall(ctx, c.Namespace, c.Name)
+		switch {
+		case err != nil:
+			// Unknown: keep a worker, as if calls were going on.
+			a.Log.V(1).Info("the campaign's last call is unreadable; a worker is kept for calls that may be going on", "campaign", key, "error", err.Error())
+			live = true
+		case !last.IsZero():
+			live = now.Sub(last) < liveCallHold(c)
 		}
 	}
 	active := 0
@@ -349,6 +361,11 @@ func (a *Autoscaler) decideCampaign(ctx context.Context, key types.NamespacedNam
 	for _, shard := range shards {
 		in := figs[shard]
 		in.Now, in.ActiveShards, in.AverageCallDuration, in.EndedCalls = now, active, avg, measured
+		// Calls going on need a worker, of any shard: their status
+		// callbacks reach the campaign's callback Service, and a worker's
+		// resolver finishes those whose final status is lost. The first
+		// shard keeps it.
+		in.CallsMayBeLive = live && shard == shards[0]
 		t := Target(c, in, inHours)
 		a.Metrics.figures(c.Namespace, c.Name, shard, in, t)
 		if external {

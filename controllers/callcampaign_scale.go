@@ -7,6 +7,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/internal/callrate"
+	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/schedule"
 )
 
@@ -21,7 +22,10 @@ const (
 	ScaleReasonStepDown    = "ScaleDownStep"
 	ScaleReasonWake        = "Wake"
 	ScaleReasonHold        = "Hold"
-	ScaleReasonStopped     = "Stopped"
+	// ScaleReasonCallsInProgress: outside calling hours, one worker stays
+	// while calls placed recently may still be going on.
+	ScaleReasonCallsInProgress = "CallsInProgress"
+	ScaleReasonStopped         = "Stopped"
 )
 
 // Scaling defaults, used when the campaign's fields are unset.
@@ -50,6 +54,24 @@ type ScaleInputs struct {
 	AverageCallDuration time.Duration
 	// EndedCalls is how many calls ended within the window.
 	EndedCalls int64
+	// CallsMayBeLive says a call the campaign placed may still be going on
+	// (liveCallHold): outside calling hours the shard keeps one worker for
+	// its status callbacks and for finishing calls whose final status was
+	// lost.
+	CallsMayBeLive bool
+}
+
+// finalStatusWait is how long after a call could have ended a worker's
+// resolver waits for its final status before it asks Twilio (the workers'
+// --final-status-margin default), plus one resolver pass.
+const finalStatusWait = 2*time.Minute + 30*time.Second
+
+// liveCallHold is how long after the campaign's last placed call a worker
+// is kept outside calling hours: the call's ring timeout and time limit,
+// then the wait for its final status.
+func liveCallHold(c *v1.CallCampaign) time.Duration {
+	set := campaignfile.Settings(&c.Spec)
+	return set.RingTimeout + set.TimeLimit + finalStatusWait
 }
 
 // ScaleTarget is what a shard's figures call for, before the scale-down
@@ -151,13 +173,16 @@ func Target(c *v1.CallCampaign, in ScaleInputs, inHours bool) ScaleTarget {
 	if want > t.Ceiling {
 		want, reason, t.RateLimited = t.Ceiling, ScaleReasonRateCeiling, true
 	}
-	lo := s.min
+	lo, loReason := s.min, ScaleReasonMinimum
 	if !inHours {
 		lo = 0
+		if in.CallsMayBeLive {
+			lo, loReason = 1, ScaleReasonCallsInProgress
+		}
 	}
 	switch {
 	case want < lo:
-		want, reason = lo, ScaleReasonMinimum
+		want, reason = lo, loReason
 	case want == 0 && !inHours:
 		reason = ScaleReasonOffHours
 	case want == 0:

@@ -53,6 +53,11 @@ func (r RedisRates) AverageCallDuration(ctx context.Context, namespace, campaign
 	return callrate.AverageDuration(ctx, r.Redis, namespace, campaign, now)
 }
 
+// LastCall implements CallDurations: when the campaign last placed a call.
+func (r RedisRates) LastCall(ctx context.Context, namespace, campaign string) (time.Time, error) {
+	return callrate.LastCall(ctx, r.Redis, namespace, campaign)
+}
+
 // ShardMover moves the queued attempts of a shard the campaign no longer
 // has to the shards that own them now.
 type ShardMover interface {

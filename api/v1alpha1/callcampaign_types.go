@@ -628,7 +628,7 @@ type ScaleRecord struct {
 	// to is the replicas after.
 	To int32 `json:"to"`
 	// reason is a CamelCase word: Load, RateCeiling, Minimum, Maximum, Idle,
-	// OffHours, ScaleDownStep, Wake.
+	// OffHours, CallsInProgress, ScaleDownStep, Wake.
 	Reason string `json:"reason"`
 	// message states the inputs: due now, in flight, due soon, calls per
 	// pod, the rate ceiling.

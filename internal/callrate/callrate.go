@@ -1,7 +1,7 @@
 // Package callrate counts a campaign's placed calls per second in Redis,
 // flags when its dials wait on the account's rate limit, keeps the last
-// configuration error Twilio gave its dials, and sums the durations of its
-// recent calls, so the operator can report calls per second, the
+// configuration error Twilio gave its dials, remembers when it last placed
+// a call, and sums the durations of its recent calls, so the operator can report calls per second, the
 // RateLimited condition and a Degraded condition with Twilio's error code,
 // and size the worker fleet by the measured call length, without asking
 // every worker. Counters are per second (call durations per minute) with a
@@ -34,6 +34,13 @@ func secondKey(namespace, campaign string, sec int64) string {
 func limitedKey(namespace, campaign string) string { return tag(namespace, campaign) + ":limited" }
 
 func dialErrorKey(namespace, campaign string) string { return tag(namespace, campaign) + ":dialerror" }
+
+func lastCallKey(namespace, campaign string) string { return tag(namespace, campaign) + ":lastcall" }
+
+// LastCallTTL is how long the time of a campaign's last placed call is
+// kept: longer than any call lasts (ring timeout plus time limit) plus the
+// time a worker waits for a lost final status.
+const LastCallTTL = 30 * time.Minute
 
 // DialErrorTTL is how long a dial error flag lasts after the last dial that
 // hit the error: attempts put back for it are tried again every minute, so
@@ -95,8 +102,26 @@ func RecordN(ctx context.Context, rdb redis.UniversalClient, namespace, campaign
 	pipe := rdb.Pipeline()
 	pipe.IncrBy(ctx, k, n)
 	pipe.Expire(ctx, k, ttl)
+	// The latest second wins, whatever order the workers' writes arrive in.
+	last := lastCallKey(namespace, campaign)
+	pipe.ZAddGT(ctx, last, redis.Z{Score: float64(t.Unix()), Member: "last"})
+	pipe.Expire(ctx, last, LastCallTTL)
 	_, err := pipe.Exec(ctx)
 	return err
+}
+
+// LastCall is the second in which the campaign last placed a call (as
+// counted by RecordN), or the zero time when it placed none within
+// LastCallTTL.
+func LastCall(ctx context.Context, rdb redis.UniversalClient, namespace, campaign string) (time.Time, error) {
+	sec, err := rdb.ZScore(ctx, lastCallKey(namespace, campaign), "last").Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return time.Time{}, nil
+	case err != nil:
+		return time.Time{}, fmt.Errorf("read last call: %w", err)
+	}
+	return time.Unix(int64(sec), 0), nil
 }
 
 // MarkLimited records that a dial of the campaign waited on the account's

@@ -89,6 +89,29 @@ func TestRecordNAddsUp(t *testing.T) {
 	}
 }
 
+func TestLastCallIsTheLatest(t *testing.T) {
+	ctx := context.Background()
+	rdb := env.Redis.Client()
+	defer rdb.Close()
+	if last, err := LastCall(ctx, rdb, "ns", "last"); err != nil || !last.IsZero() {
+		t.Fatalf("LastCall before any call = %v, %v; want zero", last, err)
+	}
+	now := time.Unix(1_800_000_500, 0)
+	// Two workers' counts arrive out of order: the later second stays.
+	if err := RecordN(ctx, rdb, "ns", "last", now, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := RecordN(ctx, rdb, "ns", "last", now.Add(-5*time.Second), 1); err != nil {
+		t.Fatal(err)
+	}
+	if last, err := LastCall(ctx, rdb, "ns", "last"); err != nil || !last.Equal(now) {
+		t.Fatalf("LastCall = %v, %v; want %v", last, err, now)
+	}
+	if ttl := rdb.TTL(ctx, lastCallKey("ns", "last")).Val(); ttl <= 0 || ttl > LastCallTTL {
+		t.Errorf("last call kept for %s, want up to %s", ttl, LastCallTTL)
+	}
+}
+
 func TestDialErrorFlag(t *testing.T) {
 	ctx := context.Background()
 	rdb := env.Redis.Client()
