@@ -119,7 +119,7 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		err = joinErr(err, patchStatus(ctx, r.Client, campaign, base, before, &campaign.Status))
 	}()
 
-	for _, phase := range []func(context.Context, *campaignScope) error{
+	if err := runPhases(ctx, scope, nil,
 		r.checkCredentials,
 		r.checkScript,
 		r.checkWorkerImage,
@@ -132,10 +132,8 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.applyNetworkPolicy,
 		r.readQueues,
 		r.pingCallLog,
-	} {
-		if err := phase(ctx, scope); err != nil {
-			return ctrl.Result{}, err
-		}
+	); err != nil {
+		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
 }

@@ -160,20 +160,15 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		err = joinErr(err, patchStatus(ctx, r.Client, d, base, before, &d.Status))
 	}()
 
-	for _, phase := range []func(context.Context, *deliveryScope) error{
+	if err := runPhases(ctx, s, func(s *deliveryScope) bool { return s.done },
 		r.resolveCampaign,
 		r.loadAttempts,
 		r.cancelIfAsked,
 		r.followAttempt,
 		r.planNext,
 		r.expireFinished,
-	} {
-		if err := phase(ctx, s); err != nil {
-			return ctrl.Result{}, err
-		}
-		if s.done {
-			break
-		}
+	); err != nil {
+		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: s.requeue}, nil
 }

@@ -705,45 +705,41 @@ func (c *Consumer) reclaimOnce(ctx context.Context, sh *shardState) bool {
 // extendLoop keeps the leases of running handlers, and cancels handlers
 // whose entries another consumer took over (after this one stalled).
 func (c *Consumer) extendLoop(ctx context.Context, sh *shardState) {
-	t := time.NewTicker(c.opts.Lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	periodic.Every(ctx, c.opts.Lease/3, func(ctx context.Context) { c.extendOnce(ctx, sh) })
+}
+
+// extendOnce extends the leases of the shard's running handlers once.
+func (c *Consumer) extendOnce(ctx context.Context, sh *shardState) {
+	c.mu.Lock()
+	var ids []string
+	for k := range c.inflight {
+		if k.shard == sh.idx {
+			ids = append(ids, k.entry)
+		}
+	}
+	c.mu.Unlock()
+	for start := 0; start < len(ids); start += 500 {
+		part := ids[start:min(start+500, len(ids))]
+		args := make([]any, 0, 2+len(part))
+		args = append(args, c.q.group, c.name)
+		for _, id := range part {
+			args = append(args, id)
+		}
+		lost, err := extendScript.Run(ctx, c.q.rdb, sh.keys, args...).StringSlice()
+		if err != nil {
+			if ctx.Err() == nil {
+				c.q.log.Warn("queue consumer: extend leases failed", "shard", sh.name, "err", err)
+			}
 			return
-		case <-t.C:
 		}
-		c.mu.Lock()
-		var ids []string
-		for k := range c.inflight {
-			if k.shard == sh.idx {
-				ids = append(ids, k.entry)
-			}
-		}
-		c.mu.Unlock()
-		for start := 0; start < len(ids); start += 500 {
-			part := ids[start:min(start+500, len(ids))]
-			args := make([]any, 0, 2+len(part))
-			args = append(args, c.q.group, c.name)
-			for _, id := range part {
-				args = append(args, id)
-			}
-			lost, err := extendScript.Run(ctx, c.q.rdb, sh.keys, args...).StringSlice()
-			if err != nil {
-				if ctx.Err() == nil {
-					c.q.log.Warn("queue consumer: extend leases failed", "shard", sh.name, "err", err)
-				}
-				break
-			}
-			for _, id := range lost {
-				c.mu.Lock()
-				cancel := c.inflight[flightKey{sh.idx, id}]
-				c.mu.Unlock()
-				if cancel != nil {
-					sh.leaseLost.Inc()
-					c.q.log.Warn("queue consumer: lease lost to another consumer; cancelling the handler", "shard", sh.name, "entry", id)
-					cancel()
-				}
+		for _, id := range lost {
+			c.mu.Lock()
+			cancel := c.inflight[flightKey{sh.idx, id}]
+			c.mu.Unlock()
+			if cancel != nil {
+				sh.leaseLost.Inc()
+				c.q.log.Warn("queue consumer: lease lost to another consumer; cancelling the handler", "shard", sh.name, "entry", id)
+				cancel()
 			}
 		}
 	}

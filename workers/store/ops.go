@@ -220,14 +220,24 @@ func (s *Store) Renew(ctx context.Context, id string, fence int64, lease time.Du
 
 // explain says why a fenced update of id matched nothing.
 func (s *Store) explain(ctx context.Context, id, op string, fence int64) error {
-	cur, err := s.Get(ctx, id)
+	cur, err := s.fenced(ctx, id, fence)
 	if err != nil {
 		return err
 	}
-	if fence != AnyFence && cur.Fence != fence {
-		return &StaleFenceError{ID: id, Have: fence, Current: cur.Fence}
-	}
 	return &TransitionError{ID: id, Op: op, From: cur.State}
+}
+
+// fenced reads attempt id after a fenced update of it matched nothing: a
+// *StaleFenceError when a newer claim exists (fence AnyFence: never).
+func (s *Store) fenced(ctx context.Context, id string, fence int64) (*Attempt, error) {
+	cur, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if fence != AnyFence && cur.Fence != fence {
+		return nil, &StaleFenceError{ID: id, Have: fence, Current: cur.Fence}
+	}
+	return cur, nil
 }
 
 func retentionSec(d *time.Duration) *int64 {
@@ -308,12 +318,9 @@ func (s *Store) MarkDialed(ctx context.Context, id string, fence int64, callSID,
 		return a, err
 	}
 	// Callbacks may have overtaken the REST response.
-	cur, err := s.Get(ctx, id)
+	cur, err := s.fenced(ctx, id, fence)
 	if err != nil {
 		return nil, err
-	}
-	if cur.Fence != fence {
-		return nil, &StaleFenceError{ID: id, Have: fence, Current: cur.Fence}
 	}
 	if cur.State.rank() <= StateDialing.rank() || cur.State == StateFailed || cur.State == StateCancelled {
 		return nil, &TransitionError{ID: id, Op: "mark dialed", From: cur.State}
@@ -386,12 +393,9 @@ func (s *Store) MarkUnknown(ctx context.Context, id string, fence int64, reason 
 	if err != nil || a != nil {
 		return a, err
 	}
-	cur, err := s.Get(ctx, id)
+	cur, err := s.fenced(ctx, id, fence)
 	if err != nil {
 		return nil, err
-	}
-	if cur.Fence != fence {
-		return nil, &StaleFenceError{ID: id, Have: fence, Current: cur.Fence}
 	}
 	if cur.State == StateUnknown || cur.State.rank() >= StateDialed.rank() && cur.State != StateFailed && cur.State != StateCancelled {
 		return cur, nil
