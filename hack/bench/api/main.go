@@ -43,6 +43,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -50,6 +51,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,7 +89,10 @@ func main() {
 		rates = append(rates, r)
 	}
 	b := &bench{n: *n, ns: *namespace, cacheTTL: *cacheTTL}
-	if err := b.run(context.Background(), func(ctx context.Context) error {
+	// Interrupting the bench still stops the services it started.
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := b.run(sigCtx, func(ctx context.Context) error {
 		if err := b.misses(ctx, *missRequests, *missConc); err != nil {
 			return err
 		}
@@ -263,14 +268,30 @@ func (b *bench) misses(ctx context.Context, requests, conc int) error {
 	lat := make([]time.Duration, requests)
 	var next atomic.Int64
 	var errs atomic.Int64
+	var done atomic.Int64
 	var wg sync.WaitGroup
+	t0 := time.Now()
+	stopProgress := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-tick.C:
+				logf("cache misses: %d/%d after %s", done.Load(), requests, time.Since(t0).Round(time.Second))
+			}
+		}
+	}()
+	defer close(stopProgress)
 	for range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= requests {
+				if i >= requests || ctx.Err() != nil {
 					return
 				}
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+b.mix[i%len(b.mix)], nil)
@@ -285,10 +306,14 @@ func (b *bench) misses(ctx context.Context, requests, conc int) error {
 				if err != nil || resp.StatusCode != http.StatusOK {
 					errs.Add(1)
 				}
+				done.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	slices.Sort(lat)
 	pct := func(q float64) float64 { return ms(lat[int(math.Ceil(q*float64(len(lat))))-1]) }
 	fmt.Printf("cache miss: requests=%d p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f errors=%d (attempts=%d)\n", requests, pct(.5), pct(.95), pct(.99), errs.Load(), b.n)
