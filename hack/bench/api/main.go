@@ -58,6 +58,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/delauto/delauto/hack/bench/internal/benchlog"
 	"github.com/delauto/delauto/hack/bench/internal/procs"
 	"github.com/delauto/delauto/internal/insights"
 	"github.com/delauto/delauto/internal/insightsapi"
@@ -109,14 +110,10 @@ func main() {
 	}
 }
 
-func fail(err error) {
-	fmt.Fprintf(os.Stderr, "api-bench: %v\n", err)
-	os.Exit(1)
-}
+func fail(err error) { benchlog.Fail("api-bench", err) }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-}
+// logf writes a progress line (benchlog.Logf).
+var logf = benchlog.Logf
 
 // bench is one run: the services, the seeded call log, the API under test.
 type bench struct {

@@ -50,6 +50,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/hack/bench/internal/benchlog"
 	"github.com/delauto/delauto/hack/bench/internal/procs"
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
@@ -133,14 +134,10 @@ func main() {
 	}
 }
 
-func fail(err error) {
-	fmt.Fprintf(os.Stderr, "callbacks-bench: %v\n", err)
-	os.Exit(1)
-}
+func fail(err error) { benchlog.Fail("callbacks-bench", err) }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-}
+// logf writes a progress line (benchlog.Logf).
+var logf = benchlog.Logf
 
 // req is one prepared status callback.
 type req struct {

@@ -54,6 +54,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
+	"github.com/delauto/delauto/hack/bench/internal/benchlog"
 	"github.com/delauto/delauto/hack/bench/internal/procs"
 	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/internal/testservices"
@@ -82,9 +83,8 @@ func main() {
 	}
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-}
+// logf writes a progress line (benchlog.Logf).
+var logf = benchlog.Logf
 
 func run(n, campaigns, shards, creators, reconciles int, policy bool, timeout time.Duration) error {
 	// Interrupting the bench still stops the services it started.
