@@ -340,7 +340,7 @@ const CallOffKeep = 7 * 24 * time.Hour
 // CallOff records that no attempt of group may be called any more: attempt
 // ids "<group>-<n>" of shard s, as the call log names a delivery's
 // attempts. Schedule refuses them from then on (CalledOff), and a worker
-// asks CalledOff before it dials. It is the operator's way to stop the
+// asks IsCalledOff before it dials. It is the operator's way to stop the
 // calls of a cancelled or deleted delivery while MongoDB, where attempts
 // are cancelled, cannot be reached; it needs only Redis. It is remembered
 // for CallOffKeep.
