@@ -95,8 +95,16 @@ func Parse(q url.Values) (Ref, error) {
 // and masks the phone numbers in it, after quoting: an escape such as \x01
 // before digits would otherwise join them into a number.
 func quote(s string) string {
-	if len(s) > 64 {
-		return phone.Scrub(strconv.Quote(s[:64]) + "...")
+	// Bytes that quoting escapes (\xe5) take four characters each: the
+	// quoted text is held to maxQuoted, not the input.
+	const maxQuoted = 80
+	q, cut := strconv.Quote(s), false
+	for len(q) > maxQuoted {
+		s, cut = s[:len(s)*maxQuoted/len(q)], true
+		q = strconv.Quote(s)
 	}
-	return phone.Scrub(strconv.Quote(s))
+	if cut {
+		q += "..."
+	}
+	return phone.Scrub(q)
 }
