@@ -71,7 +71,7 @@ Flags:
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "rebuilt: %d calls and %d delivery ends in %d buckets, %d stale buckets removed, %d calls without an end hour not counted\n",
-		rep.Calls, rep.Deliveries, rep.Buckets, rep.Removed, rep.Unbucketed)
+	fmt.Fprintf(out, "rebuilt: %d calls and %d delivery ends in %d buckets and %d series documents, %d stale buckets removed, %d calls without an end hour not counted, %d delivery summaries given their list hour\n",
+		rep.Calls, rep.Deliveries, rep.Buckets, rep.Series, rep.Removed, rep.Unbucketed, rep.ListKeys)
 	return nil
 }

@@ -16,7 +16,9 @@ import (
 type Position struct {
 	// At is the last item's creation time (millisecond precision).
 	At time.Time
-	// ID is the last item's UID.
+	// ID is the last item's UID; empty for a page that ended short of its
+	// limit with no item to go on from: the list goes on with the
+	// Deliveries created before At.
 	ID string
 }
 
@@ -57,7 +59,7 @@ func DecodeContinue(namespace string, q DeliveryQuery) (*Position, error) {
 		return nil, fmt.Errorf("%w: not a token", ErrBadContinue)
 	}
 	var t token
-	if err := json.Unmarshal(raw, &t); err != nil || t.I == "" || t.F == "" {
+	if err := json.Unmarshal(raw, &t); err != nil || t.A == 0 || t.F == "" {
 		return nil, fmt.Errorf("%w: not a token", ErrBadContinue)
 	}
 	if t.F != filterHash(namespace, q) {

@@ -67,7 +67,8 @@ func postgresCredential() (*syscall.Credential, error) {
 }
 
 // idLookupIndexSQL gives every table FerretDB creates for a collection a GIN
-// index on the document's _id, so finds and updates by _id do not scan the
+// index on the document's _id, and those of the insights collections one on
+// their lookup key (lk), so finds and updates by _id or lk do not scan the
 // call log (why: docs/operations.md, "Running on FerretDB 1.x", which gives
 // production the same SQL; TestOperationsDocGivesTheIndexSQL keeps the two
 // equal). MongoDB always finds a document by _id through its index; this
@@ -82,6 +83,9 @@ BEGIN
 	LOOP
 		IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.tbl AND attname = '_jsonb' AND NOT attisdropped) THEN
 			EXECUTE format('CREATE INDEX ON %s USING gin ((_jsonb->''_id'') jsonb_path_ops)', r.tbl);
+			IF (SELECT relname FROM pg_class WHERE oid = r.tbl) LIKE 'insights\_%' THEN
+				EXECUTE format('CREATE INDEX ON %s USING gin ((_jsonb->''lk'') jsonb_path_ops)', r.tbl);
+			END IF;
 		END IF;
 	END LOOP;
 END $$;

@@ -17,7 +17,7 @@ import (
 	"github.com/delauto/delauto/internal/insights"
 )
 
-// The insights collections (see docs/insights.md).
+// The insights collections (see docs/api.md, "Where the answers come from").
 const (
 	// RollupsCollection holds one document per namespace, campaign,
 	// region, agent and hour: the counters of the outcomes of that hour.
@@ -109,12 +109,21 @@ func rollupOf(raw bson.Raw) (Rollup, error) {
 		return r, fmt.Errorf("store: decode rollup: %w", err)
 	}
 	r.RollupKey = RollupKey{Namespace: key.NS, Campaign: key.Campaign, Region: key.Region, Agent: key.Agent, Hour: key.Hour.UTC()}
+	var err error
+	r.Counts, err = countsOf(raw)
+	return r, err
+}
+
+// countsOf reads the counters and histogram fields of a rollup document or
+// of a series group.
+func countsOf(raw bson.Raw) (insights.Counts, error) {
+	var c insights.Counts
 	elems, err := raw.Elements()
 	if err != nil {
-		return r, fmt.Errorf("store: decode rollup: %w", err)
+		return c, fmt.Errorf("store: decode counters: %w", err)
 	}
 	fields := map[string]*int64{}
-	for i, p := range counterPtrs(&r.Counts) {
+	for i, p := range counterPtrs(&c) {
 		fields[counterFields[i]] = p
 	}
 	for _, e := range elems {
@@ -128,12 +137,12 @@ func rollupOf(raw bson.Raw) (Rollup, error) {
 			continue
 		}
 		if i, ok := histIndex(k, durHistPrefix, insights.DurationBuckets); ok {
-			r.DurHist = setHist(r.DurHist, insights.DurationBuckets, i, v)
+			c.DurHist = setHist(c.DurHist, insights.DurationBuckets, i, v)
 		} else if i, ok := histIndex(k, pickupHistPrefix, insights.PickupBuckets); ok {
-			r.PickupHist = setHist(r.PickupHist, insights.PickupBuckets, i, v)
+			c.PickupHist = setHist(c.PickupHist, insights.PickupBuckets, i, v)
 		}
 	}
-	return r, nil
+	return c, nil
 }
 
 func asInt64(v bson.RawValue) (int64, bool) {
@@ -172,6 +181,9 @@ func setHist(h []int64, n, i int, v int64) []int64 {
 type tally struct {
 	mu      sync.Mutex
 	pending sums
+	// series are the series documents' share of pending (seriesSums.addBucket),
+	// written and kept for retry on their own.
+	series seriesSums
 	// changed are the namespaces whose insights changed (rollups or
 	// delivery summaries) since the last flush.
 	changed map[string]bool
@@ -198,7 +210,23 @@ func (t *tally) add(k RollupKey, c insights.Counts) {
 		t.pending = sums{}
 	}
 	t.pending.add(k, c)
+	if t.series == nil {
+		t.series = seriesSums{}
+	}
+	t.series.addBucket(k, c)
 	t.touch(k.Namespace)
+}
+
+// addSeries puts back a series addition that could not be written.
+func (t *tally) addSeries(k seriesKey, sum seriesSum) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.series == nil {
+		t.series = seriesSums{}
+	}
+	for _, g := range sum {
+		t.series.add(k, g.key, g.Counts)
+	}
 }
 
 // touch marks a namespace changed; t.mu is held.
@@ -283,17 +311,17 @@ func (s *Store) countMachine(a *Attempt) {
 }
 
 // FlushInsights writes the outcomes counted since the last flush to the
-// rollups ($inc, upserting the bucket), then tells the notify function
-// (SetInsightsNotify) which namespaces changed. A bucket whose write
-// failed is kept for the next flush. The store flushes every
+// rollups and the series ($inc, upserting each document), then tells the notify function
+// (SetInsightsNotify) which namespaces changed. A document whose write
+// failed keeps its addition for the next flush. The store flushes every
 // Config.InsightsFlush and on Close; tests call it directly.
 func (s *Store) FlushInsights(ctx context.Context) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	t := &s.tally
 	t.mu.Lock()
-	pending, changed, notify := t.pending, t.changed, t.notify
-	t.pending, t.changed = nil, nil
+	pending, series, changed, notify := t.pending, t.series, t.changed, t.notify
+	t.pending, t.series, t.changed = nil, nil, nil
 	t.mu.Unlock()
 
 	var firstErr error
@@ -301,7 +329,22 @@ func (s *Store) FlushInsights(ctx context.Context) error {
 		if err := s.incRollup(ctx, k, *c); err != nil {
 			s.log.Warn("cannot write an insights rollup; kept for the next flush",
 				"namespace", k.Namespace, "campaign", k.Campaign, "hour", k.Hour, "error", err)
-			t.add(k, *c)
+			t.mu.Lock()
+			if t.pending == nil {
+				t.pending = sums{}
+			}
+			t.pending.add(k, *c)
+			t.mu.Unlock()
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	for k, sum := range series {
+		if err := s.incSeries(ctx, k, sum); err != nil {
+			s.log.Warn("cannot write an insights series; kept for the next flush",
+				"namespace", k.Namespace, "campaign", k.Campaign, "at", k.At, "error", err)
+			t.addSeries(k, sum)
 			if firstErr == nil {
 				firstErr = err
 			}
@@ -324,27 +367,13 @@ func (s *Store) incRollup(ctx context.Context, k RollupKey, c insights.Counts) e
 	if len(inc) == 0 {
 		return nil
 	}
-	id := k.id()
-	unlock, err := s.lock(ctx, "rollup:"+id)
-	if err != nil {
-		return err
-	}
-	defer unlock()
 	update := bson.D{
 		{Key: "$inc", Value: inc},
 		{Key: "$setOnInsert", Value: bson.D{{Key: "ns", Value: k.Namespace}, {Key: "campaign", Value: k.Campaign},
 			{Key: "region", Value: k.Region}, {Key: "agent", Value: k.Agent}, {Key: "hour", Value: k.Hour.UTC()}}},
 	}
-	for try := 0; ; try++ {
-		_, err = s.rollups.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update, options.UpdateOne().SetUpsert(true))
-		if err == nil || !isDuplicate(err) || try > 0 {
-			break
-		}
-		// Two upserts raced to insert the bucket: the other won, so this
-		// one now updates it.
-	}
-	if err != nil {
-		return fmt.Errorf("store: update rollup %s: %w", id, err)
+	if err := s.lockedUpsert(ctx, s.rollups, "rollup:"+k.id(), k.id(), update); err != nil {
+		return fmt.Errorf("store: update rollup %s: %w", k.id(), err)
 	}
 	return nil
 }
@@ -443,8 +472,9 @@ type deliveryDoc struct {
 	Attempts    int32     `bson:"attempts"`
 	LastResult  string    `bson:"lastResult,omitempty"`
 	// CreatedAt is when the summary was first written: with the _id, the
-	// list's immutable order.
+	// list's immutable order. LK is the lookup key of its hour (listLK).
 	CreatedAt time.Time `bson:"createdAt"`
+	LK        string    `bson:"lk,omitempty"`
 	UpdatedAt time.Time `bson:"updatedAt"`
 	// EndKind and EndHour are set once, when the end is counted.
 	EndKind string     `bson:"endKind,omitempty"`
@@ -487,9 +517,13 @@ func (s *Store) RecordDelivery(ctx context.Context, r DeliveryRecord) error {
 			unset = append(unset, bson.E{Key: f.k, Value: ""})
 		}
 	}
-	update := bson.D{{Key: "$set", Value: set}, {Key: "$setOnInsert", Value: bson.D{{Key: "createdAt", Value: now}}}}
+	update := bson.D{{Key: "$set", Value: set}, {Key: "$setOnInsert", Value: bson.D{{Key: "createdAt", Value: now}, {Key: "lk", Value: listLK(r.Namespace, now)}}}}
 	if len(unset) > 0 {
 		update = append(update, bson.E{Key: "$unset", Value: unset})
+	}
+	// The hour goes into the list's hours before a summary can be in it.
+	if err := s.noteListHour(ctx, r.Namespace, now); err != nil {
+		return err
 	}
 	// Both writes hold the summary's lock where updates are not atomic:
 	// FerretDB 1.x writes a whole document back, so an unlocked $set could

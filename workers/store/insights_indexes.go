@@ -22,33 +22,22 @@ type insightsIndex struct {
 func rollupsColl(s *Store) *mongo.Collection    { return s.rollups }
 func deliveriesColl(s *Store) *mongo.Collection { return s.deliveries }
 
-// listOrder is the delivery list's order, newest first (see listKey).
+// listOrder is the delivery list's order, newest first.
 var listOrder = bson.D{{Key: "createdAt", Value: -1}, {Key: "_id", Value: -1}}
 
-// listIndex is the delivery list's index for one filter field.
-func listIndex(name, field string, partial bool) insightsIndex {
-	keys := bson.D{{Key: "ns", Value: 1}}
-	if field != "" {
-		keys = append(keys, bson.E{Key: field, Value: 1})
-	}
-	ix := insightsIndex{coll: deliveriesColl, name: name, keys: append(keys, listOrder...)}
-	if partial {
-		ix.partial = field
-	}
-	return ix
-}
+func seriesColl(s *Store) *mongo.Collection { return s.series }
 
 // insightsIndexes are the indexes of the insights collections (listed in
-// docs/insights.md).
+// docs/api.md, "Where the answers come from"). The queries find series and summaries by lookup key
+// (lk); on FerretDB 1.x an index PostgreSQL builds serves those (see
+// docs/operations.md), not these.
 var insightsIndexes = []insightsIndex{
 	{coll: rollupsColl, name: "ns_hour", keys: bson.D{{Key: "ns", Value: 1}, {Key: "hour", Value: 1}}},
 	{coll: rollupsColl, name: "ns_campaign_hour", keys: bson.D{{Key: "ns", Value: 1}, {Key: "campaign", Value: 1}, {Key: "hour", Value: 1}}},
-	listIndex("ns_list", "", false),
-	listIndex("ns_campaign_list", "campaign", false),
-	listIndex("ns_phase_list", "phase", false),
-	listIndex("ns_region_list", "region", true),
-	listIndex("ns_agent_list", "agent", true),
-	listIndex("ns_windowDay_list", "windowDay", false),
+	{coll: seriesColl, name: "lk", keys: bson.D{{Key: "lk", Value: 1}}},
+	{coll: seriesColl, name: "ns", keys: bson.D{{Key: "ns", Value: 1}}},
+	{coll: deliveriesColl, name: "lk_list", keys: append(bson.D{{Key: "lk", Value: 1}}, listOrder...)},
+	{coll: deliveriesColl, name: "ns_endKind", keys: bson.D{{Key: "ns", Value: 1}, {Key: "endKind", Value: 1}}, partial: "endKind"},
 }
 
 // ensureInsightsIndexes creates the insights collections' indexes, one per

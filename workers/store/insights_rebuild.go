@@ -23,6 +23,12 @@ type RebuildReport struct {
 	// Buckets is how many rollup documents were written; Removed how many
 	// old ones held nothing the call log still shows.
 	Buckets, Removed int64
+	// Series is how many series documents were written (old ones the call
+	// log no longer shows are removed too).
+	Series int64
+	// ListKeys is how many delivery summaries were given their list hour
+	// (summaries written before the list was read by hours).
+	ListKeys int64
 }
 
 // rebuildBatch is how many rollup documents one bulk write replaces.
@@ -34,8 +40,12 @@ const rebuildBatch = 500
 // two aggregations FerretDB 1.24 can run ($match, then $group with one
 // $sum: 1; the bucket of every figure is a field stored when the outcome
 // was recorded, and durations are grouped by, not summed, because FerretDB
-// 1.24 answers 0 for a $sum of a field beside a $sum of a constant), replaces each bucket's counters and deletes the buckets the
-// call log no longer shows. progress, if set, hears each step.
+// 1.24 answers 0 for a $sum of a field beside a $sum of a constant),
+// replaces each bucket's counters and deletes the buckets the call log no
+// longer shows, then does the same for the series the queries read (made
+// from the buckets). It also gives delivery summaries written before the
+// list was read by hours their list hour. progress, if set, hears each
+// step.
 //
 // Outcomes recorded while it runs may be counted twice or not at all in
 // their bucket; run it when outcomes are quiet, or again after.
@@ -161,6 +171,28 @@ func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(for
 	}
 	rep.Removed = res.DeletedCount
 	say("%d stale buckets removed", rep.Removed)
+
+	series := seriesSums{}
+	for k, c := range buckets {
+		series.addBucket(k, *c)
+	}
+	say("writing %d series documents", len(series))
+	seriesIDs, err := s.writeSeries(ctx, series, say)
+	if err != nil {
+		return rep, err
+	}
+	rep.Series = int64(len(seriesIDs))
+	stale = bson.D{{Key: "_id", Value: bson.D{{Key: "$nin", Value: seriesIDs}}}}
+	if namespace != "" {
+		stale = append(bson.D{{Key: "ns", Value: namespace}}, stale...)
+	}
+	if _, err := s.series.DeleteMany(ctx, stale); err != nil {
+		return rep, fmt.Errorf("store: delete stale series: %w", err)
+	}
+	if rep.ListKeys, err = s.backfillListKeys(ctx, namespace); err != nil {
+		return rep, err
+	}
+	say("%d delivery summaries given their list hour", rep.ListKeys)
 	s.tally.mu.Lock()
 	if namespace != "" {
 		s.tally.touch(namespace)
@@ -189,6 +221,49 @@ func (s *Store) aggregate(ctx context.Context, coll *mongo.Collection, match, ke
 	}
 	if err := cur.All(ctx, out); err != nil {
 		return fmt.Errorf("store: read the %s aggregation: %w", coll.Name(), err)
+	}
+	return nil
+}
+
+// backfillListKeys gives the delivery summaries of namespace ("" for all)
+// that have no lookup key (listLK) theirs, and notes their hours.
+func (s *Store) backfillListKeys(ctx context.Context, namespace string) (int64, error) {
+	filter := bson.D{{Key: "lk", Value: bson.D{{Key: "$exists", Value: false}}}}
+	if namespace != "" {
+		filter = append(bson.D{{Key: "ns", Value: namespace}}, filter...)
+	}
+	cur, err := s.deliveries.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "ns", Value: 1}, {Key: "createdAt", Value: 1}}))
+	if err != nil {
+		return 0, fmt.Errorf("store: find summaries without a list hour: %w", err)
+	}
+	var docs []deliveryDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return 0, fmt.Errorf("store: read summaries without a list hour: %w", err)
+	}
+	var n int64
+	for _, d := range docs {
+		if err := s.noteListHour(ctx, d.Namespace, d.CreatedAt); err != nil {
+			return n, err
+		}
+		if err := s.setListKey(ctx, d); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// setListKey sets d's lookup key where it has none, under the summary's
+// lock (see RecordDelivery).
+func (s *Store) setListKey(ctx context.Context, d deliveryDoc) error {
+	unlock, err := s.lock(ctx, "delivery:"+d.UID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := s.deliveries.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.UID}, {Key: "lk", Value: bson.D{{Key: "$exists", Value: false}}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "lk", Value: listLK(d.Namespace, d.CreatedAt)}}}}); err != nil {
+		return fmt.Errorf("store: set the list hour of summary %s: %w", d.UID, err)
 	}
 	return nil
 }

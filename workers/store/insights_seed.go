@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/delauto/delauto/api/v1alpha1"
@@ -62,6 +63,7 @@ func (s *Store) SeedInsights(ctx context.Context, sd Seed) error {
 	span := sd.To.Sub(sd.From)
 	buckets := sums{}
 	add := buckets.add
+	hours := map[time.Time]bool{}
 	var attempts, deliveries []any
 	write := func(force bool) error {
 		if len(attempts) >= sd.Batch || (force && len(attempts) > 0) {
@@ -132,9 +134,10 @@ func (s *Store) SeedInsights(ctx context.Context, sd Seed) error {
 		window := end.Add(2 * time.Hour).Truncate(time.Hour)
 		deliveries = append(deliveries, deliveryDoc{UID: uid, Namespace: sd.Namespace, Name: "parcel-" + uid, Campaign: campaign,
 			Phase: string(phase), Region: region, Agent: agent, WindowStart: window, WindowEnd: window.Add(2 * time.Hour),
-			WindowDay: windowDay(window), Attempts: int32(calls), LastResult: string(last.Result), CreatedAt: created,
+			WindowDay: windowDay(window), Attempts: int32(calls), LastResult: string(last.Result), CreatedAt: created, LK: listLK(sd.Namespace, created),
 			UpdatedAt: end, EndKind: EndKind(phase), EndHour: &endHour})
 		add(RollupKey{Namespace: sd.Namespace, Campaign: campaign, Region: region, Agent: agent, Hour: endHour}, endCounts(EndKind(phase), 1))
+		hours[created.Truncate(time.Hour)] = true
 		if err := write(false); err != nil {
 			return err
 		}
@@ -142,8 +145,20 @@ func (s *Store) SeedInsights(ctx context.Context, sd Seed) error {
 	if err := write(true); err != nil {
 		return err
 	}
+	for h := range hours {
+		if err := s.noteListHour(ctx, sd.Namespace, h); err != nil {
+			return err
+		}
+	}
+	series := seriesSums{}
 	for k, c := range buckets {
 		if err := s.incRollup(ctx, k, *c); err != nil {
+			return err
+		}
+		series.addBucket(k, *c)
+	}
+	for k, sum := range series {
+		if err := s.incSeries(ctx, k, sum); err != nil {
 			return err
 		}
 	}
@@ -153,15 +168,17 @@ func (s *Store) SeedInsights(ctx context.Context, sd Seed) error {
 	return nil
 }
 
-// DropRollups deletes the rollups of namespace ("" for all): for tests and
+// DropRollups deletes the rollups and series of namespace ("" for all): for tests and
 // tools, before a Rebuild.
 func (s *Store) DropRollups(ctx context.Context, namespace string) error {
 	filter := bson.D{}
 	if namespace != "" {
 		filter = bson.D{{Key: "ns", Value: namespace}}
 	}
-	if _, err := s.rollups.DeleteMany(ctx, filter); err != nil {
-		return fmt.Errorf("store: drop rollups: %w", err)
+	for _, c := range []*mongo.Collection{s.rollups, s.series} {
+		if _, err := c.DeleteMany(ctx, filter); err != nil {
+			return fmt.Errorf("store: drop %s: %w", c.Name(), err)
+		}
 	}
 	return nil
 }

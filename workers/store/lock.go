@@ -162,3 +162,20 @@ func isDuplicate(err error) bool {
 	var ce mongo.CommandError
 	return errors.As(err, &ce) && strings.Contains(ce.Message, "duplicate key value violates unique constraint")
 }
+
+// lockedUpsert applies update to document id of coll, inserting it if
+// missing, under lock lockID where updates are not atomic.
+func (s *Store) lockedUpsert(ctx context.Context, coll *mongo.Collection, lockID, id string, update bson.D) error {
+	unlock, err := s.lock(ctx, lockID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for try := 0; ; try++ {
+		_, err = coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update, options.UpdateOne().SetUpsert(true))
+		if err == nil || !isDuplicate(err) || try > 0 {
+			return err
+		}
+		// Two upserts raced to insert it: the other won, this one updates.
+	}
+}

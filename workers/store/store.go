@@ -227,10 +227,14 @@ type Store struct {
 	meta     *mongo.Collection
 	salt     []byte
 
-	// rollups and deliveries are the insights collections; tally the
-	// outcomes counted and not yet written (see insights.go).
+	// rollups, series, deliveries and listDays are the insights
+	// collections; tally the outcomes counted and not yet written (see
+	// insights.go).
 	rollups    *mongo.Collection
+	series     *mongo.Collection
 	deliveries *mongo.Collection
+	listDays   *mongo.Collection
+	listHours  listHours
 	tally      tally
 	flushMu    sync.Mutex
 	closeOnce  sync.Once
@@ -276,7 +280,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		logged:   map[string]bool{},
 
 		rollups:    db.Collection(RollupsCollection),
+		series:     db.Collection(SeriesCollection),
 		deliveries: db.Collection(DeliveriesCollection),
+		listDays:   db.Collection(ListDaysCollection),
 	}
 	if err := s.detect(ctx); err != nil {
 		_ = client.Disconnect(context.Background())

@@ -311,10 +311,38 @@ func (b *bench) misses(ctx context.Context, requests, conc int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	byKind := map[string][]time.Duration{}
+	for i, d := range lat {
+		k := requestKind(b.mix[i%len(b.mix)])
+		byKind[k] = append(byKind[k], d)
+	}
+	for _, k := range []string{"list", "overview", "breakdown"} {
+		if ds := byKind[k]; len(ds) > 0 {
+			slices.Sort(ds)
+			fmt.Printf("cache miss %s: requests=%d p50_ms=%.1f p95_ms=%.1f\n", k, len(ds), ms(quantile(ds, .5)), ms(quantile(ds, .95)))
+		}
+	}
 	slices.Sort(lat)
-	pct := func(q float64) float64 { return ms(lat[int(math.Ceil(q*float64(len(lat))))-1]) }
-	fmt.Printf("cache miss: requests=%d p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f errors=%d (attempts=%d)\n", requests, pct(.5), pct(.95), pct(.99), errs.Load(), b.n)
+	fmt.Printf("cache miss: requests=%d p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f errors=%d (attempts=%d)\n",
+		requests, ms(quantile(lat, .5)), ms(quantile(lat, .95)), ms(quantile(lat, .99)), errs.Load(), b.n)
 	return nil
+}
+
+// quantile is the q-quantile of sorted ds (nearest rank).
+func quantile(ds []time.Duration, q float64) time.Duration {
+	return ds[max(0, int(math.Ceil(q*float64(len(ds))))-1)]
+}
+
+// requestKind names the part of the mix a request path belongs to.
+func requestKind(path string) string {
+	switch {
+	case strings.Contains(path, "/deliveries"):
+		return "list"
+	case strings.Contains(path, "/overview"):
+		return "overview"
+	default:
+		return "breakdown"
+	}
 }
 
 // artillery runs the seed system's profile with artillery from
