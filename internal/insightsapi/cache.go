@@ -32,15 +32,16 @@ const (
 )
 
 // answer is an encoded answer: the JSON body, its gzip form when the body
-// is over GzipMin, and its ETag.
+// is over GzipMin, its ETag, and when it was made.
 type answer struct {
 	body, gz []byte
 	etag     string
+	made     time.Time
 }
 
 func newAnswer(body []byte) *answer {
 	sum := sha256.Sum256(body)
-	a := &answer{body: body, etag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`}
+	a := &answer{body: body, etag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`, made: time.Now()}
 	if len(body) > GzipMin {
 		var b bytes.Buffer
 		zw, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
@@ -51,10 +52,17 @@ func newAnswer(body []byte) *answer {
 	return a
 }
 
-// encode packs a for Redis: the ETag's length and the ETag, the body's
-// length and the body, then the gzip form.
+// answerFormat is the first byte of an encoded answer: an entry of
+// another layout is a miss, overwritten by the fresh answer.
+const answerFormat = 2
+
+// encode packs a for Redis: the format byte, when it was made (Unix
+// milliseconds), the ETag's length and the ETag, the body's length and the
+// body, then the gzip form.
 func (a *answer) encode() []byte {
-	out := make([]byte, 0, 8+len(a.etag)+len(a.body)+len(a.gz))
+	out := make([]byte, 0, 17+len(a.etag)+len(a.body)+len(a.gz))
+	out = append(out, answerFormat)
+	out = binary.BigEndian.AppendUint64(out, uint64(a.made.UnixMilli()))
 	out = binary.BigEndian.AppendUint32(out, uint32(len(a.etag)))
 	out = append(out, a.etag...)
 	out = binary.BigEndian.AppendUint32(out, uint32(len(a.body)))
@@ -65,6 +73,11 @@ func (a *answer) encode() []byte {
 var errCorrupt = errors.New("a cached answer is corrupt")
 
 func decodeAnswer(b []byte) (*answer, error) {
+	if len(b) < 9 || b[0] != answerFormat {
+		return nil, errCorrupt
+	}
+	made := time.UnixMilli(int64(binary.BigEndian.Uint64(b[1:9])))
+	b = b[9:]
 	take := func() ([]byte, error) {
 		if len(b) < 4 {
 			return nil, errCorrupt
@@ -85,7 +98,7 @@ func decodeAnswer(b []byte) (*answer, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &answer{etag: string(etag), body: body}
+	a := &answer{etag: string(etag), body: body, made: made}
 	if len(b) > 0 {
 		a.gz = b
 	}
@@ -153,6 +166,16 @@ func acceptsGzip(header string) bool {
 type answerCache struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
+}
+
+// stale reports whether a cached answer is old enough to be made again in
+// the background while it is served: past half its TTL. An answer asked
+// for is thus renewed before it expires, and its askers never wait for the
+// store; one nobody asks for expires. (Its generation is current, so it is
+// not out of date; the renewal bounds how long a change that no outcome
+// announced, such as a rebuild, takes to show.)
+func (c *answerCache) stale(a *answer, now time.Time) bool {
+	return now.Sub(a.made) > c.ttl/2
 }
 
 // cacheKey is the key of a namespace's answer to a normalized query at a

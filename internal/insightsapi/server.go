@@ -290,7 +290,8 @@ func (s *Server) serveRoute(rt *route) http.Handler {
 }
 
 // answer returns the encoded answer of q from the cache, or from Source
-// (one query for concurrent identical misses) and stores it.
+// (one query for concurrent identical misses) and stores it. A cached
+// answer past half its TTL is served and made again in the background.
 func (s *Server) answer(ctx context.Context, rt *route, q *query) (*answer, string, error) {
 	key := q.key(rt.op)
 	var ck string
@@ -303,11 +304,29 @@ func (s *Server) answer(ctx context.Context, rt *route, q *query) (*answer, stri
 			s.log.Warn("cache unreachable; answering from the store", "namespace", q.namespace, "err", err)
 			s.metrics.cacheErrors.Inc()
 		case a != nil:
+			if s.cache.stale(a, time.Now()) {
+				renewed := s.flight.DoChan(q.namespace+"\x00"+key+"\x00"+ck, s.query(ctx, rt, q, ck))
+				go func() {
+					if r := <-renewed; r.Err != nil {
+						s.log.Warn("cannot renew a cached answer; it expires", "namespace", q.namespace, "route", rt.op, "err", r.Err)
+					}
+				}()
+			}
 			return a, cacheHit, nil
 		}
 	}
-	flightKey := q.namespace + "\x00" + key + "\x00" + ck
-	v, err, _ := s.flight.Do(flightKey, func() (any, error) {
+	v, err, _ := s.flight.Do(q.namespace+"\x00"+key+"\x00"+ck, s.query(ctx, rt, q, ck))
+	if err != nil {
+		return nil, "", err
+	}
+	return v.(*answer), cacheMiss, nil
+}
+
+// query is the flight that answers q from Source and caches the answer
+// under ck (if set); it outlives the request that started it (bounded by
+// the query timeout), as other requests may be waiting for it.
+func (s *Server) query(ctx context.Context, rt *route, q *query, ck string) func() (any, error) {
+	return func() (any, error) {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 		defer cancel()
 		body, err := rt.answer(qctx, s, q)
@@ -326,11 +345,7 @@ func (s *Server) answer(ctx context.Context, rt *route, q *query) (*answer, stri
 			}
 		}
 		return a, nil
-	})
-	if err != nil {
-		return nil, "", err
 	}
-	return v.(*answer), cacheMiss, nil
 }
 
 // refuse logs a 401 or 403, without the token, and writes it.

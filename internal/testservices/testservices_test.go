@@ -100,12 +100,27 @@ func TestOperationsDocGivesTheIndexSQL(t *testing.T) {
 // answered by an index, as MongoDB's are, rather than by a table scan: the
 // call log's speed must not fall with its size.
 func TestMongoFindsByIDThroughAnIndex(t *testing.T) {
+	checkLookupsUseAnIndex(t, "byid", "_id")
+}
+
+// TestMongoFindsInsightsByLookupKeyThroughAnIndex: the insights
+// collections' lookup key (lk), by which the read API finds series and the
+// delivery list's hours, is indexed too.
+func TestMongoFindsInsightsByLookupKeyThroughAnIndex(t *testing.T) {
+	checkLookupsUseAnIndex(t, "insights_bylk", "lk")
+}
+
+// checkLookupsUseAnIndex finds and updates documents of a new collection
+// by field, and checks with PostgreSQL's scan counters that an index, not
+// a table scan, answered each.
+func checkLookupsUseAnIndex(t *testing.T, collection, field string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	coll := selftestCollection(t, "byid")
+	coll := selftestCollection(t, collection)
+	key := func(i int) string { return fmt.Sprintf("doc-%04d", i) }
 	docs := make([]any, 2000)
 	for i := range docs {
-		docs[i] = bson.M{"_id": fmt.Sprintf("doc-%04d", i), "n": i}
+		docs[i] = bson.M{"_id": fmt.Sprintf("id-%04d", i), field: key(i), "n": i}
 	}
 	if _, err := coll.InsertMany(ctx, docs); err != nil {
 		t.Fatal(err)
@@ -130,18 +145,18 @@ func TestMongoFindsByIDThroughAnIndex(t *testing.T) {
 	seq0, idx0 := scans()
 	const lookups = 50
 	for i := range lookups {
-		id := fmt.Sprintf("doc-%04d", i*37)
+		k := key(i * 37)
 		var got struct {
 			N int `bson:"n"`
 		}
-		if err := coll.FindOne(ctx, bson.M{"_id": id}).Decode(&got); err != nil {
-			t.Fatalf("find %s: %v", id, err)
+		if err := coll.FindOne(ctx, bson.M{field: k}).Decode(&got); err != nil {
+			t.Fatalf("find %s: %v", k, err)
 		}
 		if got.N != i*37 {
-			t.Fatalf("find %s: n = %d, want %d", id, got.N, i*37)
+			t.Fatalf("find %s: n = %d, want %d", k, got.N, i*37)
 		}
-		if _, err := coll.UpdateOne(ctx, bson.M{"_id": id}, bson.M{"$inc": bson.M{"n": 1}}); err != nil {
-			t.Fatalf("update %s: %v", id, err)
+		if _, err := coll.UpdateOne(ctx, bson.M{field: k}, bson.M{"$inc": bson.M{"n": 1}}); err != nil {
+			t.Fatalf("update %s: %v", k, err)
 		}
 	}
 	var seq, idx int
@@ -154,7 +169,7 @@ func TestMongoFindsByIDThroughAnIndex(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if seq-seq0 >= lookups || idx-idx0 < 2*lookups {
-		t.Fatalf("%d finds and %d updates by _id made %d table scans and %d index scans; want index scans only", lookups, lookups, seq-seq0, idx-idx0)
+		t.Fatalf("%d finds and %d updates by %s made %d table scans and %d index scans; want index scans only", lookups, lookups, field, seq-seq0, idx-idx0)
 	}
 }
 

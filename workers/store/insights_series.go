@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/delauto/delauto/internal/insights"
 )
@@ -235,45 +237,75 @@ func seriesPlan(from, to time.Time, grains []seriesGrain) []stretch {
 	return plan
 }
 
+// byLookupKey is how many documents of one lookup key a query must want
+// for readSeries to find them all by the key rather than one by one by
+// _id: a lookup key returns every document of its month or day, and
+// FerretDB decodes each document it returns.
+const byLookupKey = 4
+
+// seriesReaders is how many finds readSeries runs at once.
+const seriesReaders = 4
+
 // readSeries returns the groups of the series of namespace, campaign and
-// dim over the stretches of plan, keyed by each stretch's start: the
-// series documents, found by their lookup keys.
+// dim over the stretches of plan, keyed by each stretch's start. The
+// documents are found by lookup key where a query wants at least
+// byLookupKey of its documents, otherwise by _id.
 func (s *Store) readSeries(ctx context.Context, namespace, campaign string, dim insights.Dimension, plan []stretch) (map[time.Time][]seriesGroup, error) {
 	want := map[string]time.Time{}
+	byLK := map[string][]string{}
 	var lks []string
-	seen := map[string]bool{}
 	for _, st := range plan {
 		k := seriesKey{Namespace: namespace, Campaign: campaign, Dim: dim, Grain: st.grain.name, At: st.at}
 		want[k.id()] = st.at
-		if lk := k.lk(); !seen[lk] {
-			seen[lk] = true
+		lk := k.lk()
+		if byLK[lk] == nil {
 			lks = append(lks, lk)
 		}
+		byLK[lk] = append(byLK[lk], k.id())
 	}
-	out := map[time.Time][]seriesGroup{}
+	var filters []bson.D
 	for _, lk := range lks {
-		cur, err := s.series.Find(ctx, bson.D{{Key: "lk", Value: lk}})
-		if err != nil {
-			return nil, fmt.Errorf("store: find series: %w", err)
-		}
-		for cur.Next(ctx) {
-			id, _ := cur.Current.Lookup("_id").StringValueOK()
-			at, ok := want[id]
-			if !ok {
-				continue
+		if ids := byLK[lk]; len(ids) >= byLookupKey {
+			filters = append(filters, bson.D{{Key: "lk", Value: lk}})
+		} else {
+			for _, id := range ids {
+				filters = append(filters, bson.D{{Key: "_id", Value: id}})
 			}
-			groups, err := seriesGroupsOf(cur.Current)
+		}
+	}
+	var mu sync.Mutex
+	out := map[time.Time][]seriesGroup{}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(seriesReaders)
+	for _, f := range filters {
+		g.Go(func() error {
+			cur, err := s.series.Find(gctx, f)
 			if err != nil {
-				cur.Close(ctx)
-				return nil, err
+				return fmt.Errorf("store: find series: %w", err)
 			}
-			out[at] = append(out[at], groups...)
-		}
-		err = cur.Err()
-		cur.Close(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("store: read series: %w", err)
-		}
+			defer cur.Close(gctx)
+			for cur.Next(gctx) {
+				id, _ := cur.Current.Lookup("_id").StringValueOK()
+				at, ok := want[id]
+				if !ok {
+					continue
+				}
+				groups, err := seriesGroupsOf(cur.Current)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				out[at] = append(out[at], groups...)
+				mu.Unlock()
+			}
+			if err := cur.Err(); err != nil {
+				return fmt.Errorf("store: read series: %w", err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
