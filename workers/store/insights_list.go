@@ -52,10 +52,40 @@ func listDayID(namespace string, day time.Time) string {
 func listFirstID(namespace string) string { return namespace + "|first" }
 
 // listHours remembers the hours this store has already noted in
-// ListDaysCollection, so noting costs a write once per namespace and hour.
+// ListDaysCollection, so noting costs a write once per namespace and hour;
+// and, for listMemoTTL, what it read there of days that ended over an hour
+// ago and of first days, which change only by a rebuild's backfill.
 type listHours struct {
 	mu    sync.Mutex
 	noted map[string]bool
+	read  map[string]listMemo
+}
+
+// listMemoTTL is how long a read of a past day's hours or of a first day
+// is reused.
+const listMemoTTL = time.Minute
+
+type listMemo struct {
+	hours []int
+	first time.Time
+	at    time.Time
+}
+
+// memo returns what was read of id within listMemoTTL.
+func (l *listHours) memo(id string, now time.Time) (listMemo, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m, ok := l.read[id]
+	return m, ok && now.Sub(m.at) < listMemoTTL
+}
+
+func (l *listHours) remember(id string, m listMemo) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.read == nil || len(l.read) > 4096 {
+		l.read = map[string]listMemo{}
+	}
+	l.read[id] = m
 }
 
 // noteListHour records that namespace has summaries first recorded in the
@@ -88,6 +118,8 @@ func (s *Store) noteListHour(ctx context.Context, namespace string, t time.Time)
 		s.listHours.noted = map[string]bool{}
 	}
 	s.listHours.noted[key] = true
+	delete(s.listHours.read, listDayID(namespace, day))
+	delete(s.listHours.read, listFirstID(namespace))
 	s.listHours.mu.Unlock()
 	return nil
 }
@@ -95,33 +127,46 @@ func (s *Store) noteListHour(ctx context.Context, namespace string, t time.Time)
 // listDayHours reads the list-days document of namespace and day: its hours,
 // newest first (none if it has no summaries).
 func (s *Store) listDayHours(ctx context.Context, namespace string, day time.Time) ([]int, error) {
+	id := listDayID(namespace, day)
+	now := s.now()
+	past := now.Sub(day) > 25*time.Hour
+	if m, ok := s.listHours.memo(id, now); ok && past {
+		return m.hours, nil
+	}
 	var doc struct {
 		Hours []int `bson:"hours"`
 	}
-	err := s.listDays.FindOne(ctx, bson.D{{Key: "_id", Value: listDayID(namespace, day)}}).Decode(&doc)
-	if err == mongo.ErrNoDocuments {
-		return nil, nil
-	}
-	if err != nil {
+	err := s.listDays.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc)
+	if err != nil && err != mongo.ErrNoDocuments {
 		return nil, fmt.Errorf("store: read the delivery list's hours: %w", err)
 	}
 	slices.Sort(doc.Hours)
 	slices.Reverse(doc.Hours)
-	return slices.Compact(doc.Hours), nil
+	hours := slices.Compact(doc.Hours)
+	if past {
+		s.listHours.remember(id, listMemo{hours: hours, at: now})
+	}
+	return hours, nil
 }
 
 // listFirstDay is the first day namespace had summaries, or zero.
 func (s *Store) listFirstDay(ctx context.Context, namespace string) (time.Time, error) {
+	id := listFirstID(namespace)
+	now := s.now()
+	if m, ok := s.listHours.memo(id, now); ok && !m.first.IsZero() {
+		return m.first, nil
+	}
 	var doc struct {
 		Day time.Time `bson:"day"`
 	}
-	err := s.listDays.FindOne(ctx, bson.D{{Key: "_id", Value: listFirstID(namespace)}}).Decode(&doc)
+	err := s.listDays.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc)
 	if err == mongo.ErrNoDocuments {
 		return time.Time{}, nil
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("store: read the delivery list's first day: %w", err)
 	}
+	s.listHours.remember(id, listMemo{first: doc.Day.UTC(), at: now})
 	return doc.Day.UTC(), nil
 }
 

@@ -463,7 +463,6 @@ func (b *bench) ceiling(ctx context.Context, rates []int, step, slo time.Duratio
 		t.Header = hdr
 		return nil
 	}
-	attacker := vegeta.NewAttacker(vegeta.Connections(conns), vegeta.MaxConnections(conns), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
 	type result struct {
 		rate             int
 		achieved         float64
@@ -484,6 +483,8 @@ func (b *bench) ceiling(ctx context.Context, rates []int, step, slo time.Duratio
 			return ctx.Err()
 		}
 		hits0, misses0 := b.cacheCounts()
+		// One attacker per step: an attack stops its attacker when it ends.
+		attacker := vegeta.NewAttacker(vegeta.Connections(conns), vegeta.MaxConnections(conns), vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
 		var m vegeta.Metrics
 		var errs uint64
 		for res := range attacker.Attack(targeter, vegeta.Rate{Freq: rate, Per: time.Second}, step, fmt.Sprint(rate)) {
