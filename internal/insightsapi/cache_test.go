@@ -44,6 +44,7 @@ func TestIdenticalRequestIsACacheHit(t *testing.T) {
 	if err := rdb.Incr(ctx, insights.GenerationKey(teamA)).Err(); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(GenerationReuse + 50*time.Millisecond)
 	third := h.get(base + "/analytics/breakdown?by=region&from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z")
 	if third.header.Get("X-Cache") != cacheMiss || src.n.Load() != 2 {
 		t.Errorf("after an outcome: X-Cache %s, %d queries; want miss, 2", third.header.Get("X-Cache"), src.n.Load())
