@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"hash/fnv"
 	"net/http"
 	"strconv"
 	"strings"
@@ -210,13 +211,18 @@ func (c *answerCache) generation(ctx context.Context, namespace string, now time
 }
 
 // stale reports whether a cached answer is old enough to be made again in
-// the background while it is served: past half its TTL. An answer asked
-// for is thus renewed before it expires, and its askers never wait for the
-// store; one nobody asks for expires. (Its generation is current, so it is
-// not out of date; the renewal bounds how long a change that no outcome
-// announced, such as a rebuild, takes to show.)
+// the background while it is served: past half its TTL, plus up to a
+// quarter TTL that differs from answer to answer (so answers cached
+// together are not all made again at once). An answer asked for is thus
+// renewed before it expires, and its askers never wait for the store; one
+// nobody asks for expires. (Its generation is current, so it is not out of
+// date; the renewal bounds how long a change that no outcome announced,
+// such as a rebuild, takes to show.)
 func (c *answerCache) stale(a *answer, now time.Time) bool {
-	return now.Sub(a.made) > c.ttl/2
+	h := fnv.New32a()
+	h.Write([]byte(a.etag))
+	spread := time.Duration(h.Sum32()) % (c.ttl/4 + 1)
+	return now.Sub(a.made) > c.ttl/2+spread
 }
 
 // cacheKey is the key of a namespace's answer to a normalized query at a

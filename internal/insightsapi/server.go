@@ -57,8 +57,15 @@ type Server struct {
 	now      func() time.Time
 	metrics  *Metrics
 	flight   singleflight.Group
+	// renewals holds a token per background renewal running.
+	renewals chan struct{}
 	mux      *http.ServeMux
 }
+
+// maxRenewals is how many cached answers one API process makes again in
+// the background at once; a stale answer found while that many run is
+// renewed by a later request (it has a quarter of its TTL and more left).
+const maxRenewals = 2
 
 // Defaults of Config.
 const (
@@ -91,7 +98,7 @@ func New(c Config, reg prometheus.Registerer) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{src: c.Source, auth: c.Auth, maxRange: c.MaxRange, timeout: c.QueryTimeout,
-		log: c.Logger, now: c.Now, metrics: m}
+		log: c.Logger, now: c.Now, metrics: m, renewals: make(chan struct{}, maxRenewals)}
 	if c.Redis != nil {
 		s.cache = &answerCache{rdb: c.Redis, ttl: c.CacheTTL}
 	}
@@ -305,12 +312,19 @@ func (s *Server) answer(ctx context.Context, rt *route, q *query) (*answer, stri
 			s.metrics.cacheErrors.Inc()
 		case a != nil:
 			if s.cache.stale(a, time.Now()) {
-				renewed := s.flight.DoChan(q.namespace+"\x00"+key+"\x00"+ck, s.query(ctx, rt, q, ck))
-				go func() {
-					if r := <-renewed; r.Err != nil {
-						s.log.Warn("cannot renew a cached answer; it expires", "namespace", q.namespace, "route", rt.op, "err", r.Err)
-					}
-				}()
+				select {
+				case s.renewals <- struct{}{}:
+					renewed := s.flight.DoChan(q.namespace+"\x00"+key+"\x00"+ck, s.query(ctx, rt, q, ck))
+					go func() {
+						r := <-renewed
+						<-s.renewals
+						if r.Err != nil {
+							s.log.Warn("cannot renew a cached answer; it expires", "namespace", q.namespace, "route", rt.op, "err", r.Err)
+						}
+					}()
+				default:
+					// maxRenewals are running: a later request renews it.
+				}
 			}
 			return a, cacheHit, nil
 		}
