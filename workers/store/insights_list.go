@@ -281,10 +281,8 @@ func (s *Store) Deliveries(ctx context.Context, namespace string, q insights.Del
 		page.Items[i] = docs[i].summary()
 	}
 	switch {
-	case more:
-		last := docs[len(docs)-1]
-		page.Continue = insights.EncodeContinue(namespace, q, insights.Position{At: last.CreatedAt, ID: last.UID})
-	case !resume.IsZero() && len(docs) > 0:
+	case more || (!resume.IsZero() && len(docs) > 0):
+		// Go on after the last item (a short page re-reads its hour).
 		last := docs[len(docs)-1]
 		page.Continue = insights.EncodeContinue(namespace, q, insights.Position{At: last.CreatedAt, ID: last.UID})
 	case !resume.IsZero():

@@ -25,9 +25,10 @@ import (
 // dimension (or not at all), over an hour, four hours or a day. A range is
 // cut into the largest whole stretches, so a week is about a dozen
 // documents, whatever the number of attempts; each is found by an equality
-// on its lookup key (lk), which FerretDB pushes down and an index serves.
+// FerretDB pushes down and an index serves: on its lookup key (lk), shared
+// by a month of days or a day of shorter stretches, or on its _id.
 //
-// Series are derived from the rollup buckets (seriesCells): counted with
+// Series are derived from the rollup buckets (seriesSums.addBucket): counted with
 // them as outcomes arrive, and rewritten from them by Rebuild.
 
 // SeriesCollection holds the series documents (see above).
