@@ -36,7 +36,9 @@ func callLog(t *testing.T) insights.Source {
 			t.Fatal(err)
 		}
 		var src insights.Source = st
-		seedTo = time.Now().UTC()
+		// The seed ends a second before the hour, so its last outcomes
+		// end in the next hour, the case a range must still cover.
+		seedTo = time.Now().UTC().Truncate(time.Hour).Add(-time.Second)
 		if err := st.SeedInsights(ctx, store.Seed{Namespace: teamA, Attempts: seededAttempts,
 			From: seedTo.Add(-48 * time.Hour), To: seedTo, RandSeed: 7}); err != nil {
 			t.Fatal(err)
@@ -58,7 +60,9 @@ func TestAnswersComeFromTheCallLog(t *testing.T) {
 	h := newHarness(t, src)
 	ctx := context.Background()
 	from := seedTo.Add(-72 * time.Hour).Truncate(time.Hour)
-	to := seedTo.Truncate(time.Hour).Add(time.Hour)
+	// A seeded Delivery's outcome ends up to 37 minutes after it was
+	// created: the range runs to the end of the hour after that.
+	to := seedTo.Add(37 * time.Minute).Truncate(time.Hour).Add(time.Hour)
 	rng := "from=" + url.QueryEscape(from.Format(time.RFC3339)) + "&to=" + url.QueryEscape(to.Format(time.RFC3339))
 
 	var ov OverviewAnswer
