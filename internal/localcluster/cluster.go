@@ -69,6 +69,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	out, err := c.kwokctl(ctx, "create", "cluster", "--name", opts.Name, "--runtime", "binary",
 		"--kube-apiserver-binary", bin("kube-apiserver"), "--kube-controller-manager-binary", bin("kube-controller-manager"),
 		"--kube-scheduler-binary", bin("kube-scheduler"), "--etcd-binary", bin("etcd"), "--kwok-controller-binary", bin("kwok"),
+		// One scheduler and one controller manager, and nothing restarts
+		// them (a kubelet would): with leader election on, a lease renewal
+		// that times out on a loaded apiserver ends them for good, and
+		// Deployments get no more pods.
+		"--extra-args", "kube-scheduler=leader-elect=false", "--extra-args", "kube-controller-manager=leader-elect=false",
 		"--kubeconfig", c.Kubeconfig, "--wait", "2m")
 	if err != nil {
 		return nil, fmt.Errorf("kwokctl create cluster: %w\n%s", err, out)

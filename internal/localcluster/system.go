@@ -1,6 +1,7 @@
 package localcluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/pem"
 	"fmt"
@@ -347,13 +348,18 @@ type CampaignOptions struct {
 	// ScaleDownDelay is spec.workers.scaleDownDelay; 0 keeps the API's
 	// default (5m).
 	ScaleDownDelay time.Duration
+	// CallsPerSecond is spec.twilio.callsPerSecond; default 20.
+	CallsPerSecond int
+	// Concurrency and MaxReplicas are spec.workers' calls per worker and
+	// workers per shard; default 20 and 4.
+	Concurrency, MaxReplicas int
 }
 
 // Campaign is the YAML of a namespace with what a campaign needs (Twilio
 // credentials of the simulator, the stores Secret, the dispatch signing key)
 // and a CallCampaign: calling hours start-end UTC, one attempt per Delivery
 // (or maxAttempts with 1m back-off), sharded by region, 1 to 4 workers of
-// 20 calls per shard, relaying by SMS and signed webhook to the system's
+// 20 calls per shard and 20 calls a second (unless o says otherwise), relaying by SMS and signed webhook to the system's
 // dispatch. It starts with a document separator, so campaigns and
 // Deliveries concatenate into one YAML stream. Apply it, then RouteCallbacks.
 func (s *System) Campaign(o CampaignOptions) string {
@@ -361,6 +367,7 @@ func (s *System) Campaign(o CampaignOptions) string {
 	if o.MaxAttempts > 1 {
 		retry = fmt.Sprintf("{maxAttempts: %d, backoff: [1m], retryOn: [no-answer, busy]}", o.MaxAttempts)
 	}
+	cps, concurrency, maxReplicas := cmp.Or(o.CallsPerSecond, 20), cmp.Or(o.Concurrency, 20), cmp.Or(o.MaxReplicas, 4)
 	scaleDown := ""
 	if o.ScaleDownDelay > 0 {
 		scaleDown = fmt.Sprintf("\n    scaleDownDelay: %s", o.ScaleDownDelay)
@@ -402,7 +409,7 @@ spec:
   twilio:
     credentialsSecretRef: {name: twilio-credentials}
     fromNumbers: ["+14155550100"]
-    callsPerSecond: 20
+    callsPerSecond: %[15]d
     callbackURL: https://%[8]s
   relay:
     sms: true
@@ -413,11 +420,11 @@ spec:
     by: Region
     regions: [%[13]s]
   workers:
-    concurrency: 20
+    concurrency: %[16]d
     minReplicas: 1
-    maxReplicas: 4%[14]s
+    maxReplicas: %[17]d%[14]s
 `, o.Namespace, o.Name, s.Sim.AccountSID(), s.Sim.AuthToken(), s.Services.Redis.URL(), s.Services.Mongo.URI, DispatchKey,
-		CampaignHost(o.Namespace, o.Name), o.HoursStart, o.HoursEnd, s.Dispatch.URL, retry, strings.Join(o.Regions, ", "), scaleDown)
+		CampaignHost(o.Namespace, o.Name), o.HoursStart, o.HoursEnd, s.Dispatch.URL, retry, strings.Join(o.Regions, ", "), scaleDown, cps, concurrency, maxReplicas)
 }
 
 // Delivery is the YAML of one Delivery of campaign whose window opens at

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,8 +29,25 @@ const (
 )
 
 // DefaultInsightsFlush is how often counted outcomes are written to the
-// rollups (Config.InsightsFlush).
+// rollups and series (Config.InsightsFlush) on a server with atomic
+// updates (MongoDB).
 const DefaultInsightsFlush = time.Second
+
+// DefaultInsightsFlushLocked is the flush interval on a server whose
+// updates are not atomic (FerretDB 1.x). There each document a flush adds
+// to is written under its lock, and every writer of a namespace adds to
+// the same series documents: flushed every second by a fleet, the writers
+// queue for those locks, flushes run out of time, and the load slows
+// every other read and write of the call log.
+const DefaultInsightsFlushLocked = 10 * time.Second
+
+// defaultInsightsFlush is the flush interval for a server.
+func defaultInsightsFlush(atomicUpdates bool) time.Duration {
+	if atomicUpdates {
+		return DefaultInsightsFlush
+	}
+	return DefaultInsightsFlushLocked
+}
 
 // RollupKey names one rollup bucket.
 type RollupKey struct {
@@ -378,21 +396,38 @@ func (s *Store) incRollup(ctx context.Context, k RollupKey, c insights.Counts) e
 	return nil
 }
 
-// flushLoop flushes the tally every Config.InsightsFlush until stop closes.
+// flushLoop flushes the tally every Config.InsightsFlush until stop
+// closes. The first flush comes after a random part of the interval, so a
+// fleet started together does not flush in step; a flush may take the
+// whole interval (at least OperationTimeout).
 func (s *Store) flushLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	t := time.NewTicker(s.cfg.InsightsFlush)
+	every := s.cfg.InsightsFlush
+	first := time.NewTimer(flushPhase(every, rand.Uint64()))
+	defer first.Stop()
+	select {
+	case <-stop:
+		return
+	case <-first.C:
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		ctx, cancel := context.WithTimeout(context.Background(), max(every, s.cfg.OperationTimeout))
+		_ = s.FlushInsights(ctx)
+		cancel()
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.OperationTimeout)
-			_ = s.FlushInsights(ctx)
-			cancel()
 		}
 	}
+}
+
+// flushPhase is when a flush loop's first flush comes: r's share of the
+// interval every.
+func flushPhase(every time.Duration, r uint64) time.Duration {
+	return time.Duration(r % uint64(every))
 }
 
 // DeliveryRecord is what the delivery list and the delivery rollups know

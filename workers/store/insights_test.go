@@ -541,3 +541,56 @@ func TestDeliveryListPagesStayStableUnderWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestInsightsFlushFollowsTheServer: where every document a flush adds to
+// is written under its lock (FerretDB), the store flushes every 10 s by
+// default, not every second; a set interval is kept, and the flush loop
+// writes what was counted without being asked, its first flush at a
+// random part of the interval.
+func TestInsightsFlushFollowsTheServer(t *testing.T) {
+	s := openStore(t)
+	if s.Features().AtomicUpdates {
+		t.Fatal("the test server applies updates atomically; this test wants FerretDB")
+	}
+	if s.cfg.InsightsFlush != DefaultInsightsFlushLocked {
+		t.Fatalf("flush interval on FerretDB = %s, want %s", s.cfg.InsightsFlush, DefaultInsightsFlushLocked)
+	}
+	if got := defaultInsightsFlush(true); got != DefaultInsightsFlush {
+		t.Fatalf("flush interval with atomic updates = %s, want %s", got, DefaultInsightsFlush)
+	}
+	phases := map[time.Duration]bool{}
+	for r := range uint64(50) {
+		p := flushPhase(10*time.Second, r*7919*1_000_003)
+		if p < 0 || p >= 10*time.Second {
+			t.Fatalf("first flush after %s, outside the 10 s interval", p)
+		}
+		phases[p] = true
+	}
+	if len(phases) < 40 {
+		t.Fatalf("first flushes of 50 stores at %d distinct phases", len(phases))
+	}
+
+	clk := newClock()
+	loop := openStore(t, withClock(clk), func(c *Config) { c.InsightsFlush = 300 * time.Millisecond })
+	if loop.cfg.InsightsFlush != 300*time.Millisecond {
+		t.Fatalf("a set flush interval became %s", loop.cfg.InsightsFlush)
+	}
+	want := playOutcomes(t, loop, clk)
+	var got insights.Counts
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rs, err := loop.Rollups(context.Background(), "shop", time.Time{}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = total(rs)
+		got.DurHist, got.PickupHist = nil, nil
+		if reflect.DeepEqual(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after the outcomes, the flush loop wrote\n %+v\nwant\n %+v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

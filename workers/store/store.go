@@ -102,8 +102,10 @@ type Config struct {
 	// default 5s.
 	LockWait time.Duration
 	// InsightsFlush is how often the outcomes counted for the insights
-	// rollups are written (FlushInsights); default DefaultInsightsFlush.
-	// Negative: only when FlushInsights is called (tests) and on Close.
+	// rollups are written (FlushInsights); default DefaultInsightsFlush,
+	// or DefaultInsightsFlushLocked on a server whose updates are not
+	// atomic. Negative: only when FlushInsights is called (tests) and on
+	// Close.
 	InsightsFlush time.Duration
 	// Logger receives start-up and fallback messages; default slog.Default().
 	Logger *slog.Logger
@@ -135,9 +137,6 @@ func (c *Config) defaults() {
 	}
 	if c.LockWait == 0 {
 		c.LockWait = 5 * time.Second
-	}
-	if c.InsightsFlush == 0 {
-		c.InsightsFlush = DefaultInsightsFlush
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -296,13 +295,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		_ = client.Disconnect(context.Background())
 		return nil, err
 	}
-	if cfg.InsightsFlush > 0 {
+	if s.cfg.InsightsFlush == 0 {
+		s.cfg.InsightsFlush = defaultInsightsFlush(s.Features().AtomicUpdates)
+	}
+	if s.cfg.InsightsFlush > 0 {
 		s.stopFlush, s.flushDone = make(chan struct{}), make(chan struct{})
 		go s.flushLoop(s.stopFlush, s.flushDone)
 	}
 	f := s.Features()
 	s.log.Info("call log store ready", "server", f.Server, "ttlIndexes", f.TTLIndexes,
-		"partialIndexes", f.PartialIndexes, "atomicUpdates", f.AtomicUpdates)
+		"partialIndexes", f.PartialIndexes, "atomicUpdates", f.AtomicUpdates, "insightsFlush", s.cfg.InsightsFlush)
 	return s, nil
 }
 

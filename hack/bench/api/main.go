@@ -62,7 +62,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/delauto/delauto/hack/bench/internal/benchlog"
-	"github.com/delauto/delauto/hack/bench/internal/procs"
+	"github.com/delauto/delauto/hack/internal/procs"
 	"github.com/delauto/delauto/internal/insights"
 	"github.com/delauto/delauto/internal/insightsapi"
 	"github.com/delauto/delauto/internal/testservices"

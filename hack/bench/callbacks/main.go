@@ -51,7 +51,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/hack/bench/internal/benchlog"
-	"github.com/delauto/delauto/hack/bench/internal/procs"
+	"github.com/delauto/delauto/hack/internal/procs"
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/testservices"

@@ -55,7 +55,7 @@ import (
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
 	"github.com/delauto/delauto/hack/bench/internal/benchlog"
-	"github.com/delauto/delauto/hack/bench/internal/procs"
+	"github.com/delauto/delauto/hack/internal/procs"
 	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/workers/queue"

@@ -89,18 +89,34 @@ func parseStat(file string) (Process, bool) {
 // CPU is CPU seconds by command name.
 type CPU map[string]float64
 
+// Args is the command line of process pid (nil once it ended).
+func Args(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
 // CPUSnapshot sums the CPU seconds of this process and its descendants by
 // command name, this process's under self. Processes that ended (short
 // PostgreSQL backends) are missed.
 func CPUSnapshot(self string) CPU {
 	me := os.Getpid()
-	out := CPU{}
-	for _, p := range Descendants(me) {
-		name := p.Command
+	return CPUSnapshotBy(func(p Process) string {
 		if p.PID == me {
-			name = self
+			return self
 		}
-		out[name] += p.CPUSeconds
+		return p.Command
+	})
+}
+
+// CPUSnapshotBy sums the CPU seconds of this process and its descendants
+// by the name name gives each.
+func CPUSnapshotBy(name func(Process) string) CPU {
+	out := CPU{}
+	for _, p := range Descendants(os.Getpid()) {
+		out[name(p)] += p.CPUSeconds
 	}
 	return out
 }
