@@ -124,11 +124,16 @@ test-e2e: e2e-tools redis ## The whole system on a local cluster (the last step 
 # TEST_FUZZTIME is how long `make test` fuzzes each fuzz target (make fuzz).
 TEST_FUZZTIME ?= 5s
 
-# CHAOS_PROFILE (default or ci), CHAOS_SEED, CHAOS_DELIVERIES and
+# CHAOS_PROFILE (default, ci or load), CHAOS_SEED, CHAOS_DELIVERIES and
 # CHAOS_DURATION are read by hack/chaos; CHAOS_FLAGS are passed as they are.
 .PHONY: chaos
 chaos: e2e-tools redis ## The whole system under faults on a seeded schedule: 5,000 Deliveries over 10 min (CHAOS_SEED=n replays a run; CHAOS_PROFILE=ci is make test's short run).
 	go run ./hack/chaos $(CHAOS_FLAGS)
+
+# LOAD_RATES (e.g. 2,4,8) are the load profile's steps, Deliveries a second.
+.PHONY: load
+load: e2e-tools redis ## The whole system's ceiling: no faults, Deliveries due at once at a rising rate (a minute each) until the pickup p99 exceeds 1 s; names the bottleneck (docs/operations.md).
+	go run ./hack/chaos -profile load $(CHAOS_FLAGS)
 
 .PHONY: test-chaos
 test-chaos: e2e-tools redis ## The chaos run's short profile (500 Deliveries over 2 min; not yet part of `make test`, see docs/chaos.md).

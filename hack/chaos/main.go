@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -37,6 +38,9 @@ var profiles = map[string]profile{
 	"default": {deliveries: 5000, length: 10 * time.Minute, drain: 10 * time.Minute},
 	// The CI profile (make test): 500 over 2 minutes.
 	"ci": {deliveries: 500, length: 2 * time.Minute, drain: 6 * time.Minute},
+	// The load profile (make load): no faults, a rising rate until the
+	// pickup p99 exceeds a second (see load.go).
+	"load": {},
 }
 
 // config is what a run does.
@@ -51,17 +55,33 @@ type config struct {
 }
 
 func main() {
-	prof := flag.String("profile", envOr("CHAOS_PROFILE", "default"), "default (5,000 Deliveries over 10 min) or ci (500 over 2 min) (env CHAOS_PROFILE)")
+	prof := flag.String("profile", envOr("CHAOS_PROFILE", "default"), "default (5,000 Deliveries over 10 min), ci (500 over 2 min) or load (no faults, a rising rate: the whole system's ceiling) (env CHAOS_PROFILE)")
 	n := flag.Int("deliveries", 0, "Deliveries created over the run (default: the profile's) (env CHAOS_DELIVERIES)")
 	length := flag.Duration("duration", 0, "how long Deliveries are created and faults injected (default: the profile's) (env CHAOS_DURATION)")
 	drain := flag.Duration("drain", 0, "how long to wait after the stream for every Delivery to settle (default: the profile's)")
 	seed := flag.Uint64("seed", 0, "seed of the fault schedule and every random pick; 0 draws one (printed, to replay a run) (env CHAOS_SEED)")
 	dir := flag.String("dir", "", "run folder (default: a new folder in the temp dir)")
 	keep := flag.Bool("keep", false, "keep the run folder even when every invariant held")
+	rates := flag.String("rates", envOr("LOAD_RATES", "1,2,3,4,6,8,12,16"), "load profile: Deliveries per second of each step, rising (env LOAD_RATES)")
+	step := flag.Duration("step", time.Minute, "load profile: how long each rate is held")
+	limit := flag.Duration("limit", time.Second, "load profile: the pickup p99 (create request to call) a step must stay within")
 	flag.Parse()
 	p, ok := profiles[*prof]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "chaos: unknown profile %q (default, ci)\n", *prof)
+		fmt.Fprintf(os.Stderr, "chaos: unknown profile %q (default, ci, load)\n", *prof)
+		os.Exit(2)
+	}
+	lo := loadOptions{step: *step, limit: *limit}
+	for _, f := range strings.Split(*rates, ",") {
+		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || r <= 0 || (len(lo.rates) > 0 && r <= lo.rates[len(lo.rates)-1]) {
+			fmt.Fprintf(os.Stderr, "chaos: -rates %q: want rising positive numbers, e.g. 2,4,8\n", *rates)
+			os.Exit(2)
+		}
+		lo.rates = append(lo.rates, r)
+	}
+	if lo.step < 10*time.Second || lo.limit <= 0 {
+		fmt.Fprintln(os.Stderr, "chaos: -step must be at least 10s and -limit positive")
 		os.Exit(2)
 	}
 	cfg := config{deliveries: p.deliveries, length: p.length, drain: p.drain, seed: *seed, dir: *dir, keep: *keep}
@@ -100,7 +120,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ok, err = run(ctx, cfg)
+	if *prof == "load" {
+		ok, err = runLoad(ctx, cfg, lo)
+	} else {
+		ok, err = run(ctx, cfg)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -332,8 +333,15 @@ func (s *Store) countMachine(a *Attempt) {
 // rollups and the series ($inc, upserting each document), then tells the notify function
 // (SetInsightsNotify) which namespaces changed. A document whose write
 // failed keeps its addition for the next flush. The store flushes every
-// Config.InsightsFlush and on Close; tests call it directly.
+// Config.InsightsFlush and on Close; tests call it directly. It waits for
+// a document another writer holds (LockWait); the periodic flush does not.
 func (s *Store) FlushInsights(ctx context.Context) error {
+	return s.flushInsights(ctx, true)
+}
+
+// flushInsights is FlushInsights; with wait false a document another
+// writer holds keeps its addition for the next flush, quietly.
+func (s *Store) flushInsights(ctx context.Context, wait bool) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	t := &s.tally
@@ -343,29 +351,32 @@ func (s *Store) FlushInsights(ctx context.Context) error {
 	t.mu.Unlock()
 
 	var firstErr error
+	failed := func(err error, what string, args ...any) {
+		if !wait && errors.Is(err, ErrBusy) {
+			return
+		}
+		s.log.Warn(what, append(args, "error", err)...)
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
 	for k, c := range pending {
-		if err := s.incRollup(ctx, k, *c); err != nil {
-			s.log.Warn("cannot write an insights rollup; kept for the next flush",
-				"namespace", k.Namespace, "campaign", k.Campaign, "hour", k.Hour, "error", err)
+		if err := s.incRollup(ctx, k, *c, wait); err != nil {
+			failed(err, "cannot write an insights rollup; kept for the next flush",
+				"namespace", k.Namespace, "campaign", k.Campaign, "hour", k.Hour)
 			t.mu.Lock()
 			if t.pending == nil {
 				t.pending = sums{}
 			}
 			t.pending.add(k, *c)
 			t.mu.Unlock()
-			if firstErr == nil {
-				firstErr = err
-			}
 		}
 	}
 	for k, sum := range series {
-		if err := s.incSeries(ctx, k, sum); err != nil {
-			s.log.Warn("cannot write an insights series; kept for the next flush",
-				"namespace", k.Namespace, "campaign", k.Campaign, "at", k.At, "error", err)
+		if err := s.incSeries(ctx, k, sum, wait); err != nil {
+			failed(err, "cannot write an insights series; kept for the next flush",
+				"namespace", k.Namespace, "campaign", k.Campaign, "at", k.At)
 			t.addSeries(k, sum)
-			if firstErr == nil {
-				firstErr = err
-			}
 		}
 	}
 	if notify != nil && len(changed) > 0 {
@@ -380,7 +391,7 @@ func (s *Store) FlushInsights(ctx context.Context) error {
 
 // incRollup adds c to bucket k in one upsert, under the bucket's lock on
 // servers whose updates are not atomic (FerretDB 1.x loses concurrent $inc).
-func (s *Store) incRollup(ctx context.Context, k RollupKey, c insights.Counts) error {
+func (s *Store) incRollup(ctx context.Context, k RollupKey, c insights.Counts, wait bool) error {
 	inc := incOf(c)
 	if len(inc) == 0 {
 		return nil
@@ -390,7 +401,7 @@ func (s *Store) incRollup(ctx context.Context, k RollupKey, c insights.Counts) e
 		{Key: "$setOnInsert", Value: bson.D{{Key: "ns", Value: k.Namespace}, {Key: "campaign", Value: k.Campaign},
 			{Key: "region", Value: k.Region}, {Key: "agent", Value: k.Agent}, {Key: "hour", Value: k.Hour.UTC()}}},
 	}
-	if err := s.lockedUpsert(ctx, s.rollups, "rollup:"+k.id(), k.id(), update); err != nil {
+	if err := s.lockedUpsert(ctx, s.rollups, "rollup:"+k.id(), k.id(), update, wait); err != nil {
 		return fmt.Errorf("store: update rollup %s: %w", k.id(), err)
 	}
 	return nil
@@ -414,7 +425,7 @@ func (s *Store) flushLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), max(every, s.cfg.OperationTimeout))
-		_ = s.FlushInsights(ctx)
+		_ = s.flushInsights(ctx, false)
 		cancel()
 		select {
 		case <-stop:

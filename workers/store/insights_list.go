@@ -10,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/delauto/delauto/internal/insights"
 )
@@ -59,6 +60,10 @@ type listHours struct {
 	mu    sync.Mutex
 	noted map[string]bool
 	read  map[string]listMemo
+	// noting has one write in flight per hour: the operator's concurrent
+	// reconciles of a new hour's Deliveries wait for it rather than queue
+	// for the same lock.
+	noting singleflight.Group
 }
 
 // listMemoTTL is how long a read of a past day's hours or of a first day
@@ -100,17 +105,23 @@ func (s *Store) noteListHour(ctx context.Context, namespace string, t time.Time)
 	if done {
 		return nil
 	}
+	_, err, _ := s.listHours.noting.Do(key, func() (any, error) { return nil, s.writeListHour(ctx, namespace, hour, key) })
+	return err
+}
+
+// writeListHour writes what noteListHour notes, and remembers it.
+func (s *Store) writeListHour(ctx context.Context, namespace string, hour time.Time, key string) error {
 	day := startOf(hour, 24*time.Hour)
 	if err := s.lockedUpsert(ctx, s.listDays, "listday:"+listDayID(namespace, day), listDayID(namespace, day), bson.D{
 		{Key: "$addToSet", Value: bson.D{{Key: "hours", Value: int32(hour.Hour())}}},
 		{Key: "$setOnInsert", Value: bson.D{{Key: "ns", Value: namespace}, {Key: "day", Value: day}}},
-	}); err != nil {
+	}, true); err != nil {
 		return fmt.Errorf("store: note the delivery list's hour: %w", err)
 	}
 	if err := s.lockedUpsert(ctx, s.listDays, "listday:"+listFirstID(namespace), listFirstID(namespace), bson.D{
 		{Key: "$min", Value: bson.D{{Key: "day", Value: day}}},
 		{Key: "$setOnInsert", Value: bson.D{{Key: "ns", Value: namespace}}},
-	}); err != nil {
+	}, true); err != nil {
 		return fmt.Errorf("store: note the delivery list's first day: %w", err)
 	}
 	s.listHours.mu.Lock()

@@ -152,13 +152,13 @@ func (s *Store) SeedInsights(ctx context.Context, sd Seed) error {
 	}
 	series := seriesSums{}
 	for k, c := range buckets {
-		if err := s.incRollup(ctx, k, *c); err != nil {
+		if err := s.incRollup(ctx, k, *c, true); err != nil {
 			return err
 		}
 		series.addBucket(k, *c)
 	}
 	for k, sum := range series {
-		if err := s.incSeries(ctx, k, sum); err != nil {
+		if err := s.incSeries(ctx, k, sum, true); err != nil {
 			return err
 		}
 	}

@@ -171,7 +171,7 @@ func seriesFields(k seriesKey) bson.D {
 
 // incSeries adds s to series document k in one upsert, under the
 // document's lock where updates are not atomic.
-func (s *Store) incSeries(ctx context.Context, k seriesKey, sum seriesSum) error {
+func (s *Store) incSeries(ctx context.Context, k seriesKey, sum seriesSum, wait bool) error {
 	var inc, set bson.D
 	for id, g := range sum {
 		for _, e := range incOf(g.Counts) {
@@ -183,7 +183,7 @@ func (s *Store) incSeries(ctx context.Context, k seriesKey, sum seriesSum) error
 		return nil
 	}
 	update := bson.D{{Key: "$inc", Value: inc}, {Key: "$set", Value: set}, {Key: "$setOnInsert", Value: seriesFields(k)}}
-	if err := s.lockedUpsert(ctx, s.series, "series:"+k.id(), k.id(), update); err != nil {
+	if err := s.lockedUpsert(ctx, s.series, "series:"+k.id(), k.id(), update, wait); err != nil {
 		return fmt.Errorf("store: update series %s: %w", k.id(), err)
 	}
 	return nil

@@ -344,7 +344,7 @@ func TestRebuildEqualsAFullRecount(t *testing.T) {
 		t.Fatal(err)
 	}
 	stray := RollupKey{Namespace: "shop", Campaign: "gone", Hour: clk.Now().Truncate(time.Hour)}
-	if err := s.incRollup(ctx, stray, insights.Counts{Calls: 3}); err != nil {
+	if err := s.incRollup(ctx, stray, insights.Counts{Calls: 3}, true); err != nil {
 		t.Fatal(err)
 	}
 	if rep, err = s.Rebuild(ctx, "shop", nil); err != nil || rep.Removed != 1 {
@@ -592,5 +592,84 @@ func TestInsightsFlushFollowsTheServer(t *testing.T) {
 			t.Fatalf("30 s after the outcomes, the flush loop wrote\n %+v\nwant\n %+v", got, want)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestPeriodicFlushSkipsDocumentsAnotherWriterHolds: the periodic flush
+// does not wait for a rollup or series document whose lock another writer
+// holds (a fleet polling for the same locks kept FerretDB busy); it writes
+// the rest, keeps that addition, and writes it in a later flush.
+func TestPeriodicFlushSkipsDocumentsAnotherWriterHolds(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	s := openStore(t, withClock(clk), func(c *Config) { c.InsightsFlush, c.LockWait = -1, time.Minute })
+	want := playOutcomes(t, s, clk)
+	s.tally.mu.Lock()
+	var held RollupKey
+	for k := range s.tally.pending {
+		held = k
+		break
+	}
+	var heldSeries seriesKey
+	for k := range s.tally.series {
+		heldSeries = k
+		break
+	}
+	s.tally.mu.Unlock()
+	unlock, err := s.lock(ctx, "rollup:"+held.id())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlockSeries, err := s.lock(ctx, "series:"+heldSeries.id())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := s.flushInsights(ctx, false); err != nil {
+		t.Fatalf("a periodic flush with two documents held: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("the periodic flush waited %s for the held locks", d)
+	}
+	s.tally.mu.Lock()
+	_, keptRollup := s.tally.pending[held]
+	_, keptSeries := s.tally.series[heldSeries]
+	rest := len(s.tally.pending)
+	s.tally.mu.Unlock()
+	if !keptRollup || !keptSeries || rest != 1 {
+		t.Fatalf("after the flush: held rollup kept %v, held series kept %v, %d rollups pending (want only the held one)", keptRollup, keptSeries, rest)
+	}
+	unlock()
+	unlockSeries()
+	if err := s.flushInsights(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.Rollups(ctx, "shop", time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := total(rs)
+	got.DurHist, got.PickupHist = nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("totals after the locks were free:\n got  %+v\n want %+v", got, want)
+	}
+	sameBuckets(t, "after a skipped document", byKey(rs), recount(t, s))
+	// The series (what the queries read) caught up too.
+	day := insights.Range{From: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)}
+	for _, campaign := range []string{"", "evening", "morning"} {
+		day.Campaign = campaign
+		o, err := s.Overview(ctx, "shop", day)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w insights.Counts
+		for _, b := range rs {
+			if campaign == "" || b.Campaign == campaign {
+				w.Add(b.Counts)
+			}
+		}
+		if o != w.Overview() {
+			t.Fatalf("overview of campaign %q = %+v, the rollups say %+v", campaign, o, w.Overview())
+		}
 	}
 }

@@ -36,15 +36,31 @@ func newToken() string {
 var lockTakeOpts = options.UpdateOne().SetUpsert(true)
 
 // lock takes attempt id's write lock when the server needs it and returns
-// its release; on servers with atomic updates it does nothing.
+// its release; on servers with atomic updates it does nothing. A held lock
+// is waited for up to LockWait.
 func (s *Store) lock(ctx context.Context, id string) (func(), error) {
+	return s.takeLock(ctx, id, s.cfg.LockWait)
+}
+
+// tryLock is lock without waiting: a lock held by a live writer is ErrBusy
+// at once (one held past LockTTL is broken first). For the insights flush,
+// whose additions wait for the next flush: a fleet of writers that polled
+// for the locks of the same documents kept FerretDB busy answering polls.
+func (s *Store) tryLock(ctx context.Context, id string) (func(), error) {
+	return s.takeLock(ctx, id, 0)
+}
+
+func (s *Store) takeLock(ctx context.Context, id string, wait time.Duration) (func(), error) {
 	if s.Features().AtomicUpdates {
 		return func() {}, nil
 	}
 	token := newToken()
-	deadline := time.Now().Add(s.cfg.LockWait)
+	deadline := time.Now().Add(wait)
 	backoff := 200 * time.Microsecond
 	lastCheck := time.Now()
+	if wait == 0 {
+		lastCheck = time.Time{} // look whether the holder died at once
+	}
 	for {
 		// An upsert on (_id, our fresh token) never matches a lock held by
 		// another writer: it inserts, which the unique _id refuses while
@@ -64,8 +80,8 @@ func (s *Store) lock(ctx context.Context, id string) (func(), error) {
 				return nil, err
 			}
 		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w: attempt %s locked by another writer for more than %s", ErrBusy, id, s.cfg.LockWait)
+		if !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("%w: attempt %s locked by another writer for more than %s", ErrBusy, id, wait)
 		}
 		t := time.NewTimer(backoff/2 + rand.N(backoff))
 		select {
@@ -164,9 +180,14 @@ func isDuplicate(err error) bool {
 }
 
 // lockedUpsert applies update to document id of coll, inserting it if
-// missing, under lock lockID where updates are not atomic.
-func (s *Store) lockedUpsert(ctx context.Context, coll *mongo.Collection, lockID, id string, update bson.D) error {
-	unlock, err := s.lock(ctx, lockID)
+// missing, under lock lockID where updates are not atomic. With wait false
+// a held lock is ErrBusy at once (tryLock).
+func (s *Store) lockedUpsert(ctx context.Context, coll *mongo.Collection, lockID, id string, update bson.D, wait bool) error {
+	take := s.tryLock
+	if wait {
+		take = s.lock
+	}
+	unlock, err := take(ctx, lockID)
 	if err != nil {
 		return err
 	}

@@ -38,9 +38,8 @@ func Threads(pid int) []int {
 	return out
 }
 
-// Descendants returns the live processes whose ancestry reaches root, root
-// included.
-func Descendants(root int) []Process {
+// All returns every live process of the machine by pid.
+func All() map[int]Process {
 	all := map[int]Process{}
 	files, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, f := range files {
@@ -48,6 +47,13 @@ func Descendants(root int) []Process {
 			all[p.PID] = p
 		}
 	}
+	return all
+}
+
+// Descendants returns the live processes whose ancestry reaches root, root
+// included.
+func Descendants(root int) []Process {
+	all := All()
 	var out []Process
 	for pid, p := range all {
 		for hops := 0; pid > 1 && hops < 64; hops++ {
@@ -116,6 +122,40 @@ func CPUSnapshot(self string) CPU {
 func CPUSnapshotBy(name func(Process) string) CPU {
 	out := CPU{}
 	for _, p := range Descendants(os.Getpid()) {
+		out[name(p)] += p.CPUSeconds
+	}
+	return out
+}
+
+// MachineCPU is the machine's CPU seconds so far, busy (neither idle nor
+// waiting for I/O) and in all, summed over its cores (/proc/stat).
+func MachineCPU() (busy, total float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	// user nice system idle iowait irq softirq steal (guest time is in user)
+	for i, v := range f[1:min(len(f), 9)] {
+		x, _ := strconv.ParseFloat(v, 64)
+		total += x / clockTicks
+		if i != 3 && i != 4 { // idle, iowait
+			busy += x / clockTicks
+		}
+	}
+	return busy, total
+}
+
+// AllCPUBy sums the CPU seconds of every process of the machine by the
+// name name gives each (a local cluster's control plane is not a
+// descendant of the program that started it).
+func AllCPUBy(name func(Process) string) CPU {
+	out := CPU{}
+	for _, p := range All() {
 		out[name(p)] += p.CPUSeconds
 	}
 	return out
