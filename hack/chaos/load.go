@@ -152,6 +152,7 @@ func runLoad(ctx context.Context, cfg config, lo loadOptions) (bool, error) {
 		st.measure(sys.Sim)
 		steps = append(steps, st)
 		printStepRow(os.Stdout, st, lo.limit, len(steps) == 1)
+		describeMissing(ctx, sys.Client, st, io.MultiWriter(os.Stdout, logf))
 		if !st.ok(lo.limit) {
 			break
 		}
@@ -166,7 +167,37 @@ func runLoad(ctx context.Context, cfg config, lo loadOptions) (bool, error) {
 	dups := localcluster.DuplicateCalls(sys.Sim)
 	printLoadReport(os.Stdout, steps, lo, dups)
 	printLoadReport(logf, steps, lo, dups)
-	return len(dups) == 0, nil
+	// A system that cannot sustain the lowest rate is a failed run: its
+	// logs are kept.
+	return len(dups) == 0 && len(steps) > 0 && steps[0].ok(lo.limit), nil
+}
+
+// describeMissing says where up to five of a step's Deliveries that were
+// not called stand: their phase and Ready condition.
+func describeMissing(ctx context.Context, c client.Client, st *loadStep, w io.Writer) {
+	shown := 0
+	for _, d := range st.deliveries {
+		if _, called := st.calls[d.number]; called || shown == 5 {
+			continue
+		}
+		shown++
+		if d.failed {
+			fmt.Fprintf(w, "   not called: %s/%s, its create was refused (chaos.log)\n", d.ns, d.name)
+			continue
+		}
+		var got v1.Delivery
+		if err := c.Get(ctx, client.ObjectKey{Namespace: d.ns, Name: d.name}, &got); err != nil {
+			fmt.Fprintf(w, "   not called: %s/%s: %v\n", d.ns, d.name, err)
+			continue
+		}
+		ready := "no Ready condition"
+		for _, cd := range got.Status.Conditions {
+			if cd.Type == "Ready" {
+				ready = fmt.Sprintf("Ready %s %s: %s", cd.Status, cd.Reason, cd.Message)
+			}
+		}
+		fmt.Fprintf(w, "   not called: %s/%s created %s, phase %q, %s\n", d.ns, d.name, d.created.Format("15:04:05.000"), got.Status.Phase, ready)
+	}
 }
 
 // joinRates lists rates as "2, 4, 8".
