@@ -9,6 +9,7 @@ import (
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/schedule"
+	"github.com/delauto/delauto/internal/workerpod"
 )
 
 // The reasons of a scale decision (ScaleRecord.Reason, metric label).
@@ -64,7 +65,7 @@ type ScaleInputs struct {
 // finalStatusWait is how long after a call could have ended a worker's
 // resolver waits for its final status before it asks Twilio (the workers'
 // --final-status-margin default), plus one resolver pass.
-const finalStatusWait = 2*time.Minute + 30*time.Second
+const finalStatusWait = workerpod.DefaultFinalStatusMargin + 30*time.Second
 
 // liveCallHold is how long after the campaign's last placed call a worker
 // is kept outside calling hours: the call's ring timeout and time limit,

@@ -62,7 +62,7 @@ func main() {
 	seed := flag.Uint64("seed", 0, "seed of the fault schedule and every random pick; 0 draws one (printed, to replay a run) (env CHAOS_SEED)")
 	dir := flag.String("dir", "", "run folder (default: a new folder in the temp dir)")
 	keep := flag.Bool("keep", false, "keep the run folder even when every invariant held")
-	rates := flag.String("rates", envOr("LOAD_RATES", "1,2,3,4,6,8,12,16"), "load profile: Deliveries per second of each step, rising (env LOAD_RATES)")
+	rates := flag.String("rates", envOr("LOAD_RATES", "1,2,3,4,5,6,8,12,16"), "load profile: Deliveries per second of each step, rising (env LOAD_RATES)")
 	step := flag.Duration("step", time.Minute, "load profile: how long each rate is held")
 	limit := flag.Duration("limit", time.Second, "load profile: the pickup p99 (create request to call) a step must stay within")
 	flag.Parse()

@@ -12,6 +12,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/delauto/delauto/internal/twilioclient"
 )
@@ -70,6 +71,12 @@ const (
 	// neither the campaign nor the environment says.
 	DefaultConcurrency = 50
 )
+
+// DefaultFinalStatusMargin is how long past a call's ring timeout and time
+// limit a worker waits for the call's final status callback before it asks
+// Twilio (the worker's --final-status-margin default); the operator keeps
+// a worker that long for calls that may still be going on.
+const DefaultFinalStatusMargin = 2 * time.Minute
 
 // Env is what the environment tells one worker.
 type Env struct {

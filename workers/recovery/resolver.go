@@ -19,6 +19,7 @@ import (
 	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/periodic"
 	"github.com/delauto/delauto/internal/phone"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
@@ -101,7 +102,7 @@ func NewResolver(opts ResolverOptions) (*Resolver, error) {
 	defaults.Positive(&opts.StaleAfter, 5*time.Second)
 	defaults.Positive(&opts.Grace, 2*time.Minute)
 	defaults.Positive(&opts.ClockSkew, 5*time.Second)
-	defaults.Positive(&opts.FinalStatusMargin, 2*time.Minute)
+	defaults.Positive(&opts.FinalStatusMargin, workerpod.DefaultFinalStatusMargin)
 	defaults.Positive(&opts.Batch, 100)
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -111,7 +111,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.DurationVar(&c.QueueLease, "queue-lease", 15*time.Second, "how long a queue entry may go unextended before another worker takes it over")
 	fs.DurationVar(&c.ClockSkew, "max-clock-skew", time.Second, "the most the clocks of the campaign's workers may differ (leases are written on one pod's clock and judged on another's)")
 	fs.DurationVar(&c.UnknownGrace, "unknown-grace", 2*time.Minute, "how long an ambiguous dial's call must stay absent from Twilio's call list before a new dial is allowed")
-	fs.DurationVar(&c.FinalStatusMargin, "final-status-margin", 2*time.Minute, "how long past a call's ring timeout and time limit a call without a final status callback waits before its status is fetched from Twilio")
+	fs.DurationVar(&c.FinalStatusMargin, "final-status-margin", workerpod.DefaultFinalStatusMargin, "how long past a call's ring timeout and time limit a call without a final status callback waits before its status is fetched from Twilio")
 	fs.DurationVar(&c.StaleAfter, "stale-after", 5*time.Second, "how long past its lease a dialing claim is taken as abandoned by its worker and reconciled")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 5*time.Second, "period of the ambiguity reconciler")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 5*time.Minute, "period of the sweeper's safety-net pass that requeues overdue attempts Redis lost")

@@ -79,6 +79,7 @@ import (
 	"github.com/delauto/delauto/internal/campaignfile"
 	"github.com/delauto/delauto/internal/defaults"
 	"github.com/delauto/delauto/internal/periodic"
+	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/dialer"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/recovery"
@@ -211,7 +212,7 @@ func New(opts Options) (*Worker, error) {
 	opts.Lease, opts.QueueLease, opts.TwilioTimeout = tm.Lease, tm.QueueLease, tm.TwilioTimeout
 	opts.StaleAfter, opts.UnknownGrace, opts.ClockSkew = tm.StaleAfter, tm.UnknownGrace, tm.ClockSkew
 	defaults.Positive(&opts.ReconcileInterval, 5*time.Second)
-	defaults.Positive(&opts.FinalStatusMargin, 2*time.Minute)
+	defaults.Positive(&opts.FinalStatusMargin, workerpod.DefaultFinalStatusMargin)
 	defaults.Positive(&opts.SweepInterval, 5*time.Minute)
 	defaults.Positive(&opts.SweepWatchInterval, 5*time.Second)
 	defaults.Positive(&opts.SweepOverdue, 30*time.Second)
