@@ -393,6 +393,27 @@ func topComponents(st *loadStep, n int) []string {
 	return out
 }
 
+// perDelivery is the CPU each of the n largest components used per
+// Delivery created in the step, in ms, and their total.
+func perDelivery(st *loadStep, n int) []string {
+	if len(st.deliveries) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(st.cpu))
+	total := 0.0
+	for k, v := range st.cpu {
+		names = append(names, k)
+		total += v
+	}
+	sort.Slice(names, func(i, j int) bool { return st.cpu[names[i]] > st.cpu[names[j]] })
+	each := func(sec float64) float64 { return 1000 * sec / float64(len(st.deliveries)) }
+	out := []string{fmt.Sprintf("total %.0f", each(total))}
+	for _, k := range names[:min(n, len(names))] {
+		out = append(out, fmt.Sprintf("%s %.0f", k, each(st.cpu[k])))
+	}
+	return out
+}
+
 func printStepRow(w io.Writer, st *loadStep, limit time.Duration, header bool) {
 	if header {
 		fmt.Fprintf(w, "   %-6s %-9s %-7s %-22s %-6s %-5s %s\n", "rate/s", "created", "called", "pickup p50/p99/max ms", "pass", "busy", "top CPU (cores)")
@@ -425,6 +446,10 @@ func printLoadReport(w io.Writer, steps []*loadStep, lo loadOptions, dups []stri
 	if last == nil {
 		fmt.Fprintln(w, "load ceiling_deliveries_per_s=0 bottleneck=none (no step ran)")
 		return
+	}
+	fmt.Fprintln(w, "   CPU per Delivery by component (ms of CPU; the cost to size from, see docs/operations.md):")
+	for _, st := range steps {
+		fmt.Fprintf(w, "   %-6g %s\n", st.rate, strings.Join(perDelivery(st, 9), ", "))
 	}
 	fmt.Fprintf(w, "   CPU by component at %g/s (cores): %s\n", last.rate, strings.Join(topComponents(last, 12), ", "))
 	stage, worst := "planning (apiserver and operator)", pct(last.plan, 0.99)
