@@ -124,6 +124,12 @@ func runLoad(ctx context.Context, cfg config, lo loadOptions) (bool, error) {
 	if err := localcluster.WaitFor(ctx, 3*time.Minute, func() error { return workersReady(ctx, sys.Client) }); err != nil {
 		return false, fmt.Errorf("the workers did not start: %w", err)
 	}
+	// The client learns the Delivery kind's REST mapping before the first
+	// timed create (its first request after the CRDs were created can be
+	// refused with "kind not found").
+	if err := localcluster.WaitFor(ctx, time.Minute, func() error { return sys.Client.List(ctx, &v1.DeliveryList{}, client.Limit(1)) }); err != nil {
+		return false, fmt.Errorf("listing Deliveries: %w", err)
+	}
 
 	name := componentNamer()
 	var steps []*loadStep
