@@ -87,10 +87,7 @@ var loadCampaign = localcluster.CampaignOptions{HoursStart: "06:00", HoursEnd: "
 func runLoad(ctx context.Context, cfg config, lo loadOptions) (bool, error) {
 	fmt.Printf(">> load: Deliveries due at once at %s a second, %s each, until the pickup p99 (create request to call) exceeds %s; run folder %s\n",
 		joinRates(lo.rates), lo.step, lo.limit, cfg.dir)
-	if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
-		return false, err
-	}
-	logf, err := os.Create(logPath(cfg.dir))
+	logf, err := createRunLog(cfg.dir)
 	if err != nil {
 		return false, err
 	}

@@ -1,6 +1,6 @@
 // Command chaos runs the whole DelAuto system on a local cluster under a
 // steady stream of Deliveries while it injects faults on a seeded schedule
-// (`make chaos`, and its short CI profile in `make test`): SIGKILL of
+// (`make chaos`, and its short CI profile, `make test-chaos`): SIGKILL of
 // workers mid-dial and of the leading operator, SIGTERM of workers, Redis
 // restarted empty, PostgreSQL under FerretDB stopped for 15 s, Twilio's bad
 // days at the simulator (429 bursts, 5xx, HTML 502s, timeouts after the
@@ -36,7 +36,7 @@ type profile struct {
 var profiles = map[string]profile{
 	// The default: 5,000 Deliveries over 10 minutes.
 	"default": {deliveries: 5000, length: 10 * time.Minute, drain: 10 * time.Minute},
-	// The CI profile (make test): 500 over 2 minutes.
+	// The short CI profile (make test-chaos): 500 over 2 minutes.
 	"ci": {deliveries: 500, length: 2 * time.Minute, drain: 6 * time.Minute},
 	// The load profile (make load): no faults, a rising rate until the
 	// pickup p99 exceeds a second (see load.go).
@@ -148,3 +148,11 @@ func envOr(name, def string) string {
 
 // logPath is this run's own event log in the run folder.
 func logPath(dir string) string { return filepath.Join(dir, "chaos.log") }
+
+// createRunLog makes the run folder and creates the run's log in it.
+func createRunLog(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return os.Create(logPath(dir))
+}

@@ -114,10 +114,7 @@ func run(ctx context.Context, cfg config) (ok bool, err error) {
 	fmt.Printf(">> chaos: %d Deliveries over %s, seed %d, run folder %s\n", cfg.deliveries, cfg.length, cfg.seed, cfg.dir)
 	faults := plan(cfg.seed, cfg.length)
 	printPlan(os.Stdout, cfg.seed, faults)
-	if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
-		return false, err
-	}
-	logf, err := os.Create(logPath(cfg.dir))
+	logf, err := createRunLog(cfg.dir)
 	if err != nil {
 		return false, err
 	}
