@@ -236,7 +236,8 @@ func (t *tally) add(k RollupKey, c insights.Counts) {
 	t.touch(k.Namespace)
 }
 
-// addSeries puts back a series addition that could not be written.
+// addSeries puts back a series addition that could not be written; the
+// flush that writes it tells the notify function again.
 func (t *tally) addSeries(k seriesKey, sum seriesSum) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -246,6 +247,7 @@ func (t *tally) addSeries(k seriesKey, sum seriesSum) {
 	for _, g := range sum {
 		t.series.add(k, g.key, g.Counts)
 	}
+	t.touch(k.Namespace)
 }
 
 // touch marks a namespace changed; t.mu is held.
@@ -369,6 +371,7 @@ func (s *Store) flushInsights(ctx context.Context, wait bool) error {
 				t.pending = sums{}
 			}
 			t.pending.add(k, *c)
+			t.touch(k.Namespace)
 			t.mu.Unlock()
 		}
 	}

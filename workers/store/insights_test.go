@@ -603,6 +603,9 @@ func TestPeriodicFlushSkipsDocumentsAnotherWriterHolds(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
 	s := openStore(t, withClock(clk), func(c *Config) { c.InsightsFlush, c.LockWait = -1, time.Minute })
+	var notified []string
+	var mu sync.Mutex
+	s.SetInsightsNotify(func(ns []string) { mu.Lock(); notified = append(notified, ns...); mu.Unlock() })
 	want := playOutcomes(t, s, clk)
 	s.tally.mu.Lock()
 	var held RollupKey
@@ -644,6 +647,13 @@ func TestPeriodicFlushSkipsDocumentsAnotherWriterHolds(t *testing.T) {
 	if err := s.flushInsights(ctx, false); err != nil {
 		t.Fatal(err)
 	}
+	// Each flush told the read API's cache: the second wrote what the
+	// answers read, so it tells it again.
+	mu.Lock()
+	if !reflect.DeepEqual(notified, []string{"shop", "shop"}) {
+		t.Errorf("namespaces notified = %v, want [shop shop]", notified)
+	}
+	mu.Unlock()
 	rs, err := s.Rollups(ctx, "shop", time.Time{}, time.Time{})
 	if err != nil {
 		t.Fatal(err)
