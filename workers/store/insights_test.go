@@ -177,6 +177,19 @@ func byKey(rs []Rollup) map[RollupKey]insights.Counts {
 	return out
 }
 
+// rollupTotals reads namespace ns's rollups and adds them up, without the
+// histograms (playOutcomes' want has none).
+func rollupTotals(t *testing.T, s *Store, ns string) ([]Rollup, insights.Counts) {
+	t.Helper()
+	rs, err := s.Rollups(context.Background(), ns, time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := total(rs)
+	got.DurHist, got.PickupHist = nil, nil
+	return rs, got
+}
+
 func total(rs []Rollup) insights.Counts {
 	var c insights.Counts
 	for _, r := range rs {
@@ -280,12 +293,7 @@ func TestRollupsCountEachOutcomeOnce(t *testing.T) {
 	if err := s.FlushInsights(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rs, err := s.Rollups(ctx, "shop", time.Time{}, time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := total(rs)
-	got.DurHist, got.PickupHist = nil, nil
+	rs, got := rollupTotals(t, s, "shop")
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("totals:\n got  %+v\n want %+v", got, want)
 	}
@@ -576,15 +584,9 @@ func TestInsightsFlushFollowsTheServer(t *testing.T) {
 		t.Fatalf("a set flush interval became %s", loop.cfg.InsightsFlush)
 	}
 	want := playOutcomes(t, loop, clk)
-	var got insights.Counts
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		rs, err := loop.Rollups(context.Background(), "shop", time.Time{}, time.Time{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = total(rs)
-		got.DurHist, got.PickupHist = nil, nil
+		_, got := rollupTotals(t, loop, "shop")
 		if reflect.DeepEqual(got, want) {
 			return
 		}
@@ -654,12 +656,7 @@ func TestPeriodicFlushSkipsDocumentsAnotherWriterHolds(t *testing.T) {
 		t.Errorf("namespaces notified = %v, want [shop shop]", notified)
 	}
 	mu.Unlock()
-	rs, err := s.Rollups(ctx, "shop", time.Time{}, time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := total(rs)
-	got.DurHist, got.PickupHist = nil, nil
+	rs, got := rollupTotals(t, s, "shop")
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("totals after the locks were free:\n got  %+v\n want %+v", got, want)
 	}
