@@ -310,7 +310,9 @@ func (r *DeliveryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		// A Delivery's own status and finalizer writes bump no generation and
 		// need no reconcile; spec and label changes (campaign selection) do.
-		For(&v1.Delivery{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		// Spec changes and deletions jump the queue (deliveryQueueing).
+		Named("delivery").
+		Watches(&v1.Delivery{}, deliveryQueueing(), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		// Only spec changes of a campaign matter here; its status changes
 		// every few seconds and must not re-plan every Delivery.
 		Watches(&v1.CallCampaign{}, handler.EnqueueRequestsFromMapFunc(r.deliveriesOfCampaign), builder.WithPredicates(predicate.GenerationChangedPredicate{})).

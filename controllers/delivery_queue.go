@@ -1,0 +1,63 @@
+package controllers
+
+import (
+	"context"
+
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+// ChangePriority is the Delivery queue's priority for a Delivery whose spec
+// changed (a new window, a cancellation, another number) or that is being
+// deleted. Such a change can stop a call that is due, so it is reconciled
+// ahead of the backlog of new Deliveries and outcomes, which run at the
+// default priority (0). A worker learns that an attempt was called off only
+// from this reconcile; behind a backlog of minutes it could still dial after
+// the window moved or the Delivery was deleted.
+const ChangePriority = 100
+
+// deliveryQueueing enqueues a Delivery's reconcile at the priority its event
+// deserves: ChangePriority for a spec change or a deletion, the default for
+// a new Delivery, and handler.LowPriority for the initial list and for
+// updates that changed nothing (a resync).
+func deliveryQueueing() handler.EventHandler {
+	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object, priority *int) {
+		req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)}
+		if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+			pq.AddWithOpts(priorityqueue.AddOpts{Priority: priority}, req)
+			return
+		}
+		q.Add(req)
+	}
+	low, change := handler.LowPriority, ChangePriority
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			var p *int
+			if e.IsInInitialList {
+				p = &low
+			}
+			add(q, e.Object, p)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			var p *int
+			switch {
+			case e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration(),
+				e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero():
+				p = &change
+			case e.ObjectOld.GetResourceVersion() == e.ObjectNew.GetResourceVersion():
+				p = &low
+			}
+			add(q, e.ObjectNew, p)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object, &change)
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object, nil)
+		},
+	}
+}
