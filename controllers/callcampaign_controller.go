@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -17,9 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -27,21 +23,24 @@ import (
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/internal/stores"
-	"github.com/delauto/delauto/internal/workerpod"
 )
 
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;create;patch
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
-
-// FieldOwner is the server-side-apply field manager of everything the
-// operator owns.
+// FieldOwner is the operator's name: the server-side-apply field manager of
+// the campaign workload (worker Deployments, campaign ConfigMap, callback
+// Service, NetworkPolicy) and the reporting controller of its Events.
 const FieldOwner = "delauto-operator"
 
-// CallCampaignReconciler owns each campaign's per-shard worker Deployments
-// and callback Service, and reports the campaign's status.
+// StatusFieldOwner is the field manager of the CallCampaign status writes
+// (the campaign status controller's).
+const StatusFieldOwner = FieldOwner + "-status"
+
+// CallCampaignReconciler configures the two CallCampaign controllers
+// SetupWithManager registers: the workload controller applies each
+// campaign's per-shard worker Deployments, campaign ConfigMap, callback
+// Service and NetworkPolicy (field manager FieldOwner), and moves the queues
+// of removed shards; the status controller reports the campaign's status
+// (StatusFieldOwner) every StatusInterval and when its Deployments or the
+// autoscaler's decisions change.
 type CallCampaignReconciler struct {
 	client.Client
 	// APIReader reads Secrets directly, one namespaced get each: the
@@ -90,52 +89,44 @@ type campaignScope struct {
 	// dialErr is the configuration error Twilio recently answered the
 	// campaign's dials with, if any.
 	dialErr *callrate.DialError
+	// appliedShards are the shards of the campaign the workers were last
+	// given (its ConfigMap as found), before this reconcile applies it.
+	appliedShards []string
 }
 
-// Reconcile applies the campaign's worker Deployments and Service and
-// writes its status once, at the end, only when it changed.
-func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+// newCampaignScope reads the campaign; nil when it is gone or being
+// deleted (its Deployments, Service and ConfigMap go with it, by owner
+// references; the call log stays in MongoDB).
+func (r *CallCampaignReconciler) newCampaignScope(ctx context.Context, req ctrl.Request) (*campaignScope, error) {
 	campaign := &v1.CallCampaign{}
 	if err := r.Get(ctx, req.NamespacedName, campaign); err != nil {
-		if apierrors.IsNotFound(err) && r.Autoscaler != nil {
-			r.Autoscaler.Forget(req.NamespacedName)
-		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return nil, client.IgnoreNotFound(err)
 	}
 	if !campaign.DeletionTimestamp.IsZero() {
-		if r.Autoscaler != nil {
-			r.Autoscaler.Forget(req.NamespacedName)
-		}
-		// Owned Deployments and the Service go with the campaign (owner
-		// references); the call log stays in MongoDB.
-		return ctrl.Result{}, nil
+		return nil, nil
 	}
-	scope := &campaignScope{campaign: campaign, shards: sharding.Names(campaign.Spec.Sharding)}
-	before := campaign.Status.DeepCopy()
-	defer func() {
-		r.computeStatus(ctx, scope)
-		base := campaign.DeepCopy()
-		base.Status = *before
-		err = joinErr(err, patchStatus(ctx, r.Client, campaign, base, before, &campaign.Status))
-	}()
+	return &campaignScope{campaign: campaign, shards: sharding.Names(campaign.Spec.Sharding)}, nil
+}
 
-	if err := runPhases(ctx, scope, nil,
+// Reconcile runs the workload controller's reconcile and then the status
+// controller's, once: for tools and tests that reconcile a campaign
+// without a manager. SetupWithManager runs each in its own controller.
+func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if _, err := (&campaignWorkload{r}).Reconcile(ctx, req); err != nil {
+		return ctrl.Result{}, err
+	}
+	return (&campaignStatus{r}).Reconcile(ctx, req)
+}
+
+// checkCampaign runs the checks both controllers act on: the workload
+// holds the workers on a failed one, the status reports it as Degraded.
+func (r *CallCampaignReconciler) checkCampaign(ctx context.Context, s *campaignScope) error {
+	return runPhases(ctx, s, nil,
 		r.checkCredentials,
 		r.checkScript,
 		r.checkWorkerImage,
 		r.checkStoresSecret,
-		r.ensureDrainSecret,
-		r.applyCampaignConfig,
-		r.applyWorkers,
-		r.removeStaleShards,
-		r.applyCallbackService,
-		r.applyNetworkPolicy,
-		r.readQueues,
-		r.pingCallLog,
-	); err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
+	)
 }
 
 // checkCredentials makes sure the Twilio Secret (and the relay webhook's)
@@ -188,13 +179,12 @@ func (r *CallCampaignReconciler) checkScript(_ context.Context, s *campaignScope
 
 // checkWorkerImage holds the campaign's workers when it names an image the
 // operator does not allow.
-func (r *CallCampaignReconciler) checkWorkerImage(ctx context.Context, s *campaignScope) error {
+func (r *CallCampaignReconciler) checkWorkerImage(_ context.Context, s *campaignScope) error {
 	image := r.Workers.WorkerImage(s.campaign)
 	if r.Workers.ImageAllowed(image) {
 		return nil
 	}
 	s.hold(degradedCondition(s.campaign, "ImageNotAllowed", fmt.Sprintf("worker image %q is not allowed by the operator (--allowed-worker-images)", image)))
-	log.FromContext(ctx).Info("worker image not allowed; worker Deployments left as they are", "image", image)
 	return nil
 }
 
@@ -235,259 +225,31 @@ func degradedCondition(c *v1.CallCampaign, reason, msg string) *metav1.Condition
 	return &metav1.Condition{Type: v1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: reason, Message: msg, ObservedGeneration: c.Generation}
 }
 
-// ensureDrainSecret creates the campaign's drain Secret, owned by the
-// campaign, with a random token the worker's /drain requires; an existing
-// one is kept (workers already hold its token). Only get and create: the
-// operator may not list, watch or change Secrets.
-func (r *CallCampaignReconciler) ensureDrainSecret(ctx context.Context, s *campaignScope) error {
-	c := s.campaign
-	key := types.NamespacedName{Namespace: c.Namespace, Name: DrainSecretName(c.Name)}
-	err := r.APIReader.Get(ctx, key, &corev1.Secret{})
-	if !apierrors.IsNotFound(err) {
-		return err
-	}
-	tok := make([]byte, 32)
-	if _, err := rand.Read(tok); err != nil {
-		return err
-	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
-			Labels: map[string]string{LabelName: "delauto", LabelComponent: "drain-token", LabelManagedBy: ManagedBy, LabelCampaign: c.Name}},
-		Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{workerpod.DrainTokenFile: []byte(hex.EncodeToString(tok))},
-	}
-	if err := controllerutil.SetControllerReference(c, secret, r.Scheme()); err != nil {
-		return err
-	}
-	if err := r.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create drain Secret: %w", err)
-	}
-	log.FromContext(ctx).Info("created the campaign's drain token", "secret", key.Name)
-	return nil
-}
-
-// applyCampaignConfig server-side applies the ConfigMap the workers read
-// the campaign from.
-func (r *CallCampaignReconciler) applyCampaignConfig(ctx context.Context, s *campaignScope) error {
-	cm, err := campaignConfigMap(s.campaign)
-	if err != nil {
-		return err
-	}
-	if err := r.Apply(ctx, cm, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply campaign ConfigMap: %w", err)
-	}
-	return nil
-}
-
-// applyWorkers server-side applies one worker Deployment per shard.
-func (r *CallCampaignReconciler) applyWorkers(ctx context.Context, s *campaignScope) error {
-	s.deployments = map[string]*appsv1.Deployment{}
-	stopped := s.held || s.degraded != nil || s.campaign.Spec.Suspend
-	if r.Autoscaler != nil {
-		r.Autoscaler.Track(s.campaign, s.shards, stopped)
-	}
-	if s.held {
-		return nil
-	}
-	key := client.ObjectKeyFromObject(s.campaign)
-	for _, shard := range s.shards {
-		current := &appsv1.Deployment{}
-		err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: WorkerDeploymentName(s.campaign.Name, shard)}, current)
-		if err != nil && !apierrors.IsNotFound(err) {
-			return err
-		}
-		if apierrors.IsNotFound(err) {
-			current = nil
-		}
-		var cur *int32
-		if current != nil && r.Autoscaler != nil {
-			cur = current.Spec.Replicas
-		}
-		apply := func(decided int32, ok bool) error {
-			replicas := InitialReplicas(s.campaign, s.degraded != nil, cur)
-			if ok && !stopped {
-				replicas = decided
-			}
-			ac := r.Workers.Deployment(s.campaign, shard, replicas)
-			if s.campaign.Spec.Workers.Autoscaling == v1.AutoscaleExternal && !stopped {
-				// An HPA or KEDA owns replicas; a new Deployment starts at
-				// the API's default (1).
-				ac.Spec.Replicas = nil
-			}
-			if err := r.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-				return fmt.Errorf("apply worker Deployment for shard %s: %w", shard, err)
-			}
-			return nil
-		}
-		if r.Autoscaler != nil {
-			err = r.Autoscaler.WithReplicas(key, shard, apply)
-		} else {
-			err = apply(0, false)
-		}
-		if err != nil {
-			return err
-		}
-		ac := r.Workers.Deployment(s.campaign, shard, 0)
-		applied := &appsv1.Deployment{}
-		if err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: *ac.Name}, applied); err == nil {
-			s.deployments[shard] = applied
-		}
-	}
-	return nil
-}
-
-// removeStaleShards deletes the Deployments of shards the campaign no longer has.
-func (r *CallCampaignReconciler) removeStaleShards(ctx context.Context, s *campaignScope) error {
-	if s.held {
-		return nil
-	}
-	var list appsv1.DeploymentList
-	if err := r.List(ctx, &list, client.InNamespace(s.campaign.Namespace), client.MatchingLabels{LabelCampaign: s.campaign.Name, LabelComponent: ComponentWorker}); err != nil {
-		return err
-	}
-	keep := map[string]bool{}
-	current := map[string]bool{}
-	for _, sh := range s.shards {
-		keep[WorkerDeploymentName(s.campaign.Name, sh)] = true
-		current[sh] = true
-	}
-	// The queues of removed shards (those with a Deployment, and those the
-	// last status still lists) move to the shards that own their attempts
-	// now, before the old workers go.
-	removed := map[string]bool{}
-	for _, sh := range s.campaign.Status.Shards {
-		if !current[sh.Name] {
-			removed[sh.Name] = true
-		}
-	}
-	for _, d := range list.Items {
-		if sh := d.Labels[LabelShard]; sh != "" && !current[sh] && metav1.IsControlledBy(&d, s.campaign) {
-			removed[sh] = true
-		}
-	}
-	if err := r.moveRemovedShards(ctx, s, removed); err != nil {
-		return err
-	}
-	for i := range list.Items {
-		d := &list.Items[i]
-		if keep[d.Name] || !metav1.IsControlledBy(d, s.campaign) {
-			continue
-		}
-		if err := r.Delete(ctx, d, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("delete Deployment %s of a removed shard: %w", d.Name, err)
-		}
-		log.FromContext(ctx).Info("removed the worker Deployment of a removed shard", "deployment", d.Name)
-		r.Recorder.Eventf(s.campaign, nil, corev1.EventTypeNormal, "ShardRemoved", "DeleteDeployment", "removed worker Deployment %s", d.Name)
-	}
-	return nil
-}
-
-// moveRemovedShards moves the queued attempts of removed shards to the
-// shards that own them now: a hash shard's attempt goes where its
-// delivery's UID hashes to, a removed region's to the first region, as
-// sharding.For places new deliveries.
-func (r *CallCampaignReconciler) moveRemovedShards(ctx context.Context, s *campaignScope, removed map[string]bool) error {
-	mover, ok := r.Queues.(ShardMover)
-	if !ok {
-		return nil
-	}
-	spec := s.campaign.Spec.Sharding
-	for from := range removed {
-		owner := func(id string) string {
-			uid := id
-			if i := strings.LastIndex(id, "-"); i > 0 {
-				uid = id[:i]
-			}
-			return sharding.For(spec, uid, from)
-		}
-		n, err := mover.MoveQueued(ctx, s.campaign.Namespace, s.campaign.Name, from, owner)
-		if err != nil {
-			return fmt.Errorf("move the queue of removed shard %s: %w", from, err)
-		}
-		if n > 0 {
-			log.FromContext(ctx).Info("moved the queued attempts of a removed shard", "shard", from, "attempts", n)
-			r.Recorder.Eventf(s.campaign, nil, corev1.EventTypeNormal, "ShardQueueMoved", "MoveQueue", "moved %d queued attempts of removed shard %s", n, from)
-		}
-	}
-	return nil
-}
-
-// applyCallbackService server-side applies the Service Twilio's webhooks reach.
-func (r *CallCampaignReconciler) applyCallbackService(ctx context.Context, s *campaignScope) error {
-	if err := r.Apply(ctx, callbackService(s.campaign), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply callback Service: %w", err)
-	}
-	return nil
-}
-
-// applyNetworkPolicy server-side applies the NetworkPolicy of the
-// campaign's workers.
-func (r *CallCampaignReconciler) applyNetworkPolicy(ctx context.Context, s *campaignScope) error {
-	if err := r.Apply(ctx, r.Workers.NetworkPolicy(s.campaign), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply worker NetworkPolicy: %w", err)
-	}
-	return nil
-}
-
-// readQueues reads every shard's queue figures.
-func (r *CallCampaignReconciler) readQueues(ctx context.Context, s *campaignScope) error {
-	if r.Queues == nil {
-		return nil
-	}
-	st, err := r.Queues.ShardStats(ctx, s.campaign.Namespace, s.campaign.Name, s.shards)
-	if err != nil {
-		s.queueErr = err
-		return nil
-	}
-	s.queue = st
-	if r.Rates != nil {
-		// The measured rate and the workers' last Twilio error are extras of
-		// the status: a failed read leaves them out until the next refresh.
-		if cps, limited, err := r.Rates.Read(ctx, s.campaign.Namespace, s.campaign.Name); err != nil {
-			log.FromContext(ctx).Error(err, "cannot read the campaign's call rate; the status goes without it until the next refresh")
-		} else {
-			s.rate, s.rateLimited = &cps, limited
-		}
-		if der, ok := r.Rates.(DialErrorReader); ok {
-			if e, err := der.DialError(ctx, s.campaign.Namespace, s.campaign.Name); err != nil {
-				log.FromContext(ctx).Error(err, "cannot read the workers' last Twilio configuration error; the status goes without it until the next refresh")
-			} else {
-				s.dialErr = e
-			}
-		}
-	}
-	return nil
-}
-
-// Pinger checks that a store is reachable.
-type Pinger interface {
-	Ping(ctx context.Context) error
-}
-
-// pingCallLog degrades the campaign while MongoDB is unreachable: workers
-// cannot claim or record calls.
-func (r *CallCampaignReconciler) pingCallLog(ctx context.Context, s *campaignScope) error {
-	if r.CallLog != nil {
-		s.storeErr = r.CallLog.Ping(ctx)
-	}
-	return nil
-}
-
-// SetupWithManager registers the controller: it watches campaigns and
-// their owned Deployments, Services and ConfigMaps. Secrets are not watched
-// (that takes listing every Secret); they are re-read every StatusInterval.
+// SetupWithManager registers the two CallCampaign controllers and the
+// autoscaler. Both watch campaigns' spec, label and annotation changes (not
+// their status: the status controller's own writes must not start another
+// reconcile) and the owned Deployments; the workload controller also its
+// Services and ConfigMaps. Secrets are not watched (that takes listing
+// every Secret); both re-read them every StatusInterval.
 func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StatusInterval <= 0 {
 		r.StatusInterval = 10 * time.Second
 	}
-	b := ctrl.NewControllerManagedBy(mgr).
-		// The campaign's own status writes must not start another reconcile
-		// (a hot loop while its figures change); the figures are refreshed
-		// every StatusInterval instead.
-		For(&v1.CallCampaign{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+	specChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}))
+	if err := ctrl.NewControllerManagedBy(mgr).
+		Named("callcampaign-workload").
+		For(&v1.CallCampaign{}, specChanged).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
-		Owns(&corev1.ConfigMap{})
+		Owns(&corev1.ConfigMap{}).
+		WithOptions(controllerOptions(r.MaxConcurrentReconciles)).
+		Complete(&campaignWorkload{r}); err != nil {
+		return err
+	}
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("callcampaign-status").
+		For(&v1.CallCampaign{}, specChanged).
+		Owns(&appsv1.Deployment{})
 	if r.Autoscaler != nil {
 		if r.Autoscaler.Client == nil {
 			r.Autoscaler.Client = mgr.GetClient()
@@ -505,5 +267,5 @@ func (r *CallCampaignReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.WatchesRawSource(source.Channel(r.Autoscaler.Events(), &handler.EnqueueRequestForObject{}))
 	}
 	return b.WithOptions(controllerOptions(r.MaxConcurrentReconciles)).
-		Complete(r)
+		Complete(&campaignStatus{r})
 }

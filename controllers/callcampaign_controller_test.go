@@ -23,6 +23,7 @@ import (
 	"github.com/delauto/delauto/controllers"
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/campaignfile"
+	"github.com/delauto/delauto/internal/sharding"
 	"github.com/delauto/delauto/internal/stores"
 	"github.com/delauto/delauto/internal/workerpod"
 	"github.com/delauto/delauto/workers/queue"
@@ -678,4 +679,94 @@ func TestCampaignNeedsTheStoresSecret(t *testing.T) {
 		}
 		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 	})
+}
+
+// The workload and the status are written by two controllers, each under
+// its own field manager: the worker Deployments, ConfigMap and Service by
+// server-side apply as the operator, the status by the status controller.
+func TestCampaignWorkloadAndStatusHaveTheirOwnFieldManagers(t *testing.T) {
+	_, ns := startCampaignController(t)
+	ctx := context.Background()
+	campaign := newCampaign(ns, 1)
+	create(t, twilioSecret(ns), campaign)
+	key := client.ObjectKeyFromObject(campaign)
+	eventually(t, 10*time.Second, "a worker Deployment and a status", func() error {
+		if ds, err := workerDeployments(ns); err != nil || len(ds) != 1 {
+			return fmt.Errorf("Deployments %s: %v", deploymentNames(ds), err)
+		}
+		if got := getCampaign(t, key); got.Status.ObservedGeneration != got.Generation {
+			return fmt.Errorf("status of generation %d, want %d", got.Status.ObservedGeneration, got.Generation)
+		}
+		return nil
+	})
+	managers := func(o client.Object) string {
+		var out []string
+		for _, m := range o.GetManagedFields() {
+			out = append(out, fmt.Sprintf("%s/%s/%s", m.Manager, m.Operation, m.Subresource))
+		}
+		sort.Strings(out)
+		return strings.Join(out, ",")
+	}
+	ds, _ := workerDeployments(ns)
+	cm := &corev1.ConfigMap{}
+	if err := env.Kube.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.CampaignConfigMapName("spree")}, cm); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []client.Object{&ds[0], cm} {
+		if got := managers(o); !strings.Contains(got, controllers.FieldOwner+"/Apply/") {
+			t.Errorf("%s is written by %s, want server-side apply by %s", o.GetName(), got, controllers.FieldOwner)
+		}
+	}
+	got := managers(getCampaign(t, key))
+	if !strings.Contains(got, controllers.StatusFieldOwner+"/Update/status") {
+		t.Errorf("the campaign's status is written by %s, want %s", got, controllers.StatusFieldOwner)
+	}
+	if strings.Contains(got, controllers.FieldOwner+"/") {
+		t.Errorf("the workload controller writes the campaign itself: %s", got)
+	}
+}
+
+// A campaign whose workers are held (here: no stores Secret in its
+// namespace) still moves the queued attempts of the shards it no longer
+// has to the shards that own them now: once it runs, no attempt waits in a
+// queue no worker reads.
+func TestHeldCampaignMovesTheQueuesOfRemovedShards(t *testing.T) {
+	q, ns := startCampaignController(t)
+	ctx := context.Background()
+	if err := env.Kube.Client.Delete(ctx, storesSecret(ns)); err != nil {
+		t.Fatal(err)
+	}
+	c := newCampaign(ns, 1)
+	c.Spec.Sharding.Count = 3
+	create(t, twilioSecret(ns), c)
+	key := client.ObjectKeyFromObject(c)
+	eventually(t, 10*time.Second, "held: Degraded StoresSecretMissing and the campaign's ConfigMap", func() error {
+		if err := env.Kube.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.CampaignConfigMapName("spree")}, &corev1.ConfigMap{}); err != nil {
+			return err
+		}
+		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "StoresSecretMissing")
+	})
+	var entries []queue.Entry
+	for i := range 60 {
+		uid := fmt.Sprintf("uid-%03d", i)
+		entries = append(entries, queue.Entry{Shard: queue.Shard{Namespace: ns, Campaign: "spree", Name: sharding.For(c.Spec.Sharding, uid, "")}, ID: uid + "-1", Due: time.Now()})
+	}
+	if _, err := q.ScheduleBatch(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	update(t, c, func(c *v1.CallCampaign) { c.Spec.Sharding.Count = 1 })
+	shards := []queue.Shard{{Namespace: ns, Campaign: "spree", Name: "shard-0"}, {Namespace: ns, Campaign: "spree", Name: "shard-1"}, {Namespace: ns, Campaign: "spree", Name: "shard-2"}}
+	eventually(t, 30*time.Second, "the removed shards' queues moved to shard-0 while held", func() error {
+		st, err := q.StatsAt(ctx, shards, time.Now(), time.Minute)
+		if err != nil {
+			return err
+		}
+		if st[0].Waiting() != 60 || st[1].Waiting()+st[2].Waiting() != 0 {
+			return fmt.Errorf("waiting per shard: %d, %d, %d", st[0].Waiting(), st[1].Waiting(), st[2].Waiting())
+		}
+		return nil
+	})
+	if ds, _ := workerDeployments(ns); len(ds) != 0 {
+		t.Fatalf("held, yet worker Deployments were written: %s", deploymentNames(ds))
+	}
 }

@@ -6,8 +6,11 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -15,6 +18,100 @@ import (
 	"github.com/delauto/delauto/internal/callrate"
 	"github.com/delauto/delauto/internal/script"
 )
+
+// campaignStatus is the CallCampaign status controller: it reports each
+// campaign's shards, replicas, queues, rate, Delivery totals and conditions,
+// written once per reconcile and only when they changed, with the field
+// manager StatusFieldOwner. It changes nothing else.
+type campaignStatus struct{ *CallCampaignReconciler }
+
+// Reconcile refreshes the campaign's status; it runs again every
+// StatusInterval while nothing changes.
+func (r *campaignStatus) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	s, err := r.newCampaignScope(ctx, req)
+	if s == nil || err != nil {
+		return ctrl.Result{}, err
+	}
+	c := s.campaign
+	before := c.Status.DeepCopy()
+	defer func() {
+		r.computeStatus(ctx, s)
+		base := c.DeepCopy()
+		base.Status = *before
+		err = joinErr(err, patchStatus(ctx, r.Client, c, base, before, &c.Status, client.FieldOwner(StatusFieldOwner)))
+	}()
+	if err := runPhases(ctx, s, nil,
+		r.checkCampaign,
+		r.readDeployments,
+		r.readQueues,
+		r.pingCallLog,
+	); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: r.StatusInterval}, nil
+}
+
+// readDeployments reads the campaign's worker Deployments, by shard, from
+// the cache; a shard without one yet is left out.
+func (r *campaignStatus) readDeployments(ctx context.Context, s *campaignScope) error {
+	s.deployments = map[string]*appsv1.Deployment{}
+	for _, shard := range s.shards {
+		d := &appsv1.Deployment{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: WorkerDeploymentName(s.campaign.Name, shard)}, d)
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("read the worker Deployment of shard %s: %w", shard, err)
+		default:
+			s.deployments[shard] = d
+		}
+	}
+	return nil
+}
+
+// readQueues reads every shard's queue figures.
+func (r *campaignStatus) readQueues(ctx context.Context, s *campaignScope) error {
+	if r.Queues == nil {
+		return nil
+	}
+	st, err := r.Queues.ShardStats(ctx, s.campaign.Namespace, s.campaign.Name, s.shards)
+	if err != nil {
+		s.queueErr = err
+		return nil
+	}
+	s.queue = st
+	if r.Rates != nil {
+		// The measured rate and the workers' last Twilio error are extras of
+		// the status: a failed read leaves them out until the next refresh.
+		if cps, limited, err := r.Rates.Read(ctx, s.campaign.Namespace, s.campaign.Name); err != nil {
+			log.FromContext(ctx).Error(err, "cannot read the campaign's call rate; the status goes without it until the next refresh")
+		} else {
+			s.rate, s.rateLimited = &cps, limited
+		}
+		if der, ok := r.Rates.(DialErrorReader); ok {
+			if e, err := der.DialError(ctx, s.campaign.Namespace, s.campaign.Name); err != nil {
+				log.FromContext(ctx).Error(err, "cannot read the workers' last Twilio configuration error; the status goes without it until the next refresh")
+			} else {
+				s.dialErr = e
+			}
+		}
+	}
+	return nil
+}
+
+// Pinger checks that a store is reachable.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// pingCallLog degrades the campaign while MongoDB is unreachable: workers
+// cannot claim or record calls.
+func (r *campaignStatus) pingCallLog(ctx context.Context, s *campaignScope) error {
+	if r.CallLog != nil {
+		s.storeErr = r.CallLog.Ping(ctx)
+	}
+	return nil
+}
 
 // ShardQueueStats are the queue figures of one shard.
 type ShardQueueStats struct {
@@ -76,7 +173,7 @@ func IndexDeliveryPhases(ctx context.Context, indexer client.FieldIndexer) error
 }
 
 // computeStatus fills the campaign's status from what the phases found.
-func (r *CallCampaignReconciler) computeStatus(ctx context.Context, s *campaignScope) {
+func (r *campaignStatus) computeStatus(ctx context.Context, s *campaignScope) {
 	c := s.campaign
 	st := &c.Status
 	st.ObservedGeneration = c.Generation
@@ -214,7 +311,7 @@ func rollingOut(d *appsv1.Deployment) bool {
 }
 
 // countPhases counts the campaign's Deliveries per phase from the cache index.
-func (r *CallCampaignReconciler) countPhases(ctx context.Context, c *v1.CallCampaign) v1.PhaseTotals {
+func (r *campaignStatus) countPhases(ctx context.Context, c *v1.CallCampaign) v1.PhaseTotals {
 	var t v1.PhaseTotals
 	count := func(p v1.DeliveryPhase) int32 {
 		var dl v1.DeliveryList

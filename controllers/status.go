@@ -26,12 +26,13 @@ func runPhases[S any](ctx context.Context, s S, done func(S) bool, phases ...fun
 
 // patchStatus writes obj's status, computed during one reconcile, with a
 // merge patch against base (obj as it was read), and only when the status
-// changed: no write, no event, no hot loop. A deleted object is not an error.
-func patchStatus(ctx context.Context, c client.Client, obj, base client.Object, before, after any) error {
+// changed: no write, no event, no hot loop. A deleted object is not an
+// error. opts name the writer (its field manager).
+func patchStatus(ctx context.Context, c client.Client, obj, base client.Object, before, after any, opts ...client.SubResourcePatchOption) error {
 	if equality.Semantic.DeepEqual(before, after) {
 		return nil
 	}
-	if err := c.Status().Patch(ctx, obj, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.Status().Patch(ctx, obj, client.MergeFrom(base), opts...); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("patch status: %w", err)
 	}
 	return nil

@@ -38,10 +38,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the campaign file: %w", err)
 	}
-	return parse(data, path)
+	return Parse(data, path)
 }
 
-func parse(data []byte, path string) (*Config, error) {
+// Parse decodes and checks a campaign file's content; path names it in errors.
+func Parse(data []byte, path string) (*Config, error) {
 	var c Config
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -133,7 +134,7 @@ func NewWatcher(path string) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the campaign file: %w", err)
 	}
-	c, err := parse(data, path)
+	c, err := Parse(data, path)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +160,7 @@ func (w *Watcher) reload() {
 	}
 	var c *Config
 	if err == nil {
-		c, err = parse(data, w.path)
+		c, err = Parse(data, w.path)
 	}
 	if err != nil {
 		if w.OnError != nil {

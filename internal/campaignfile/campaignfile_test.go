@@ -110,7 +110,7 @@ func TestSettingsFillTheCRDDefaults(t *testing.T) {
 // name, and a hand-written file can have a number there (found by
 // FuzzParse); the error is logged, so the number is masked.
 func TestParseErrorsMaskNumbers(t *testing.T) {
-	_, err := parse([]byte(`{"namespace":"ns","name":"c","+493012345670":1}`), "c.json")
+	_, err := Parse([]byte(`{"namespace":"ns","name":"c","+493012345670":1}`), "c.json")
 	if err == nil || strings.Contains(err.Error(), "493012345670") || !strings.Contains(err.Error(), `unknown field "+493*******70"`) {
 		t.Errorf("parse = %v, want the unknown field's number masked", err)
 	}

@@ -62,7 +62,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"namespace":"ns","name":"c","spec":{}}{"trailing":1}`))
 	const path = "/etc/delauto/campaign/campaign.json"
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := parse(data, path)
+		c, err := Parse(data, path)
 		if err != nil {
 			msg := err.Error()
 			if !strings.HasPrefix(msg, "campaign file "+path) {
@@ -84,7 +84,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("a loaded campaign does not encode: %v", err)
 		}
-		c2, err := parse(again, path)
+		c2, err := Parse(again, path)
 		if err != nil {
 			t.Fatalf("a loaded campaign, written back, does not load: %v\n%s", err, again)
 		}
