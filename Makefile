@@ -165,18 +165,17 @@ PARSER_FUZZ_TARGETS = \
 .PHONY: fuzz-parsers
 fuzz-parsers: $(FERRETDB) redis ## Fuzz the parsers of outside input (campaign file, outcome events, callback URLs, phone numbers, greetings, schedules, the agent's SMS), FUZZTIME each (default 5m).
 	@set -e; for t in $(PARSER_FUZZ_TARGETS); do \
-		echo "go test $${t%%:*} -run '^$$' -fuzz '^$${t##*:}$$' -fuzztime $(FUZZTIME)"; \
-		go test $${t%%:*} -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME); \
+		hack/fuzz.sh $${t%%:*} $${t##*:} $(FUZZTIME); \
 	done
 .PHONY: fuzz-callbacks
 fuzz-callbacks: $(FERRETDB) redis ## Fuzz the Twilio webhook parsing, state transitions and handler, FUZZTIME each (default 5m).
-	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzWebhookForms$$' -fuzztime $(FUZZTIME)
-	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzStatusTransitions$$' -fuzztime $(FUZZTIME)
-	go test ./workers/callbacks -run '^$$' -fuzz '^FuzzWebhookHandler$$' -fuzztime $(FUZZTIME) -parallel 1
+	hack/fuzz.sh ./workers/callbacks FuzzWebhookForms $(FUZZTIME)
+	hack/fuzz.sh ./workers/callbacks FuzzStatusTransitions $(FUZZTIME)
+	hack/fuzz.sh ./workers/callbacks FuzzWebhookHandler $(FUZZTIME) -parallel 1
 
 .PHONY: fuzz-language
 fuzz-language: ## Fuzz the matcher of spoken menu answers in every built-in language, FUZZTIME (default 5m).
-	go test ./internal/language -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME)
+	hack/fuzz.sh ./internal/language FuzzMatch $(FUZZTIME)
 
 ##@ Benchmarks (commands, not timed tests; results in docs/benchmarks.md)
 

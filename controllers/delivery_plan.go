@@ -264,13 +264,8 @@ func (r *DeliveryReconciler) callOffTaken(ctx context.Context, s *deliveryScope,
 		return nil // the call exists: it goes on
 	}
 	now := r.now()
-	var dec schedule.Decision
-	if len(calls) == 1 {
-		dec = s.policy.First(s.input, now)
-	} else {
-		prev := calls[len(calls)-2]
-		dec = s.policy.Next(s.input, callsMade(s.attempts)-1, prev.Result, endOf(&prev), now)
-	}
+	// The plan as if the attempt held had not been made.
+	dec := s.decide(calls[:len(calls)-1], callsMade(s.attempts)-1, now)
 	if dec.Call() && !dec.At.After(now.Add(s.policy.Grace())) {
 		return nil // the new plan calls now too
 	}
@@ -399,6 +394,17 @@ func answerPhase(r *store.Response) (v1.DeliveryPhase, bool) {
 	return "", false
 }
 
+// decide asks the campaign's policy for the next call after the attempts
+// ended so far (in order; none: the first call), of which made were dialed
+// (callsMade).
+func (s *deliveryScope) decide(ended []store.Attempt, made int, now time.Time) schedule.Decision {
+	if len(ended) == 0 {
+		return s.policy.First(s.input, now)
+	}
+	last := ended[len(ended)-1]
+	return s.policy.Next(s.input, made, last.Result, endOf(&last), now)
+}
+
 // planNext plans the first call, or the next after a call that ended
 // without a decisive answer, or says why there is none.
 func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) error {
@@ -423,13 +429,7 @@ func (r *DeliveryReconciler) planNext(ctx context.Context, s *deliveryScope) err
 		return nil
 	}
 	now := r.now()
-	var dec schedule.Decision
-	if len(calls) == 0 {
-		dec = s.policy.First(s.input, now)
-	} else {
-		last := calls[len(calls)-1]
-		dec = s.policy.Next(s.input, callsMade(s.attempts), last.Result, endOf(&last), now)
-	}
+	dec := s.decide(calls, callsMade(s.attempts), now)
 	if !dec.Call() {
 		r.Metrics.decided(dec.Reason.String())
 		if !dec.Final() {

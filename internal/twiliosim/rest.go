@@ -654,16 +654,21 @@ func (s *Sim) lookupCall(w http.ResponseWriter, r *http.Request) *call {
 	return c
 }
 
-func (s *Sim) fetchCall(w http.ResponseWriter, r *http.Request, _ FaultKind) int {
-	c := s.lookupCall(w, r)
-	if c == nil {
-		return 404
-	}
+// writeCall answers 200 with the call as it is now.
+func (s *Sim) writeCall(w http.ResponseWriter, c *call) int {
 	s.mu.Lock()
 	body := s.callJSON(c)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, body)
 	return 200
+}
+
+func (s *Sim) fetchCall(w http.ResponseWriter, r *http.Request, _ FaultKind) int {
+	c := s.lookupCall(w, r)
+	if c == nil {
+		return 404
+	}
+	return s.writeCall(w, c)
 }
 
 func (s *Sim) updateCall(w http.ResponseWriter, r *http.Request, _ FaultKind) int {
@@ -743,11 +748,7 @@ func (s *Sim) updateCall(w http.ResponseWriter, r *http.Request, _ FaultKind) in
 		case <-s.ctx.Done():
 		}
 	}
-	s.mu.Lock()
-	body := s.callJSON(c)
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, body)
-	return 200
+	return s.writeCall(w, c)
 }
 
 func (s *Sim) deleteCall(w http.ResponseWriter, r *http.Request, _ FaultKind) int {

@@ -49,6 +49,23 @@ const rebuildBatch = 500
 //
 // Outcomes recorded while it runs may be counted twice or not at all in
 // their bucket; run it when outcomes are quiet, or again after.
+
+// rebuildGroup is the part of a rebuild's group key that names its rollup
+// bucket: namespace, campaign, region, agent and the hour the calls or
+// Deliveries ended in (nil: no end hour recorded).
+type rebuildGroup struct {
+	NS       string     `bson:"ns"`
+	Campaign string     `bson:"c"`
+	Region   string     `bson:"r"`
+	Agent    string     `bson:"a"`
+	Hour     *time.Time `bson:"h"`
+}
+
+// key is the group's rollup bucket, under the campaign name given.
+func (g rebuildGroup) key(campaign string) RollupKey {
+	return RollupKey{Namespace: g.NS, Campaign: campaign, Region: g.Region, Agent: g.Agent, Hour: g.Hour.UTC()}
+}
+
 func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(format string, args ...any)) (RebuildReport, error) {
 	say := func(format string, args ...any) {
 		if progress != nil {
@@ -69,17 +86,13 @@ func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(for
 	}
 	var calls []struct {
 		ID struct {
-			NS       string              `bson:"ns"`
-			Campaign string              `bson:"c"`
-			Region   string              `bson:"r"`
-			Agent    string              `bson:"a"`
-			Hour     *time.Time          `bson:"h"`
-			State    State               `bson:"s"`
-			Result   v1alpha1.CallResult `bson:"res"`
-			Number   int32               `bson:"n"`
-			DurB     *int32              `bson:"db"`
-			PickupB  *int32              `bson:"pb"`
-			Dur      int32               `bson:"d"`
+			Group   rebuildGroup        `bson:",inline"`
+			State   State               `bson:"s"`
+			Result  v1alpha1.CallResult `bson:"res"`
+			Number  int32               `bson:"n"`
+			DurB    *int32              `bson:"db"`
+			PickupB *int32              `bson:"pb"`
+			Dur     int32               `bson:"d"`
 		} `bson:"_id"`
 		N int64 `bson:"n"`
 	}
@@ -91,13 +104,13 @@ func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(for
 		return rep, err
 	}
 	for _, g := range calls {
-		if g.ID.Hour == nil {
+		if g.ID.Group.Hour == nil {
 			rep.Unbucketed += g.N
 			continue
 		}
 		a := &Attempt{State: g.ID.State, Result: g.ID.Result, Number: g.ID.Number, DurB: g.ID.DurB, PickupB: g.ID.PickupB, DurationSec: g.ID.Dur}
 		c := attemptCounts(a, g.N)
-		add(RollupKey{Namespace: g.ID.NS, Campaign: campaignName(g.ID.Campaign), Region: g.ID.Region, Agent: g.ID.Agent, Hour: g.ID.Hour.UTC()}, c)
+		add(g.ID.Group.key(campaignName(g.ID.Group.Campaign)), c)
 		rep.Calls += g.N
 	}
 	say("%d ended attempts in %d groups (%d without an end hour, not counted)", rep.Calls, len(calls), rep.Unbucketed)
@@ -109,12 +122,8 @@ func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(for
 	}
 	var ends []struct {
 		ID struct {
-			NS       string     `bson:"ns"`
-			Campaign string     `bson:"c"`
-			Region   string     `bson:"r"`
-			Agent    string     `bson:"a"`
-			Hour     *time.Time `bson:"h"`
-			Kind     string     `bson:"k"`
+			Group rebuildGroup `bson:",inline"`
+			Kind  string       `bson:"k"`
 		} `bson:"_id"`
 		N int64 `bson:"n"`
 	}
@@ -125,10 +134,10 @@ func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(for
 		return rep, err
 	}
 	for _, g := range ends {
-		if g.ID.Hour == nil {
+		if g.ID.Group.Hour == nil {
 			continue
 		}
-		add(RollupKey{Namespace: g.ID.NS, Campaign: g.ID.Campaign, Region: g.ID.Region, Agent: g.ID.Agent, Hour: g.ID.Hour.UTC()}, endCounts(g.ID.Kind, g.N))
+		add(g.ID.Group.key(g.ID.Group.Campaign), endCounts(g.ID.Kind, g.N))
 		rep.Deliveries += g.N
 	}
 	say("%d Delivery ends in %d groups", rep.Deliveries, len(ends))
