@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -65,6 +66,9 @@ type CallCampaignReconciler struct {
 	// Autoscaler decides each shard's replicas; nil runs every shard at
 	// the campaign's minimum (at least one).
 	Autoscaler *Autoscaler
+
+	// checks are the latest checkCampaign results, shared by both controllers.
+	checks checkResults
 }
 
 // campaignScope is one reconcile's state, passed between the phases.
@@ -120,13 +124,66 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 // checkCampaign runs the checks both controllers act on: the workload
 // holds the workers on a failed one, the status reports it as Degraded.
+// The checks read Secrets from the apiserver; what one controller found is
+// reused by the other for half a StatusInterval (for the same generation),
+// so two controllers cost no more reads than one.
 func (r *CallCampaignReconciler) checkCampaign(ctx context.Context, s *campaignScope) error {
-	return runPhases(ctx, s, nil,
+	key := client.ObjectKeyFromObject(s.campaign)
+	if res, ok := r.checks.get(key, s.campaign.Generation, r.StatusInterval/2); ok {
+		s.degraded, s.held = res.degraded, res.held
+		return nil
+	}
+	if err := runPhases(ctx, s, nil,
 		r.checkCredentials,
 		r.checkScript,
 		r.checkWorkerImage,
 		r.checkStoresSecret,
-	)
+	); err != nil {
+		return err
+	}
+	r.checks.put(key, checkResult{generation: s.campaign.Generation, at: time.Now(), degraded: s.degraded, held: s.held})
+	return nil
+}
+
+// checkResult is what checkCampaign found for a campaign's generation.
+type checkResult struct {
+	generation int64
+	at         time.Time
+	degraded   *metav1.Condition
+	held       bool
+}
+
+// checkResults keeps the latest checkResult of each campaign.
+type checkResults struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]checkResult
+}
+
+// get returns the campaign's result for generation when it is younger than maxAge.
+func (c *checkResults) get(key types.NamespacedName, generation int64, maxAge time.Duration) (checkResult, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	res, ok := c.m[key]
+	if !ok || res.generation != generation || time.Since(res.at) >= maxAge {
+		return checkResult{}, false
+	}
+	return res, true
+}
+
+func (c *checkResults) put(key types.NamespacedName, res checkResult) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[types.NamespacedName]checkResult{}
+	}
+	c.m[key] = res
+}
+
+// forget drops a deleted campaign's result.
+func (c *checkResults) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
 }
 
 // checkCredentials makes sure the Twilio Secret (and the relay webhook's)

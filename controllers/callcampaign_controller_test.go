@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +17,9 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/delauto/delauto/api/v1alpha1"
@@ -768,5 +771,51 @@ func TestHeldCampaignMovesTheQueuesOfRemovedShards(t *testing.T) {
 	})
 	if ds, _ := workerDeployments(ns); len(ds) != 0 {
 		t.Fatalf("held, yet worker Deployments were written: %s", deploymentNames(ds))
+	}
+}
+
+// secretReads counts the Secrets read through it, by name.
+type secretReads struct {
+	client.Reader
+	mu    sync.Mutex
+	names map[string]int
+}
+
+func (r *secretReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		r.mu.Lock()
+		r.names[key.Name]++
+		r.mu.Unlock()
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+// The workload and the status controller act on the same checks of a
+// campaign's Secrets; one reconcile of both reads each Secret once, as one
+// controller did, not twice.
+func TestCampaignControllersShareTheirSecretChecks(t *testing.T) {
+	ns := namespace(t)
+	campaign := newCampaign(ns, 1)
+	create(t, twilioSecret(ns), storesSecret(ns), campaign)
+	reads := &secretReads{Reader: env.Kube.Client, names: map[string]int{}}
+	r := &controllers.CallCampaignReconciler{Client: env.Kube.Client, APIReader: reads, Workers: controllers.WorkerDefaults{Image: "delauto:test"},
+		StatusInterval: time.Hour, Recorder: events.NewFakeRecorder(100)}
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(campaign)}
+	if _, err := r.Reconcile(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if reads.names["twilio"] != 2 || reads.names["delauto-stores"] != 1 {
+		t.Fatalf("Secret reads %v: want the credentials' Secret twice (its two keys) and the stores Secret once", reads.names)
+	}
+	if c := getCampaign(t, req.NamespacedName); hasCondition(c.Status.Conditions, v1.ConditionDegraded, metav1.ConditionFalse, "AsExpected") != nil {
+		t.Fatalf("status conditions %v, want not degraded", c.Status.Conditions)
+	}
+	// A new generation is checked again.
+	update(t, campaign, func(c *v1.CallCampaign) { c.Spec.Workers.MaxReplicas++ })
+	if _, err := r.Reconcile(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if reads.names["twilio"] != 4 || reads.names["delauto-stores"] != 2 {
+		t.Fatalf("Secret reads %v after a spec change: want the checks run again, once", reads.names)
 	}
 }

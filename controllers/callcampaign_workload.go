@@ -43,8 +43,11 @@ type campaignWorkload struct{ *CallCampaignReconciler }
 func (r *campaignWorkload) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	s, err := r.newCampaignScope(ctx, req)
 	if s == nil || err != nil {
-		if err == nil && r.Autoscaler != nil {
-			r.Autoscaler.Forget(req.NamespacedName)
+		if err == nil {
+			r.checks.forget(req.NamespacedName)
+			if r.Autoscaler != nil {
+				r.Autoscaler.Forget(req.NamespacedName)
+			}
 		}
 		return ctrl.Result{}, err
 	}
