@@ -93,9 +93,6 @@ type campaignScope struct {
 	// dialErr is the configuration error Twilio recently answered the
 	// campaign's dials with, if any.
 	dialErr *callrate.DialError
-	// appliedShards are the shards of the campaign the workers were last
-	// given (its ConfigMap as found), before this reconcile applies it.
-	appliedShards []string
 }
 
 // newCampaignScope reads the campaign; nil when it is gone or being
@@ -129,7 +126,7 @@ func (r *CallCampaignReconciler) Reconcile(ctx context.Context, req ctrl.Request
 // so two controllers cost no more reads than one.
 func (r *CallCampaignReconciler) checkCampaign(ctx context.Context, s *campaignScope) error {
 	key := client.ObjectKeyFromObject(s.campaign)
-	if res, ok := r.checks.get(key, s.campaign.Generation, r.StatusInterval/2); ok {
+	if res, ok := r.checks.get(key, s.campaign.UID, s.campaign.Generation, r.StatusInterval/2); ok {
 		s.degraded, s.held = res.degraded, res.held
 		return nil
 	}
@@ -141,12 +138,13 @@ func (r *CallCampaignReconciler) checkCampaign(ctx context.Context, s *campaignS
 	); err != nil {
 		return err
 	}
-	r.checks.put(key, checkResult{generation: s.campaign.Generation, at: time.Now(), degraded: s.degraded, held: s.held})
+	r.checks.put(key, checkResult{uid: s.campaign.UID, generation: s.campaign.Generation, at: time.Now(), degraded: s.degraded, held: s.held})
 	return nil
 }
 
 // checkResult is what checkCampaign found for a campaign's generation.
 type checkResult struct {
+	uid        types.UID
 	generation int64
 	at         time.Time
 	degraded   *metav1.Condition
@@ -159,12 +157,14 @@ type checkResults struct {
 	m  map[types.NamespacedName]checkResult
 }
 
-// get returns the campaign's result for generation when it is younger than maxAge.
-func (c *checkResults) get(key types.NamespacedName, generation int64, maxAge time.Duration) (checkResult, bool) {
+// get returns the result for the campaign (uid) and generation when it is
+// younger than maxAge: a campaign deleted and created again under its name
+// is checked anew.
+func (c *checkResults) get(key types.NamespacedName, uid types.UID, generation int64, maxAge time.Duration) (checkResult, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	res, ok := c.m[key]
-	if !ok || res.generation != generation || time.Since(res.at) >= maxAge {
+	if !ok || res.uid != uid || res.generation != generation || time.Since(res.at) >= maxAge {
 		return checkResult{}, false
 	}
 	return res, true

@@ -98,6 +98,31 @@ func newCampaign(ns string, shards int32) *v1.CallCampaign {
 	}
 }
 
+// workloadApplied waits until the workload controller has applied the
+// campaign's current spec (its ConfigMap says so) and then for two more of
+// its periodic reconciles (every 300 ms here), so that what a test then
+// finds, or does not find, on the workers is what that spec gives.
+func workloadApplied(t *testing.T, key client.ObjectKey) {
+	t.Helper()
+	eventually(t, 10*time.Second, "the workload controller applied the campaign's spec", func() error {
+		c := getCampaign(t, key)
+		cm := &corev1.ConfigMap{}
+		if err := env.Kube.Client.Get(context.Background(), client.ObjectKey{Namespace: key.Namespace, Name: controllers.CampaignConfigMapName(key.Name)}, cm); err != nil {
+			return err
+		}
+		applied, err := campaignfile.Parse([]byte(cm.Data[workerpod.CampaignFile]), "ConfigMap")
+		if err != nil {
+			return err
+		}
+		want, _ := json.Marshal(c.Spec)
+		if got, _ := json.Marshal(applied.Spec); string(got) != string(want) {
+			return fmt.Errorf("ConfigMap has %s, want %s", got, want)
+		}
+		return nil
+	})
+	time.Sleep(600 * time.Millisecond)
+}
+
 func workerDeployments(ns string) ([]appsv1.Deployment, error) {
 	var list appsv1.DeploymentList
 	err := env.Kube.Client.List(context.Background(), &list, client.InNamespace(ns), client.MatchingLabels{controllers.LabelComponent: controllers.ComponentWorker})
@@ -350,6 +375,7 @@ func TestCampaignDegradedWithoutSecretAndReadyWhenItAppears(t *testing.T) {
 		}
 		return hasCondition(got.Status.Conditions, v1.ConditionReady, metav1.ConditionFalse, "Degraded")
 	})
+	workloadApplied(t, key)
 	ds, _ := workerDeployments(ns)
 	if len(ds) != 1 || *ds[0].Spec.Replicas != 0 {
 		t.Fatalf("a degraded campaign must run no workers: %v", ds)
@@ -608,6 +634,7 @@ func TestCampaignWorkerImageMustBeAllowed(t *testing.T) {
 		}
 		return nil
 	})
+	workloadApplied(t, key)
 	if ds, _ := workerDeployments(ns); len(ds) != 0 {
 		t.Fatalf("Deployments written for a campaign with an image not allowed: %s", deploymentNames(ds))
 	}
@@ -626,6 +653,7 @@ func TestCampaignWorkerImageMustBeAllowed(t *testing.T) {
 	eventually(t, 10*time.Second, "Degraded ImageNotAllowed again", func() error {
 		return hasCondition(getCampaign(t, key).Status.Conditions, v1.ConditionDegraded, metav1.ConditionTrue, "ImageNotAllowed")
 	})
+	workloadApplied(t, key)
 	ds, _ := workerDeployments(ns)
 	if len(ds) != 1 || ds[0].Spec.Template.Spec.Containers[0].Image != "delauto:test" {
 		t.Errorf("the Deployment changed for an image not allowed: %+v", ds)
@@ -660,6 +688,7 @@ func TestCampaignNeedsTheStoresSecret(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "Degraded StoresSecretMissing", degraded("StoresSecretMissing", "delauto-stores", stores.EnvRedisURL, stores.EnvMongoURI))
+	workloadApplied(t, key)
 	if ds, _ := workerDeployments(ns); len(ds) != 0 {
 		t.Fatalf("Deployments written without the stores Secret: %s", deploymentNames(ds))
 	}
@@ -669,6 +698,7 @@ func TestCampaignNeedsTheStoresSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "Degraded StoresSecretKeyMissing", degraded("StoresSecretKeyMissing", "delauto-stores", stores.EnvMongoURI))
+	workloadApplied(t, key)
 	if ds, _ := workerDeployments(ns); len(ds) != 0 {
 		t.Fatalf("Deployments written without MONGO_URI in the stores Secret: %s", deploymentNames(ds))
 	}

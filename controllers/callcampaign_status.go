@@ -35,6 +35,11 @@ func (r *campaignStatus) Reconcile(ctx context.Context, req ctrl.Request) (res c
 	c := s.campaign
 	before := c.Status.DeepCopy()
 	defer func() {
+		if err != nil {
+			// What a failed phase would have read is unknown: the status
+			// stays as it was until the retry.
+			return
+		}
 		r.computeStatus(ctx, s)
 		base := c.DeepCopy()
 		base.Status = *before

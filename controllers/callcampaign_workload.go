@@ -55,7 +55,7 @@ func (r *campaignWorkload) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		r.checkCampaign,
 		r.logHold,
 		r.ensureDrainSecret,
-		r.readAppliedShards,
+		r.moveRemovedShards,
 		r.applyCampaignConfig,
 		r.applyWorkers,
 		r.removeStaleShards,
@@ -72,27 +72,6 @@ func (r *campaignWorkload) logHold(ctx context.Context, s *campaignScope) error 
 	if s.held {
 		log.FromContext(ctx).Info("worker Deployments left as they are", "reason", s.degraded.Reason, "message", s.degraded.Message)
 	}
-	return nil
-}
-
-// readAppliedShards reads the shards of the campaign its workers were last
-// given, from its ConfigMap as found (none before the first apply).
-func (r *campaignWorkload) readAppliedShards(ctx context.Context, s *campaignScope) error {
-	cm := &corev1.ConfigMap{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: CampaignConfigMapName(s.campaign.Name)}, cm)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read campaign ConfigMap: %w", err)
-	}
-	applied, err := campaignfile.Parse([]byte(cm.Data[workerpod.CampaignFile]), "ConfigMap "+cm.Name)
-	if err != nil {
-		// Not ours to fail on: the apply below replaces it.
-		log.FromContext(ctx).Info("the campaign ConfigMap does not parse; its shards are not moved from", "error", err.Error())
-		return nil
-	}
-	s.appliedShards = sharding.Names(applied.Spec.Sharding)
 	return nil
 }
 
@@ -142,7 +121,6 @@ func (r *campaignWorkload) applyCampaignConfig(ctx context.Context, s *campaignS
 
 // applyWorkers server-side applies one worker Deployment per shard.
 func (r *campaignWorkload) applyWorkers(ctx context.Context, s *campaignScope) error {
-	s.deployments = map[string]*appsv1.Deployment{}
 	stopped := s.held || s.degraded != nil || s.campaign.Spec.Suspend
 	if r.Autoscaler != nil {
 		r.Autoscaler.Track(s.campaign, s.shards, stopped)
@@ -188,56 +166,123 @@ func (r *campaignWorkload) applyWorkers(ctx context.Context, s *campaignScope) e
 		if err != nil {
 			return err
 		}
-		ac := r.Workers.Deployment(s.campaign, shard, 0)
-		applied := &appsv1.Deployment{}
-		if err := r.Get(ctx, types.NamespacedName{Namespace: s.campaign.Namespace, Name: *ac.Name}, applied); err == nil {
-			s.deployments[shard] = applied
+	}
+	return nil
+}
+
+// workerDeployments lists the campaign's worker Deployments (from the cache).
+func (r *campaignWorkload) workerDeployments(ctx context.Context, c *v1.CallCampaign) ([]appsv1.Deployment, error) {
+	var list appsv1.DeploymentList
+	if err := r.List(ctx, &list, client.InNamespace(c.Namespace), client.MatchingLabels{LabelCampaign: c.Name, LabelComponent: ComponentWorker}); err != nil {
+		return nil, fmt.Errorf("list worker Deployments: %w", err)
+	}
+	return list.Items, nil
+}
+
+// appliedShards reads the shards of the campaign its workers were last
+// given, from the campaign's ConfigMap as found (none before the first
+// apply, or when the ConfigMap is not the campaign's own).
+func (r *campaignWorkload) appliedShards(ctx context.Context, c *v1.CallCampaign) ([]string, error) {
+	cm := &corev1.ConfigMap{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: c.Namespace, Name: CampaignConfigMapName(c.Name)}, cm)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read campaign ConfigMap: %w", err)
+	}
+	if !metav1.IsControlledBy(cm, c) {
+		return nil, nil
+	}
+	applied, err := campaignfile.Parse([]byte(cm.Data[workerpod.CampaignFile]), "ConfigMap "+cm.Name)
+	if err != nil {
+		// Not ours to fail on: the apply replaces it.
+		log.FromContext(ctx).Info("the campaign ConfigMap does not parse; its shards are not moved from", "error", err.Error())
+		return nil, nil
+	}
+	return sharding.Names(applied.Spec.Sharding), nil
+}
+
+// moveRemovedShards moves the queued attempts of the shards the campaign
+// no longer has (those its workers were last given, those with a worker
+// Deployment, and those the status still lists) to the shards that own
+// them now: a hash shard's attempt goes where its Delivery's UID hashes
+// to, a removed region's to the first region, as sharding.For places new
+// Deliveries. It runs before the campaign's ConfigMap is applied (which
+// forgets the old shards) and before the old workers go, also while the
+// workers are held, so that no attempt waits in a queue no worker reads.
+// Moving a queue again is harmless.
+func (r *campaignWorkload) moveRemovedShards(ctx context.Context, s *campaignScope) error {
+	mover, ok := r.Queues.(ShardMover)
+	if !ok {
+		return nil
+	}
+	c := s.campaign
+	current := map[string]bool{}
+	for _, sh := range s.shards {
+		current[sh] = true
+	}
+	removed := map[string]bool{}
+	applied, err := r.appliedShards(ctx, c)
+	if err != nil {
+		return err
+	}
+	for _, sh := range applied {
+		removed[sh] = !current[sh]
+	}
+	for _, sh := range c.Status.Shards {
+		removed[sh.Name] = removed[sh.Name] || !current[sh.Name]
+	}
+	deployments, err := r.workerDeployments(ctx, c)
+	if err != nil {
+		return err
+	}
+	for _, d := range deployments {
+		if sh := d.Labels[LabelShard]; sh != "" && metav1.IsControlledBy(&d, c) {
+			removed[sh] = removed[sh] || !current[sh]
+		}
+	}
+	spec := c.Spec.Sharding
+	for from, gone := range removed {
+		if !gone {
+			continue
+		}
+		owner := func(id string) string {
+			uid := id
+			if i := strings.LastIndex(id, "-"); i > 0 {
+				uid = id[:i]
+			}
+			return sharding.For(spec, uid, from)
+		}
+		n, err := mover.MoveQueued(ctx, c.Namespace, c.Name, from, owner)
+		if err != nil {
+			return fmt.Errorf("move the queue of removed shard %s: %w", from, err)
+		}
+		if n > 0 {
+			log.FromContext(ctx).Info("moved the queued attempts of a removed shard", "shard", from, "attempts", n)
+			r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "ShardQueueMoved", "MoveQueue", "moved %d queued attempts of removed shard %s", n, from)
 		}
 	}
 	return nil
 }
 
-// removeStaleShards deletes the Deployments of shards the campaign no longer has.
+// removeStaleShards deletes the worker Deployments of shards the campaign
+// no longer has (their queues were moved by moveRemovedShards); a held
+// campaign's are left as they are.
 func (r *campaignWorkload) removeStaleShards(ctx context.Context, s *campaignScope) error {
-	var list appsv1.DeploymentList
-	if err := r.List(ctx, &list, client.InNamespace(s.campaign.Namespace), client.MatchingLabels{LabelCampaign: s.campaign.Name, LabelComponent: ComponentWorker}); err != nil {
-		return err
-	}
-	keep := map[string]bool{}
-	current := map[string]bool{}
-	for _, sh := range s.shards {
-		keep[WorkerDeploymentName(s.campaign.Name, sh)] = true
-		current[sh] = true
-	}
-	// The queues of removed shards (those the workers were last given,
-	// those with a Deployment, and those the status still lists) move to
-	// the shards that own their attempts now, before the old workers go;
-	// also while the workers are held, so that no attempt waits in a queue
-	// no worker will read.
-	removed := map[string]bool{}
-	for _, sh := range s.appliedShards {
-		if !current[sh] {
-			removed[sh] = true
-		}
-	}
-	for _, sh := range s.campaign.Status.Shards {
-		if !current[sh.Name] {
-			removed[sh.Name] = true
-		}
-	}
-	for _, d := range list.Items {
-		if sh := d.Labels[LabelShard]; sh != "" && !current[sh] && metav1.IsControlledBy(&d, s.campaign) {
-			removed[sh] = true
-		}
-	}
-	if err := r.moveRemovedShards(ctx, s, removed); err != nil {
-		return err
-	}
 	if s.held {
 		return nil
 	}
-	for i := range list.Items {
-		d := &list.Items[i]
+	deployments, err := r.workerDeployments(ctx, s.campaign)
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, sh := range s.shards {
+		keep[WorkerDeploymentName(s.campaign.Name, sh)] = true
+	}
+	for i := range deployments {
+		d := &deployments[i]
 		if keep[d.Name] || !metav1.IsControlledBy(d, s.campaign) {
 			continue
 		}
@@ -246,36 +291,6 @@ func (r *campaignWorkload) removeStaleShards(ctx context.Context, s *campaignSco
 		}
 		log.FromContext(ctx).Info("removed the worker Deployment of a removed shard", "deployment", d.Name)
 		r.Recorder.Eventf(s.campaign, nil, corev1.EventTypeNormal, "ShardRemoved", "DeleteDeployment", "removed worker Deployment %s", d.Name)
-	}
-	return nil
-}
-
-// moveRemovedShards moves the queued attempts of removed shards to the
-// shards that own them now: a hash shard's attempt goes where its
-// delivery's UID hashes to, a removed region's to the first region, as
-// sharding.For places new deliveries.
-func (r *campaignWorkload) moveRemovedShards(ctx context.Context, s *campaignScope, removed map[string]bool) error {
-	mover, ok := r.Queues.(ShardMover)
-	if !ok {
-		return nil
-	}
-	spec := s.campaign.Spec.Sharding
-	for from := range removed {
-		owner := func(id string) string {
-			uid := id
-			if i := strings.LastIndex(id, "-"); i > 0 {
-				uid = id[:i]
-			}
-			return sharding.For(spec, uid, from)
-		}
-		n, err := mover.MoveQueued(ctx, s.campaign.Namespace, s.campaign.Name, from, owner)
-		if err != nil {
-			return fmt.Errorf("move the queue of removed shard %s: %w", from, err)
-		}
-		if n > 0 {
-			log.FromContext(ctx).Info("moved the queued attempts of a removed shard", "shard", from, "attempts", n)
-			r.Recorder.Eventf(s.campaign, nil, corev1.EventTypeNormal, "ShardQueueMoved", "MoveQueue", "moved %d queued attempts of removed shard %s", n, from)
-		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -170,7 +171,9 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: s.requeue}, nil
+	// A later recheck goes in line with the rest, whatever brought this
+	// reconcile ahead (deliveryQueueing).
+	return ctrl.Result{RequeueAfter: s.requeue, Priority: ptr.To(0)}, nil
 }
 
 // cancelRecheck is how often a deleted Delivery whose attempt a worker
@@ -312,6 +315,7 @@ func (r *DeliveryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// need no reconcile; spec and label changes (campaign selection) do.
 		// Spec changes and deletions jump the queue (deliveryQueueing).
 		Named("delivery").
+		WithLogConstructor(deliveryLog(mgr.GetLogger())).
 		Watches(&v1.Delivery{}, deliveryQueueing(), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		// Only spec changes of a campaign matter here; its status changes
 		// every few seconds and must not re-plan every Delivery.

@@ -3,12 +3,15 @@ package controllers
 import (
 	"context"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/delauto/delauto/api/v1alpha1"
 )
 
 // ChangePriority is the Delivery queue's priority for a Delivery whose spec
@@ -59,5 +62,17 @@ func deliveryQueueing() handler.EventHandler {
 		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			add(q, e.Object, nil)
 		},
+	}
+}
+
+// deliveryLog gives each Delivery reconcile's logger the keys a controller
+// built with For has: the controller, its group and kind, and the Delivery.
+func deliveryLog(base logr.Logger) func(*reconcile.Request) logr.Logger {
+	l := base.WithValues("controller", "delivery", "controllerGroup", v1.GroupVersion.Group, "controllerKind", "Delivery")
+	return func(req *reconcile.Request) logr.Logger {
+		if req == nil {
+			return l
+		}
+		return l.WithValues("Delivery", req.NamespacedName, "namespace", req.Namespace, "name", req.Name)
 	}
 }

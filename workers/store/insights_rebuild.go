@@ -31,6 +31,22 @@ type RebuildReport struct {
 	ListKeys int64
 }
 
+// rebuildGroup is the part of a rebuild's group key that names its rollup
+// bucket: namespace, campaign, region, agent and the hour the calls or
+// Deliveries ended in (nil: no end hour recorded).
+type rebuildGroup struct {
+	NS       string     `bson:"ns"`
+	Campaign string     `bson:"c"`
+	Region   string     `bson:"r"`
+	Agent    string     `bson:"a"`
+	Hour     *time.Time `bson:"h"`
+}
+
+// key is the group's rollup bucket, under the campaign name given.
+func (g rebuildGroup) key(campaign string) RollupKey {
+	return RollupKey{Namespace: g.NS, Campaign: campaign, Region: g.Region, Agent: g.Agent, Hour: g.Hour.UTC()}
+}
+
 // rebuildBatch is how many rollup documents one bulk write replaces.
 const rebuildBatch = 500
 
@@ -49,23 +65,6 @@ const rebuildBatch = 500
 //
 // Outcomes recorded while it runs may be counted twice or not at all in
 // their bucket; run it when outcomes are quiet, or again after.
-
-// rebuildGroup is the part of a rebuild's group key that names its rollup
-// bucket: namespace, campaign, region, agent and the hour the calls or
-// Deliveries ended in (nil: no end hour recorded).
-type rebuildGroup struct {
-	NS       string     `bson:"ns"`
-	Campaign string     `bson:"c"`
-	Region   string     `bson:"r"`
-	Agent    string     `bson:"a"`
-	Hour     *time.Time `bson:"h"`
-}
-
-// key is the group's rollup bucket, under the campaign name given.
-func (g rebuildGroup) key(campaign string) RollupKey {
-	return RollupKey{Namespace: g.NS, Campaign: campaign, Region: g.Region, Agent: g.Agent, Hour: g.Hour.UTC()}
-}
-
 func (s *Store) Rebuild(ctx context.Context, namespace string, progress func(format string, args ...any)) (RebuildReport, error) {
 	say := func(format string, args ...any) {
 		if progress != nil {

@@ -201,7 +201,7 @@ func run(n, campaigns, shards, creators, reconciles int, policy bool, timeout ti
 	// Memory is measured from when the operator's caches are synced and its
 	// controllers run (every campaign reconciled once), so the growth is
 	// what the Deliveries cost.
-	if err := waitReconciled(ctx, metricsAddr, "callcampaign", campaigns); err != nil {
+	if err := waitReconciled(ctx, metricsAddr, "callcampaign-workload", campaigns); err != nil {
 		return fmt.Errorf("%w; operator log: %s", err, opLog.Name())
 	}
 	memBefore, err := memory(ctx, op.Process.Pid, metricsAddr, pprofAddr)
