@@ -117,6 +117,10 @@ func (s *Server) writeOrJournal(ctx context.Context, e entry, direct func(contex
 		s.log.Error("callback write lost: neither MongoDB nor the journal took it", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", errors.Join(err, jerr))
 		return jerr
 	}
+	var fe *followUpError
+	if !errors.As(err, &fe) {
+		s.hold(e)
+	}
 	return nil
 }
 

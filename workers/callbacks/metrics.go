@@ -22,6 +22,7 @@ type metrics struct {
 	amd              *prometheus.CounterVec
 	answers          *prometheus.CounterVec
 	backlog          prometheus.GaugeFunc
+	heldWrites       prometheus.Gauge
 }
 
 func newMetrics(backlog func() float64) *metrics {
@@ -65,12 +66,15 @@ func newMetrics(backlog func() float64) *metrics {
 		backlog: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "delauto_callbacks_journal_backlog", Help: "Journal entries not yet written to MongoDB.",
 		}, backlog),
+		heldWrites: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "delauto_callbacks_held_writes", Help: "Answers, opt-outs, recordings and transcriptions this worker journaled because MongoDB failed, kept in memory until it has written them itself (in case Redis loses the journal).",
+		}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.duration, m.rejected, m.cache, m.journalAppended, m.journalApplied,
-		m.journalCoalesced, m.writeThrough, m.outcomes, m.amd, m.answers, m.backlog}
+		m.journalCoalesced, m.writeThrough, m.outcomes, m.amd, m.answers, m.backlog, m.heldWrites}
 }
 
 // stats mirrors the counters a benchmark reads.

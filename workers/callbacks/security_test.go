@@ -377,3 +377,50 @@ func TestMongoDownJournalsAnswers(t *testing.T) {
 	}
 	waitSMS(t, h)
 }
+
+// An opt-out taken while MongoDB is down goes to the journal in Redis. If
+// Redis then restarts empty before MongoDB is back, the journal has lost it;
+// the worker that took it still writes it once MongoDB answers, so the
+// number is not called again.
+func TestOptOutSurvivesRedisLosingTheJournal(t *testing.T) {
+	h := newHarness(t, harnessOpts{noRun: true, edit: func(c *Config) { c.WriteTimeout = 500 * time.Millisecond }})
+	a := h.createAttempt(newTo())
+	ctx := context.Background()
+	a, _ = h.st.Claim(ctx, a.ID, "w", time.Minute)
+	if err := h.srv.Prime(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	broken, err := store.Open(ctx, store.Config{URI: env.Mongo.URI, Database: h.db, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = broken.Close(ctx)
+	h.srv.cfg.Store = broken
+	x := h.postTwiML(callurls.GatherPath, refQuery(a.ID, a.Fence), twimlForm(callSIDFor(10), map[string]string{"Digits": "9"}))
+	if strings.Contains(x, "<Redirect") || strings.Contains(strings.ToLower(x), "error") {
+		t.Fatalf("opt-out with MongoDB down: %s", x)
+	}
+	if n, _ := h.rdb.XLen(ctx, JournalKey).Result(); n != 2 {
+		t.Fatalf("journal has %d entries, want the opt-out and the answer", n)
+	}
+	// Redis restarts empty: the journal is gone. Then MongoDB is back.
+	if err := h.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.cfg.Store = h.st
+	h.run()
+	h.waitAttempt(a.ID, "answered with an opt-out", func(b *store.Attempt) bool {
+		return b.Response != nil && b.Response.Choice == v1.ChoiceOptOut
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		opted, err := h.st.IsOptedOut(ctx, "shop", a.To)
+		if err == nil && opted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the number is not in the opt-outs after Redis lost the journal (err %v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -148,6 +148,7 @@ type Server struct {
 	m         *metrics
 	stats     stats
 	fills     singleflight.Group // call context fills in flight, by attempt and fence
+	held      heldWrites         // journaled writes kept until written (held.go)
 	hooks     testHooks
 
 	base atomic.Pointer[baseURL]
@@ -209,7 +210,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.defaults()
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "callbacks"), rdb: cfg.Redis, journalKey: cfg.JournalKey,
-		batch: newBatcher(cfg.Redis, 4)}
+		batch: newBatcher(cfg.Redis, 4), held: heldWrites{wake: make(chan struct{}, 1)}}
 	s.tokens = cfg.Tokens
 	if s.tokens == nil {
 		s.tokens = func() []string { return tokens }
@@ -271,10 +272,16 @@ func (s *Server) scriptVersionOf(c *campaignfile.Config) string {
 // the public URL's path prefix if the proxy keeps it).
 func (s *Server) Handler() http.Handler { return s }
 
-// Run runs the journal writer (it writes status callbacks to MongoDB)
-// until ctx ends.
+// Run runs the journal writer (it writes status callbacks to MongoDB) and
+// the writer of the held writes (held.go) until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.writeHeld(ctx)
+	}()
 	_ = s.writeJournal(ctx)
+	<-done
 	return ctx.Err()
 }
 
