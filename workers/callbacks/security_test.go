@@ -344,7 +344,12 @@ func TestRedisDownWritesThrough(t *testing.T) {
 	}
 }
 
-func TestMongoDownJournalsAnswers(t *testing.T) {
+// callWithMongoDown gives a harness whose journal writer is not running
+// yet, with a claimed attempt of a call under way whose context is cached,
+// and a call log the server cannot reach (its client is closed); set
+// h.srv.cfg.Store = h.st to bring MongoDB back.
+func callWithMongoDown(t *testing.T) (*harness, *store.Attempt) {
+	t.Helper()
 	h := newHarness(t, harnessOpts{noRun: true, edit: func(c *Config) { c.WriteTimeout = 500 * time.Millisecond }})
 	a := h.createAttempt(newTo())
 	ctx := context.Background()
@@ -352,14 +357,19 @@ func TestMongoDownJournalsAnswers(t *testing.T) {
 	if err := h.srv.Prime(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	q := refQuery(a.ID, a.Fence)
-	// A call log the server cannot reach: its client is closed.
 	broken, err := store.Open(ctx, store.Config{URI: env.Mongo.URI, Database: h.db, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = broken.Close(ctx)
 	h.srv.cfg.Store = broken
+	return h, a
+}
+
+func TestMongoDownJournalsAnswers(t *testing.T) {
+	h, a := callWithMongoDown(t)
+	ctx := context.Background()
+	q := refQuery(a.ID, a.Fence)
 	x := h.postTwiML(callurls.GatherPath, q, twimlForm(callSIDFor(9), map[string]string{"Digits": "2"}))
 	if !strings.Contains(x, "driver will contact you") {
 		t.Errorf("gather with MongoDB down: %s", x)
@@ -383,19 +393,8 @@ func TestMongoDownJournalsAnswers(t *testing.T) {
 // the worker that took it still writes it once MongoDB answers, so the
 // number is not called again.
 func TestOptOutSurvivesRedisLosingTheJournal(t *testing.T) {
-	h := newHarness(t, harnessOpts{noRun: true, edit: func(c *Config) { c.WriteTimeout = 500 * time.Millisecond }})
-	a := h.createAttempt(newTo())
+	h, a := callWithMongoDown(t)
 	ctx := context.Background()
-	a, _ = h.st.Claim(ctx, a.ID, "w", time.Minute)
-	if err := h.srv.Prime(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	broken, err := store.Open(ctx, store.Config{URI: env.Mongo.URI, Database: h.db, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = broken.Close(ctx)
-	h.srv.cfg.Store = broken
 	x := h.postTwiML(callurls.GatherPath, refQuery(a.ID, a.Fence), twimlForm(callSIDFor(10), map[string]string{"Digits": "9"}))
 	if strings.Contains(x, "<Redirect") || strings.Contains(strings.ToLower(x), "error") {
 		t.Fatalf("opt-out with MongoDB down: %s", x)
