@@ -93,6 +93,8 @@ type campaignScope struct {
 	// dialErr is the configuration error Twilio recently answered the
 	// campaign's dials with, if any.
 	dialErr *callrate.DialError
+	// totals are the campaign's Deliveries by phase.
+	totals v1.PhaseTotals
 }
 
 // newCampaignScope reads the campaign; nil when it is gone or being

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,6 +51,7 @@ func (r *campaignStatus) Reconcile(ctx context.Context, req ctrl.Request) (res c
 		r.readDeployments,
 		r.readQueues,
 		r.pingCallLog,
+		r.countPhases,
 	); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -234,7 +236,7 @@ func (r *campaignStatus) computeStatus(ctx context.Context, s *campaignScope) {
 	if s.rate != nil {
 		st.CallsPerSecond = fmt.Sprintf("%.1f", *s.rate)
 	}
-	st.Totals = r.countPhases(ctx, c)
+	st.Totals = s.totals
 
 	gen := c.Generation
 	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
@@ -315,26 +317,51 @@ func rollingOut(d *appsv1.Deployment) bool {
 	return d.Status.UpdatedReplicas != want || d.Status.Replicas != want || d.Status.AvailableReplicas != want
 }
 
-// countPhases counts the campaign's Deliveries per phase from the cache index.
-func (r *campaignStatus) countPhases(ctx context.Context, c *v1.CallCampaign) v1.PhaseTotals {
-	var t v1.PhaseTotals
-	count := func(p v1.DeliveryPhase) int32 {
-		var dl v1.DeliveryList
-		if err := r.List(ctx, &dl, client.InNamespace(c.Namespace), client.MatchingFields{phaseIndex: DeliveryPhaseIndexKey(c.Name, p)}, client.UnsafeDisableDeepCopy); err != nil {
-			log.FromContext(ctx).Error(err, "count deliveries", "phase", p)
-			return 0
-		}
-		return int32(len(dl.Items))
+// countPhases counts the campaign's Deliveries per phase, from the cache's
+// phase index (IndexDeliveryPhases). A reader without that index (a
+// client without a cache, in tools and tests) counts from one list of the
+// namespace instead. A failed count fails the reconcile: totals of zero
+// would be wrong.
+func (r *campaignStatus) countPhases(ctx context.Context, s *campaignScope) error {
+	c := s.campaign
+	phases := []struct {
+		p v1.DeliveryPhase
+		n *int32
+	}{
+		{v1.DeliveryPending, &s.totals.Pending},
+		{v1.DeliveryScheduled, &s.totals.Scheduled},
+		{v1.DeliveryCalling, &s.totals.Calling},
+		{v1.DeliveryConfirmed, &s.totals.Confirmed},
+		{v1.DeliveryRescheduleRequested, &s.totals.RescheduleRequested},
+		{v1.DeliveryInstructionsRecorded, &s.totals.InstructionsRecorded},
+		{v1.DeliveryUnreachable, &s.totals.Unreachable},
+		{v1.DeliveryOptedOut, &s.totals.OptedOut},
+		{v1.DeliveryCancelled, &s.totals.Cancelled},
+		{v1.DeliveryFailed, &s.totals.Failed},
 	}
-	t.Pending = count(v1.DeliveryPending)
-	t.Scheduled = count(v1.DeliveryScheduled)
-	t.Calling = count(v1.DeliveryCalling)
-	t.Confirmed = count(v1.DeliveryConfirmed)
-	t.RescheduleRequested = count(v1.DeliveryRescheduleRequested)
-	t.InstructionsRecorded = count(v1.DeliveryInstructionsRecorded)
-	t.Unreachable = count(v1.DeliveryUnreachable)
-	t.OptedOut = count(v1.DeliveryOptedOut)
-	t.Cancelled = count(v1.DeliveryCancelled)
-	t.Failed = count(v1.DeliveryFailed)
-	return t
+	var indexErr error
+	for _, ph := range phases {
+		var dl v1.DeliveryList
+		if indexErr = r.List(ctx, &dl, client.InNamespace(c.Namespace), client.MatchingFields{phaseIndex: DeliveryPhaseIndexKey(c.Name, ph.p)}, client.UnsafeDisableDeepCopy); indexErr != nil {
+			break
+		}
+		*ph.n = int32(len(dl.Items))
+	}
+	if indexErr == nil {
+		return nil
+	}
+	var dl v1.DeliveryList
+	if err := r.List(ctx, &dl, client.InNamespace(c.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("count the campaign's Deliveries: %w", errors.Join(indexErr, err))
+	}
+	s.totals = v1.PhaseTotals{}
+	for i := range dl.Items {
+		d := &dl.Items[i]
+		for _, ph := range phases {
+			if d.Status.Campaign == c.Name && d.Status.Phase == ph.p {
+				*ph.n++
+			}
+		}
+	}
+	return nil
 }
