@@ -121,11 +121,15 @@ func runLoad(ctx context.Context, cfg config, lo loadOptions) (bool, error) {
 	if err := localcluster.WaitFor(ctx, 3*time.Minute, func() error { return workersReady(ctx, sys.Client) }); err != nil {
 		return false, fmt.Errorf("the workers did not start: %w", err)
 	}
-	// The client learns the Delivery kind's REST mapping before the first
-	// timed create (its first request after the CRDs were created can be
-	// refused with "kind not found").
-	if err := localcluster.WaitFor(ctx, time.Minute, func() error { return sys.Client.List(ctx, &v1.DeliveryList{}, client.Limit(1)) }); err != nil {
-		return false, fmt.Errorf("listing Deliveries: %w", err)
+	// Before the first timed create, a Delivery must be creatable: for a
+	// while after the CRDs were created, the apiserver's admission (the
+	// finalizer policy) refuses a create with "Resource kind ... not found"
+	// (a list passes). A dry run goes through admission and stores nothing.
+	if err := localcluster.WaitFor(ctx, time.Minute, func() error {
+		_, d := nthLoadDelivery(0, zone)
+		return sys.Client.Create(ctx, d, client.DryRunAll)
+	}); err != nil {
+		return false, fmt.Errorf("a Delivery cannot be created: %w", err)
 	}
 
 	name := componentNamer()
@@ -248,6 +252,24 @@ func workersReady(ctx context.Context, c client.Client) error {
 
 // streamStep creates Deliveries due at once at st.rate for length, up to
 // 64 creates in flight; n numbers them across steps. It returns the next n.
+// nthLoadDelivery is the load's k-th Delivery, due at once, with a
+// number of its own, for recipients in zone.
+func nthLoadDelivery(k int, zone string) (*loadDelivery, *v1.Delivery) {
+	cp := campaigns[k%len(campaigns)]
+	ld := &loadDelivery{ns: cp.ns, name: fmt.Sprintf("load-%06d", k), number: fmt.Sprintf("+1415%03d%04d", 200+k/10000, k%10000)}
+	now := time.Now().UTC().Truncate(time.Second)
+	return ld, &v1.Delivery{
+		ObjectMeta: metav1.ObjectMeta{Namespace: cp.ns, Name: ld.name, Labels: map[string]string{"delauto.io/campaign": cp.name}},
+		Spec: v1.DeliverySpec{
+			Recipient: v1.Recipient{Name: "Recipient " + ld.name, Phone: v1.PhoneNumber(ld.number), TimeZone: v1.TimeZone(zone), Language: "en-US"},
+			Address:   v1.Address{Line1: "1 Main St", City: "Springfield", PostalCode: "12345", Country: "US"},
+			Region:    regions[(k/len(campaigns))%len(regions)],
+			Window:    v1.DeliveryWindow{Start: metav1.NewTime(now), End: metav1.NewTime(now.Add(2 * time.Hour))},
+			Agent:     v1.Agent{Name: fmt.Sprintf("Route %02d", k%20), Phone: v1.PhoneNumber(fmt.Sprintf("%s%04d", agentPrefix, k%20))},
+		},
+	}
+}
+
 func streamStep(ctx context.Context, c client.Client, st *loadStep, length time.Duration, zone string, n int, log io.Writer) int {
 	count := int(st.rate * length.Seconds())
 	every := time.Duration(float64(time.Second) / st.rate)
@@ -259,19 +281,7 @@ func streamStep(ctx context.Context, c client.Client, st *loadStep, length time.
 			break
 		}
 		k := n + i
-		cp := campaigns[k%len(campaigns)]
-		ld := &loadDelivery{ns: cp.ns, name: fmt.Sprintf("load-%06d", k), number: fmt.Sprintf("+1415%03d%04d", 200+k/10000, k%10000)}
-		now := time.Now().UTC().Truncate(time.Second)
-		d := &v1.Delivery{
-			ObjectMeta: metav1.ObjectMeta{Namespace: cp.ns, Name: ld.name, Labels: map[string]string{"delauto.io/campaign": cp.name}},
-			Spec: v1.DeliverySpec{
-				Recipient: v1.Recipient{Name: "Recipient " + ld.name, Phone: v1.PhoneNumber(ld.number), TimeZone: v1.TimeZone(zone), Language: "en-US"},
-				Address:   v1.Address{Line1: "1 Main St", City: "Springfield", PostalCode: "12345", Country: "US"},
-				Region:    regions[(k/len(campaigns))%len(regions)],
-				Window:    v1.DeliveryWindow{Start: metav1.NewTime(now), End: metav1.NewTime(now.Add(2 * time.Hour))},
-				Agent:     v1.Agent{Name: fmt.Sprintf("Route %02d", k%20), Phone: v1.PhoneNumber(fmt.Sprintf("%s%04d", agentPrefix, k%20))},
-			},
-		}
+		ld, d := nthLoadDelivery(k, zone)
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
