@@ -236,6 +236,15 @@ func (f *fixture) start(name string, extra ...string) *child {
 // as a child process, and waits until its ops address answers /readyz.
 func startChild(t *testing.T, name string, args []string, ops string, extraEnv ...string) *child {
 	t.Helper()
+	c := spawnChild(t, name, args, ops, extraEnv...)
+	c.waitReady(t, name, "/readyz")
+	return c
+}
+
+// spawnChild runs this binary's main with args and the extra environment
+// as a child process, killed when the test ends.
+func spawnChild(t *testing.T, name string, args []string, ops string, extraEnv ...string) *child {
+	t.Helper()
 	c := &child{out: &syncBuffer{}, ops: ops, exited: make(chan error, 1)}
 	c.cmd = exec.Command(os.Args[0], args...)
 	c.cmd.Env = append(append(os.Environ(), childEnv+"=1"), extraEnv...)
@@ -252,13 +261,19 @@ func startChild(t *testing.T, name string, args []string, ops string, extraEnv .
 			t.Logf("%s output:\n%s", name, tail(c.out.String(), 60))
 		}
 	})
+	return c
+}
+
+// waitReady waits until the child's ops address answers path with 200.
+func (c *child) waitReady(t *testing.T, name, path string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + c.ops + "/readyz")
+		resp, err := http.Get("http://" + c.ops + path)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return c
+				return
 			}
 		}
 		select {
@@ -316,6 +331,42 @@ func (f *fixture) waitState(id string, timeout time.Duration, state store.State)
 			f.t.Fatalf("attempt %s is %s (%q), want %s", id, a.State, a.Reason, state)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A worker that cannot reach the call log yet answers webhooks 503 with a
+// Retry-After, never 404: a request that reaches a starting worker (a
+// restarted container still in the Service's endpoints) is refused as
+// unavailable, not as a wrong URL, and changes nothing.
+func TestStartingWorkerAnswersWebhooksUnavailable(t *testing.T) {
+	f := newFixture(t, nil)
+	hooks, ops := freeAddr(t), freeAddr(t)
+	args := []string{"worker", "--name", "starting", "--campaign-file", f.campaign, "--shards", "shard-0",
+		"--redis-url", env.Redis.URL(), "--mongo-uri", "mongodb://" + freeAddr(t) + "/?serverSelectionTimeoutMS=200&connectTimeoutMS=200",
+		"--mongo-database", f.db, "--twilio-base-url", f.front, "--http-addr", hooks, "--ops-addr", ops}
+	c := spawnChild(t, "worker starting", args, ops,
+		"TWILIO_ACCOUNT_SID="+f.sim.AccountSID(), "TWILIO_AUTH_TOKEN="+f.sim.AuthToken(), "REDIS_URL=", "MONGO_URI=")
+	c.waitReady(t, "worker starting", "/healthz")
+	for _, path := range []string{callurls.StatusPath, callurls.GatherPath, "/not-a-webhook"} {
+		form := url.Values{"AccountSid": {f.sim.AccountSID()}, "CallSid": {"CA0123"}, "CallStatus": {"busy"}}
+		resp, err := http.Post("http://"+hooks+path+"?attempt=a1", "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("POST %s to a starting worker: %d (Retry-After %q) %q, want 503 with a Retry-After",
+				path, resp.StatusCode, resp.Header.Get("Retry-After"), strings.TrimSpace(string(body)))
+		}
+	}
+	resp, err := http.Get("http://" + ops + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz of a starting worker: %d, want 503", resp.StatusCode)
 	}
 }
 

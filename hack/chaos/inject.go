@@ -422,7 +422,7 @@ func (s *state) reuseOptedOut(ctx context.Context) {
 			s.mu.Lock()
 			s.reused[c.To] = c.Ended
 			s.mu.Unlock()
-			if err := s.create(ctx, t, agentPrefix+"9999"); err != nil {
+			if err := s.create(ctx, t, routeAgent(s.intn(routes))); err != nil {
 				s.logf("create %s/%s: %v", t.ns, t.name, err)
 				continue
 			}

@@ -265,7 +265,7 @@ func nthLoadDelivery(k int, zone string) (*loadDelivery, *v1.Delivery) {
 			Address:   v1.Address{Line1: "1 Main St", City: "Springfield", PostalCode: "12345", Country: "US"},
 			Region:    regions[(k/len(campaigns))%len(regions)],
 			Window:    v1.DeliveryWindow{Start: metav1.NewTime(now), End: metav1.NewTime(now.Add(2 * time.Hour))},
-			Agent:     v1.Agent{Name: fmt.Sprintf("Route %02d", k%20), Phone: v1.PhoneNumber(fmt.Sprintf("%s%04d", agentPrefix, k%20))},
+			Agent:     routeAgent(k),
 		},
 	}
 }

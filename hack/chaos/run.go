@@ -28,7 +28,15 @@ var regions = []string{"north", "south"}
 const (
 	recipPrefix = "+1415555"
 	agentPrefix = "+1628555"
+	// routes is how many delivery agents (routes) the Deliveries are
+	// spread over, as a depot's parcels are: the insights count by agent.
+	routes = 20
 )
+
+// routeAgent is the agent of the k-th Delivery: one of routes.
+func routeAgent(k int) v1.Agent {
+	return v1.Agent{Name: fmt.Sprintf("Route %02d", k%routes), Phone: v1.PhoneNumber(fmt.Sprintf("%s%04d", agentPrefix, k%routes))}
+}
 
 // scenarios maps a recipient number's last digit to the callee's behaviour
 // (the e2e's mix).
@@ -236,7 +244,7 @@ func (s *state) stream(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := s.create(ctx, t, fmt.Sprintf("%s%04d", agentPrefix, i%10000)); err != nil {
+			if err := s.create(ctx, t, routeAgent(i)); err != nil {
 				s.logf("create %s/%s: %v", t.ns, t.name, err)
 			}
 		}()
@@ -245,7 +253,7 @@ func (s *state) stream(ctx context.Context) {
 
 // create writes the Delivery of t (window from its zone's plan) and tracks
 // it; a refused create is retried for a minute (the apiserver under load).
-func (s *state) create(ctx context.Context, t *tracked, agent string) error {
+func (s *state) create(ctx context.Context, t *tracked, agent v1.Agent) error {
 	start := s.zones.windowStart(t, time.Now(), s.intn(180))
 	d := &v1.Delivery{
 		ObjectMeta: metav1.ObjectMeta{Namespace: t.ns, Name: t.name, Labels: map[string]string{"delauto.io/campaign": t.campaign}},
@@ -254,7 +262,7 @@ func (s *state) create(ctx context.Context, t *tracked, agent string) error {
 			Address:   v1.Address{Line1: "1 Main St", City: "Springfield", PostalCode: "12345", Country: "US"},
 			Region:    t.region,
 			Window:    v1.DeliveryWindow{Start: metav1.NewTime(start), End: metav1.NewTime(start.Add(2 * time.Hour))},
-			Agent:     v1.Agent{Name: "Route " + t.name, Phone: v1.PhoneNumber(agent)},
+			Agent:     agent,
 		},
 	}
 	var err error

@@ -173,6 +173,7 @@ func (r *Runner) supervise(ctx context.Context, p *proc) {
 			r.event("pod %s: started pid %d on %s (log %s)", name, cmd.Process.Pid, p.pod.Status.PodIP, logPath)
 			select {
 			case err := <-exited:
+				r.notReady(p.pod.UID)
 				r.event("pod %s: exited (%v); restart %d in %s", name, err, p.restarts+1, backoff)
 			case <-p.stop:
 				r.terminate(p.pod, cmd, exited)
@@ -455,6 +456,15 @@ func (r *Runner) ready(ctx context.Context, pod *corev1.Pod) bool {
 		st.ready = false
 	}
 	return st.ready
+}
+
+// notReady takes the pod out of its Services' endpoints until its
+// readiness probe passes again, as the kubelet does when a container
+// exits: the restarted process is not sent requests while it starts.
+func (r *Runner) notReady(uid types.UID) {
+	r.probeMu.Lock()
+	defer r.probeMu.Unlock()
+	delete(r.probes, uid)
 }
 
 // probeReady runs the pod's HTTP readiness probe once. A pod without one

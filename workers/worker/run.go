@@ -39,7 +39,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var ops, hooks httpserve.Slot
 	ops.Set(startingHandler())
-	hooks.Set(http.NotFoundHandler())
+	hooks.Set(startingWebhooks())
 	servers := []*http.Server{
 		httpserve.NewServer(cfg.OpsAddr, &ops, serverTimeouts),
 		httpserve.NewServer(cfg.HTTPAddr, &hooks, serverTimeouts),
@@ -149,8 +149,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 	if err != nil {
 		return err
 	}
-	ops.Set(w.OpsHandler())
+	// Webhooks first: the readiness probe on the ops server puts the pod in
+	// the callback Service's endpoints.
 	hooks.Set(w.CallbackHandler())
+	ops.Set(w.OpsHandler())
 	// The callbacks' journal writer and the relay sender outlive ctx until
 	// the worker has finished its attempts in flight.
 	var bg sync.WaitGroup
@@ -201,3 +203,14 @@ func startingHandler() http.Handler {
 // serverTimeouts suit Twilio's webhooks (Twilio itself gives up after 15 s)
 // and the operator's and Prometheus's requests.
 var serverTimeouts = httpserve.Timeouts{ReadHeader: 5 * time.Second, Read: 15 * time.Second, Write: 30 * time.Second, Idle: 120 * time.Second}
+
+// startingWebhooks answers Twilio's webhooks before the worker runs: 503
+// with a Retry-After, so a request that reaches a starting worker is
+// refused as unavailable (a proxy may try another pod), never taken for a
+// wrong URL. It reads nothing and changes nothing.
+func startingWebhooks() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "not ready: starting (connecting to the stores)", http.StatusServiceUnavailable)
+	})
+}
