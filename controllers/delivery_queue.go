@@ -26,7 +26,11 @@ const ChangePriority = 100
 // deliveryQueueing enqueues a Delivery's reconcile at the priority its event
 // deserves: ChangePriority for a spec change or a deletion, the default for
 // a new Delivery, and handler.LowPriority for the initial list and for
-// updates that changed nothing (a resync).
+// updates that changed nothing (a resync). A Delivery of the initial list
+// or of a resync whose change was not acted on yet (changePending) keeps
+// ChangePriority: the operator that saw the change may have failed to
+// call its attempts off (the call log unreachable) and then lost its
+// leadership, and its successor must not get to it last.
 func deliveryQueueing() handler.EventHandler {
 	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object, priority *int) {
 		req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)}
@@ -40,7 +44,10 @@ func deliveryQueueing() handler.EventHandler {
 	return handler.Funcs{
 		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			var p *int
-			if e.IsInInitialList {
+			switch {
+			case changePending(e.Object):
+				p = &change
+			case e.IsInInitialList:
 				p = &low
 			}
 			add(q, e.Object, p)
@@ -50,6 +57,8 @@ func deliveryQueueing() handler.EventHandler {
 			switch {
 			case e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration(),
 				e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero():
+				p = &change
+			case changePending(e.ObjectNew):
 				p = &change
 			case e.ObjectOld.GetResourceVersion() == e.ObjectNew.GetResourceVersion():
 				p = &low
@@ -63,6 +72,19 @@ func deliveryQueueing() handler.EventHandler {
 			add(q, e.Object, nil)
 		},
 	}
+}
+
+// changePending reports whether o is a Delivery with a change its
+// reconciles have not carried out: being deleted, cancelled without the
+// Cancelled phase, or a spec generation the status has not observed.
+func changePending(o client.Object) bool {
+	d, ok := o.(*v1.Delivery)
+	if !ok {
+		return false
+	}
+	return !d.DeletionTimestamp.IsZero() ||
+		d.Spec.Cancelled && d.Status.Phase != v1.DeliveryCancelled ||
+		d.Status.ObservedGeneration != 0 && d.Generation != d.Status.ObservedGeneration
 }
 
 // deliveryLog gives each Delivery reconcile's logger the keys a controller
