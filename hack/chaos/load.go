@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -56,6 +57,9 @@ type loadStep struct {
 	// total the machine's (all cores).
 	cpu         procs.CPU
 	busy, total float64
+	// rows is the call log's cost in PostgreSQL per Delivery of the step,
+	// by collection (rowsPerDelivery); empty when it could not be read.
+	rows []string
 
 	called    int
 	pickup    []time.Duration // create request to call, of the called
@@ -139,11 +143,17 @@ func runLoad(ctx context.Context, cfg config, lo loadOptions) (bool, error) {
 		st := &loadStep{rate: rate}
 		cpu0 := procs.AllCPUBy(name)
 		busy0, total0 := procs.MachineCPU()
+		rows0, rowsErr := callLogRows(sys.Services.Mongo)
 		st.start = time.Now()
 		n = streamStep(ctx, sys.Client, st, lo.step, zone, n, logf)
 		st.end = time.Now()
 		busy1, total1 := procs.MachineCPU()
 		st.cpu, st.busy, st.total = procs.AllCPUBy(name).Minus(cpu0), busy1-busy0, total1-total0
+		if rows1, err := callLogRows(sys.Services.Mongo); err == nil && rowsErr == nil {
+			st.rows = rowsPerDelivery(rows0, rows1, len(st.deliveries))
+		} else {
+			fmt.Fprintln(logf, "the call log's row counters could not be read:", cmp.Or(rowsErr, err))
+		}
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
@@ -465,6 +475,12 @@ func printLoadReport(w io.Writer, steps []*loadStep, lo loadOptions, dups []stri
 		fmt.Fprintf(w, "   %-6g %s\n", st.rate, strings.Join(perDelivery(st, 9), ", "))
 	}
 	fmt.Fprintf(w, "   CPU by component at %g/s (cores): %s\n", last.rate, strings.Join(topComponents(last, 12), ", "))
+	fmt.Fprintln(w, "   the call log's rows in PostgreSQL per Delivery, by collection (inserted, updated, deleted, table scans):")
+	for _, st := range steps {
+		if len(st.rows) > 0 {
+			fmt.Fprintf(w, "   %-6g %s\n", st.rate, strings.Join(st.rows[:min(len(st.rows), 8)], "; "))
+		}
+	}
 	stage, worst := "planning (apiserver and operator)", pct(last.plan, 0.99)
 	if q := pct(last.queue, 0.99); q > worst {
 		stage, worst = "queueing (Redis and workers)", q
