@@ -70,9 +70,13 @@ type report struct {
 	lost       int
 	duplicates int
 	offHours   int
-	recovery   []time.Duration // worker kills
-	failover   []time.Duration // operator kills
-	notes      []string
+	recovery   []time.Duration // worker kills: the kill to the first call of its queue
+	// recoveryDue is the same from the later of the kill and the called
+	// attempt falling due; kills says what each kill's first call was.
+	recoveryDue []time.Duration
+	kills       []string
+	failover    []time.Duration // operator kills
+	notes       []string
 }
 
 func (r *report) ok() bool {
@@ -296,6 +300,19 @@ func (s *state) check(ctx context.Context) *report {
 			if t := byUID[attemptUID(c.AttemptID)]; t != nil && t.shard() == k.Shard {
 				r.recovery = append(r.recovery, c.Time.Sub(k.At))
 				found = true
+				// What the wait was made of: an attempt that fell due after
+				// the kill did not wait for the worker from the kill on.
+				detail := "its due time unknown"
+				if a, err := st.Get(ctx, c.AttemptID); err == nil {
+					detail = fmt.Sprintf("due %s", signed(a.Due.Sub(k.At)))
+					if a.Due.After(k.At) {
+						r.recoveryDue = append(r.recoveryDue, c.Time.Sub(a.Due))
+					} else {
+						r.recoveryDue = append(r.recoveryDue, c.Time.Sub(k.At))
+					}
+				}
+				r.kills = append(r.kills, fmt.Sprintf("%s %s: its first call +%.1f s (attempt %s, %s)",
+					k.At.Format("15:04:05"), k.Shard, c.Time.Sub(k.At).Seconds(), c.AttemptID, detail))
 				break
 			}
 		}
@@ -359,6 +376,10 @@ func (s *state) check(ctx context.Context) *report {
 	r.stat("changed while due", "%d calls under way at the change (claimed before it) went ahead", inFlight)
 	r.stat("forged webhooks", "%d sent, answered %v, %d not delivered (no worker of the Service reachable)", s.forged.sent, s.forged.byStatus, s.forged.errors)
 	r.stat("recovery after a worker SIGKILL", "%s (kill -> first call from its queue, n=%d)", pcts(r.recovery), len(r.recovery))
+	r.stat("  from the attempt falling due", "%s (the later of the kill and the called attempt's due time -> the call)", pcts(r.recoveryDue))
+	for _, k := range r.kills {
+		r.stat("  worker kill", "%s", k)
+	}
 	r.stat("operator failover after SIGKILL", "%s (kill -> another replica leads, n=%d)", pcts(r.failover), len(r.failover))
 	return r
 }
@@ -422,4 +443,9 @@ func (r *report) print(w io.Writer, s *state, limit int) {
 	}
 	fmt.Fprintf(w, "chaos deliveries=%d lost=%d duplicate_calls=%d off_hours_calls=%d recovery_p99_s=%.1f\n",
 		len(s.byName), r.lost, r.duplicates, r.offHours, pct(r.recovery, 0.99).Seconds())
+}
+
+// signed formats d as "+1.5 s" or "-3.0 s" (from an event).
+func signed(d time.Duration) string {
+	return fmt.Sprintf("%+.1f s", d.Seconds())
 }

@@ -223,11 +223,16 @@ func (s *Settings) Store(ctx context.Context) (*store.Store, error) {
 	return st, nil
 }
 
+// StoreRetryMax is the longest wait between two tries of StoreRetrying: a
+// process started during an outage of the call log is up at most this long
+// after the outage ends (a worker restarted then calls again that soon).
+const StoreRetryMax = 5 * time.Second
+
 // StoreRetrying opens the call log as Store does, retrying with backoff (1 s,
-// doubling up to 30 s) while MongoDB is unreachable: an outage at start-up
-// delays the operator or a worker (not ready), it does not crash-loop it.
-// retrying, if set, hears of each failure and the wait before the next try.
-// It fails only when ctx ends.
+// doubling up to StoreRetryMax) while MongoDB is unreachable: an outage at
+// start-up delays the operator or a worker (not ready), it does not
+// crash-loop it. retrying, if set, hears of each failure and the wait before
+// the next try. It fails only when ctx ends.
 func (s *Settings) StoreRetrying(ctx context.Context, retrying func(err error, in time.Duration)) (*store.Store, error) {
 	backoff := time.Second
 	for {
@@ -243,6 +248,6 @@ func (s *Settings) StoreRetrying(ctx context.Context, retrying func(err error, i
 			return nil, ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		backoff = min(2*backoff, StoreRetryMax)
 	}
 }

@@ -1,7 +1,11 @@
 package stores
 
 import (
+	"context"
+	"errors"
 	"flag"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +142,38 @@ func TestRetentionFromTheEnvironment(t *testing.T) {
 		if env == "168h" && s.Retention != 168*time.Hour {
 			t.Errorf("retention = %s, want 168h", s.Retention)
 		}
+	}
+}
+
+// A worker or operator started while the call log is down tries again at
+// most StoreRetryMax apart: after a 15 s outage it is up within seconds of
+// the store, not half a minute later (a worker SIGKILLed during a
+// PostgreSQL stop kept its queue waiting that long).
+func TestStoreRetryingTriesAgainWithinFiveSeconds(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens: every try fails
+	s := Settings{MongoURI: "mongodb://" + addr + "/?connectTimeoutMS=100", MongoDatabase: "x", Timeout: 100 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var waits []time.Duration
+	_, err = s.StoreRetrying(ctx, func(err error, in time.Duration) {
+		if err == nil {
+			t.Error("a failed try reported no error")
+		}
+		waits = append(waits, in)
+		if len(waits) == 4 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("StoreRetrying = %v, want it to give up only when its context ends", err)
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, StoreRetryMax}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits between tries %v, want %v", waits, want)
 	}
 }
