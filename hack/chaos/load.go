@@ -149,11 +149,6 @@ func runLoad(ctx context.Context, cfg config, lo loadOptions) (bool, error) {
 		st.end = time.Now()
 		busy1, total1 := procs.MachineCPU()
 		st.cpu, st.busy, st.total = procs.AllCPUBy(name).Minus(cpu0), busy1-busy0, total1-total0
-		if rows1, err := callLogRows(sys.Services.Mongo); err == nil && rowsErr == nil {
-			st.rows = rowsPerDelivery(rows0, rows1, len(st.deliveries))
-		} else {
-			fmt.Fprintln(logf, "the call log's row counters could not be read:", cmp.Or(rowsErr, err))
-		}
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
@@ -167,6 +162,13 @@ func runLoad(ctx context.Context, cfg config, lo loadOptions) (bool, error) {
 			return nil
 		})
 		st.measure(sys.Sim)
+		// The step's Deliveries' writes, their calls' included (PostgreSQL
+		// publishes its counters up to 10 s late).
+		if rows1, err := callLogRows(sys.Services.Mongo); err == nil && rowsErr == nil {
+			st.rows = rowsPerDelivery(rows0, rows1, len(st.deliveries))
+		} else {
+			fmt.Fprintln(logf, "the call log's row counters could not be read:", cmp.Or(rowsErr, err))
+		}
 		steps = append(steps, st)
 		printStepRow(os.Stdout, st, lo.limit, len(steps) == 1)
 		describeMissing(ctx, sys.Client, st, io.MultiWriter(os.Stdout, logf))

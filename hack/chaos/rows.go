@@ -16,7 +16,8 @@ type tableRows struct{ ins, upd, del, scans int64 }
 
 // callLogRows reads the row counters of every table under FerretDB, by
 // collection (FerretDB names a collection's table "<collection>_<hash>").
-// They count what the call log cost in PostgreSQL, whatever wrote it.
+// They count what the call log cost in PostgreSQL, whatever wrote it;
+// PostgreSQL publishes them up to 10 s late.
 func callLogRows(m *testservices.Mongo) (map[string]tableRows, error) {
 	out, err := m.SQL(`SELECT regexp_replace(relname, '_[0-9a-f]{8}$', ''), n_tup_ins, n_tup_upd, n_tup_del,
 		coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables`)

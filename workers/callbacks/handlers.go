@@ -15,6 +15,7 @@ import (
 	"github.com/delauto/delauto/internal/callurls"
 	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/outcome"
+	"github.com/delauto/delauto/internal/phone"
 	"github.com/delauto/delauto/workers/relay"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -42,6 +43,11 @@ func (s *Server) unknown(w http.ResponseWriter, r *request, twimlEndpoint bool) 
 // was answered already (unknown attempt, or no context for a TwiML request).
 func (s *Server) callInfo(w http.ResponseWriter, r *request, twimlEndpoint bool) (*CallInfo, int, bool) {
 	info, err := s.lookup(r.ctx, r.ref, r.camp)
+	return s.checkInfo(w, r, twimlEndpoint, info, err)
+}
+
+// checkInfo answers for callInfo what lookup gave.
+func (s *Server) checkInfo(w http.ResponseWriter, r *request, twimlEndpoint bool, info *CallInfo, err error) (*CallInfo, int, bool) {
 	switch {
 	case err == nil && info.Campaign != r.camp.Namespace+"/"+r.camp.Name:
 		// Signed with a token this server accepts, but not its call: this
@@ -114,8 +120,11 @@ func (s *Server) writeOrJournal(ctx context.Context, e entry, direct func(contex
 			s.log.Error("outcome event or relay wake-up lost (the write itself is stored)", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", errors.Join(err, jerr))
 			return nil
 		}
-		s.log.Error("callback write lost: neither MongoDB nor the journal took it", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", errors.Join(err, jerr))
-		return jerr
+		// Neither store took it: this worker holds it until MongoDB
+		// answers (lost only if the worker dies first).
+		s.log.Error("neither MongoDB nor the journal took a callback write; held in memory until MongoDB answers", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", errors.Join(err, jerr))
+		s.hold(e)
+		return nil
 	}
 	var fe *followUpError
 	if !errors.As(err, &fe) {
@@ -218,6 +227,26 @@ func (s *Server) countAnswer(w *language.Wording, g gatherForm, opt language.Opt
 	s.m.answers.WithLabelValues(language.Base(w.Code), string(opt), input).Inc()
 }
 
+// gatherInfo is callInfo for a menu answer. When neither Redis nor MongoDB
+// can give the call's context, the answer is still taken, with what the
+// signed request itself says (the number called, Twilio's To) and the
+// campaign's own wording: an opt-out given during an outage of both stores
+// must not be lost (its write is held until MongoDB answers, writeOrJournal).
+func (s *Server) gatherInfo(w http.ResponseWriter, r *request) (*CallInfo, int, bool) {
+	info, err := s.lookup(r.ctx, r.ref, r.camp)
+	if err == nil || errors.Is(err, errUnknownAttempt) || errors.Is(err, context.Canceled) {
+		return s.checkInfo(w, r, true, info, err)
+	}
+	to := r.form.Get("To")
+	if phone.Validate(to) != nil {
+		return s.checkInfo(w, r, true, info, err)
+	}
+	s.log.Warn("call context unavailable (Redis and MongoDB); taking the answer with the number the signed request names",
+		"attempt", r.ref.AttemptID, "error", err)
+	return &CallInfo{AttemptID: r.ref.AttemptID, Fence: r.ref.Fence, Namespace: r.camp.Namespace,
+		Campaign: r.camp.Namespace + "/" + r.camp.Name, To: to}, 0, true
+}
+
 // maxRepeats bounds how often one call plays the menu again on request.
 const maxRepeats = 2
 
@@ -230,7 +259,7 @@ func (s *Server) handleGather(w http.ResponseWriter, r *request) int {
 	if err != nil {
 		return s.badForm(w, r, err)
 	}
-	info, code, ok := s.callInfo(w, r, true)
+	info, code, ok := s.gatherInfo(w, r)
 	if !ok {
 		return code
 	}
