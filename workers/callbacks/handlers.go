@@ -122,13 +122,15 @@ func (s *Server) writeOrJournal(ctx context.Context, e entry, direct func(contex
 		}
 		// Neither store took it: this worker holds it until MongoDB
 		// answers (lost only if the worker dies first).
+		if !s.hold(e, false) {
+			s.log.Error("callback write lost: neither MongoDB nor the journal took it, and it cannot be held", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", errors.Join(err, jerr))
+			return jerr
+		}
 		s.log.Error("neither MongoDB nor the journal took a callback write; held in memory until MongoDB answers", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", errors.Join(err, jerr))
-		s.hold(e)
 		return nil
 	}
-	var fe *followUpError
-	if !errors.As(err, &fe) {
-		s.hold(e)
+	if !isFollowUp(err) {
+		s.hold(e, true)
 	}
 	return nil
 }

@@ -334,12 +334,34 @@ func (s *Server) applyAttempt(ctx context.Context, es []entry) []string {
 // event, relay). It reports whether the entry is finished with: applied,
 // a duplicate, or impossible to apply (unknown attempt, invalid data).
 func (s *Server) applyEntry(ctx context.Context, e *entry) bool {
+	applied, err := s.applyKind(ctx, e)
+	kind := kindName(e.Kind)
+	switch {
+	case err == nil && applied:
+		s.m.journalApplied.WithLabelValues(kind, "applied").Inc()
+		return true
+	case err == nil:
+		s.m.journalApplied.WithLabelValues(kind, "duplicate").Inc()
+		return true
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalidInput), errors.Is(err, store.ErrDuplicate):
+		s.log.Warn("journal: dropping an entry that cannot be applied", "attempt", e.Attempt, "kind", kind, "error", err)
+		s.m.journalApplied.WithLabelValues(kind, "dropped").Inc()
+		return true
+	default:
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			s.log.Warn("journal: apply failed; retrying later", "attempt", e.Attempt, "kind", kind, "error", err)
+		}
+		s.m.journalApplied.WithLabelValues(kind, "error").Inc()
+		return false
+	}
+}
+
+// applyKind writes entry e to MongoDB by its kind.
+func (s *Server) applyKind(ctx context.Context, e *entry) (applied bool, err error) {
 	// Nobody waits for the journal writer: give a slow call log time to finish
 	// rather than abandon writes half-way and redo them.
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var err error
-	var applied bool
 	switch e.Kind {
 	case kindStatus:
 		applied, err = s.applyStatus(ctx, e.Attempt, e.Status)
@@ -362,25 +384,7 @@ func (s *Server) applyEntry(ctx context.Context, e *entry) bool {
 	case kindTranscription:
 		applied, err = s.applyTranscription(ctx, e.Attempt, e.Body.RecordingSID, e.Body.TrStatus, e.Body.Transcription)
 	}
-	kind := kindName(e.Kind)
-	switch {
-	case err == nil && applied:
-		s.m.journalApplied.WithLabelValues(kind, "applied").Inc()
-		return true
-	case err == nil:
-		s.m.journalApplied.WithLabelValues(kind, "duplicate").Inc()
-		return true
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalidInput), errors.Is(err, store.ErrDuplicate):
-		s.log.Warn("journal: dropping an entry that cannot be applied", "attempt", e.Attempt, "kind", kind, "error", err)
-		s.m.journalApplied.WithLabelValues(kind, "dropped").Inc()
-		return true
-	default:
-		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			s.log.Warn("journal: apply failed; retrying later", "attempt", e.Attempt, "kind", kind, "error", err)
-		}
-		s.m.journalApplied.WithLabelValues(kind, "error").Inc()
-		return false
-	}
+	return applied, err
 }
 
 func kindName(k string) string {

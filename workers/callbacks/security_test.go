@@ -2,6 +2,7 @@ package callbacks
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -413,13 +414,15 @@ func TestOptOutSurvivesRedisLosingTheJournal(t *testing.T) {
 	waitOptedOut(t, h, a)
 }
 
-// An opt-out given while both Redis and MongoDB are down (a PostgreSQL
-// stop and a Redis restart at once): the call's context cannot be read and
-// the journal cannot take the write. The answer is still taken, with the
-// number the signed request names, acknowledged in the campaign's wording,
-// and written once MongoDB answers; the number is never called again. The
-// chaos run found it answered 503 and lost (seed 80656: four numbers called
-// 11 to 26 s after they opted out).
+// Opt-outs given while both Redis and MongoDB are down (a PostgreSQL stop
+// and a Redis restart at once): the calls' context cannot be read and the
+// journal cannot take the writes. The answers are still taken, with the
+// number each signed request names, acknowledged in the campaign's wording,
+// and written once MongoDB answers, even while Redis is still down (a
+// write whose outcome event cannot be published does not hold back the
+// others); the numbers are never called again. The chaos run found them
+// answered 503 and lost (seed 80656: four numbers called 11 to 26 s after
+// they opted out).
 func TestOptOutTakenWhileRedisAndMongoAreDown(t *testing.T) {
 	u, err := url.Parse(env.Redis.URL())
 	if err != nil {
@@ -438,8 +441,12 @@ func TestOptOutTakenWhileRedisAndMongoAreDown(t *testing.T) {
 		c.Redis = rdb
 	}})
 	ctx := context.Background()
-	a := h.createAttempt(newTo())
-	a, _ = h.st.Claim(ctx, a.ID, "w", time.Minute)
+	var calls []*store.Attempt
+	for range 2 {
+		a := h.createAttempt(newTo())
+		a, _ = h.st.Claim(ctx, a.ID, "w", time.Minute)
+		calls = append(calls, a)
+	}
 	broken, err := store.Open(ctx, store.Config{URI: env.Mongo.URI, Database: h.db, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -448,14 +455,18 @@ func TestOptOutTakenWhileRedisAndMongoAreDown(t *testing.T) {
 	h.srv.cfg.Store = broken
 	proxy.Down()
 
-	x := h.postTwiML(callurls.GatherPath, refQuery(a.ID, a.Fence), twimlForm(callSIDFor(11), map[string]string{"Digits": "9", "To": a.To}))
-	if !strings.Contains(x, "<Hangup") || strings.Contains(strings.ToLower(x), "error") {
-		t.Fatalf("opt-out with Redis and MongoDB down: %s", x)
+	for i, a := range calls {
+		x := h.postTwiML(callurls.GatherPath, refQuery(a.ID, a.Fence), twimlForm(callSIDFor(11+i), map[string]string{"Digits": "9", "To": a.To}))
+		if !strings.Contains(x, "<Hangup") || strings.Contains(strings.ToLower(x), "error") {
+			t.Fatalf("opt-out with Redis and MongoDB down: %s", x)
+		}
 	}
 	// MongoDB is back (Redis is not): the held writes go in.
 	h.srv.cfg.Store = h.st
 	h.run()
-	waitOptedOut(t, h, a)
+	for _, a := range calls {
+		waitOptedOut(t, h, a)
+	}
 }
 
 // waitOptedOut waits until attempt a has the opt-out as its answer and its
@@ -475,5 +486,40 @@ func waitOptedOut(t *testing.T, h *harness, a *store.Attempt) {
 			t.Fatalf("the number is not in the opt-outs (err %v)", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A held write the journal does not have is never dropped to make room: a
+// full hold refuses another (the webhook answers 503, Twilio's caller hears
+// the error rather than an acknowledgment of a write that is then lost), and
+// makes room by leaving a journaled write to the journal. Once the writer
+// has stopped, nothing more is held.
+func TestHeldWritesTheJournalDoesNotHaveAreNeverDropped(t *testing.T) {
+	h := newHarness(t, harnessOpts{noRun: true})
+	e := func(i int) entry {
+		return entry{Kind: kindOptOut, Attempt: fmt.Sprintf("a%d-1", i), Body: entryBody{Namespace: "shop", Number: "+14155550123"}}
+	}
+	if !h.srv.hold(e(0), true) {
+		t.Fatal("a journaled write was not held")
+	}
+	for i := 1; i < MaxHeldWrites; i++ {
+		if !h.srv.hold(e(i), false) {
+			t.Fatalf("write %d not held below the bound", i)
+		}
+	}
+	// Full: the journaled one makes room; then nothing can.
+	if !h.srv.hold(e(MaxHeldWrites), false) {
+		t.Fatal("a full hold did not leave its journaled write to the journal to make room")
+	}
+	if h.srv.hold(e(MaxHeldWrites+1), false) {
+		t.Fatal("a full hold of writes the journal does not have dropped one to hold another")
+	}
+	next, _ := h.srv.held.next()
+	if next.Attempt != "a1-1" {
+		t.Fatalf("oldest held write is %s, want a1-1 (a0-1, journaled, left to the journal)", next.Attempt)
+	}
+	h.srv.held.stop()
+	if h.srv.hold(e(0), false) {
+		t.Fatal("a write was held after the writer stopped")
 	}
 }

@@ -157,7 +157,15 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 	// the worker has finished its attempts in flight.
 	var bg sync.WaitGroup
 	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
-	defer func() { stopBg(); bg.Wait() }()
+	defer func() {
+		// No webhook may come in once the held writes' writer stops: a
+		// write neither store takes then would be held by nobody.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = servers[1].Shutdown(sctx)
+		cancel()
+		stopBg()
+		bg.Wait()
+	}()
 	bg.Add(2)
 	go func() { defer bg.Done(); _ = cb.Run(bgCtx) }()
 	go func() { defer bg.Done(); _ = sender.Run(bgCtx) }()
