@@ -113,8 +113,7 @@ func (s *Server) writeOrJournal(ctx context.Context, e entry, direct func(contex
 	jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
 	defer cancel()
 	if jerr := s.append(jctx, e); jerr != nil {
-		var fe *followUpError
-		if errors.As(err, &fe) {
+		if isFollowUp(err) {
 			// The write is in MongoDB; the operator re-reads it on its own
 			// schedule even without the event.
 			s.log.Error("outcome event or relay wake-up lost (the write itself is stored)", "attempt", e.Attempt, "kind", kindName(e.Kind), "error", errors.Join(err, jerr))

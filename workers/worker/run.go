@@ -40,10 +40,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 	var ops, hooks httpserve.Slot
 	ops.Set(startingHandler())
 	hooks.Set(startingWebhooks())
-	servers := []*http.Server{
-		httpserve.NewServer(cfg.OpsAddr, &ops, serverTimeouts),
-		httpserve.NewServer(cfg.HTTPAddr, &hooks, serverTimeouts),
-	}
+	hookServer := httpserve.NewServer(cfg.HTTPAddr, &hooks, serverTimeouts)
+	servers := []*http.Server{httpserve.NewServer(cfg.OpsAddr, &ops, serverTimeouts), hookServer}
 	serveErr := make(chan error, len(servers))
 	for _, s := range servers {
 		l, err := net.Listen("tcp", s.Addr)
@@ -56,13 +54,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 			}
 		}()
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		for _, s := range servers {
-			_ = s.Shutdown(sctx)
-		}
-	}()
+	defer shutdown(servers...)
 
 	rdb, err := cfg.Stores.Redis()
 	if err != nil {
@@ -160,9 +152,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, abort <-chan struct
 	defer func() {
 		// No webhook may come in once the held writes' writer stops: a
 		// write neither store takes then would be held by nobody.
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = servers[1].Shutdown(sctx)
-		cancel()
+		shutdown(hookServer)
 		stopBg()
 		bg.Wait()
 	}()
@@ -211,6 +201,15 @@ func startingHandler() http.Handler {
 // serverTimeouts suit Twilio's webhooks (Twilio itself gives up after 15 s)
 // and the operator's and Prometheus's requests.
 var serverTimeouts = httpserve.Timeouts{ReadHeader: 5 * time.Second, Read: 15 * time.Second, Write: 30 * time.Second, Idle: 120 * time.Second}
+
+// shutdown stops the servers gracefully, within 5 s.
+func shutdown(servers ...*http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(ctx)
+	}
+}
 
 // startingWebhooks answers Twilio's webhooks before the worker runs: 503
 // with a Retry-After, so a request that reaches a starting worker is
