@@ -114,6 +114,13 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
 }
 
+// isNamespaceNotFound reports whether err is the server's "no such
+// collection" (NamespaceNotFound, code 26).
+func isNamespaceNotFound(err error) bool {
+	var ce mongo.CommandError
+	return errors.As(err, &ce) && (ce.Code == 26 || ce.Name == "NamespaceNotFound")
+}
+
 // isIndexNotFound reports whether err is the server's "no index of that
 // name" (IndexNotFound, code 27).
 func isIndexNotFound(err error) bool {

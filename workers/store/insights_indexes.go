@@ -40,20 +40,27 @@ var insightsIndexes = []insightsIndex{
 	{coll: deliveriesColl, name: "ns_endKind", keys: bson.D{{Key: "ns", Value: 1}, {Key: "endKind", Value: 1}}, partial: "endKind"},
 }
 
-// ensureInsightsIndexes creates the insights collections' indexes, one per
-// command (see EnsureIndexes); partial ones only where the server has them.
+// ensureInsightsIndexes creates the insights collections' indexes that do
+// not exist yet, one per command (see EnsureIndexes); partial ones only
+// where the server has them.
 func (s *Store) ensureInsightsIndexes(ctx context.Context, partial bool) error {
+	have := map[string]indexSet{}
 	for _, ix := range insightsIndexes {
-		opts := options.Index().SetName(ix.name)
-		if ix.partial != "" {
-			if partial {
-				opts.SetName(ix.name + "_partial").SetPartialFilterExpression(bson.D{{Key: ix.partial, Value: bson.D{{Key: "$exists", Value: true}}}})
-			} else {
-				opts.SetName(ix.name)
+		c := ix.coll(s)
+		if have[c.Name()] == nil {
+			names, err := listIndexes(ctx, c)
+			if err != nil {
+				return err
 			}
+			have[c.Name()] = names
 		}
-		if _, err := ix.coll(s).Indexes().CreateOne(ctx, mongo.IndexModel{Keys: ix.keys, Options: opts}); err != nil {
-			return fmt.Errorf("store: create index %s on %s: %w", ix.name, ix.coll(s).Name(), err)
+		opts, name := options.Index(), ix.name
+		if ix.partial != "" && partial {
+			opts.SetPartialFilterExpression(bson.D{{Key: ix.partial, Value: bson.D{{Key: "$exists", Value: true}}}})
+			name += "_partial"
+		}
+		if err := s.createIndex(ctx, c, have[c.Name()], name, ix.keys, opts); err != nil {
+			return fmt.Errorf("store: create index %s on %s: %w", name, c.Name(), err)
 		}
 	}
 	return nil

@@ -21,7 +21,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -29,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -243,6 +243,9 @@ type Store struct {
 	mu       sync.Mutex
 	features Features
 	logged   map[string]bool
+
+	// indexCommands counts the createIndexes commands EnsureIndexes sent.
+	indexCommands atomic.Int64
 }
 
 // Open validates cfg, connects, detects the server's features and creates
@@ -376,148 +379,6 @@ func (s *Store) logOnce(key string, level slog.Level, msg string, args ...any) {
 	if !done {
 		s.log.Log(context.Background(), level, msg, args...)
 	}
-}
-
-// Index names.
-const (
-	idxDeliveryAttempt = "delivery_uid_number_unique"
-	idxCallSIDPartial  = "callSid_unique_partial"
-	idxCallSIDSparse   = "callSid_unique_sparse"
-	idxLinePartial     = "lineHold_unique_partial"
-	idxLineSparse      = "lineHold_unique_sparse"
-	idxDue             = "campaign_shard_state_due_id"
-	// idxDueOld is idxDue before it ended with _id (the sweeper's sort and
-	// cursor); EnsureIndexes drops it.
-	idxDueOld          = "campaign_shard_state_due"
-	idxDeliveryCreated = "delivery_uid_created"
-	idxStateLease      = "state_lease"
-	idxStateUpdated    = "state_updated"
-	idxExpireTTL       = "expireAt_ttl"
-	idxExpire          = "expireAt"
-	idxLockTTL         = "at_ttl"
-	idxLock            = "at"
-)
-
-// EnsureIndexes creates the collections' indexes; running it again changes
-// nothing. It tries a TTL index and a partial index and, where the server
-// refuses them (FerretDB 1.24), falls back to a plain index (cleaned by
-// PurgeExpired) and a sparse unique index, logging each fallback once.
-func (s *Store) EnsureIndexes(ctx context.Context) error {
-	plain := []mongo.IndexModel{
-		{Keys: bson.D{{Key: "deliveryUID", Value: 1}, {Key: "number", Value: 1}},
-			Options: options.Index().SetName(idxDeliveryAttempt).SetUnique(true)},
-		{Keys: bson.D{{Key: "campaign", Value: 1}, {Key: "shard", Value: 1}, {Key: "state", Value: 1}, {Key: "due", Value: 1}, {Key: "_id", Value: 1}},
-			Options: options.Index().SetName(idxDue)},
-		{Keys: bson.D{{Key: "deliveryUID", Value: 1}, {Key: "createdAt", Value: 1}},
-			Options: options.Index().SetName(idxDeliveryCreated)},
-		{Keys: bson.D{{Key: "state", Value: 1}, {Key: "leaseUntil", Value: 1}},
-			Options: options.Index().SetName(idxStateLease)},
-		{Keys: bson.D{{Key: "state", Value: 1}, {Key: "updatedAt", Value: 1}},
-			Options: options.Index().SetName(idxStateUpdated)},
-	}
-	// One index per command: FerretDB 1.24 drops the connection when a
-	// createIndexes of several indexes finds them all existing.
-	for _, m := range plain {
-		if _, err := s.attempts.Indexes().CreateOne(ctx, m); err != nil {
-			return fmt.Errorf("store: create attempts index on %v: %w", m.Keys, err)
-		}
-	}
-	if err := s.attempts.Indexes().DropOne(ctx, idxDueOld); err != nil && !isIndexNotFound(err) {
-		return fmt.Errorf("store: drop the replaced index %s: %w", idxDueOld, err)
-	}
-
-	f := s.Features()
-	// Partial unique index on the call SID: only documents that have one.
-	_, err := s.attempts.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys: bson.D{{Key: "callSid", Value: 1}},
-		Options: options.Index().SetName(idxCallSIDPartial).SetUnique(true).
-			SetPartialFilterExpression(bson.D{{Key: "callSid", Value: bson.D{{Key: "$type", Value: "string"}}}}),
-	})
-	switch {
-	case err == nil:
-		f.PartialIndexes = true
-	case unsupportedIndexOption(err):
-		f.PartialIndexes = false
-		s.logOnce("partial", slog.LevelWarn, "server refuses partial indexes: using a sparse unique index on callSid", "error", err)
-		if _, err := s.attempts.Indexes().CreateOne(ctx, mongo.IndexModel{
-			Keys:    bson.D{{Key: "callSid", Value: 1}},
-			Options: options.Index().SetName(idxCallSIDSparse).SetUnique(true).SetSparse(true),
-		}); err != nil {
-			return fmt.Errorf("store: create callSid index: %w", err)
-		}
-	default:
-		return fmt.Errorf("store: create callSid index: %w", err)
-	}
-
-	// One attempt per number holds it (Claim): unique on lineHold, among
-	// the attempts that have one.
-	line := options.Index().SetUnique(true)
-	if f.PartialIndexes {
-		line.SetName(idxLinePartial).SetPartialFilterExpression(bson.D{{Key: "lineHold", Value: bson.D{{Key: "$type", Value: "string"}}}})
-	} else {
-		line.SetName(idxLineSparse).SetSparse(true)
-	}
-	if _, err := s.attempts.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "lineHold", Value: 1}}, Options: line}); err != nil {
-		return fmt.Errorf("store: create lineHold index: %w", err)
-	}
-
-	// TTL on the call log's expiry time.
-	ttl, err := s.ensureTTL(ctx, s.attempts, "expireAt", 0, idxExpireTTL, idxExpire)
-	if err != nil {
-		return err
-	}
-	f.TTLIndexes = ttl
-	if !ttl {
-		s.logOnce("ttl", slog.LevelWarn, "server refuses TTL indexes: expired attempts and locks are removed by PurgeExpired instead")
-	}
-	if !f.AtomicUpdates {
-		if _, err := s.ensureTTL(ctx, s.locks, "at", s.cfg.LockTTL, idxLockTTL, idxLock); err != nil {
-			return err
-		}
-	}
-	if err := s.ensureInsightsIndexes(ctx, f.PartialIndexes); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.features = f
-	s.mu.Unlock()
-	return nil
-}
-
-// ensureTTL creates a TTL index on field (documents go after after), or a
-// plain one where TTL indexes are refused; it reports whether the TTL index
-// exists.
-func (s *Store) ensureTTL(ctx context.Context, c *mongo.Collection, field string, after time.Duration, ttlName, plainName string) (bool, error) {
-	_, err := c.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys:    bson.D{{Key: field, Value: 1}},
-		Options: options.Index().SetName(ttlName).SetExpireAfterSeconds(int32(after / time.Second)),
-	})
-	if err == nil {
-		return true, nil
-	}
-	if !unsupportedIndexOption(err) {
-		return false, fmt.Errorf("store: create TTL index on %s.%s: %w", c.Name(), field, err)
-	}
-	if _, err := c.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys:    bson.D{{Key: field, Value: 1}},
-		Options: options.Index().SetName(plainName),
-	}); err != nil {
-		return false, fmt.Errorf("store: create index on %s.%s: %w", c.Name(), field, err)
-	}
-	return false, nil
-}
-
-// unsupportedIndexOption reports a server refusing an index option:
-// NotImplemented (238, FerretDB), CannotCreateIndex (67), InvalidIndexSpecificationOption (197).
-func unsupportedIndexOption(err error) bool {
-	var ce mongo.CommandError
-	if errors.As(err, &ce) {
-		switch ce.Code {
-		case 238, 67, 197:
-			return true
-		}
-	}
-	return false
 }
 
 // Ping checks that the server answers.

@@ -91,6 +91,7 @@ func testEnsureIndexesIdempotentAndUnique(t *testing.T, openStore opener) {
 	ctx := context.Background()
 	s := openStore(t) // Open ran EnsureIndexes once
 	before := indexNames(t, s.attempts)
+	sent := s.indexCommands.Load()
 	if err := s.EnsureIndexes(ctx); err != nil {
 		t.Fatalf("second EnsureIndexes: %v", err)
 	}
@@ -98,6 +99,28 @@ func testEnsureIndexesIdempotentAndUnique(t *testing.T, openStore opener) {
 	if len(after) != len(before) {
 		t.Fatalf("indexes changed on re-run: %v -> %v", keys(before), keys(after))
 	}
+	// Every process runs it at start: with the indexes there, it only lists.
+	if n := s.indexCommands.Load() - sent; n != 0 {
+		t.Fatalf("EnsureIndexes sent %d createIndexes commands with every index there, want none", n)
+	}
+	// One index gone: that one is created again, and only it.
+	if err := s.attempts.Indexes().DropOne(ctx, idxStateUpdated); err != nil {
+		t.Fatal(err)
+	}
+	sent = s.indexCommands.Load()
+	if err := s.EnsureIndexes(ctx); err != nil {
+		t.Fatalf("EnsureIndexes after a drop: %v", err)
+	}
+	if _, ok := indexNames(t, s.attempts)[idxStateUpdated]; !ok {
+		t.Fatalf("dropped index %s not created again", idxStateUpdated)
+	}
+	if n := s.indexCommands.Load() - sent; n != 1 {
+		t.Fatalf("EnsureIndexes with one index missing sent %d createIndexes commands, want 1", n)
+	}
+	if f := s.Features(); f.PartialIndexes || f.TTLIndexes {
+		t.Fatalf("features after a re-run on FerretDB = %+v, want the fallbacks the indexes show", f)
+	}
+	after = indexNames(t, s.attempts)
 	for _, name := range []string{idxDeliveryAttempt, idxCallSIDSparse, idxDue, idxDeliveryCreated, idxStateLease, idxStateUpdated, idxExpire} {
 		if _, ok := after[name]; !ok {
 			t.Errorf("index %s missing; have %v", name, keys(after))
