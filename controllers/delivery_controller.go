@@ -138,11 +138,18 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		r.Metrics.finalizerPatched()
 	}
 
-	s := &deliveryScope{d: d}
+	// The shard the status names, until resolveCampaign picks it (a
+	// call-off in Redis needs it when the campaign cannot be resolved).
+	s := &deliveryScope{d: d, shard: d.Status.Shard}
 	before := d.Status.DeepCopy()
 	defer func() {
-		d.Status.ObservedGeneration = d.Generation
-		s.ready.ObservedGeneration = d.Generation
+		// A generation is observed once every phase ran on it: after a
+		// failed phase the next reconcile still sees the spec as changed
+		// (a new window re-plans the queued attempt; changePending).
+		if err == nil {
+			d.Status.ObservedGeneration = d.Generation
+		}
+		s.ready.ObservedGeneration = d.Status.ObservedGeneration
 		if s.ready.Type != "" {
 			setCondition(&d.Status.Conditions, s.ready)
 		}

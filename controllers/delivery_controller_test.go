@@ -165,6 +165,17 @@ func (o *operator) delivery(t *testing.T, name string, mutate ...func(*v1.Delive
 	return d
 }
 
+// moveWindowToTomorrow moves d's window to a two-hour window that opens a
+// day from now on the operator's clock, and returns when it opens.
+func (o *operator) moveWindowToTomorrow(t *testing.T, d *v1.Delivery) time.Time {
+	t.Helper()
+	start := o.clock.Now().Add(24 * time.Hour).Truncate(time.Second)
+	update(t, d, func(d *v1.Delivery) {
+		d.Spec.Window = v1.DeliveryWindow{Start: metav1.NewTime(start), End: metav1.NewTime(start.Add(2 * time.Hour))}
+	})
+	return start
+}
+
 func (o *operator) get(t *testing.T, name string) *v1.Delivery {
 	t.Helper()
 	d := &v1.Delivery{}
@@ -471,10 +482,7 @@ func TestDeliveryWindowChangeReplans(t *testing.T) {
 	old := o.attempts(t, d)[0]
 
 	// The window moves to tomorrow: the first call moves with it.
-	newStart := o.clock.Now().Add(24 * time.Hour).Truncate(time.Second)
-	update(t, d, func(d *v1.Delivery) {
-		d.Spec.Window = v1.DeliveryWindow{Start: metav1.NewTime(newStart), End: metav1.NewTime(newStart.Add(2 * time.Hour))}
-	})
+	newStart := o.moveWindowToTomorrow(t, d)
 	eventually(t, 15*time.Second, "re-planned", func() error {
 		d = o.get(t, "move")
 		as := o.attempts(t, d)

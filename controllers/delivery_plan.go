@@ -51,6 +51,15 @@ func (s *deliveryScope) stop(reason, msg string) {
 	s.done = true
 }
 
+// noCampaign is stop for a Delivery whose campaign cannot be resolved or
+// cannot plan it. A cancelled one goes on to cancelIfAsked, which needs no
+// campaign: its queued attempts are cancelled and it ends Cancelled, even
+// when its campaign was deleted or changed under it.
+func (s *deliveryScope) noCampaign(reason, msg string) {
+	s.stop(reason, msg)
+	s.done = !s.d.Spec.Cancelled
+}
+
 // resolveCampaign finds the campaign (explicit reference, else the one
 // whose selector matches), compiles its plan and picks the shard.
 func (r *DeliveryReconciler) resolveCampaign(ctx context.Context, s *deliveryScope) error {
@@ -59,7 +68,7 @@ func (r *DeliveryReconciler) resolveCampaign(ctx context.Context, s *deliverySco
 	if ref := d.Spec.CampaignRef; ref != nil {
 		c := &v1.CallCampaign{}
 		if err := r.Get(ctx, types.NamespacedName{Namespace: d.Namespace, Name: ref.Name}, c); apierrors.IsNotFound(err) {
-			s.stop("CampaignNotFound", fmt.Sprintf("CallCampaign %q does not exist in namespace %s", ref.Name, d.Namespace))
+			s.noCampaign("CampaignNotFound", fmt.Sprintf("CallCampaign %q does not exist in namespace %s", ref.Name, d.Namespace))
 			return nil
 		} else if err != nil {
 			return err
@@ -89,7 +98,7 @@ func (r *DeliveryReconciler) resolveCampaign(ctx context.Context, s *deliverySco
 		}
 		switch len(matches) {
 		case 0:
-			s.stop("NoMatchingCampaign", "no CallCampaign in namespace "+d.Namespace+" selects this Delivery's labels; set spec.campaignRef or label it for a campaign")
+			s.noCampaign("NoMatchingCampaign", "no CallCampaign in namespace "+d.Namespace+" selects this Delivery's labels; set spec.campaignRef or label it for a campaign")
 			return nil
 		case 1:
 			campaign = matches[0]
@@ -99,18 +108,18 @@ func (r *DeliveryReconciler) resolveCampaign(ctx context.Context, s *deliverySco
 				names[i] = m.Name
 			}
 			sort.Strings(names)
-			s.stop("AmbiguousCampaign", "CallCampaigns "+strings.Join(names, ", ")+" all select this Delivery; set spec.campaignRef to choose one")
+			s.noCampaign("AmbiguousCampaign", "CallCampaigns "+strings.Join(names, ", ")+" all select this Delivery; set spec.campaignRef to choose one")
 			return nil
 		}
 	}
 	policy, err := schedule.Compile(&campaign.Spec)
 	if err != nil {
-		s.stop("InvalidCampaign", fmt.Sprintf("CallCampaign %s cannot plan calls: %v", campaign.Name, err))
+		s.noCampaign("InvalidCampaign", fmt.Sprintf("CallCampaign %s cannot plan calls: %v", campaign.Name, err))
 		return nil
 	}
 	input, err := policy.InputFor(&d.Spec)
 	if err != nil {
-		s.stop("InvalidDelivery", err.Error())
+		s.noCampaign("InvalidDelivery", err.Error())
 		return nil
 	}
 	s.campaign, s.policy, s.input = campaign, policy, input
@@ -170,6 +179,9 @@ func (r *DeliveryReconciler) cancelIfAsked(ctx context.Context, s *deliveryScope
 	s.d.Status.Phase = v1.DeliveryCancelled
 	s.d.Status.NextCallTime = nil
 	s.ready = readyCondition(metav1.ConditionTrue, "Finished", "the delivery was cancelled; no more calls")
+	// Without its campaign a call still held is not followed (no plan to
+	// follow it with); the recheck above cancels it once it is released.
+	s.done = s.campaign == nil
 	return nil
 }
 

@@ -19,6 +19,9 @@ import (
 	"github.com/delauto/delauto/internal/testservices"
 	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/store"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // TestReplanLosingToAClaimFollowsTheClaimedAttempt: the window changes just
@@ -53,10 +56,7 @@ func TestReplanLosingToAClaimFollowsTheClaimedAttempt(t *testing.T) {
 	o.campaign(t)
 	d := o.waitPhase(t, o.delivery(t, "race").Name, v1.DeliveryScheduled)
 
-	newStart := o.clock.Now().Add(24 * time.Hour).Truncate(time.Second)
-	update(t, d, func(d *v1.Delivery) {
-		d.Spec.Window = v1.DeliveryWindow{Start: metav1.NewTime(newStart), End: metav1.NewTime(newStart.Add(2 * time.Hour))}
-	})
+	o.moveWindowToTomorrow(t, d)
 	eventually(t, 15*time.Second, "the window change observed", func() error {
 		d = o.get(t, "race")
 		if d.Status.ObservedGeneration != d.Generation {
@@ -225,10 +225,7 @@ func TestWindowMovedWhileDialingCallsOffTheTakenAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	newStart := o.clock.Now().Add(24 * time.Hour).Truncate(time.Second)
-	update(t, d, func(d *v1.Delivery) {
-		d.Spec.Window = v1.DeliveryWindow{Start: metav1.NewTime(newStart), End: metav1.NewTime(newStart.Add(2 * time.Hour))}
-	})
+	newStart := o.moveWindowToTomorrow(t, d)
 	eventually(t, 15*time.Second, "attempt 1 called off while the worker holds it", func() error {
 		as := o.attempts(t, d)
 		if len(as) != 1 {
@@ -348,5 +345,111 @@ func TestDeliveryStoppedWhileTheCallLogIsDownIsCalledOff(t *testing.T) {
 				o.waitPhase(t, d.Name, v1.DeliveryCancelled)
 			}
 		})
+	}
+}
+
+// TestNewWindowIsReplannedAfterAFailedReconcile: the reconcile that carries
+// out a Delivery's new window fails at the cancel of the queued attempt (its
+// lock held by another writer past the wait), while the call log still takes
+// the status's insights write. The status must not record the generation as
+// observed: the next reconcile would see no change and the attempt would be
+// called on its old due time, outside the new window.
+func TestNewWindowIsReplannedAfterAFailedReconcile(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	mc, err := mongo.Connect(options.Client().ApplyURI(env.Mongo.URI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mc.Disconnect(context.Background()) })
+	locks := mc.Database("op_" + ns).Collection(store.LocksCollection)
+	var (
+		once   sync.Once
+		locked = make(chan string, 1)
+	)
+	o := startOperatorIn(t, ns, env.Kube.Config, func(r *controllers.DeliveryReconciler) {
+		st, err := store.Open(ctx, store.Config{URI: env.Mongo.URI, Database: "op_" + ns, Now: r.Now, LockWait: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close(context.Background()) })
+		r.Store = st
+		controllers.SetBeforeReplan(r, func(id string) {
+			once.Do(func() {
+				// Another writer's lock, taken 50 s ago: it expires (LockTTL
+				// 60 s) about 10 s from now, long after the 1 s wait failed.
+				if _, err := locks.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "token", Value: "other-writer"},
+					{Key: "at", Value: time.Now().Add(-50 * time.Second)}}); err != nil {
+					t.Errorf("lock attempt %s: %v", id, err)
+				}
+				locked <- id
+			})
+		})
+	})
+	if o.store.Features().AtomicUpdates {
+		t.Fatal("the call log takes atomic updates: no lock to hold, the test needs FerretDB")
+	}
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "moved").Name, v1.DeliveryScheduled)
+	first := o.attempts(t, d)[0]
+
+	newStart := o.moveWindowToTomorrow(t, d)
+	select {
+	case id := <-locked:
+		if id != first.ID {
+			t.Fatalf("re-plan of attempt %s, want %s", id, first.ID)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the new window never reached the re-plan of attempt 1")
+	}
+	eventually(t, 60*time.Second, "attempt 1 cancelled and attempt 2 planned for the new window", func() error {
+		as := o.attempts(t, d)
+		if len(as) != 2 || as[0].State != store.StateCancelled || as[1].State != store.StateQueued {
+			return fmt.Errorf("attempts %v; attempt 1 due %s, the new window opens %s", states(as), first.Due, newStart)
+		}
+		if as[1].Due.Before(newStart.Add(-24 * time.Hour / 2)) {
+			return fmt.Errorf("attempt 2 due %s, not in the new window's day (it opens %s)", as[1].Due, newStart)
+		}
+		// The status is written after the call log, at the reconcile's end.
+		if cur := o.get(t, d.Name); cur.Status.ObservedGeneration != cur.Generation {
+			return fmt.Errorf("observed generation %d of %d after the re-plan", cur.Status.ObservedGeneration, cur.Generation)
+		}
+		return nil
+	})
+}
+
+// TestCancelledDeliveryWithoutItsCampaignIsCancelled: a Delivery's campaign
+// is deleted while its attempt is queued, then the Delivery is cancelled.
+// Its attempt must be cancelled and the Delivery end Cancelled: the
+// reconcile stopped at CampaignNotFound, the attempt stayed queued (a
+// campaign created again under the name would have called it), and the
+// Delivery counted as a change not carried out at every relist.
+func TestCancelledDeliveryWithoutItsCampaignIsCancelled(t *testing.T) {
+	ctx := context.Background()
+	o := startOperator(t)
+	c := o.campaign(t)
+	ref := o.delivery(t, "orphan", func(d *v1.Delivery) { d.Spec.CampaignRef = &v1.CampaignReference{Name: c.Name} })
+	sel := o.delivery(t, "orphan-selected")
+	d := o.waitPhase(t, ref.Name, v1.DeliveryScheduled)
+	e := o.waitPhase(t, sel.Name, v1.DeliveryScheduled)
+	if err := env.Kube.Client.Delete(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []*v1.Delivery{d, e} {
+		update(t, d, func(d *v1.Delivery) { d.Spec.Cancelled = true })
+	}
+	for _, d := range []*v1.Delivery{d, e} {
+		d = o.waitPhase(t, d.Name, v1.DeliveryCancelled)
+		for _, a := range o.attempts(t, d) {
+			if a.State != store.StateCancelled {
+				t.Errorf("%s: attempt %s is %s after cancellation without the campaign", d.Name, a.ID, a.State)
+			}
+			if _, ok := o.queued(t, d, a.ID); ok {
+				t.Errorf("%s: attempt %s still queued after cancellation without the campaign", d.Name, a.ID)
+			}
+		}
+		if err := hasCondition(d.Status.Conditions, v1.ConditionReady, metav1.ConditionTrue, "Finished"); err != nil {
+			t.Errorf("%s: %v", d.Name, err)
+		}
 	}
 }
