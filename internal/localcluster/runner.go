@@ -20,6 +20,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -162,6 +163,14 @@ func (r *Runner) supervise(ctx context.Context, p *proc) {
 	defer r.wg.Done()
 	defer close(p.done)
 	name := p.pod.Namespace + "/" + p.pod.Name
+	if err := r.patchFinalizer(ctx, p.pod, true); err != nil {
+		r.event("pod %s: cannot hold it while its process runs: %v", name, err)
+	}
+	defer func() {
+		if err := r.patchFinalizer(context.Background(), p.pod, false); err != nil {
+			r.event("pod %s: cannot let it go: %v", name, err)
+		}
+	}()
 	dir := filepath.Join(r.Dir, "pods", p.pod.Namespace+"_"+p.pod.Name)
 	logPath := filepath.Join(r.Dir, "logs", p.pod.Namespace+"_"+p.pod.Name+".log")
 	backoff := time.Second
@@ -188,6 +197,29 @@ func (r *Runner) supervise(ctx context.Context, p *proc) {
 		}
 		backoff = min(2*backoff, 10*time.Second)
 	}
+}
+
+// ProcessFinalizer holds a pod the Runner started a process for until that
+// process has exited, as a kubelet keeps a pod Terminating until its
+// containers stopped. kwok deletes a pod at once and gives its IP to the
+// next pod; without the hold a new pod got the IP of one still draining
+// after SIGTERM and could not bind its ports until the old process exited.
+const ProcessFinalizer = "localcluster.delauto.io/process"
+
+// patchFinalizer adds (hold) or removes ProcessFinalizer on pod. A pod
+// already gone needs neither.
+func (r *Runner) patchFinalizer(ctx context.Context, pod *corev1.Pod, hold bool) error {
+	patch := `{"metadata":{"$deleteFromPrimitiveList/finalizers":["` + ProcessFinalizer + `"]}}`
+	if hold {
+		patch = `{"metadata":{"finalizers":["` + ProcessFinalizer + `"]}}`
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := r.Client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
 }
 
 // terminate sends SIGTERM and, after the pod's grace period, SIGKILL.
