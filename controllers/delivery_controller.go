@@ -142,7 +142,13 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	// call-off in Redis needs it when the campaign cannot be resolved).
 	s := &deliveryScope{d: d, shard: d.Status.Shard}
 	before := d.Status.DeepCopy()
+	// A spec change (a new window) not carried out yet: the queued attempt
+	// may be on the old plan, in the shard the status names.
+	changing := d.Status.ObservedGeneration != 0 && d.Generation != d.Status.ObservedGeneration
 	defer func() {
+		if changing {
+			err = r.holdWhileChanging(ctx, d, before.Shard, err)
+		}
 		// A generation is observed once every phase ran on it: after a
 		// failed phase the next reconcile still sees the spec as changed
 		// (a new window re-plans the queued attempt; changePending).
@@ -264,6 +270,33 @@ func (r *DeliveryReconciler) callOff(ctx context.Context, d *v1.Delivery, shard 
 		return
 	}
 	log.Info("the call log is unreachable: the Delivery's calls were called off in the queue", "shard", shard, "cause", cause.Error())
+}
+
+// holdWhileChanging keeps workers from dialing the Delivery's attempts
+// while a reconcile of its spec change failed with cause (queue.Hold): a
+// worker that claimed the queued attempt when the call log came back dialed
+// it on the old plan before the reconcile, retried with back-off, re-planned
+// it (make chaos: a call 16 s after a new window given during a PostgreSQL
+// stop). The reconcile that carries the change out lifts the hold; when the
+// lift fails, so does the reconcile, and the next one lifts it. It returns
+// the reconcile's error.
+func (r *DeliveryReconciler) holdWhileChanging(ctx context.Context, d *v1.Delivery, shard string, cause error) error {
+	if shard == "" {
+		return cause // never planned: nothing queued
+	}
+	if cause == nil {
+		if err := r.Queue.Unhold(ctx, r.shardOf(d, shard), string(d.UID)); err != nil {
+			return fmt.Errorf("the spec change was carried out but the hold on its calls was not lifted: %w", err)
+		}
+		return nil
+	}
+	log := ctrl.LoggerFrom(ctx)
+	if err := r.Queue.Hold(ctx, r.shardOf(d, shard), string(d.UID)); err != nil {
+		log.Error(err, "the spec change could not be carried out and the Delivery's calls could not be held either", "cause", cause.Error())
+		return cause
+	}
+	log.Info("the spec change could not be carried out: the Delivery's calls are held until it is", "shard", shard, "cause", cause.Error())
+	return cause
 }
 
 func (r *DeliveryReconciler) shardOf(d *v1.Delivery, shard string) queue.Shard {

@@ -274,25 +274,12 @@ func TestDeliveryStoppedWhileTheCallLogIsDownIsCalledOff(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			ctx := context.Background()
 			ns := namespace(t)
-			u, err := url.Parse(env.Mongo.URI)
-			if err != nil {
-				t.Fatal(err)
-			}
-			proxy := testservices.StartProxy(t, u.Host)
-			o := startOperatorIn(t, ns, env.Kube.Config, func(r *controllers.DeliveryReconciler) {
-				st, err := store.Open(ctx, store.Config{URI: proxy.URL(t, env.Mongo.URI), Database: "op_" + ns,
-					ConnectTimeout: 500 * time.Millisecond, ServerSelectionTimeout: 500 * time.Millisecond, OperationTimeout: time.Second})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = st.Close(context.Background()) })
-				r.Store = st
-			})
+			o, proxy := startOperatorBehindProxy(t, ns)
 			o.campaign(t)
 			d := o.waitPhase(t, o.delivery(t, "stopped-"+how).Name, v1.DeliveryScheduled)
 			a := o.attempts(t, d)[0]
 			shard := queue.Shard{Namespace: ns, Campaign: d.Status.Campaign, Name: a.Shard}
-			if off, err := queue.IsCalledOff(ctx, o.rdb, shard, a.ID); err != nil || off {
+			if off, _, err := queue.IsCalledOff(ctx, o.rdb, shard, a.ID); err != nil || off {
 				t.Fatalf("attempt called off before anything happened (%v, %v)", off, err)
 			}
 
@@ -303,7 +290,7 @@ func TestDeliveryStoppedWhileTheCallLogIsDownIsCalledOff(t *testing.T) {
 				t.Fatal(err)
 			}
 			eventually(t, 30*time.Second, "the Delivery's calls called off in Redis", func() error {
-				off, err := queue.IsCalledOff(ctx, o.rdb, shard, a.ID)
+				off, _, err := queue.IsCalledOff(ctx, o.rdb, shard, a.ID)
 				if err != nil {
 					return err
 				}
@@ -452,4 +439,82 @@ func TestCancelledDeliveryWithoutItsCampaignIsCancelled(t *testing.T) {
 			t.Errorf("%s: %v", d.Name, err)
 		}
 	}
+}
+
+// TestNewWindowWhileTheCallLogIsDownHoldsTheCalls: a Delivery gets a new
+// window while the operator cannot reach MongoDB, so its queued attempt
+// stays on the old plan until the reconcile, retried with back-off,
+// re-plans it. A worker claiming the attempt as soon as MongoDB is back
+// called it first (make chaos, seed 465066: a call 16 s after the change,
+// given during a PostgreSQL stop). The operator must hold the Delivery's
+// calls in Redis, which workers honour, and lift the hold once the attempt
+// is re-planned.
+func TestNewWindowWhileTheCallLogIsDownHoldsTheCalls(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	o, proxy := startOperatorBehindProxy(t, ns)
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "moved-while-down").Name, v1.DeliveryScheduled)
+	a := o.attempts(t, d)[0]
+	shard := queue.Shard{Namespace: ns, Campaign: d.Status.Campaign, Name: a.Shard}
+	held := func() (bool, error) {
+		_, held, err := queue.IsCalledOff(ctx, o.rdb, shard, a.ID)
+		return held, err
+	}
+	if h, err := held(); err != nil || h {
+		t.Fatalf("attempt held before anything happened (%v, %v)", h, err)
+	}
+
+	proxy.Down()
+	newStart := o.moveWindowToTomorrow(t, d)
+	eventually(t, 30*time.Second, "the Delivery's calls held in Redis", func() error {
+		h, err := held()
+		if err != nil {
+			return err
+		}
+		if !h {
+			return errors.New("not held: a worker reaching the call log first would call the attempt on its old plan")
+		}
+		return nil
+	})
+	if cur := o.get(t, d.Name); cur.Status.ObservedGeneration == cur.Generation {
+		t.Fatalf("the new window is observed (generation %d) while the call log is down", cur.Generation)
+	}
+
+	proxy.Up(t)
+	eventually(t, 90*time.Second, "attempt 1 re-planned for the new window and the hold lifted", func() error {
+		as := o.attempts(t, d)
+		if len(as) != 2 || as[0].State != store.StateCancelled || as[1].State != store.StateQueued {
+			return fmt.Errorf("attempts %v", states(as))
+		}
+		if as[1].Due.Before(newStart.Add(-24 * time.Hour / 2)) {
+			return fmt.Errorf("attempt 2 due %s, not in the new window's day (it opens %s)", as[1].Due, newStart)
+		}
+		if h, err := held(); err != nil || h {
+			return fmt.Errorf("still held (%v, %v)", h, err)
+		}
+		return nil
+	})
+}
+
+// startOperatorBehindProxy starts the Delivery controller in namespace ns
+// with its call log reached through a proxy the test can take down, and
+// short timeouts so its reconciles fail fast while it is down.
+func startOperatorBehindProxy(t *testing.T, ns string) (*operator, *testservices.Proxy) {
+	t.Helper()
+	u, err := url.Parse(env.Mongo.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testservices.StartProxy(t, u.Host)
+	o := startOperatorIn(t, ns, env.Kube.Config, func(r *controllers.DeliveryReconciler) {
+		st, err := store.Open(context.Background(), store.Config{URI: proxy.URL(t, env.Mongo.URI), Database: "op_" + ns, Now: r.Now,
+			ConnectTimeout: 500 * time.Millisecond, ServerSelectionTimeout: 500 * time.Millisecond, OperationTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close(context.Background()) })
+		r.Store = st
+	})
+	return o, proxy
 }

@@ -557,10 +557,15 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 // in Redis is cancelled.
 var errCalledOff = errors.New("the delivery was cancelled or deleted (called off while the call log was unreachable)")
 
-// checkCalledOff cancels an attempt the operator called off (queue.CallOff)
-// and puts it back when Redis cannot say; nil when it may be called.
+// errHeld is why an attempt whose delivery the operator holds in Redis is
+// put back.
+var errHeld = errors.New("the delivery's plan is changing (held while the call log was unreachable)")
+
+// checkCalledOff cancels an attempt the operator called off (queue.CallOff),
+// puts back one it holds (queue.Hold: the plan is changing) and one Redis
+// cannot say about; nil when it may be called.
 func (d *Dialer) checkCalledOff(r *run, a *store.Attempt) error {
-	off, err := queue.IsCalledOff(r.ctx, d.opts.Redis, r.m.Shard, a.ID)
+	off, held, err := queue.IsCalledOff(r.ctx, d.opts.Redis, r.m.Shard, a.ID)
 	switch {
 	case err != nil:
 		r.check = "call_off_unknown"
@@ -568,6 +573,9 @@ func (d *Dialer) checkCalledOff(r *run, a *store.Attempt) error {
 	case off:
 		r.check = "called_off"
 		return &store.DialError{Kind: store.DialCancelled, Err: errCalledOff}
+	case held:
+		r.check = "held"
+		return &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(storeRetry), Err: errHeld}
 	}
 	return nil
 }

@@ -20,7 +20,8 @@ type Metrics struct {
 	// not_due, not_found, opted_out, outside_hours, window_ended, draining,
 	// suspended, store_unavailable, limiter_unavailable, config, called_off
 	// (its delivery was cancelled or deleted while MongoDB was unreachable),
-	// call_off_unknown (Redis could not say).
+	// held (its delivery's plan was changing then), call_off_unknown (Redis
+	// could not say).
 	Checks *prometheus.CounterVec
 	// TwilioErrors counts failed create-call requests by Twilio error code
 	// (or http_<status>, timeout, reset, connect, other).

@@ -195,3 +195,29 @@ func TestCalledOffAttemptIsNotDialed(t *testing.T) {
 		t.Errorf("another delivery's attempt placed %d calls, want 1", n)
 	}
 }
+
+// TestHeldAttemptIsPutBack: the operator holds a Delivery in Redis while it
+// cannot carry out its new window (MongoDB unreachable), so the queued
+// attempt is still on the old plan. A worker that claims it must neither
+// call it nor cancel it: it is put back for a few seconds, and the
+// operator re-plans it (or lifts the hold) meanwhile.
+func TestHeldAttemptIsPutBack(t *testing.T) {
+	h := newHarness(t)
+	d := h.dialer("w1")
+	a := h.Create(calltest.Attempt{}, false)
+	ctx := context.Background()
+	if err := h.Q.Hold(ctx, h.Shard, queue.GroupOf(a.ID)); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Handle(ctx, h.Message(a))
+	if err == nil || !errors.Is(err, errHeld) {
+		t.Errorf("handler returned %v, want a retry for the hold", err)
+	}
+	got := h.Get(a.ID)
+	if got.State != store.StateRetry || !got.Due.After(time.Now()) {
+		t.Errorf("held attempt is %s due %s, want put back (retry) for later", got.State, got.Due)
+	}
+	if n := h.Sim.CallsForAttempt(a.ID); n != 0 {
+		t.Errorf("the held attempt placed %d calls", n)
+	}
+}

@@ -358,17 +358,56 @@ func (q *Queue) CallOff(ctx context.Context, s Shard, group string) error {
 	return nil
 }
 
-// IsCalledOff says whether attempt id of shard s belongs to a group that was
-// called off (CallOff). Workers ask it before they dial.
-func IsCalledOff(ctx context.Context, rdb redis.UniversalClient, s Shard, id string) (bool, error) {
-	err := rdb.ZScore(ctx, s.CalledOffKey(), GroupOf(id)).Err()
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, redis.Nil):
-		return false, nil
+// Hold keeps the attempts of group from being dialed until Unhold: a worker
+// that claims one puts it back for a while (IsCalledOff reports it held).
+// It is the operator's way to stop calls on a plan it is changing (a
+// Delivery given a new window) while MongoDB, where the queued attempt is
+// re-planned, cannot be reached; the reconcile that carries the change out
+// lifts it. Like a call-off it needs only Redis, and it is forgotten after
+// CallOffKeep.
+func (q *Queue) Hold(ctx context.Context, s Shard, group string) error {
+	if err := s.Validate(); err != nil {
+		return err
 	}
-	return false, fmt.Errorf("queue: is %s called off: %w", id, err)
+	if err := checkID(group); err != nil {
+		return err
+	}
+	if err := callOffScript.Run(ctx, q.rdb, s.keys(), CallOffKeep.Milliseconds(), holdMember(group)).Err(); err != nil {
+		return fmt.Errorf("queue: hold %s in %s: %w", group, s, err)
+	}
+	return nil
+}
+
+// Unhold lifts Hold; a group not held is left as it is.
+func (q *Queue) Unhold(ctx context.Context, s Shard, group string) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if err := q.rdb.ZRem(ctx, s.CalledOffKey(), holdMember(group)).Err(); err != nil {
+		return fmt.Errorf("queue: lift the hold of %s in %s: %w", group, s, err)
+	}
+	return nil
+}
+
+// holdMember is a held group's member of the called-off set: no attempt
+// group starts with "hold:".
+func holdMember(group string) string { return "hold:" + group }
+
+// IsCalledOff says whether attempt id of shard s belongs to a group that was
+// called off (CallOff: never dial it) or is held (Hold: not now). Workers
+// ask it before they dial; one round trip answers both.
+func IsCalledOff(ctx context.Context, rdb redis.UniversalClient, s Shard, id string) (off, held bool, err error) {
+	group := GroupOf(id)
+	scores, err := rdb.ZMScore(ctx, s.CalledOffKey(), group, holdMember(group)).Result()
+	if err != nil {
+		return false, false, fmt.Errorf("queue: is %s called off: %w", id, err)
+	}
+	if len(scores) != 2 {
+		return false, false, fmt.Errorf("queue: is %s called off: %d scores for 2 members", id, len(scores))
+	}
+	// A member that is not in the set scores 0 (go-redis maps nil to 0);
+	// every member's score is its time in ms, never 0.
+	return scores[0] != 0, scores[1] != 0, nil
 }
 
 // GroupOf is the group of attempt id "<group>-<n>"; an id of another form

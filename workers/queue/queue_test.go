@@ -839,12 +839,12 @@ func TestCallOff(t *testing.T) {
 
 		{s, "uid-a-x", false}, {s, "uid-b-1", false}, {other, "uid-a-1", false},
 	} {
-		off, err := queue.IsCalledOff(ctx, rdb, c.shard, c.id)
+		off, held, err := queue.IsCalledOff(ctx, rdb, c.shard, c.id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if off != c.off {
-			t.Errorf("IsCalledOff(%s, %s) = %v, want %v", c.shard.Name, c.id, off, c.off)
+		if off != c.off || held {
+			t.Errorf("IsCalledOff(%s, %s) = %v, held %v; want %v, not held", c.shard.Name, c.id, off, held, c.off)
 		}
 		want := queue.Added
 		if c.off {
@@ -859,6 +859,57 @@ func TestCallOff(t *testing.T) {
 	}
 	if err := q.CallOff(ctx, s, ""); err == nil {
 		t.Error("calling off an empty group: no error")
+	}
+}
+
+// TestHold: a held group's attempts are reported held (not called off)
+// until Unhold, and are still scheduled: the reconcile that lifts the hold
+// queues the re-planned attempt first. A call-off outlives a lifted hold.
+func TestHold(t *testing.T) {
+	ctx := context.Background()
+	rdb := redisClient(t)
+	q, _ := newQueue(t, rdb)
+	s := shardFor(t, "0")
+	other := shardFor(t, "1")
+	if err := q.Hold(ctx, s, "uid-a"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(sh queue.Shard, id string, wantOff, wantHeld bool) {
+		t.Helper()
+		off, held, err := queue.IsCalledOff(ctx, rdb, sh, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off != wantOff || held != wantHeld {
+			t.Errorf("IsCalledOff(%s, %s) = %v, held %v; want %v, held %v", sh.Name, id, off, held, wantOff, wantHeld)
+		}
+	}
+	check(s, "uid-a-1", false, true)
+	check(s, "uid-a-2", false, true)
+	check(s, "uid-ab-1", false, false)
+	check(other, "uid-a-1", false, false)
+	if r, err := q.Schedule(ctx, s, "uid-a-2", time.Now().Add(time.Hour)); err != nil || r != queue.Added {
+		t.Errorf("Schedule of a held group's attempt = %s, %v; want %s", r, err, queue.Added)
+	}
+	if err := q.Unhold(ctx, s, "uid-a"); err != nil {
+		t.Fatal(err)
+	}
+	check(s, "uid-a-1", false, false)
+
+	// Held and called off: the call-off stays when the hold is lifted.
+	if err := q.Hold(ctx, s, "uid-c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.CallOff(ctx, s, "uid-c"); err != nil {
+		t.Fatal(err)
+	}
+	check(s, "uid-c-1", true, true)
+	if err := q.Unhold(ctx, s, "uid-c"); err != nil {
+		t.Fatal(err)
+	}
+	check(s, "uid-c-1", true, false)
+	if err := q.Hold(ctx, s, ""); err == nil {
+		t.Error("holding an empty group: no error")
 	}
 }
 
