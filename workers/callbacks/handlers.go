@@ -16,6 +16,7 @@ import (
 	"github.com/delauto/delauto/internal/language"
 	"github.com/delauto/delauto/internal/outcome"
 	"github.com/delauto/delauto/internal/phone"
+	"github.com/delauto/delauto/workers/queue"
 	"github.com/delauto/delauto/workers/relay"
 	"github.com/delauto/delauto/workers/store"
 )
@@ -290,6 +291,11 @@ func (s *Server) handleGather(w http.ResponseWriter, r *request) int {
 	id := r.ref.AttemptID
 	if choice == v1.ChoiceOptOut {
 		ns, number := info.Namespace, info.To
+		// Marked in Redis first: while the opt-out waits in the journal for
+		// MongoDB, no worker dials the number (the dialer asks the mark).
+		if err := queue.MarkOptOutPending(r.ctx, s.cfg.Redis, ns, number); err != nil {
+			s.log.Warn("opt-out not marked pending in Redis; it stops calls once MongoDB has it", "attempt", id, "error", err)
+		}
 		err := s.writeOrJournal(r.ctx, entry{Kind: kindOptOut, Attempt: id, Body: entryBody{Namespace: ns, Number: number}},
 			func(ctx context.Context) (bool, error) { return s.applyOptOut(ctx, id, ns, number) })
 		if err != nil {
@@ -496,8 +502,18 @@ func (s *Server) applyAnswer(ctx context.Context, id string, ans store.Answer) (
 	return applied, followUp(s.afterAnswer(ctx, a))
 }
 
+// applyOptOut writes the opt-out to MongoDB and then lifts its pending mark
+// in Redis (MarkOptOutPending); a mark left behind only keeps stopping
+// calls to a number that opted out, until it expires.
 func (s *Server) applyOptOut(ctx context.Context, id, namespace, number string) (bool, error) {
-	return s.cfg.Store.AddOptOut(ctx, namespace, number, id, "menu")
+	applied, err := s.cfg.Store.AddOptOut(ctx, namespace, number, id, "menu")
+	if err != nil {
+		return applied, err
+	}
+	if err := queue.ClearOptOutPending(ctx, s.cfg.Redis, namespace, number); err != nil {
+		s.log.Warn("opt-out written, but its pending mark in Redis stays until it expires", "attempt", id, "error", err)
+	}
+	return applied, nil
 }
 
 func (s *Server) applyRecording(ctx context.Context, id string, rec store.Recording) (bool, error) {

@@ -476,6 +476,11 @@ func (d *Dialer) dial(r *run, a *store.Attempt) (store.DialResult, error) {
 	if err := d.checkCalledOff(r, a); err != nil {
 		return store.DialResult{}, err
 	}
+	// The number opted out while the call log could not be written: the
+	// opt-out waits in a worker's journal, and the claim did not see it.
+	if err := d.checkOptOutPending(r, a); err != nil {
+		return store.DialResult{}, err
+	}
 	// A first look before taking a slot: an attempt that came due outside
 	// the hours goes back at once.
 	if err := d.checkHours(r, a, in); err != nil {
@@ -576,6 +581,28 @@ func (d *Dialer) checkCalledOff(r *run, a *store.Attempt) error {
 	case held:
 		r.check = "held"
 		return &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(storeRetry), Err: errHeld}
+	}
+	return nil
+}
+
+// errOptOutPending is why an attempt to a number whose opt-out MongoDB does
+// not have yet is cancelled.
+var errOptOutPending = errors.New("the number opted out (the opt-out waits in a worker's journal for the call log)")
+
+// checkOptOutPending cancels an attempt to a number that opted out in an
+// opt-out still on its way to MongoDB (queue.MarkOptOutPending), and puts
+// it back when Redis cannot say; nil when it may be called. make chaos
+// found three numbers called 11 s after they opted out during a PostgreSQL
+// stop, before the journal writer had written their opt-outs.
+func (d *Dialer) checkOptOutPending(r *run, a *store.Attempt) error {
+	pending, err := queue.IsOptOutPending(r.ctx, d.opts.Redis, a.Delivery.Namespace, a.To)
+	switch {
+	case err != nil:
+		r.check = "call_off_unknown"
+		return &store.DialError{Kind: store.DialRetry, RetryAt: time.Now().Add(storeRetry), Err: err}
+	case pending:
+		r.check = "opted_out"
+		return &store.DialError{Kind: store.DialCancelled, Err: errOptOutPending}
 	}
 	return nil
 }

@@ -221,3 +221,36 @@ func TestHeldAttemptIsPutBack(t *testing.T) {
 		t.Errorf("the held attempt placed %d calls", n)
 	}
 }
+
+// TestOptOutPendingAttemptIsNotDialed: the number opted out while MongoDB
+// was unreachable, so the opt-out waits in a worker's journal and the claim
+// does not see it. A worker must not call: the attempt ends cancelled, and
+// an attempt to another number is called as usual.
+func TestOptOutPendingAttemptIsNotDialed(t *testing.T) {
+	h := newHarness(t)
+	d := h.dialer("w1")
+	a := h.Create(calltest.Attempt{}, false)
+	other := h.Create(calltest.Attempt{}, false)
+	if a.To == other.To {
+		t.Fatal("both attempts call one number")
+	}
+	ctx := context.Background()
+	if err := queue.MarkOptOutPending(ctx, h.Rdb, a.Delivery.Namespace, a.To); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Handle(ctx, h.Message(a)); err != nil {
+		t.Fatalf("handler: %v", err)
+	}
+	if got := h.Get(a.ID); got.State != store.StateCancelled {
+		t.Errorf("attempt to a number whose opt-out is pending is %s, want cancelled", got.State)
+	}
+	if n := h.Sim.CallsForAttempt(a.ID); n != 0 {
+		t.Errorf("the attempt placed %d calls", n)
+	}
+	if err := d.Handle(ctx, h.Message(other)); err != nil {
+		t.Fatalf("handler: %v", err)
+	}
+	if n := h.Sim.CallsForAttempt(other.ID); n != 1 {
+		t.Errorf("an attempt to another number placed %d calls, want 1", n)
+	}
+}
