@@ -218,6 +218,13 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, d *v1.Delivery) (ctrl
 	if err := r.Store.ForgetDelivery(ctx, d.Namespace, string(d.UID)); err != nil {
 		return ctrl.Result{}, err
 	}
+	// Nothing is left to call: the hold holdOnSight placed goes (it would
+	// otherwise expire with the call-offs).
+	if d.Status.Shard != "" {
+		if _, err := r.Queue.Unhold(ctx, r.shardOf(d, d.Status.Shard), string(d.UID), d.Generation); err != nil {
+			ctrl.LoggerFrom(ctx).Info("could not lift the hold of a deleted Delivery; it expires", "error", err.Error())
+		}
+	}
 	patch := client.MergeFrom(d.DeepCopy())
 	controllerutil.RemoveFinalizer(d, Finalizer)
 	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, d, patch))
@@ -277,26 +284,56 @@ func (r *DeliveryReconciler) callOff(ctx context.Context, d *v1.Delivery, shard 
 // worker that claimed the queued attempt when the call log came back dialed
 // it on the old plan before the reconcile, retried with back-off, re-planned
 // it (make chaos: a call 16 s after a new window given during a PostgreSQL
-// stop). The reconcile that carries the change out lifts the hold; when the
-// lift fails, so does the reconcile, and the next one lifts it. It returns
-// the reconcile's error.
+// stop). The reconcile that carries the change out lifts the hold, and the
+// one holdOnSight placed, unless a later generation holds it; when the lift
+// fails, so does the reconcile, and the next one lifts it. It returns the
+// reconcile's error.
 func (r *DeliveryReconciler) holdWhileChanging(ctx context.Context, d *v1.Delivery, shard string, cause error) error {
 	if shard == "" {
 		return cause // never planned: nothing queued
 	}
 	if cause == nil {
-		if err := r.Queue.Unhold(ctx, r.shardOf(d, shard), string(d.UID)); err != nil {
+		if _, err := r.Queue.Unhold(ctx, r.shardOf(d, shard), string(d.UID), d.Generation); err != nil {
 			return fmt.Errorf("the spec change was carried out but the hold on its calls was not lifted: %w", err)
 		}
 		return nil
 	}
 	log := ctrl.LoggerFrom(ctx)
-	if err := r.Queue.Hold(ctx, r.shardOf(d, shard), string(d.UID)); err != nil {
+	if err := r.Queue.Hold(ctx, r.shardOf(d, shard), string(d.UID), d.Generation); err != nil {
 		log.Error(err, "the spec change could not be carried out and the Delivery's calls could not be held either", "cause", cause.Error())
 		return cause
 	}
 	log.Info("the spec change could not be carried out: the Delivery's calls are held until it is", "shard", shard, "cause", cause.Error())
 	return cause
+}
+
+// holdTimeout bounds holdOnSight's Redis request: it runs in the watch's
+// event handler, ahead of every later event of the Delivery controller.
+const holdTimeout = 2 * time.Second
+
+// holdOnSight holds a planned Delivery's calls in Redis (queue.Hold at its
+// new generation) the moment the operator sees a change to its plan: a new
+// window or number, a cancellation, a deletion. It runs before the
+// reconcile that carries the change out is queued, and that reconcile lifts
+// it (holdWhileChanging, finalize). Before, a worker learnt of the change
+// only from that reconcile: behind an overloaded call log (make chaos at
+// twice this machine's capacity) the operator was up to 90 s behind, and
+// workers called Deliveries after their new window or their deletion. A
+// Delivery that was never planned, or whose calls are over, has nothing to
+// hold. When Redis cannot be reached the reconcile still carries the change
+// out and holds on failure.
+func (r *DeliveryReconciler) holdOnSight(ctx context.Context, d *v1.Delivery) {
+	if d.Status.Shard == "" || d.Status.Phase.Finished() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, holdTimeout)
+	defer cancel()
+	log := ctrl.LoggerFrom(ctx).WithValues("controller", "delivery", "Delivery", client.ObjectKeyFromObject(d))
+	if err := r.Queue.Hold(ctx, r.shardOf(d, d.Status.Shard), string(d.UID), d.Generation); err != nil {
+		log.Error(err, "could not hold the calls of a changed Delivery ahead of its reconcile")
+		return
+	}
+	log.V(1).Info("held the calls of a changed Delivery until its reconcile carries the change out", "generation", d.Generation)
 }
 
 func (r *DeliveryReconciler) shardOf(d *v1.Delivery, shard string) queue.Shard {
@@ -356,7 +393,7 @@ func (r *DeliveryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Spec changes and deletions jump the queue (deliveryQueueing).
 		Named("delivery").
 		WithLogConstructor(deliveryLog(mgr.GetLogger())).
-		Watches(&v1.Delivery{}, deliveryQueueing(), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Watches(&v1.Delivery{}, deliveryQueueing(r.holdOnSight), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		// Only spec changes of a campaign matter here; its status changes
 		// every few seconds and must not re-plan every Delivery.
 		Watches(&v1.CallCampaign{}, handler.EnqueueRequestsFromMapFunc(r.deliveriesOfCampaign), builder.WithPredicates(predicate.GenerationChangedPredicate{})).

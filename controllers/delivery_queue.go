@@ -31,7 +31,11 @@ const ChangePriority = 100
 // ChangePriority: the operator that saw the change may have failed to
 // call its attempts off (the call log unreachable) and then lost its
 // leadership, and its successor must not get to it last.
-func deliveryQueueing() handler.EventHandler {
+//
+// Before it enqueues such a change, it calls hold (nil: none) with the
+// changed Delivery: workers must not dial on the old plan while its
+// reconcile waits in line.
+func deliveryQueueing(hold func(context.Context, *v1.Delivery)) handler.EventHandler {
 	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object, priority *int) {
 		req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)}
 		if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
@@ -41,24 +45,30 @@ func deliveryQueueing() handler.EventHandler {
 		q.Add(req)
 	}
 	low, change := handler.LowPriority, ChangePriority
+	holdFor := func(ctx context.Context, o client.Object) {
+		if d, ok := o.(*v1.Delivery); ok && hold != nil {
+			hold(ctx, d)
+		}
+	}
 	return handler.Funcs{
-		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			var p *int
 			switch {
 			case changePending(e.Object):
+				holdFor(ctx, e.Object)
 				p = &change
 			case e.IsInInitialList:
 				p = &low
 			}
 			add(q, e.Object, p)
 		},
-		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			var p *int
 			switch {
 			case e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration(),
-				e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero():
-				p = &change
-			case changePending(e.ObjectNew):
+				e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero(),
+				changePending(e.ObjectNew):
+				holdFor(ctx, e.ObjectNew)
 				p = &change
 			case e.ObjectOld.GetResourceVersion() == e.ObjectNew.GetResourceVersion():
 				p = &low

@@ -29,7 +29,7 @@ func TestChangedAndDeletedDeliveriesJumpTheBacklog(t *testing.T) {
 		o.RateLimiter = controllerOptions(1).RateLimiter
 	})
 	defer q.ShutDown()
-	h := deliveryQueueing()
+	h := deliveryQueueing(nil)
 
 	delivery := func(i int) *v1.Delivery {
 		return &v1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: fmt.Sprintf("parcel-%d", i), Generation: 1, ResourceVersion: "1"}}
@@ -81,7 +81,7 @@ func TestNewLeaderTakesUnfinishedChangesFirst(t *testing.T) {
 		o.RateLimiter = controllerOptions(1).RateLimiter
 	})
 	defer q.ShutDown()
-	h := deliveryQueueing()
+	h := deliveryQueueing(nil)
 	pending := map[string]bool{}
 	for i := range 200 {
 		d := &v1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: fmt.Sprintf("parcel-%d", i), Generation: 2, ResourceVersion: "5"}}

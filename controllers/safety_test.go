@@ -497,6 +497,92 @@ func TestNewWindowWhileTheCallLogIsDownHoldsTheCalls(t *testing.T) {
 	})
 }
 
+// TestChangedDeliveryIsHeldBeforeItsReconcile: a worker learnt that a
+// Delivery got a new window, or was deleted, only from the reconcile that
+// carries the change out. Behind an overloaded call log that reconcile came
+// up to 90 s later, and workers called Deliveries after their new window or
+// their deletion (make chaos, default profile). The operator must hold the
+// Delivery's calls in Redis as soon as it sees the change, before that
+// reconcile runs, and lift the hold once the change is carried out.
+func TestChangedDeliveryIsHeldBeforeItsReconcile(t *testing.T) {
+	ctx := context.Background()
+	var (
+		mu     sync.Mutex
+		shard  queue.Shard
+		rdb    = env.Redis.Client()
+		atPlan = make(chan error, 1)
+	)
+	heldNow := func(id string) (bool, error) {
+		mu.Lock()
+		sh := shard
+		mu.Unlock()
+		_, held, err := queue.IsCalledOff(ctx, rdb, sh, id)
+		return held, err
+	}
+	o := startOperator(t, func(r *controllers.DeliveryReconciler) {
+		controllers.SetBeforeReplan(r, func(id string) {
+			// Inside the reconcile of the new window, before it re-plans
+			// the queued attempt in the call log.
+			held, err := heldNow(id)
+			if err == nil && !held {
+				err = fmt.Errorf("attempt %s not held when the reconcile of the new window began: a worker could call it on its old plan until then", id)
+			}
+			select {
+			case atPlan <- err:
+			default:
+			}
+		})
+	})
+	o.campaign(t)
+	d := o.waitPhase(t, o.delivery(t, "moved").Name, v1.DeliveryScheduled)
+	e := o.waitPhase(t, o.delivery(t, "deleted").Name, v1.DeliveryScheduled)
+	first := o.attempts(t, d)[0]
+	mu.Lock()
+	shard = queue.Shard{Namespace: d.Namespace, Campaign: d.Status.Campaign, Name: first.Shard}
+	mu.Unlock()
+	if h, err := heldNow(first.ID); err != nil || h {
+		t.Fatalf("attempt held before anything happened (%v, %v)", h, err)
+	}
+
+	o.moveWindowToTomorrow(t, d)
+	select {
+	case err := <-atPlan:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the new window never reached the re-plan of attempt 1")
+	}
+	eventually(t, 30*time.Second, "attempt 1 re-planned and the hold lifted", func() error {
+		as := o.attempts(t, d)
+		if len(as) != 2 || as[0].State != store.StateCancelled || as[1].State != store.StateQueued {
+			return fmt.Errorf("attempts %v", states(as))
+		}
+		if h, err := heldNow(as[1].ID); err != nil || h {
+			return fmt.Errorf("attempt 2 held after the re-plan (%v, %v): it would never be called", h, err)
+		}
+		return nil
+	})
+
+	// A deleted Delivery's hold goes with its finalizer.
+	if err := env.Kube.Client.Delete(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the deleted Delivery gone and its hold lifted", func() error {
+		if err := env.Kube.Client.Get(ctx, client.ObjectKeyFromObject(e), &v1.Delivery{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		as := o.attempts(t, e)
+		if len(as) != 1 || as[0].State != store.StateCancelled {
+			return fmt.Errorf("attempts %v", states(as))
+		}
+		if h, err := heldNow(as[0].ID); err != nil || h {
+			return fmt.Errorf("still held (%v, %v)", h, err)
+		}
+		return nil
+	})
+}
+
 // startOperatorBehindProxy starts the Delivery controller in namespace ns
 // with its call log reached through a proxy the test can take down, and
 // short timeouts so its reconciles fail fast while it is down.

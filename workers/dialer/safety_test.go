@@ -206,7 +206,7 @@ func TestHeldAttemptIsPutBack(t *testing.T) {
 	d := h.dialer("w1")
 	a := h.Create(calltest.Attempt{}, false)
 	ctx := context.Background()
-	if err := h.Q.Hold(ctx, h.Shard, queue.GroupOf(a.ID)); err != nil {
+	if err := h.Q.Hold(ctx, h.Shard, queue.GroupOf(a.ID), 1); err != nil {
 		t.Fatal(err)
 	}
 	err := d.Handle(ctx, h.Message(a))

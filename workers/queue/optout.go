@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 
@@ -25,7 +24,7 @@ func optOutPendingKey(namespace, number string) string {
 
 // MarkOptOutPending records in Redis that number opted out in namespace,
 // for the time the opt-out waits in a worker's journal for MongoDB, where
-// a claim looks for it: a worker asks IsOptOutPending before it dials. The
+// a claim looks for it: a worker asks it before it dials (DialBlocks). The
 // worker that takes the opt-out marks it before writing it; the write that
 // reaches MongoDB clears it (ClearOptOutPending).
 func MarkOptOutPending(ctx context.Context, rdb redis.UniversalClient, namespace, number string) error {
@@ -45,14 +44,22 @@ func ClearOptOutPending(ctx context.Context, rdb redis.UniversalClient, namespac
 }
 
 // IsOptOutPending says whether number opted out in namespace in an opt-out
-// MongoDB may not have yet (MarkOptOutPending).
+// MongoDB may not have yet (MarkOptOutPending). Workers ask it with the
+// call-off in one round trip (DialBlocks).
 func IsOptOutPending(ctx context.Context, rdb redis.UniversalClient, namespace, number string) (bool, error) {
-	err := rdb.Get(ctx, optOutPendingKey(namespace, number)).Err()
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, redis.Nil):
-		return false, nil
+	return optOutPending(isOptOutPendingCmd(ctx, rdb, namespace, number))
+}
+
+// isOptOutPendingCmd asks whether the mark of MarkOptOutPending exists.
+func isOptOutPendingCmd(ctx context.Context, c redis.Cmdable, namespace, number string) *redis.IntCmd {
+	return c.Exists(ctx, optOutPendingKey(namespace, number))
+}
+
+// optOutPending reads the answer of isOptOutPendingCmd.
+func optOutPending(cmd *redis.IntCmd) (bool, error) {
+	n, err := cmd.Result()
+	if err != nil {
+		return false, fmt.Errorf("queue: is an opt-out pending: %w", err)
 	}
-	return false, fmt.Errorf("queue: is an opt-out pending: %w", err)
+	return n > 0, nil
 }

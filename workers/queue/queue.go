@@ -358,35 +358,43 @@ func (q *Queue) CallOff(ctx context.Context, s Shard, group string) error {
 	return nil
 }
 
-// Hold keeps the attempts of group from being dialed until Unhold: a worker
-// that claims one puts it back for a while (IsCalledOff reports it held).
-// It is the operator's way to stop calls on a plan it is changing (a
-// Delivery given a new window) while MongoDB, where the queued attempt is
-// re-planned, cannot be reached; the reconcile that carries the change out
-// lifts it. Like a call-off it needs only Redis, and it is forgotten after
-// CallOffKeep.
-func (q *Queue) Hold(ctx context.Context, s Shard, group string) error {
+// Hold keeps the attempts of group from being dialed until Unhold lifts it
+// at generation or later: a worker that claims one puts it back for a
+// while (IsCalledOff reports it held). It is the operator's way to stop
+// calls on a plan it is changing (a Delivery given a new window, cancelled
+// or deleted; generation is the Delivery's generation that asks for the
+// change): it holds the Delivery the moment it sees the change, ahead of
+// the reconcile that re-plans or cancels the queued attempt in MongoDB,
+// and again when that reconcile fails (the call log unreachable). Like a
+// call-off it needs only Redis, and it is forgotten after CallOffKeep.
+func (q *Queue) Hold(ctx context.Context, s Shard, group string, generation int64) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
 	if err := checkID(group); err != nil {
 		return err
 	}
-	if err := callOffScript.Run(ctx, q.rdb, s.keys(), CallOffKeep.Milliseconds(), holdMember(group)).Err(); err != nil {
+	err := holdScript.Run(ctx, q.rdb, []string{s.CalledOffKey(), s.holdKey(group)},
+		CallOffKeep.Milliseconds(), holdMember(group), generation).Err()
+	if err != nil {
 		return fmt.Errorf("queue: hold %s in %s: %w", group, s, err)
 	}
 	return nil
 }
 
-// Unhold lifts Hold; a group not held is left as it is.
-func (q *Queue) Unhold(ctx context.Context, s Shard, group string) error {
+// Unhold lifts the Hold of group once the change of generation was carried
+// out. A hold for a later generation stays (that change is not carried
+// out yet: its reconcile lifts it; Unhold then reports false), and a group
+// not held is left as it is.
+func (q *Queue) Unhold(ctx context.Context, s Shard, group string, generation int64) (bool, error) {
 	if err := s.Validate(); err != nil {
-		return err
+		return false, err
 	}
-	if err := q.rdb.ZRem(ctx, s.CalledOffKey(), holdMember(group)).Err(); err != nil {
-		return fmt.Errorf("queue: lift the hold of %s in %s: %w", group, s, err)
+	n, err := unholdScript.Run(ctx, q.rdb, []string{s.CalledOffKey(), s.holdKey(group)}, holdMember(group), generation).Int()
+	if err != nil {
+		return false, fmt.Errorf("queue: lift the hold of %s in %s: %w", group, s, err)
 	}
-	return nil
+	return n == 1, nil
 }
 
 // holdMember is a held group's member of the called-off set: no attempt
@@ -395,10 +403,20 @@ func holdMember(group string) string { return "hold:" + group }
 
 // IsCalledOff says whether attempt id of shard s belongs to a group that was
 // called off (CallOff: never dial it) or is held (Hold: not now). Workers
-// ask it before they dial; one round trip answers both.
+// ask it with the pending opt-out in one round trip (DialBlocks).
 func IsCalledOff(ctx context.Context, rdb redis.UniversalClient, s Shard, id string) (off, held bool, err error) {
+	return calledOff(id, isCalledOffCmd(ctx, rdb, s, id))
+}
+
+// isCalledOffCmd asks for the scores of attempt id's call-off and hold.
+func isCalledOffCmd(ctx context.Context, c redis.Cmdable, s Shard, id string) *redis.FloatSliceCmd {
 	group := GroupOf(id)
-	scores, err := rdb.ZMScore(ctx, s.CalledOffKey(), group, holdMember(group)).Result()
+	return c.ZMScore(ctx, s.CalledOffKey(), group, holdMember(group))
+}
+
+// calledOff reads the answer of isCalledOffCmd.
+func calledOff(id string, cmd *redis.FloatSliceCmd) (off, held bool, err error) {
+	scores, err := cmd.Result()
 	if err != nil {
 		return false, false, fmt.Errorf("queue: is %s called off: %w", id, err)
 	}
@@ -408,6 +426,39 @@ func IsCalledOff(ctx context.Context, rdb redis.UniversalClient, s Shard, id str
 	// A member that is not in the set scores 0 (go-redis maps nil to 0);
 	// every member's score is its time in ms, never 0.
 	return scores[0] != 0, scores[1] != 0, nil
+}
+
+// Blocks is what Redis holds against dialing an attempt now.
+type Blocks struct {
+	// CalledOff: its delivery was called off (CallOff); never dial it.
+	CalledOff bool
+	// Held: its delivery's plan is changing (Hold); not now.
+	Held bool
+	// OptOutPending: its number opted out in an opt-out MongoDB may not
+	// have yet (MarkOptOutPending); never dial it.
+	OptOutPending bool
+}
+
+// DialBlocks asks Redis, in one round trip, everything it may hold against
+// dialing attempt id of shard s to number in namespace: a worker's last
+// look before it dials (IsCalledOff and IsOptOutPending together).
+func DialBlocks(ctx context.Context, rdb redis.UniversalClient, s Shard, id, namespace, number string) (Blocks, error) {
+	var off *redis.FloatSliceCmd
+	var pending *redis.IntCmd
+	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		off = isCalledOffCmd(ctx, p, s, id)
+		pending = isOptOutPendingCmd(ctx, p, namespace, number)
+		return nil
+	})
+	var b Blocks
+	var err error
+	if b.CalledOff, b.Held, err = calledOff(id, off); err != nil {
+		return Blocks{}, err
+	}
+	if b.OptOutPending, err = optOutPending(pending); err != nil {
+		return Blocks{}, err
+	}
+	return b, nil
 }
 
 // GroupOf is the group of attempt id "<group>-<n>"; an id of another form

@@ -32,7 +32,19 @@ func TestMain(m *testing.M) {
 func shardFor(t *testing.T, name string) queue.Shard {
 	t.Helper()
 	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	return queue.Shard{Namespace: ns, Campaign: "cc", Name: name}
+	s := queue.Shard{Namespace: ns, Campaign: "cc", Name: name}
+	// The shard's keys go with the test: a test run again in the process
+	// (-count) starts on an empty shard.
+	t.Cleanup(func() {
+		ctx := context.Background()
+		c := env.Redis.Client()
+		defer c.Close()
+		iter := c.Scan(ctx, 0, "{"+s.String()+"}*", 100).Iterator()
+		for iter.Next(ctx) {
+			c.Del(ctx, iter.Val())
+		}
+	})
+	return s
 }
 
 // newQueue returns a queue on rdb with its own metrics registry.
@@ -863,15 +875,18 @@ func TestCallOff(t *testing.T) {
 }
 
 // TestHold: a held group's attempts are reported held (not called off)
-// until Unhold, and are still scheduled: the reconcile that lifts the hold
-// queues the re-planned attempt first. A call-off outlives a lifted hold.
+// until Unhold at the generation that asked for the hold, and are still
+// scheduled: the reconcile that lifts the hold queues the re-planned
+// attempt first. The reconcile of an earlier generation (still running
+// when the next change came) does not lift a later one's hold. A call-off
+// outlives a lifted hold.
 func TestHold(t *testing.T) {
 	ctx := context.Background()
 	rdb := redisClient(t)
 	q, _ := newQueue(t, rdb)
 	s := shardFor(t, "0")
 	other := shardFor(t, "1")
-	if err := q.Hold(ctx, s, "uid-a"); err != nil {
+	if err := q.Hold(ctx, s, "uid-a", 2); err != nil {
 		t.Fatal(err)
 	}
 	check := func(sh queue.Shard, id string, wantOff, wantHeld bool) {
@@ -884,6 +899,16 @@ func TestHold(t *testing.T) {
 			t.Errorf("IsCalledOff(%s, %s) = %v, held %v; want %v, held %v", sh.Name, id, off, held, wantOff, wantHeld)
 		}
 	}
+	unhold := func(group string, gen int64, want bool) {
+		t.Helper()
+		lifted, err := q.Unhold(ctx, s, group, gen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lifted != want {
+			t.Errorf("Unhold(%s, generation %d) = %v, want %v", group, gen, lifted, want)
+		}
+	}
 	check(s, "uid-a-1", false, true)
 	check(s, "uid-a-2", false, true)
 	check(s, "uid-ab-1", false, false)
@@ -891,26 +916,68 @@ func TestHold(t *testing.T) {
 	if r, err := q.Schedule(ctx, s, "uid-a-2", time.Now().Add(time.Hour)); err != nil || r != queue.Added {
 		t.Errorf("Schedule of a held group's attempt = %s, %v; want %s", r, err, queue.Added)
 	}
-	if err := q.Unhold(ctx, s, "uid-a"); err != nil {
+	// Generation 3 holds too; an older hold request does not lower it.
+	if err := q.Hold(ctx, s, "uid-a", 3); err != nil {
 		t.Fatal(err)
 	}
+	if err := q.Hold(ctx, s, "uid-a", 2); err != nil {
+		t.Fatal(err)
+	}
+	unhold("uid-a", 2, false)
+	check(s, "uid-a-1", false, true)
+	unhold("uid-a", 3, true)
 	check(s, "uid-a-1", false, false)
+	unhold("uid-a", 3, true) // not held: nothing to do
 
 	// Held and called off: the call-off stays when the hold is lifted.
-	if err := q.Hold(ctx, s, "uid-c"); err != nil {
+	if err := q.Hold(ctx, s, "uid-c", 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := q.CallOff(ctx, s, "uid-c"); err != nil {
 		t.Fatal(err)
 	}
 	check(s, "uid-c-1", true, true)
-	if err := q.Unhold(ctx, s, "uid-c"); err != nil {
-		t.Fatal(err)
-	}
+	unhold("uid-c", 5, true)
 	check(s, "uid-c-1", true, false)
-	if err := q.Hold(ctx, s, ""); err == nil {
+	if err := q.Hold(ctx, s, "", 1); err == nil {
 		t.Error("holding an empty group: no error")
 	}
+}
+
+// TestDialBlocks: the one request a worker makes before it dials reports
+// each of the call-off, the hold and the pending opt-out, for that attempt
+// and number only.
+func TestDialBlocks(t *testing.T) {
+	ctx := context.Background()
+	rdb := redisClient(t)
+	q, _ := newQueue(t, rdb)
+	s := shardFor(t, "0")
+	ns, number := s.Namespace, "+14155550123"
+	check := func(id, to string, want queue.Blocks) {
+		t.Helper()
+		got, err := queue.DialBlocks(ctx, rdb, s, id, ns, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("DialBlocks(%s, %s) = %+v, want %+v", id, to, got, want)
+		}
+	}
+	check("uid-a-1", number, queue.Blocks{})
+	if err := q.CallOff(ctx, s, "uid-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Hold(ctx, s, "uid-b", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.MarkOptOutPending(ctx, rdb, ns, number); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = queue.ClearOptOutPending(context.Background(), rdb, ns, number) })
+	check("uid-a-1", "+14155550100", queue.Blocks{CalledOff: true})
+	check("uid-b-1", "+14155550100", queue.Blocks{Held: true})
+	check("uid-c-1", number, queue.Blocks{OptOutPending: true})
+	check("uid-a-2", number, queue.Blocks{CalledOff: true, OptOutPending: true})
 }
 
 func TestGroupOf(t *testing.T) {

@@ -177,6 +177,33 @@ end
 return #ARGV - 1
 `)
 
+// holdScript holds a group (Queue.Hold) and keeps the latest generation
+// that asked for it. KEYS: the called-off set, the group's hold key. ARGV:
+// keep ms, the group's hold member, the generation.
+var holdScript = redis.NewScript(luaNow + `
+local calledoff, holdgen = KEYS[1], KEYS[2]
+local keep, gen = tonumber(ARGV[1]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', calledoff, '-inf', now - keep)
+local held = tonumber(redis.call('GET', holdgen) or '-1')
+if gen > held then held = gen end
+redis.call('SET', holdgen, held, 'PX', keep)
+redis.call('ZADD', calledoff, now, ARGV[2])
+return 1
+`)
+
+// unholdScript lifts a hold (Queue.Unhold) unless a later generation asked
+// for it. KEYS as holdScript's. ARGV: the group's hold member, the
+// generation carried out. It returns 1 when lifted.
+var unholdScript = redis.NewScript(`
+local held = tonumber(redis.call('GET', KEYS[2]) or '-1')
+if held > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+`)
+
 // luaTrim drops acknowledged entries from the head of the ready stream:
 // everything older than the oldest pending entry, or, with none pending,
 // everything delivered. MINID ~ frees whole stream nodes only, which costs

@@ -66,8 +66,13 @@ func (s Shard) WakeChannel() string { return s.tag() + ":wake" }
 
 // CalledOffKey is the sorted set of attempt groups called off (CallOff),
 // scored by when (Unix ms): Schedule refuses their attempts and a worker
-// checks it (IsCalledOff) before it dials.
+// checks it (DialBlocks) before it dials. Held groups (Hold) are members
+// "hold:<group>".
 func (s Shard) CalledOffKey() string { return s.tag() + ":calledoff" }
+
+// holdKey holds the latest generation of group's Hold, which only an
+// Unhold at that generation or later lifts.
+func (s Shard) holdKey(group string) string { return s.tag() + ":hold:" + group }
 
 // keys are the KEYS of every per-shard script, in this order.
 func (s Shard) keys() []string {
