@@ -559,7 +559,7 @@ var errCalledOff = errors.New("the delivery was cancelled or deleted (called off
 
 // errHeld is why an attempt whose delivery the operator holds in Redis is
 // put back.
-var errHeld = errors.New("the delivery's plan is changing (held while the call log was unreachable)")
+var errHeld = errors.New("the delivery's plan is changing (held until the operator has carried the change out)")
 
 // errOptOutPending is why an attempt to a number whose opt-out MongoDB does
 // not have yet is cancelled.
